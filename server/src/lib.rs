@@ -1,1 +1,200 @@
+//! Hookyard's daemon as a library: `main.rs` parses flags and calls `start`;
+//! tests can do the same with listeners bound to `127.0.0.1:0`.
+//!
+//! # Layout
+//! The modules read in the order an event travels:
+//! - `intake`: HTTP and gRPC doors — authentication, validation, routing.
+//! - `routing`: the pattern grammar and the matcher index.
+//! - `catalog`: the endpoints and subscriptions in force, swapped atomically.
+//! - `store`: SQLite storage and the group-commit writer.
+//! - `delivery`: the dispatcher, the signed HTTP sender, retries, SSRF guard.
+//! - `admin`: the Admin gRPC API and the live feed of delivery changes.
+//! - `config`, `bootstrap`, `server`: settings, declared resources, serving.
 
+pub mod admin;
+pub mod bootstrap;
+pub mod catalog;
+pub mod config;
+pub mod delivery;
+pub mod intake;
+pub mod model;
+pub mod routing;
+pub mod server;
+pub mod store;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use hookyard::v1::{admin_server::AdminServer, events_server::EventsServer};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::{
+    admin::{feed::LiveFeed, token::AdminAuth, AdminService},
+    catalog::CatalogHandle,
+    config::Config,
+    delivery::{ssrf::AddressPolicy, Dispatcher, DispatcherConfig, Sender},
+    intake::{auth::ApiKeys, grpc::EventsService, Intake},
+    server::ConnectionLimits,
+    store::{Store, WriterConfig},
+};
+
+/// The two listeners the daemon serves on, bound by the caller.
+pub struct Listeners {
+    /// HTTP intake and gRPC Events.
+    pub public: TcpListener,
+    /// gRPC Admin.
+    pub admin: TcpListener,
+}
+
+/// A started daemon.
+pub struct Running {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Whether this start created the admin token file.
+    pub admin_token_created: bool,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Waits until the servers stop (after `shutdown` is cancelled).
+    pub async fn wait(mut self) {
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(error) = result {
+                tracing::error!(%error, "A daemon task failed.");
+            }
+        }
+    }
+}
+
+/// Opens storage, applies the config's declared resources, starts the writer,
+/// dispatcher and both servers. Returns once everything accepts work.
+pub async fn start(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "could not create data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let (admin_token, admin_token_created) =
+        admin::token::load_or_create(&config.admin_token_path()).with_context(|| {
+            format!(
+                "could not read or write {}",
+                config.admin_token_path().display()
+            )
+        })?;
+
+    let (committed_tx, committed_rx) = mpsc::channel(1024);
+    let writer_config = WriterConfig {
+        max_batch: config.storage.max_batch,
+        queue: config.storage.queue,
+    };
+    let (store, writer) = Store::open_sqlite(&config.database_path(), writer_config, committed_tx)
+        .await
+        .with_context(|| format!("could not open {}", config.database_path().display()))?;
+    let catalog = Arc::new(CatalogHandle::load(store.clone()).await?);
+    bootstrap::apply_declared(&config, &store, &catalog).await?;
+
+    let feed = LiveFeed::new();
+    let sender = Arc::new(Sender::new(
+        AddressPolicy::new(config.delivery.allow_private_targets.clone()),
+        config.delivery.timeout,
+    )?);
+    let (control_tx, control_rx) = mpsc::channel(1024);
+    let dispatcher = Dispatcher::new(
+        DispatcherConfig {
+            memory_queue: config.delivery.memory_queue,
+            max_in_flight: config.delivery.max_in_flight,
+            retry_schedule: config.delivery.retry_schedule.clone(),
+        },
+        store.clone(),
+        writer.clone(),
+        catalog.clone(),
+        sender,
+        feed.clone(),
+    )
+    .await?;
+
+    let intake = Arc::new(Intake {
+        catalog: catalog.clone(),
+        writer,
+        keys: ApiKeys::new(&config.api_keys),
+        body_limit: config.http.body_limit,
+    });
+    let public_app = public_app(&config, intake, store.clone()).await?;
+    let admin_app = admin_app(
+        AdminService::new(store, catalog, feed, control_tx),
+        &admin_token,
+    )
+    .await?;
+
+    let limits = ConnectionLimits {
+        header_timeout: config.http.header_timeout,
+        max_connections: config.http.max_connections,
+    };
+    let listen = listeners.public.local_addr()?;
+    let admin_listen = listeners.admin.local_addr()?;
+    let mut tasks = JoinSet::new();
+    tasks.spawn(dispatcher.run(committed_rx, control_rx, shutdown.clone()));
+    tasks.spawn(server::serve(
+        listeners.public,
+        public_app,
+        limits,
+        shutdown.clone(),
+    ));
+    tasks.spawn(server::serve(listeners.admin, admin_app, limits, shutdown));
+    Ok(Running {
+        listen,
+        admin_listen,
+        admin_token_created,
+        tasks,
+    })
+}
+
+/// HTTP intake and gRPC Events (with health and reflection) on one router.
+async fn public_app(
+    config: &Config,
+    intake: Arc<Intake>,
+    store: Store,
+) -> anyhow::Result<axum::Router> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<EventsServer<EventsService>>().await;
+    let grpc = tonic::service::Routes::new(EventsServer::new(EventsService::new(intake.clone())))
+        .add_service(health_service)
+        .add_service(reflection()?)
+        .into_axum_router();
+    let http = intake::http::router(intake, store).layer(TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        config.http.request_timeout,
+    ));
+    Ok(grpc.merge(http).fallback(intake::http::not_found))
+}
+
+/// gRPC Admin, behind the admin token (health and reflection stay open).
+async fn admin_app(service: AdminService, token: &str) -> anyhow::Result<axum::Router> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AdminServer<AdminService>>().await;
+    Ok(tonic::service::Routes::new(AdminServer::with_interceptor(
+        service,
+        AdminAuth::new(token),
+    ))
+    .add_service(health_service)
+    .add_service(reflection()?)
+    .into_axum_router())
+}
+
+fn reflection() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hookyard::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?)
+}

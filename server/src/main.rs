@@ -1,1 +1,122 @@
-fn main() {}
+//! `hookyard`: the daemon's command line. Parses flags and config, sets up
+//! logging, binds the listeners and hands over to `hookyard_server::start`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hookyard_server::{config, Listeners};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "hookyard",
+    version,
+    about = "Event routing daemon: durable intake, pattern routing, signed webhooks."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (SQLite in ./hookyard-data unless configured otherwise).
+    Serve {
+        /// A YAML config file; HOOKYARD_* environment variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file and exit.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = config::load_for_serve(config.as_deref())?;
+            init_logging(config.log_format);
+            tokio::runtime::Runtime::new()?.block_on(serve(config))
+        }
+        Command::CheckConfig { config } => {
+            config::load_for_serve(Some(&config))?;
+            println!("{} is valid", config.display());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: config::Config) -> anyhow::Result<()> {
+    let listeners = Listeners {
+        public: TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("could not listen on {}", config.listen))?,
+        admin: TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("could not listen on {}", config.admin_listen))?,
+    };
+    let shutdown = CancellationToken::new();
+    let token_path = config.admin_token_path();
+    let data_dir = config.data_dir.clone();
+    let running = hookyard_server::start(config, listeners, shutdown.clone()).await?;
+    if running.admin_token_created {
+        tracing::info!(path = %token_path.display(), "Wrote a new admin token (mode 0600); hookyard-tui reads it from there.");
+    }
+    tracing::info!(
+        listen = %running.listen,
+        admin_listen = %running.admin_listen,
+        data_dir = %data_dir.display(),
+        "Hookyard is ready."
+    );
+    // One machine-readable line for scripts and tests that wait for readiness.
+    println!(
+        "ready listen={} admin_listen={}",
+        running.listen, running.admin_listen
+    );
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Shutting down.");
+        shutdown.cancel();
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(format: config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Json => builder.json().init(),
+        config::LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,184 @@
+//! Conversions between the daemon's model and the `hookyard.v1` wire types.
+//! Secrets leave only as a hint.
+
+use std::time::Duration;
+
+use hookyard::v1 as pb;
+use prost_types::Timestamp;
+
+use crate::{
+    delivery::signing,
+    model::{
+        Attempt, Delivery, DeliveryStatus, Endpoint, EndpointState, StoredEvent, Subscription,
+    },
+};
+
+pub fn timestamp(ms: i64) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    })
+}
+
+pub fn endpoint_to_pb(e: &Endpoint) -> pb::Endpoint {
+    pb::Endpoint {
+        id: e.id.clone(),
+        url: e.url.clone(),
+        tenant_id: e.tenant_id.clone().unwrap_or_default(),
+        secret: String::new(),
+        secret_hint: signing::hint(&e.secret),
+        headers: e.headers.clone().into_iter().collect(),
+        timeout_ms: e.timeout.map(|d| d.as_millis() as u32).unwrap_or(0),
+        retry_schedule_ms: e
+            .retry_schedule
+            .as_ref()
+            .map(|s| s.iter().map(|d| d.as_millis() as u64).collect())
+            .unwrap_or_default(),
+        max_in_flight: e.max_in_flight.unwrap_or(0),
+        state: endpoint_state_to_pb(e.state) as i32,
+        description: e.description.clone(),
+        version: e.version,
+        created_at: timestamp(e.created_ms),
+        updated_at: timestamp(e.updated_ms),
+    }
+}
+
+/// The endpoint an admin described; the secret may still be empty.
+pub fn endpoint_from_pb(e: pb::Endpoint) -> Endpoint {
+    let state = match pb::EndpointState::try_from(e.state) {
+        Ok(pb::EndpointState::Disabled) => EndpointState::Disabled,
+        Ok(pb::EndpointState::Gone) => EndpointState::Gone,
+        _ => EndpointState::Enabled,
+    };
+    Endpoint {
+        id: e.id,
+        url: e.url,
+        tenant_id: non_empty(e.tenant_id),
+        secret: e.secret,
+        headers: e.headers.into_iter().collect(),
+        timeout: (e.timeout_ms > 0).then(|| Duration::from_millis(u64::from(e.timeout_ms))),
+        retry_schedule: (!e.retry_schedule_ms.is_empty()).then(|| {
+            e.retry_schedule_ms
+                .into_iter()
+                .map(Duration::from_millis)
+                .collect()
+        }),
+        max_in_flight: (e.max_in_flight > 0).then_some(e.max_in_flight),
+        state,
+        description: e.description,
+        version: e.version,
+        created_ms: 0,
+        updated_ms: 0,
+    }
+}
+
+fn endpoint_state_to_pb(state: EndpointState) -> pb::EndpointState {
+    match state {
+        EndpointState::Enabled => pb::EndpointState::Enabled,
+        EndpointState::Disabled => pb::EndpointState::Disabled,
+        EndpointState::Gone => pb::EndpointState::Gone,
+    }
+}
+
+pub fn subscription_to_pb(s: &Subscription) -> pb::Subscription {
+    pb::Subscription {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        patterns: s.patterns.clone(),
+        exclude: s.exclude.clone(),
+        tenant_id: s.tenant_id.clone().unwrap_or_default(),
+        target: s.target.clone(),
+        enabled: s.enabled,
+        description: s.description.clone(),
+        version: s.version,
+        created_at: timestamp(s.created_ms),
+        updated_at: timestamp(s.updated_ms),
+    }
+}
+
+pub fn subscription_from_pb(s: pb::Subscription) -> Subscription {
+    Subscription {
+        id: s.id,
+        name: s.name,
+        patterns: s.patterns,
+        exclude: s.exclude,
+        tenant_id: non_empty(s.tenant_id),
+        target: s.target,
+        enabled: s.enabled,
+        description: s.description,
+        version: s.version,
+        created_ms: 0,
+        updated_ms: 0,
+    }
+}
+
+pub fn status_to_pb(status: DeliveryStatus) -> pb::DeliveryStatus {
+    match status {
+        DeliveryStatus::Pending => pb::DeliveryStatus::Pending,
+        DeliveryStatus::InFlight => pb::DeliveryStatus::InFlight,
+        DeliveryStatus::Succeeded => pb::DeliveryStatus::Succeeded,
+        DeliveryStatus::Failed => pb::DeliveryStatus::Failed,
+        DeliveryStatus::Dead => pb::DeliveryStatus::Dead,
+    }
+}
+
+pub fn status_from_pb(status: i32) -> Option<DeliveryStatus> {
+    match pb::DeliveryStatus::try_from(status).ok()? {
+        pb::DeliveryStatus::Unspecified => None,
+        pb::DeliveryStatus::Pending => Some(DeliveryStatus::Pending),
+        pb::DeliveryStatus::InFlight => Some(DeliveryStatus::InFlight),
+        pb::DeliveryStatus::Succeeded => Some(DeliveryStatus::Succeeded),
+        pb::DeliveryStatus::Failed => Some(DeliveryStatus::Failed),
+        pb::DeliveryStatus::Dead => Some(DeliveryStatus::Dead),
+    }
+}
+
+pub fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
+    pb::Delivery {
+        id: d.id,
+        event_id: d.event_id.clone(),
+        event_name: d.event_name.clone(),
+        tenant_id: d.tenant_id.clone().unwrap_or_default(),
+        subscription_id: d.subscription_id.clone(),
+        subscription_name: d.subscription_name.clone(),
+        target: format!("endpoint:{}", d.endpoint_id),
+        status: status_to_pb(d.status) as i32,
+        attempts: d.attempts,
+        last_status_code: d.last_status_code.map(u32::from).unwrap_or(0),
+        last_error: d.last_error.clone().unwrap_or_default(),
+        last_duration_ms: d.last_duration_ms.unwrap_or(0),
+        next_attempt_at: d.next_attempt_ms.and_then(timestamp),
+        created_at: timestamp(d.created_ms),
+        updated_at: timestamp(d.updated_ms),
+        event_seq: d.event_seq,
+    }
+}
+
+pub fn event_to_pb(e: &StoredEvent) -> pb::Event {
+    pb::Event {
+        id: e.id.clone(),
+        name: e.name.clone(),
+        source: e.source.clone(),
+        tenant_id: e.tenant_id.clone().unwrap_or_default(),
+        time: timestamp(e.time_ms),
+        payload: e.payload.clone().into_bytes(),
+        attributes: e.attributes.clone().into_iter().collect(),
+        seq: e.seq,
+    }
+}
+
+pub fn attempt_to_pb(a: &Attempt) -> pb::Attempt {
+    pb::Attempt {
+        number: a.number,
+        started_at: timestamp(a.started_ms),
+        duration_ms: a.duration_ms,
+        status_code: a.status_code.map(u32::from).unwrap_or(0),
+        error: a.error.clone().unwrap_or_default(),
+        response_body: a.response_body.clone(),
+        request_headers: a.request_headers.clone().into_iter().collect(),
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}

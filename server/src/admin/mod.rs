@@ -1,0 +1,11 @@
+//! The Admin API (`hookyard.v1.Admin`): endpoints and subscriptions, route
+//! testing, the delivery history, retries, and the live feed of delivery
+//! changes. It listens on its own address and every call needs the admin token.
+
+pub mod convert;
+pub mod feed;
+pub mod service;
+pub mod token;
+pub mod validate;
+
+pub use service::AdminService;

@@ -1,0 +1,421 @@
+//! The `hookyard.v1.Admin` gRPC service. Writes go to storage, then the
+//! catalog is rebuilt so routing sees the change on the next event.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::Stream;
+use hookyard::v1::{self as pb, admin_server::Admin};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::{convert, feed::LiveFeed, validate};
+use crate::{
+    catalog::CatalogHandle,
+    delivery::{signing::SigningSecret, Control},
+    intake::event::FieldError,
+    model::{DeliveryFilter, Endpoint, Subscription},
+    routing::Pattern,
+    store::{self, Store},
+};
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+/// Updates buffered per watcher before older ones are dropped.
+const WATCH_BUFFER: usize = 256;
+
+pub struct AdminService {
+    store: Store,
+    catalog: Arc<CatalogHandle>,
+    feed: LiveFeed,
+    control: mpsc::Sender<Control>,
+}
+
+impl AdminService {
+    pub fn new(
+        store: Store,
+        catalog: Arc<CatalogHandle>,
+        feed: LiveFeed,
+        control: mpsc::Sender<Control>,
+    ) -> AdminService {
+        AdminService {
+            store,
+            catalog,
+            feed,
+            control,
+        }
+    }
+
+    async fn reload(&self) -> Result<(), Status> {
+        self.catalog.reload().await.map_err(store_status)
+    }
+
+    fn check_endpoint(&self, endpoint: &mut Endpoint) -> Result<(), Status> {
+        let errors = validate::endpoint(endpoint);
+        if !errors.is_empty() {
+            return Err(invalid(&errors));
+        }
+        if endpoint.secret.is_empty() {
+            endpoint.secret = SigningSecret::generate().0;
+        }
+        Ok(())
+    }
+
+    fn check_subscription(&self, sub: &Subscription) -> Result<(), Status> {
+        let errors = validate::subscription(sub, &self.catalog.get());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(&errors))
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::DeliveryUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_endpoint(
+        &self,
+        request: Request<pb::CreateEndpointRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
+        let input = required(request.into_inner().endpoint, "endpoint")?;
+        let mut endpoint = convert::endpoint_from_pb(input);
+        self.check_endpoint(&mut endpoint)?;
+        let created = self
+            .store
+            .create_endpoint(&endpoint)
+            .await
+            .map_err(store_status)?;
+        self.reload().await?;
+        Ok(Response::new(convert::endpoint_to_pb(&created)))
+    }
+
+    async fn get_endpoint(
+        &self,
+        request: Request<pb::GetEndpointRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
+        let endpoint = self
+            .store
+            .get_endpoint(&request.into_inner().id)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(convert::endpoint_to_pb(&endpoint)))
+    }
+
+    async fn list_endpoints(
+        &self,
+        _request: Request<pb::ListEndpointsRequest>,
+    ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
+        let endpoints = self.store.list_endpoints().await.map_err(store_status)?;
+        Ok(Response::new(pb::ListEndpointsResponse {
+            endpoints: endpoints.iter().map(convert::endpoint_to_pb).collect(),
+        }))
+    }
+
+    async fn update_endpoint(
+        &self,
+        request: Request<pb::UpdateEndpointRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
+        let input = required(request.into_inner().endpoint, "endpoint")?;
+        let mut endpoint = convert::endpoint_from_pb(input);
+        if endpoint.secret.is_empty() {
+            // An empty secret keeps the stored one.
+            let current = self
+                .store
+                .get_endpoint(&endpoint.id)
+                .await
+                .map_err(store_status)?;
+            endpoint.secret = current.secret;
+        }
+        self.check_endpoint(&mut endpoint)?;
+        let updated = self
+            .store
+            .update_endpoint(&endpoint)
+            .await
+            .map_err(store_status)?;
+        self.reload().await?;
+        Ok(Response::new(convert::endpoint_to_pb(&updated)))
+    }
+
+    async fn delete_endpoint(
+        &self,
+        request: Request<pb::DeleteEndpointRequest>,
+    ) -> Result<Response<pb::DeleteEndpointResponse>, Status> {
+        self.store
+            .delete_endpoint(&request.into_inner().id)
+            .await
+            .map_err(store_status)?;
+        self.reload().await?;
+        Ok(Response::new(pb::DeleteEndpointResponse {}))
+    }
+
+    async fn create_subscription(
+        &self,
+        request: Request<pb::CreateSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
+        let input = required(request.into_inner().subscription, "subscription")?;
+        let mut sub = convert::subscription_from_pb(input);
+        sub.id = uuid::Uuid::now_v7().to_string();
+        self.check_subscription(&sub)?;
+        let created = self
+            .store
+            .create_subscription(&sub)
+            .await
+            .map_err(store_status)?;
+        self.reload().await?;
+        Ok(Response::new(convert::subscription_to_pb(&created)))
+    }
+
+    async fn get_subscription(
+        &self,
+        request: Request<pb::GetSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
+        let sub = self
+            .store
+            .get_subscription(&request.into_inner().id)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(convert::subscription_to_pb(&sub)))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        _request: Request<pb::ListSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let subs = self
+            .store
+            .list_subscriptions()
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListSubscriptionsResponse {
+            subscriptions: subs.iter().map(convert::subscription_to_pb).collect(),
+        }))
+    }
+
+    async fn update_subscription(
+        &self,
+        request: Request<pb::UpdateSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
+        let input = required(request.into_inner().subscription, "subscription")?;
+        let sub = convert::subscription_from_pb(input);
+        self.check_subscription(&sub)?;
+        let updated = self
+            .store
+            .update_subscription(&sub)
+            .await
+            .map_err(store_status)?;
+        self.reload().await?;
+        Ok(Response::new(convert::subscription_to_pb(&updated)))
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<pb::DeleteSubscriptionRequest>,
+    ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
+        self.store
+            .delete_subscription(&request.into_inner().id)
+            .await
+            .map_err(store_status)?;
+        self.reload().await?;
+        Ok(Response::new(pb::DeleteSubscriptionResponse {}))
+    }
+
+    async fn test_route(
+        &self,
+        request: Request<pb::TestRouteRequest>,
+    ) -> Result<Response<pb::TestRouteResponse>, Status> {
+        let request = request.into_inner();
+        if let Err(err) = crate::routing::validate_name(&request.name) {
+            return Err(invalid(&[FieldError::new(
+                &["name"],
+                format!("`{}` is not a valid event name: {err}", request.name),
+            )]));
+        }
+        if !request.payload.is_empty()
+            && !matches!(
+                serde_json::from_slice::<serde_json::Value>(&request.payload),
+                Ok(serde_json::Value::Object(_))
+            )
+        {
+            return Err(invalid(&[FieldError::new(
+                &["payload"],
+                "must be a JSON object",
+            )]));
+        }
+        let tenant = (!request.tenant_id.is_empty()).then_some(request.tenant_id.as_str());
+        let matched = self
+            .catalog
+            .get()
+            .matching_subscriptions(&request.name, tenant);
+        Ok(Response::new(pb::TestRouteResponse {
+            matched: matched
+                .iter()
+                .map(|s| convert::subscription_to_pb(s))
+                .collect(),
+        }))
+    }
+
+    async fn list_deliveries(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let request = request.into_inner();
+        let filter = delivery_filter(request.filter)?;
+        let page_size = match request.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let before = match request.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<u64>().map_err(|_| {
+                invalid(&[FieldError::new(
+                    &["page_token"],
+                    "is not a token this API returned",
+                )])
+            })?),
+        };
+        let page = self
+            .store
+            .list_deliveries(&filter, page_size, before)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: page
+                .deliveries
+                .iter()
+                .map(convert::delivery_to_pb)
+                .collect(),
+            next_page_token: page.next_before.map(|b| b.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_delivery(
+        &self,
+        request: Request<pb::GetDeliveryRequest>,
+    ) -> Result<Response<pb::DeliveryDetail>, Status> {
+        let (delivery, event, attempts) = self
+            .store
+            .get_delivery(request.into_inner().id)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::DeliveryDetail {
+            delivery: Some(convert::delivery_to_pb(&delivery)),
+            event: Some(convert::event_to_pb(&event)),
+            attempts: attempts.iter().map(convert::attempt_to_pb).collect(),
+        }))
+    }
+
+    async fn retry_delivery(
+        &self,
+        request: Request<pb::RetryDeliveryRequest>,
+    ) -> Result<Response<pb::Delivery>, Status> {
+        let (delivery, due) = self
+            .store
+            .schedule_retry(request.into_inner().id)
+            .await
+            .map_err(store_status)?;
+        // Stored as due now: if the dispatcher cannot take it, a reload will.
+        let _ = self.control.try_send(Control::RetryNow(due));
+        Ok(Response::new(convert::delivery_to_pb(&delivery)))
+    }
+
+    type WatchDeliveriesStream = WatchStream;
+
+    async fn watch_deliveries(
+        &self,
+        request: Request<pb::WatchDeliveriesRequest>,
+    ) -> Result<Response<Self::WatchDeliveriesStream>, Status> {
+        let filter = delivery_filter(request.into_inner().filter)?;
+        let changes = self.feed.subscribe();
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(forward_changes(changes, filter, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Copies matching changes to one watcher until it goes away. Changes the
+/// watcher was too slow for are counted and reported with the next one.
+async fn forward_changes(
+    mut changes: broadcast::Receiver<Arc<super::feed::DeliveryChange>>,
+    filter: DeliveryFilter,
+    tx: mpsc::Sender<Result<pb::DeliveryUpdate, Status>>,
+) {
+    let mut missed = 0u64;
+    loop {
+        let change = tokio::select! {
+            _ = tx.closed() => return,
+            change = changes.recv() => change,
+        };
+        match change {
+            Ok(change) if filter.matches(&change.delivery) => {
+                let update = pb::DeliveryUpdate {
+                    delivery: Some(convert::delivery_to_pb(&change.delivery)),
+                    time: convert::timestamp(change.time_ms),
+                    missed,
+                };
+                match tx.try_send(Ok(update)) {
+                    Ok(()) => missed = 0,
+                    Err(mpsc::error::TrySendError::Full(_)) => missed += 1,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(n)) => missed += n,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+fn delivery_filter(filter: Option<pb::DeliveryFilter>) -> Result<DeliveryFilter, Status> {
+    let Some(filter) = filter else {
+        return Ok(DeliveryFilter::default());
+    };
+    let event_name = match filter.event_name.as_str() {
+        "" => None,
+        pattern => Some(Pattern::parse(pattern).map_err(|e| {
+            invalid(&[FieldError::new(
+                &["filter", "event_name"],
+                format!("`{pattern}` {e}"),
+            )])
+        })?),
+    };
+    Ok(DeliveryFilter {
+        status: convert::status_from_pb(filter.status),
+        endpoint_id: (!filter.endpoint_id.is_empty()).then_some(filter.endpoint_id),
+        subscription_id: (!filter.subscription_id.is_empty()).then_some(filter.subscription_id),
+        event_name,
+    })
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
+    value.ok_or_else(|| Status::invalid_argument(format!("{field} is required")))
+}
+
+/// INVALID_ARGUMENT naming every field, with `google.rpc.BadRequest` details.
+fn invalid(errors: &[FieldError]) -> Status {
+    let mut details = ErrorDetails::new();
+    for e in errors {
+        details.add_bad_request_violation(e.dotted(""), e.message.clone());
+    }
+    Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        validate::summary(errors),
+        details,
+    )
+}
+
+/// Storage errors on the Admin API, translated once.
+fn store_status(error: store::Error) -> Status {
+    match error {
+        store::Error::NotFound { .. } => Status::not_found(error.to_string()),
+        store::Error::AlreadyExists(m) => Status::already_exists(m),
+        store::Error::StaleVersion { .. } => Status::failed_precondition(error.to_string()),
+        store::Error::FailedPrecondition(m) => Status::failed_precondition(m),
+        store::Error::Unavailable(detail) => {
+            tracing::warn!(%detail, "Admin call failed: storage unavailable.");
+            Status::unavailable("storage is unavailable; retry shortly")
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Rules for endpoints and subscriptions, applied the same way to the Admin
+//! API and to what the config file declares. Every problem is reported, each
+//! naming its field.
+
+use std::time::Duration;
+
+use crate::{
+    catalog::Catalog,
+    delivery::signing::SigningSecret,
+    intake::event::FieldError,
+    model::{Endpoint, Subscription},
+    routing::Pattern,
+};
+
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_SCHEDULE: usize = 20;
+const MAX_IN_FLIGHT: u32 = 1000;
+
+pub fn endpoint(e: &Endpoint) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if !is_identifier(&e.id, 64, b"_-") {
+        errors.push(FieldError::new(
+            &["id"],
+            "must be 1-64 characters of [A-Za-z0-9_-]",
+        ));
+    }
+    match reqwest::Url::parse(&e.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+        Ok(_) => errors.push(FieldError::new(
+            &["url"],
+            "must be an http:// or https:// URL with a host",
+        )),
+        Err(err) => errors.push(FieldError::new(
+            &["url"],
+            format!("is not a valid URL: {err}"),
+        )),
+    }
+    if !e.secret.is_empty() {
+        if let Err(err) = SigningSecret::parse(&e.secret) {
+            errors.push(FieldError::new(&["secret"], err.to_string()));
+        }
+    }
+    for (name, value) in &e.headers {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.push(FieldError::new(
+                &["headers", name],
+                "is not a valid header name",
+            ));
+        } else if reqwest::header::HeaderValue::from_str(value).is_err() {
+            errors.push(FieldError::new(
+                &["headers", name],
+                "is not a valid header value",
+            ));
+        } else if is_reserved_header(name) {
+            errors.push(FieldError::new(
+                &["headers", name],
+                "is set by Hookyard on every request and cannot be overridden",
+            ));
+        }
+    }
+    if e.timeout.is_some_and(|t| t > MAX_TIMEOUT) {
+        errors.push(FieldError::new(
+            &["timeout_ms"],
+            "must be at most 300000 (5 minutes)",
+        ));
+    }
+    if e.retry_schedule
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_SCHEDULE)
+    {
+        errors.push(FieldError::new(
+            &["retry_schedule_ms"],
+            format!("at most {MAX_SCHEDULE} retries"),
+        ));
+    }
+    if e.max_in_flight.is_some_and(|n| n > MAX_IN_FLIGHT) {
+        errors.push(FieldError::new(
+            &["max_in_flight"],
+            format!("must be at most {MAX_IN_FLIGHT}"),
+        ));
+    }
+    errors
+}
+
+fn is_reserved_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.starts_with("webhook-")
+        || matches!(name.as_str(), "content-type" | "content-length" | "host")
+}
+
+/// Checks a subscription; `catalog` tells which endpoints exist.
+pub fn subscription(s: &Subscription, catalog: &Catalog) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if !is_identifier(&s.name, 128, b"_.-") {
+        errors.push(FieldError::new(
+            &["name"],
+            "must be 1-128 characters of [A-Za-z0-9_.-]",
+        ));
+    }
+    if s.patterns.is_empty() {
+        errors.push(FieldError::new(
+            &["patterns"],
+            "at least one pattern is required",
+        ));
+    }
+    check_patterns("patterns", &s.patterns, &mut errors);
+    check_patterns("exclude", &s.exclude, &mut errors);
+    if let Some(tenant) = &s.tenant_id {
+        if !is_identifier(tenant, 128, b"._:~-") {
+            errors.push(FieldError::new(
+                &["tenant_id"],
+                "must be 1-128 characters of [A-Za-z0-9._:~-]",
+            ));
+        }
+    }
+    match s.target.split_once(':') {
+        Some(("endpoint", id)) if catalog.endpoint(id).is_some() => {}
+        Some(("endpoint", id)) => errors.push(FieldError::new(
+            &["target"],
+            format!("endpoint `{id}` does not exist"),
+        )),
+        Some(("flow" | "consumer", _)) => errors.push(FieldError::new(
+            &["target"],
+            "flow and consumer targets are not supported yet; use endpoint:<id>",
+        )),
+        _ => errors.push(FieldError::new(&["target"], "must be endpoint:<id>")),
+    }
+    errors
+}
+
+fn check_patterns(field: &str, patterns: &[String], errors: &mut Vec<FieldError>) {
+    for (i, pattern) in patterns.iter().enumerate() {
+        if let Err(err) = Pattern::parse(pattern) {
+            errors.push(FieldError::new(
+                &[&format!("{field}[{i}]")],
+                format!("`{pattern}` {err}"),
+            ));
+        }
+    }
+}
+
+fn is_identifier(s: &str, max: usize, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
+/// `field: message; field: message`, for a one-line error.
+pub fn summary(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.dotted(""), e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

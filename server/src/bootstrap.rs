@@ -1,0 +1,99 @@
+//! Applying what the config file declares: endpoints and subscriptions are
+//! upserted on start (endpoints by id, subscriptions by name), through the
+//! same validation as the Admin API.
+
+use anyhow::{bail, Context};
+
+use crate::{
+    admin::validate,
+    catalog::CatalogHandle,
+    config::{Config, EndpointConfig, SubscriptionConfig},
+    delivery::signing::SigningSecret,
+    model::{Endpoint, EndpointState, Subscription},
+    store::{self, Store},
+};
+
+pub async fn apply_declared(
+    config: &Config,
+    store: &Store,
+    catalog: &CatalogHandle,
+) -> anyhow::Result<()> {
+    for (i, declared) in config.endpoints.iter().enumerate() {
+        let mut endpoint = endpoint_from_config(declared);
+        let errors = validate::endpoint(&endpoint);
+        if !errors.is_empty() {
+            bail!(
+                "endpoints[{i}] ({}): {}",
+                declared.id,
+                validate::summary(&errors)
+            );
+        }
+        if endpoint.secret.is_empty() {
+            endpoint.secret = match store.get_endpoint(&endpoint.id).await {
+                Ok(existing) => existing.secret,
+                Err(store::Error::NotFound { .. }) => SigningSecret::generate().0,
+                Err(e) => return Err(e.into()),
+            };
+        }
+        store
+            .upsert_endpoint(&endpoint)
+            .await
+            .with_context(|| format!("could not store endpoints[{i}] ({})", declared.id))?;
+    }
+    catalog.reload().await?;
+    for (i, declared) in config.subscriptions.iter().enumerate() {
+        let sub = subscription_from_config(declared);
+        let errors = validate::subscription(&sub, &catalog.get());
+        if !errors.is_empty() {
+            bail!(
+                "subscriptions[{i}] ({}): {}",
+                declared.name,
+                validate::summary(&errors)
+            );
+        }
+        store
+            .upsert_subscription(&sub)
+            .await
+            .with_context(|| format!("could not store subscriptions[{i}] ({})", declared.name))?;
+    }
+    catalog.reload().await?;
+    Ok(())
+}
+
+fn endpoint_from_config(c: &EndpointConfig) -> Endpoint {
+    Endpoint {
+        id: c.id.clone(),
+        url: c.url.clone(),
+        tenant_id: c.tenant_id.clone(),
+        secret: c.secret.clone().unwrap_or_default(),
+        headers: c.headers.clone(),
+        timeout: c.timeout,
+        retry_schedule: c.retry_schedule.clone(),
+        max_in_flight: c.max_in_flight,
+        state: if c.enabled {
+            EndpointState::Enabled
+        } else {
+            EndpointState::Disabled
+        },
+        description: c.description.clone(),
+        version: 0,
+        created_ms: 0,
+        updated_ms: 0,
+    }
+}
+
+fn subscription_from_config(c: &SubscriptionConfig) -> Subscription {
+    Subscription {
+        id: uuid::Uuid::now_v7().to_string(),
+        name: c.name.clone(),
+        patterns: c.patterns.clone(),
+        exclude: c.exclude.clone(),
+        tenant_id: c.tenant_id.clone(),
+        target: c.target.clone(),
+        enabled: c.enabled,
+        description: c.description.clone(),
+        version: 0,
+        created_ms: 0,
+        updated_ms: 0,
+    }
+}

@@ -1,0 +1,302 @@
+//! Settings: the embedded defaults, then the user's YAML file, then `HOOKYARD_*`
+//! environment variables. Unknown keys are errors that name the key, and a
+//! validation pass checks what serde cannot (CIDRs, schedules, references), so a
+//! daemon never starts on a config it would misread.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context};
+use figment::{
+    providers::{Env, Format, Yaml},
+    Figment,
+};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("defaults.yaml");
+
+/// Top-level keys that `HOOKYARD_*` variables may set; other `HOOKYARD_*`
+/// variables belong to other programs (the TUI reads `HOOKYARD_TOKEN`).
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "admin_listen",
+    "data_dir",
+    "log_format",
+    "http",
+    "delivery",
+    "storage",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP intake and gRPC Events, on one port.
+    pub listen: SocketAddr,
+    /// gRPC Admin, on its own port.
+    pub admin_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub http: HttpConfig,
+    pub delivery: DeliveryConfig,
+    pub storage: StorageConfig,
+    pub endpoints: Vec<EndpointConfig>,
+    pub subscriptions: Vec<SubscriptionConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long a client may take to send its request headers.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// CIDRs that outbound webhooks may reach although they are private.
+    pub allow_private_targets: Vec<IpNet>,
+    /// Delays before each retry, for endpoints without their own schedule.
+    #[serde(deserialize_with = "durations::list")]
+    pub retry_schedule: Vec<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Default per-endpoint limit of concurrent requests.
+    pub max_in_flight: u32,
+    /// Deliveries the dispatcher keeps in memory; the rest wait in storage.
+    pub memory_queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Most events committed in one transaction.
+    pub max_batch: usize,
+    /// Publish requests waiting for the writer before intake answers 503.
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub id: String,
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "durations::optional_list")]
+    pub retry_schedule: Option<Vec<Duration>>,
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    pub name: String,
+    pub patterns: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    pub target: String,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// Lists of human durations (`["0s", "5s", "5m"]`), which humantime-serde
+/// does not cover.
+mod durations {
+    use std::time::Duration;
+
+    use serde::{de::Error, Deserialize, Deserializer};
+
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let items = Vec::<String>::deserialize(d)?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                humantime::parse_duration(s)
+                    .map_err(|e| D::Error::custom(format!("item {i} (`{s}`): {e}")))
+            })
+            .collect()
+    }
+
+    pub fn optional_list<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<Duration>>, D::Error> {
+        list(d).map(Some)
+    }
+}
+
+impl Config {
+    /// Loads the defaults, then `path` (when given), then the environment.
+    pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::new().merge(Yaml::string(DEFAULTS));
+        if let Some(path) = path {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Yaml::file(path));
+        }
+        let env = Env::prefixed("HOOKYARD_")
+            .split("__")
+            .filter(|key| ENV_KEYS.iter().any(|k| key.as_str().starts_with(k)));
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| anyhow::anyhow!(render_figment_error(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// What serde cannot check: values that must agree with each other.
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.http.body_limit == 0 {
+            bail!("http.body_limit must be greater than 0");
+        }
+        if self.storage.max_batch == 0 || self.storage.queue == 0 {
+            bail!("storage.max_batch and storage.queue must be greater than 0");
+        }
+        if self.delivery.max_in_flight == 0 {
+            bail!("delivery.max_in_flight must be greater than 0");
+        }
+        for (i, key) in self.api_keys.iter().enumerate() {
+            if key.key.len() < 16 {
+                bail!("api_keys[{i}].key must be at least 16 characters");
+            }
+        }
+        for (i, sub) in self.subscriptions.iter().enumerate() {
+            if let Some(ep) = sub.target.strip_prefix("endpoint:") {
+                if !self.endpoints.iter().any(|e| e.id == ep) {
+                    bail!(
+                        "subscriptions[{i}].target names endpoint `{ep}`, which the config does not declare"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("hookyard.db")
+    }
+
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join("admin.token")
+    }
+}
+
+/// Figment's errors name the key and the file; keep every one of them.
+fn render_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Reads the config for `hookyard serve`.
+pub fn load_for_serve(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Config::load(path).with_context(|| match path {
+        Some(p) => format!("invalid configuration in {}", p.display()),
+        None => "invalid configuration".to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, yaml)?;
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn defaults_load() -> anyhow::Result<()> {
+        let config = Config::load(None)?;
+        assert_eq!(config.listen.port(), 8080);
+        assert_eq!(config.http.body_limit, 256 * 1024);
+        assert_eq!(config.delivery.retry_schedule.len(), 8);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str("listen: 127.0.0.1:1\nlisten_port: 3\n")
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn nested_unknown_key_is_named() {
+        let err = load_str("delivery: {retries: 3}\n")
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains("retries"), "{err}");
+    }
+
+    #[test]
+    fn example_config_loads() -> anyhow::Result<()> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hookyard.yaml");
+        let config = Config::load(Some(std::path::Path::new(path)))?;
+        assert_eq!(config.endpoints.len(), 1);
+        assert_eq!(
+            config.subscriptions[0].exclude,
+            vec!["lead.test".to_string()]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn subscription_to_undeclared_endpoint_is_refused() {
+        let err =
+            load_str("subscriptions: [{name: a, patterns: ['a.*'], target: 'endpoint:nope'}]\n")
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,13 @@
+//! Delivery: getting committed deliveries to tenant endpoints. The dispatcher
+//! decides when each delivery is attempted; the sender makes one signed HTTP
+//! attempt; the retry policy, signing and the SSRF guard are pure pieces the
+//! two share.
+
+pub mod dispatcher;
+pub mod retry;
+pub mod sender;
+pub mod signing;
+pub mod ssrf;
+
+pub use dispatcher::{Control, Dispatcher, DispatcherConfig};
+pub use sender::Sender;

@@ -1,0 +1,260 @@
+//! One HTTP attempt of one delivery: build the Standard Webhooks request, send
+//! it through the shared pooled client, and report what happened. The client
+//! resolves names through the SSRF guard and never follows redirects, so the
+//! address checked is the address connected to.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use reqwest::{header::HeaderMap, redirect, Url};
+
+use super::{
+    retry::{self, Outcome},
+    signing::{self, SigningSecret},
+    ssrf::{AddressPolicy, GuardedResolver},
+};
+use crate::model::{now_ms, Attempt, DueDelivery, Endpoint};
+
+/// How much of a response body an attempt records.
+const RESPONSE_EXCERPT: usize = 4096;
+/// How much more is read (and dropped) so the connection can be reused.
+const RESPONSE_DRAIN: usize = 64 * 1024;
+
+pub struct Sender {
+    client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+    default_timeout: Duration,
+    user_agent: String,
+}
+
+/// What one attempt produced.
+pub struct Report {
+    pub attempt: Attempt,
+    pub outcome: Outcome,
+}
+
+impl Sender {
+    pub fn new(policy: AddressPolicy, default_timeout: Duration) -> reqwest::Result<Sender> {
+        let policy = Arc::new(policy);
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
+            .redirect(redirect::Policy::none())
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Sender {
+            client,
+            policy,
+            default_timeout,
+            user_agent: format!("hookyard/{}", env!("CARGO_PKG_VERSION")),
+        })
+    }
+
+    /// Sends `delivery` to `endpoint` once. Never fails: every problem becomes
+    /// part of the recorded attempt.
+    pub async fn attempt(&self, delivery: &DueDelivery, endpoint: &Endpoint) -> Report {
+        let started_ms = now_ms();
+        let started = Instant::now();
+        let number = delivery.attempts + 1;
+        let body = webhook_body(delivery);
+        let timestamp = started_ms / 1000;
+        let mut recorded = BTreeMap::new();
+        let result = match self.prepare(delivery, endpoint, timestamp, &body, &mut recorded) {
+            Ok((url, headers)) => {
+                let timeout = endpoint.timeout.unwrap_or(self.default_timeout);
+                self.send(url, headers, body, timeout).await
+            }
+            Err(error) => Err(error),
+        };
+        let duration_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
+        let (status_code, error, response_body, outcome) = match result {
+            Ok((status, retry_after, excerpt)) => {
+                let outcome = retry::classify(Some(status), retry_after.as_deref());
+                let error = (!matches!(outcome, Outcome::Success))
+                    .then(|| format!("endpoint answered HTTP {status}"));
+                (Some(status), error, excerpt, outcome)
+            }
+            Err(error) => (
+                None,
+                Some(error),
+                String::new(),
+                retry::classify(None, None),
+            ),
+        };
+        Report {
+            attempt: Attempt {
+                number,
+                started_ms,
+                duration_ms,
+                status_code,
+                error,
+                response_body,
+                request_headers: recorded,
+            },
+            outcome,
+        }
+    }
+
+    /// The URL and headers, after the SSRF check of literal addresses.
+    fn prepare(
+        &self,
+        delivery: &DueDelivery,
+        endpoint: &Endpoint,
+        timestamp: i64,
+        body: &str,
+        recorded: &mut BTreeMap<String, String>,
+    ) -> Result<(Url, HeaderMap), String> {
+        let url = Url::parse(&endpoint.url).map_err(|e| format!("invalid endpoint URL: {e}"))?;
+        self.policy.check_url(&url).map_err(|e| e.to_string())?;
+        let secret = SigningSecret::parse(&endpoint.secret)
+            .map_err(|e| format!("endpoint secret is unusable: {e}"))?;
+        let signature = signing::sign(&secret, &delivery.event.id, timestamp, body.as_bytes());
+        let mut pairs: Vec<(&str, String)> = vec![
+            ("content-type", "application/json".into()),
+            ("user-agent", self.user_agent.clone()),
+            ("webhook-id", delivery.event.id.clone()),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+        ];
+        pairs.extend(
+            endpoint
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone())),
+        );
+        let mut headers = HeaderMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let header_name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("invalid header name `{name}`"))?;
+            let header_value = reqwest::header::HeaderValue::from_str(&value)
+                .map_err(|_| format!("invalid value for header `{name}`"))?;
+            let shown = if name == "webhook-signature" {
+                "v1,<redacted>".to_string()
+            } else {
+                value
+            };
+            recorded.insert(name.to_ascii_lowercase(), shown);
+            headers.insert(header_name, header_value);
+        }
+        Ok((url, headers))
+    }
+
+    async fn send(
+        &self,
+        url: Url,
+        headers: HeaderMap,
+        body: String,
+        timeout: Duration,
+    ) -> Result<(u16, Option<String>, String), String> {
+        let request = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .timeout(timeout);
+        let mut response = request.send().await.map_err(|e| describe(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut excerpt = Vec::new();
+        let mut read = 0usize;
+        while read < RESPONSE_DRAIN {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    read += chunk.len();
+                    let room = RESPONSE_EXCERPT.saturating_sub(excerpt.len());
+                    excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                // The status is what counts; a body cut short is not a failure.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok((
+            status,
+            retry_after,
+            String::from_utf8_lossy(&excerpt).into_owned(),
+        ))
+    }
+}
+
+/// `{"id","event_name","timestamp","tenant_id","payload"}`; the payload is
+/// already compact JSON and goes in as it is.
+pub fn webhook_body(delivery: &DueDelivery) -> String {
+    let event = &delivery.event;
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let timestamp = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + Duration::from_millis(event.time_ms.max(0) as u64),
+    );
+    format!(
+        r#"{{"id":{},"event_name":{},"timestamp":"{}","tenant_id":{},"payload":{}}}"#,
+        quote(&event.id),
+        quote(&event.name),
+        timestamp,
+        event
+            .tenant_id
+            .as_deref()
+            .map(quote)
+            .unwrap_or_else(|| "null".into()),
+        event.payload,
+    )
+}
+
+/// reqwest's top-level message hides the cause (refused, timed out, refused
+/// by the SSRF guard); keep the whole chain.
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut message = kind.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EventEnvelope;
+
+    #[test]
+    fn body_has_the_contract_fields() {
+        let delivery = DueDelivery {
+            id: 1,
+            subscription_id: "s".into(),
+            endpoint_id: "e".into(),
+            attempts: 0,
+            due_ms: 0,
+            event: Arc::new(EventEnvelope {
+                seq: 1,
+                id: "ev\"1".into(),
+                name: "lead.created".into(),
+                tenant_id: None,
+                time_ms: 1_700_000_000_123,
+                payload: r#"{"a":1}"#.into(),
+            }),
+        };
+        let body: serde_json::Value =
+            serde_json::from_str(&webhook_body(&delivery)).unwrap_or_default();
+        assert_eq!(body["id"], "ev\"1");
+        assert_eq!(body["event_name"], "lead.created");
+        assert_eq!(body["timestamp"], "2023-11-14T22:13:20.123Z");
+        assert!(body["tenant_id"].is_null());
+        assert_eq!(body["payload"]["a"], 1);
+    }
+}

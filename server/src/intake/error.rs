@@ -1,0 +1,162 @@
+//! Intake's errors and their one translation to each wire: a JSON body with a
+//! status for HTTP, a `tonic::Status` (with `google.rpc.BadRequest` field
+//! violations) for gRPC. Internal detail is logged, not sent.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::{auth::AuthError, event::FieldError};
+use crate::store::SubmitError;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON at line {line}, column {column}: {message}")]
+    Malformed {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the event is not valid")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the daemon is overloaded; retry shortly")]
+    Overloaded,
+    #[error("storage is unavailable; nothing was stored, retry shortly")]
+    Unavailable(String),
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Overloaded => ApiError::Overloaded,
+            SubmitError::Unavailable(detail) => ApiError::Unavailable(detail),
+        }
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Malformed { .. } => "malformed_json",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::Overloaded | ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    fn log(&self) {
+        if let ApiError::Unavailable(detail) = self {
+            tracing::warn!(%detail, "Refused an event: storage unavailable.");
+        }
+    }
+
+    /// The gRPC status; field violations are named under `field_prefix`
+    /// (`event` for Publish).
+    pub fn into_status(self, field_prefix: &str) -> tonic::Status {
+        self.log();
+        let message = self.to_string();
+        match self {
+            ApiError::Validation(fields) => {
+                let mut details = ErrorDetails::new();
+                for f in &fields {
+                    details.add_bad_request_violation(f.dotted(field_prefix), f.message.clone());
+                }
+                let summary = fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.dotted(field_prefix), f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tonic::Status::with_error_details(
+                    tonic::Code::InvalidArgument,
+                    format!("the event is not valid: {summary}"),
+                    details,
+                )
+            }
+            ApiError::Malformed { .. } | ApiError::BadRequest(_) | ApiError::TooLarge { .. } => {
+                tonic::Status::invalid_argument(message)
+            }
+            ApiError::UnsupportedMediaType(_) => tonic::Status::invalid_argument(message),
+            ApiError::Unauthorized(_) => tonic::Status::unauthenticated(message),
+            ApiError::NotFound(_) => tonic::Status::not_found(message),
+            ApiError::Conflict(_) => tonic::Status::already_exists(message),
+            ApiError::Overloaded => tonic::Status::resource_exhausted(message),
+            ApiError::Unavailable(_) => tonic::Status::unavailable(message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        let status = self.status();
+        let fields: Vec<_> = match &self {
+            ApiError::Validation(fields) => fields
+                .iter()
+                .map(|f| json!({"pointer": f.pointer(), "message": f.message}))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let message = match &self {
+            ApiError::Validation(fields) => format!(
+                "the event is not valid: {}",
+                fields
+                    .iter()
+                    .map(|f| format!("{} {}", f.pointer(), f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            other => other.to_string(),
+        };
+        let body = json!({"error": {"code": self.code(), "message": message, "fields": fields}});
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

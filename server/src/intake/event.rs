@@ -1,0 +1,429 @@
+//! Turning what a publisher sent (an HTTP JSON body or a protobuf `Event`)
+//! into a `NewEvent`, or into a list of every problem with it. Both doors share
+//! one set of rules so an event means the same thing however it arrives.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    model::{now_ms, NewEvent},
+    routing::validate_name,
+};
+
+const MAX_ID_LEN: usize = 128;
+const MAX_SOURCE_LEN: usize = 255;
+const MAX_ATTRIBUTES: usize = 64;
+const MAX_ATTRIBUTE_KEY_LEN: usize = 64;
+const MAX_ATTRIBUTE_VALUE_LEN: usize = 1024;
+
+/// One problem with one field. `path` is the field's location as segments
+/// (`["attributes", "region"]`), rendered as a JSON pointer for HTTP and a
+/// dotted name for gRPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(path: &[&str], message: impl Into<String>) -> FieldError {
+        FieldError {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            message: message.into(),
+        }
+    }
+
+    /// RFC 6901: `/attributes/region`, with `~` and `/` escaped.
+    pub fn pointer(&self) -> String {
+        self.path
+            .iter()
+            .map(|seg| format!("/{}", seg.replace('~', "~0").replace('/', "~1")))
+            .collect()
+    }
+
+    /// `event.attributes.region`.
+    pub fn dotted(&self, prefix: &str) -> String {
+        std::iter::once(prefix)
+            .chain(self.path.iter().map(String::as_str))
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+/// Why an HTTP body is not an event.
+#[derive(Debug)]
+pub enum Invalid {
+    /// Not JSON at all.
+    Malformed {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    Fields(Vec<FieldError>),
+}
+
+/// The fields of an event before defaults are applied.
+#[derive(Debug, Default)]
+struct Draft {
+    id: Option<String>,
+    name: String,
+    source: Option<String>,
+    tenant_id: Option<String>,
+    time_ms: Option<i64>,
+    payload: Map<String, Value>,
+    attributes: BTreeMap<String, String>,
+}
+
+/// Parses and validates `POST /v1/events`.
+pub fn from_json(body: &[u8], key_name: &str) -> Result<NewEvent, Invalid> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| Invalid::Malformed {
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })?;
+    let Value::Object(object) = value else {
+        return Err(Invalid::Fields(vec![FieldError::new(
+            &[],
+            "the body must be a JSON object",
+        )]));
+    };
+    let mut errors = Vec::new();
+    let mut draft = Draft::default();
+    let mut saw_name = false;
+    let mut saw_payload = false;
+    for (key, value) in object {
+        match key.as_str() {
+            "id" => draft.id = optional_string(&value, "id", &mut errors),
+            "name" => {
+                saw_name = true;
+                draft.name = optional_string(&value, "name", &mut errors).unwrap_or_default();
+                check_name(&draft.name, &mut errors);
+            }
+            "source" => draft.source = optional_string(&value, "source", &mut errors),
+            "tenant_id" => draft.tenant_id = optional_string(&value, "tenant_id", &mut errors),
+            "time" => draft.time_ms = json_time(&value, &mut errors),
+            "payload" => {
+                saw_payload = true;
+                match value {
+                    Value::Object(map) => draft.payload = map,
+                    _ => errors.push(FieldError::new(&["payload"], "must be a JSON object")),
+                }
+            }
+            "attributes" => draft.attributes = json_attributes(value, &mut errors),
+            other => errors.push(FieldError::new(
+                &[other],
+                "unknown field; expected id, name, source, tenant_id, time, payload or attributes",
+            )),
+        }
+    }
+    if !saw_name {
+        errors.push(FieldError::new(&["name"], "is required"));
+    }
+    if !saw_payload {
+        errors.push(FieldError::new(
+            &["payload"],
+            "is required (use {} for none)",
+        ));
+    }
+    finish(draft, key_name, errors).map_err(Invalid::Fields)
+}
+
+/// Validates a protobuf `Event` (from Publish or PublishBatch).
+pub fn from_proto(event: hookyard::v1::Event, key_name: &str) -> Result<NewEvent, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    check_name(&event.name, &mut errors);
+    let payload = if event.payload.is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(&event.payload) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => {
+                errors.push(FieldError::new(&["payload"], "must be a JSON object"));
+                Map::new()
+            }
+            Err(e) => {
+                errors.push(FieldError::new(
+                    &["payload"],
+                    format!("is not valid JSON: {e}"),
+                ));
+                Map::new()
+            }
+        }
+    };
+    let time_ms = event
+        .time
+        .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
+    let draft = Draft {
+        id: non_empty(event.id),
+        name: event.name,
+        source: non_empty(event.source),
+        tenant_id: non_empty(event.tenant_id),
+        time_ms,
+        payload,
+        attributes: event.attributes.into_iter().collect(),
+    };
+    finish(draft, key_name, errors)
+}
+
+/// Checks what both doors share and fills in defaults.
+fn finish(
+    draft: Draft,
+    key_name: &str,
+    mut errors: Vec<FieldError>,
+) -> Result<NewEvent, Vec<FieldError>> {
+    if let Some(id) = &draft.id {
+        check_token(id, "id", MAX_ID_LEN, "[A-Za-z0-9._:~-]", &mut errors);
+    }
+    if let Some(tenant) = &draft.tenant_id {
+        check_token(
+            tenant,
+            "tenant_id",
+            MAX_ID_LEN,
+            "[A-Za-z0-9._:~-]",
+            &mut errors,
+        );
+    }
+    if let Some(source) = &draft.source {
+        if source.len() > MAX_SOURCE_LEN || source.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                &["source"],
+                format!("must be at most {MAX_SOURCE_LEN} bytes without control characters"),
+            ));
+        }
+    }
+    check_attributes(&draft.attributes, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let payload = Value::Object(draft.payload).to_string();
+    let source = draft.source.unwrap_or_else(|| key_name.to_string());
+    let body_hash = body_hash(
+        &draft.name,
+        &source,
+        draft.tenant_id.as_deref(),
+        &payload,
+        &draft.attributes,
+        draft.time_ms,
+    );
+    Ok(NewEvent {
+        id: draft.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        name: draft.name,
+        source,
+        tenant_id: draft.tenant_id,
+        time_ms: draft.time_ms.unwrap_or_else(now_ms),
+        payload,
+        attributes: draft.attributes,
+        body_hash,
+        routes: Vec::new(),
+    })
+}
+
+/// What makes two publishes "the same event". The time counts only when the
+/// publisher set it, so a retried publish without a time is still a duplicate.
+fn body_hash(
+    name: &str,
+    source: &str,
+    tenant: Option<&str>,
+    payload: &str,
+    attributes: &BTreeMap<String, String>,
+    time_ms: Option<i64>,
+) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in [name, source, tenant.unwrap_or(""), payload] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    for (k, v) in attributes {
+        hasher.update((k.len() as u64).to_le_bytes());
+        hasher.update(k.as_bytes());
+        hasher.update((v.len() as u64).to_le_bytes());
+        hasher.update(v.as_bytes());
+    }
+    hasher.update(time_ms.unwrap_or(i64::MIN).to_le_bytes());
+    hasher.finalize().into()
+}
+
+fn check_name(name: &str, errors: &mut Vec<FieldError>) {
+    if name.is_empty() {
+        errors.push(FieldError::new(&["name"], "is required"));
+    } else if let Err(e) = validate_name(name) {
+        errors.push(FieldError::new(
+            &["name"],
+            format!("`{name}` is not a valid event name: {e}"),
+        ));
+    }
+}
+
+fn check_token(value: &str, field: &str, max: usize, chars: &str, errors: &mut Vec<FieldError>) {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:~-".contains(&b));
+    if !ok {
+        errors.push(FieldError::new(
+            &[field],
+            format!("must be 1-{max} characters of {chars}"),
+        ));
+    }
+}
+
+fn check_attributes(attributes: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
+    if attributes.len() > MAX_ATTRIBUTES {
+        errors.push(FieldError::new(
+            &["attributes"],
+            format!("at most {MAX_ATTRIBUTES} attributes"),
+        ));
+    }
+    for (key, value) in attributes {
+        let key_ok = !key.is_empty()
+            && key.len() <= MAX_ATTRIBUTE_KEY_LEN
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !key_ok {
+            errors.push(FieldError::new(
+                &["attributes", key],
+                format!(
+                    "attribute names are 1-{MAX_ATTRIBUTE_KEY_LEN} characters of [A-Za-z0-9_.-]"
+                ),
+            ));
+        } else if value.len() > MAX_ATTRIBUTE_VALUE_LEN {
+            errors.push(FieldError::new(
+                &["attributes", key],
+                format!("must be at most {MAX_ATTRIBUTE_VALUE_LEN} bytes"),
+            ));
+        }
+    }
+}
+
+fn optional_string(value: &Value, field: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        _ => {
+            errors.push(FieldError::new(&[field], "must be a string"));
+            None
+        }
+    }
+}
+
+fn json_time(value: &Value, errors: &mut Vec<FieldError>) -> Option<i64> {
+    let parsed = value
+        .as_str()
+        .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    match parsed {
+        Some(d) => Some(d.as_millis() as i64),
+        None if value.is_null() => None,
+        None => {
+            errors.push(FieldError::new(
+                &["time"],
+                "must be an RFC 3339 UTC time such as 2026-01-31T12:00:00Z",
+            ));
+            None
+        }
+    }
+}
+
+fn json_attributes(value: Value, errors: &mut Vec<FieldError>) -> BTreeMap<String, String> {
+    let Value::Object(map) = value else {
+        if !value.is_null() {
+            errors.push(FieldError::new(
+                &["attributes"],
+                "must be an object of strings",
+            ));
+        }
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for (key, value) in map {
+        match value {
+            Value::String(s) => {
+                out.insert(key, s);
+            }
+            _ => errors.push(FieldError::new(&["attributes", &key], "must be a string")),
+        }
+    }
+    out
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(body: &str) -> Vec<(String, String)> {
+        match from_json(body.as_bytes(), "k") {
+            Err(Invalid::Fields(f)) => f.into_iter().map(|e| (e.pointer(), e.message)).collect(),
+            other => panic!("expected field errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_event_gets_defaults() {
+        let e = from_json(br#"{"name":"lead.created","payload":{"b":1,"a":2}}"#, "crm")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(e.source, "crm");
+        assert_eq!(e.payload, r#"{"a":2,"b":1}"#);
+        assert_eq!(e.id.len(), 36);
+    }
+
+    #[test]
+    fn every_bad_field_is_listed() {
+        let got = fields(
+            r#"{"name":"lead..x","payload":[],"attributes":{"r":1},"extra":true,"id":"a b"}"#,
+        );
+        let pointers: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+        for expected in ["/name", "/payload", "/attributes/r", "/extra", "/id"] {
+            assert!(
+                pointers.contains(&expected),
+                "{expected} missing from {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_fields_are_required() {
+        let got = fields("{}");
+        assert!(got
+            .iter()
+            .any(|(p, m)| p == "/name" && m.contains("required")));
+        assert!(got
+            .iter()
+            .any(|(p, m)| p == "/payload" && m.contains("required")));
+    }
+
+    #[test]
+    fn malformed_json_reports_line_and_column() {
+        match from_json(b"{\n  \"name\": ", "k") {
+            Err(Invalid::Malformed { line, .. }) => assert_eq!(line, 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn same_body_same_hash_different_body_different_hash() {
+        let a = from_json(br#"{"id":"x","name":"a.b","payload":{"n":1}}"#, "k").ok();
+        let b = from_json(br#"{"payload":{"n":1},"name":"a.b","id":"x"}"#, "k").ok();
+        let c = from_json(br#"{"id":"x","name":"a.b","payload":{"n":2}}"#, "k").ok();
+        let hash = |e: Option<NewEvent>| e.map(|e| e.body_hash);
+        let (a, b, c) = (hash(a), hash(b), hash(c));
+        assert!(a.is_some());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn pointers_escape_and_dots_join() {
+        let e = FieldError::new(&["attributes", "a/b~c"], "x");
+        assert_eq!(e.pointer(), "/attributes/a~1b~0c");
+        assert_eq!(e.dotted("event"), "event.attributes.a/b~c");
+    }
+}

@@ -1,0 +1,131 @@
+//! HTTP intake: `POST /v1/events`, plus `/healthz` and `/readyz`. Checks run
+//! cheapest first — credentials, content type, size — so a bad request costs
+//! little before it is refused.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{header, HeaderMap, Method, StatusCode, Uri},
+    response::IntoResponse,
+    routing::{get, post},
+    Json, Router,
+};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use super::{event, ApiError, Intake};
+use crate::store::Store;
+
+#[derive(Clone)]
+struct AppState {
+    intake: Arc<Intake>,
+    store: Store,
+}
+
+pub fn router(intake: Arc<Intake>, store: Store) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_event))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { intake, store })
+}
+
+async fn post_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let intake = &state.intake;
+    let key = intake
+        .keys
+        .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    require_json(&headers)?;
+    let bytes = read_body(body, &headers, intake.body_limit).await?;
+    let event = event::from_json(&bytes, &key).map_err(|e| match e {
+        event::Invalid::Malformed {
+            line,
+            column,
+            message,
+        } => ApiError::Malformed {
+            line,
+            column,
+            message,
+        },
+        event::Invalid::Fields(fields) => ApiError::Validation(fields),
+    })?;
+    let (id, published) = intake.publish_one(event).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "id": id,
+            "seq": published.seq,
+            "duplicate": published.duplicate,
+            "matched": published.matched,
+        })),
+    ))
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else if content_type.is_empty() {
+        Err(ApiError::UnsupportedMediaType(
+            "content-type is missing; send application/json".into(),
+        ))
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "content-type `{content_type}` is not supported; send application/json"
+        )))
+    }
+}
+
+/// Reads at most `limit` bytes; a declared or actual larger body is a 413.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::TooLarge { limit })
+        }
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "could not read the body: {e}"
+        ))),
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when storage answers: a daemon that cannot commit should not get traffic.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": e.to_string()})),
+        ),
+    }
+}
+
+/// The answer for every unknown path, HTTP or gRPC.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}

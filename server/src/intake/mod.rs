@@ -1,0 +1,67 @@
+//! Intake: the doors events come in by — HTTP `POST /v1/events` and gRPC
+//! `hookyard.v1.Events` — sharing authentication, validation and routing. An
+//! accepted event is routed against the current catalog and handed to the
+//! writer; the caller hears back only once it is committed.
+//!
+//! Intake does not store or deliver anything itself.
+
+pub mod auth;
+pub mod error;
+pub mod event;
+pub mod grpc;
+pub mod http;
+
+use std::sync::Arc;
+
+pub use error::ApiError;
+
+use crate::{
+    catalog::CatalogHandle,
+    model::{NewEvent, Published},
+    store::{PublishOutcome, Rejection, Writer},
+};
+
+/// Largest number of events in one PublishBatch.
+pub const MAX_BATCH: usize = 1000;
+
+pub struct Intake {
+    pub catalog: Arc<CatalogHandle>,
+    pub writer: Writer,
+    pub keys: auth::ApiKeys,
+    pub body_limit: usize,
+}
+
+impl Intake {
+    /// Routes `events` and commits them; one outcome per event, in order.
+    pub async fn publish(&self, mut events: Vec<NewEvent>) -> Result<PublishOutcome, ApiError> {
+        let catalog = self.catalog.get();
+        for event in &mut events {
+            catalog.route(&event.name, event.tenant_id.as_deref(), &mut event.routes);
+        }
+        drop(catalog);
+        Ok(self.writer.publish(events).await?)
+    }
+
+    /// Publishes a single event.
+    pub async fn publish_one(&self, event: NewEvent) -> Result<(String, Published), ApiError> {
+        let id = event.id.clone();
+        let outcome = self
+            .publish(vec![event])
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::Unavailable("the writer returned no outcome".into()))?;
+        match outcome {
+            Ok(published) => Ok((id, published)),
+            Err(rejection) => Err(conflict(&id, rejection)),
+        }
+    }
+}
+
+pub fn conflict(id: &str, rejection: Rejection) -> ApiError {
+    match rejection {
+        Rejection::Conflict { seq } => ApiError::Conflict(format!(
+            "event id `{id}` is already taken by a different event (seq {seq}); \
+             send the same body to retry it, or use a new id"
+        )),
+    }
+}

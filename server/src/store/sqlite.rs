@@ -1,0 +1,805 @@
+//! The SQLite backend: a read pool for the Admin API and the dispatcher's
+//! reloads, plus one dedicated connection that only the writer uses, because
+//! SQLite has a single write lock and one writer batching everything beats many
+//! writers queueing on it. WAL with `synchronous=FULL`: a commit is on disk when
+//! it returns.
+
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
+
+use sqlx::{
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
+    Connection, Row, SqliteConnection, SqlitePool,
+};
+
+use super::{
+    writer::{PublishOutcome, Rejection, Settled},
+    DeliveryPage, Error, Result,
+};
+use crate::model::{
+    now_ms, Attempt, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint,
+    EndpointState, EventEnvelope, NewEvent, Published, StoredEvent, Subscription,
+};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+
+/// Rows scanned per query when a filter must be applied in Rust.
+const SCAN_CHUNK: i64 = 500;
+/// Rows scanned at most for one page of a filtered listing.
+const SCAN_LIMIT: usize = 20_000;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+pub(super) fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true)
+}
+
+impl SqliteStore {
+    /// Opens the database, migrates it, and returns the store plus the
+    /// connection reserved for the writer.
+    pub async fn open(path: &Path) -> Result<(SqliteStore, SqliteConnection)> {
+        let options = connect_options(path);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATIONS.run(&pool).await?;
+        let writer = SqliteConnection::connect_with(&options).await?;
+        Ok((SqliteStore { pool }, writer))
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- endpoints ----
+
+    pub async fn list_endpoints(&self) -> Result<Vec<Endpoint>> {
+        let rows = sqlx::query("SELECT * FROM endpoints ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(endpoint_from_row).collect()
+    }
+
+    pub async fn get_endpoint(&self, id: &str) -> Result<Endpoint> {
+        let row = sqlx::query("SELECT * FROM endpoints WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("endpoint", id))?;
+        endpoint_from_row(&row)
+    }
+
+    pub async fn create_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
+        let now = now_ms();
+        let result = bind_endpoint(
+            sqlx::query(
+                "INSERT INTO endpoints (url, tenant_id, secret, headers, timeout_ms, retry_schedule_ms, \
+                 max_in_flight, state, description, id, version, created_ms, updated_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            ),
+            e,
+        )
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Err(err) if is_unique_violation(&err) => Err(Error::AlreadyExists(format!(
+                "endpoint `{}` already exists",
+                e.id
+            ))),
+            Err(err) => Err(err.into()),
+            Ok(_) => self.get_endpoint(&e.id).await,
+        }
+    }
+
+    pub async fn update_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
+        let done = sqlx::query(
+            "UPDATE endpoints SET url = ?, tenant_id = ?, secret = ?, headers = ?, timeout_ms = ?, \
+             retry_schedule_ms = ?, max_in_flight = ?, state = ?, description = ?, \
+             version = version + 1, updated_ms = ? WHERE id = ? AND version = ?",
+        )
+        .bind(&e.url)
+        .bind(&e.tenant_id)
+        .bind(&e.secret)
+        .bind(to_json(&e.headers))
+        .bind(e.timeout.map(|d| d.as_millis() as i64))
+        .bind(schedule_to_json(&e.retry_schedule))
+        .bind(e.max_in_flight.map(i64::from))
+        .bind(e.state.as_str())
+        .bind(&e.description)
+        .bind(now_ms())
+        .bind(&e.id)
+        .bind(e.version as i64)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            let current = self.get_endpoint(&e.id).await?;
+            return Err(Error::StaleVersion {
+                what: "endpoint",
+                id: e.id.clone(),
+                current: current.version,
+                given: e.version,
+            });
+        }
+        self.get_endpoint(&e.id).await
+    }
+
+    pub async fn upsert_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
+        match self.get_endpoint(&e.id).await {
+            Ok(current) => {
+                let mut next = e.clone();
+                next.version = current.version;
+                self.update_endpoint(&next).await
+            }
+            Err(Error::NotFound { .. }) => self.create_endpoint(e).await,
+            Err(other) => Err(other),
+        }
+    }
+
+    pub async fn delete_endpoint(&self, id: &str) -> Result<()> {
+        let in_use: Option<String> =
+            sqlx::query_scalar("SELECT name FROM subscriptions WHERE target = ? LIMIT 1")
+                .bind(format!("endpoint:{id}"))
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some(name) = in_use {
+            return Err(Error::FailedPrecondition(format!(
+                "endpoint `{id}` is the target of subscription `{name}`; delete or retarget it first"
+            )));
+        }
+        let done = sqlx::query("DELETE FROM endpoints WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("endpoint", id));
+        }
+        Ok(())
+    }
+
+    pub async fn set_endpoint_state(&self, id: &str, state: EndpointState) -> Result<()> {
+        sqlx::query(
+            "UPDATE endpoints SET state = ?, version = version + 1, updated_ms = ? WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- subscriptions ----
+
+    pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>> {
+        let rows = sqlx::query("SELECT * FROM subscriptions ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(subscription_from_row).collect()
+    }
+
+    pub async fn get_subscription(&self, id: &str) -> Result<Subscription> {
+        let row = sqlx::query("SELECT * FROM subscriptions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("subscription", id))?;
+        subscription_from_row(&row)
+    }
+
+    async fn find_subscription_by_name(&self, name: &str) -> Result<Option<Subscription>> {
+        let row = sqlx::query("SELECT * FROM subscriptions WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(subscription_from_row).transpose()
+    }
+
+    pub async fn create_subscription(&self, s: &Subscription) -> Result<Subscription> {
+        let now = now_ms();
+        let result = sqlx::query(
+            "INSERT INTO subscriptions (id, name, patterns, exclude, tenant_id, target, enabled, \
+             description, version, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(&s.name)
+        .bind(to_json(&s.patterns))
+        .bind(to_json(&s.exclude))
+        .bind(&s.tenant_id)
+        .bind(&s.target)
+        .bind(s.enabled)
+        .bind(&s.description)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Err(err) if is_unique_violation(&err) => Err(Error::AlreadyExists(format!(
+                "a subscription named `{}` already exists",
+                s.name
+            ))),
+            Err(err) => Err(err.into()),
+            Ok(_) => self.get_subscription(&s.id).await,
+        }
+    }
+
+    pub async fn update_subscription(&self, s: &Subscription) -> Result<Subscription> {
+        let result = sqlx::query(
+            "UPDATE subscriptions SET name = ?, patterns = ?, exclude = ?, tenant_id = ?, target = ?, \
+             enabled = ?, description = ?, version = version + 1, updated_ms = ? \
+             WHERE id = ? AND version = ?",
+        )
+        .bind(&s.name)
+        .bind(to_json(&s.patterns))
+        .bind(to_json(&s.exclude))
+        .bind(&s.tenant_id)
+        .bind(&s.target)
+        .bind(s.enabled)
+        .bind(&s.description)
+        .bind(now_ms())
+        .bind(&s.id)
+        .bind(s.version as i64)
+        .execute(&self.pool)
+        .await;
+        let done = match result {
+            Err(err) if is_unique_violation(&err) => {
+                return Err(Error::AlreadyExists(format!(
+                    "a subscription named `{}` already exists",
+                    s.name
+                )))
+            }
+            other => other?,
+        };
+        if done.rows_affected() == 0 {
+            let current = self.get_subscription(&s.id).await?;
+            return Err(Error::StaleVersion {
+                what: "subscription",
+                id: s.id.clone(),
+                current: current.version,
+                given: s.version,
+            });
+        }
+        self.get_subscription(&s.id).await
+    }
+
+    pub async fn upsert_subscription(&self, s: &Subscription) -> Result<Subscription> {
+        match self.find_subscription_by_name(&s.name).await? {
+            Some(current) => {
+                let mut next = s.clone();
+                next.id = current.id;
+                next.version = current.version;
+                self.update_subscription(&next).await
+            }
+            None => self.create_subscription(s).await,
+        }
+    }
+
+    pub async fn delete_subscription(&self, id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM subscriptions WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("subscription", id));
+        }
+        Ok(())
+    }
+
+    // ---- deliveries ----
+
+    pub async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        page_size: usize,
+        before: Option<u64>,
+    ) -> Result<DeliveryPage> {
+        let mut page = DeliveryPage::default();
+        let mut cursor = before.map(|b| b as i64).unwrap_or(i64::MAX);
+        let mut scanned = 0;
+        loop {
+            let rows = sqlx::query(&format!(
+                "{DELIVERY_SELECT} WHERE d.id < ? AND (? IS NULL OR d.status = ?) \
+                 AND (? IS NULL OR d.endpoint_id = ?) AND (? IS NULL OR d.subscription_id = ?) \
+                 ORDER BY d.id DESC LIMIT ?"
+            ))
+            .bind(cursor)
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(&filter.endpoint_id)
+            .bind(&filter.endpoint_id)
+            .bind(&filter.subscription_id)
+            .bind(&filter.subscription_id)
+            .bind(SCAN_CHUNK)
+            .fetch_all(&self.pool)
+            .await?;
+            let exhausted = (rows.len() as i64) < SCAN_CHUNK;
+            for row in &rows {
+                let delivery = delivery_from_row(row)?;
+                cursor = delivery.id as i64;
+                scanned += 1;
+                if filter.matches(&delivery) {
+                    page.deliveries.push(delivery);
+                    if page.deliveries.len() == page_size {
+                        page.next_before = Some(cursor as u64);
+                        return Ok(page);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(page);
+            }
+            if scanned >= SCAN_LIMIT {
+                // Hand the caller a cursor rather than scanning without end.
+                page.next_before = Some(cursor as u64);
+                return Ok(page);
+            }
+        }
+    }
+
+    pub async fn get_delivery(&self, id: u64) -> Result<(Delivery, StoredEvent, Vec<Attempt>)> {
+        let row = sqlx::query(&format!("{DELIVERY_SELECT} WHERE d.id = ?"))
+            .bind(id as i64)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("delivery", &id.to_string()))?;
+        let delivery = delivery_from_row(&row)?;
+        let event_row = sqlx::query("SELECT * FROM events WHERE seq = ?")
+            .bind(delivery.event_seq as i64)
+            .fetch_one(&self.pool)
+            .await?;
+        let event = event_from_row(&event_row)?;
+        let attempts = sqlx::query("SELECT * FROM attempts WHERE delivery_id = ? ORDER BY number")
+            .bind(id as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(attempt_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((delivery, event, attempts))
+    }
+
+    pub async fn schedule_retry(&self, id: u64) -> Result<(Delivery, DueDelivery)> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'failed', next_attempt_ms = ?, updated_ms = ? \
+             WHERE id = ? AND status IN ('failed', 'dead')",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id as i64)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            let (current, _, _) = self.get_delivery(id).await?;
+            return Err(Error::FailedPrecondition(format!(
+                "delivery {id} is {}; only failed or dead deliveries can be retried",
+                current.status.as_str()
+            )));
+        }
+        let (delivery, _, _) = self.get_delivery(id).await?;
+        let due = self
+            .load_due_where("d.id = ?", id as i64, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| not_found("delivery", &id.to_string()))?;
+        Ok((delivery, due))
+    }
+
+    pub async fn load_due(
+        &self,
+        now_ms: i64,
+        max_id: u64,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>> {
+        let rows = sqlx::query(&format!(
+            "{DUE_SELECT} WHERE d.status IN ('pending', 'failed') AND d.next_attempt_ms <= ? \
+             AND d.id <= ? ORDER BY d.next_attempt_ms LIMIT ?"
+        ))
+        .bind(now_ms)
+        .bind(max_id as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(due_from_rows(&rows))
+    }
+
+    async fn load_due_where(&self, clause: &str, arg: i64, limit: i64) -> Result<Vec<DueDelivery>> {
+        let rows = sqlx::query(&format!("{DUE_SELECT} WHERE {clause} LIMIT ?"))
+            .bind(arg)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(due_from_rows(&rows))
+    }
+
+    pub async fn next_due_after(&self, now_ms: i64) -> Result<Option<i64>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_ms) FROM deliveries \
+             WHERE status IN ('pending', 'failed') AND next_attempt_ms > ?",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(next)
+    }
+
+    pub async fn max_delivery_id(&self) -> Result<u64> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM deliveries")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(max.unwrap_or(0).max(0) as u64)
+    }
+}
+
+const DELIVERY_SELECT: &str = "SELECT d.id, d.event_seq, e.id AS event_id, e.name AS event_name, \
+    e.tenant_id, d.subscription_id, COALESCE(s.name, '') AS subscription_name, d.endpoint_id, \
+    d.status, d.attempts, d.last_status_code, d.last_error, d.last_duration_ms, d.next_attempt_ms, \
+    d.created_ms, d.updated_ms \
+    FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+    LEFT JOIN subscriptions s ON s.id = d.subscription_id";
+
+const DUE_SELECT: &str = "SELECT d.id, d.subscription_id, d.endpoint_id, d.attempts, \
+    d.next_attempt_ms, e.seq, e.id AS event_id, e.name, e.tenant_id, e.time_ms, e.payload \
+    FROM deliveries d JOIN events e ON e.seq = d.event_seq";
+
+fn bind_endpoint<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    e: &'q Endpoint,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(&e.url)
+        .bind(&e.tenant_id)
+        .bind(&e.secret)
+        .bind(to_json(&e.headers))
+        .bind(e.timeout.map(|d| d.as_millis() as i64))
+        .bind(schedule_to_json(&e.retry_schedule))
+        .bind(e.max_in_flight.map(i64::from))
+        .bind(e.state.as_str())
+        .bind(&e.description)
+        .bind(&e.id)
+}
+
+fn due_from_rows(rows: &[SqliteRow]) -> Vec<DueDelivery> {
+    // Deliveries of one event share one envelope, as they do on the hot path.
+    let mut last: Option<Arc<EventEnvelope>> = None;
+    rows.iter()
+        .map(|row| {
+            let seq = row.get::<i64, _>("seq") as u64;
+            let event = match &last {
+                Some(e) if e.seq == seq => e.clone(),
+                _ => {
+                    let e = Arc::new(EventEnvelope {
+                        seq,
+                        id: row.get("event_id"),
+                        name: row.get("name"),
+                        tenant_id: row.get("tenant_id"),
+                        time_ms: row.get("time_ms"),
+                        payload: row.get("payload"),
+                    });
+                    last = Some(e.clone());
+                    e
+                }
+            };
+            DueDelivery {
+                id: row.get::<i64, _>("id") as u64,
+                subscription_id: Arc::from(row.get::<&str, _>("subscription_id")),
+                endpoint_id: Arc::from(row.get::<&str, _>("endpoint_id")),
+                attempts: row.get::<i64, _>("attempts") as u32,
+                due_ms: row.get::<Option<i64>, _>("next_attempt_ms").unwrap_or(0),
+                event,
+            }
+        })
+        .collect()
+}
+
+fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint> {
+    let state: String = row.try_get("state")?;
+    Ok(Endpoint {
+        id: row.try_get("id")?,
+        url: row.try_get("url")?,
+        tenant_id: row.try_get("tenant_id")?,
+        secret: row.try_get("secret")?,
+        headers: from_json(&row.try_get::<String, _>("headers")?)?,
+        timeout: row
+            .try_get::<Option<i64>, _>("timeout_ms")?
+            .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+        retry_schedule: schedule_from_json(row.try_get("retry_schedule_ms")?)?,
+        max_in_flight: row
+            .try_get::<Option<i64>, _>("max_in_flight")?
+            .map(|n| n.clamp(0, u32::MAX as i64) as u32),
+        state: EndpointState::parse(&state).ok_or_else(|| corrupt("endpoint state", &state))?,
+        description: row.try_get("description")?,
+        version: row.try_get::<i64, _>("version")? as u64,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+fn subscription_from_row(row: &SqliteRow) -> Result<Subscription> {
+    Ok(Subscription {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        patterns: from_json(&row.try_get::<String, _>("patterns")?)?,
+        exclude: from_json(&row.try_get::<String, _>("exclude")?)?,
+        tenant_id: row.try_get("tenant_id")?,
+        target: row.try_get("target")?,
+        enabled: row.try_get("enabled")?,
+        description: row.try_get("description")?,
+        version: row.try_get::<i64, _>("version")? as u64,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
+    let status: String = row.try_get("status")?;
+    Ok(Delivery {
+        id: row.try_get::<i64, _>("id")? as u64,
+        event_seq: row.try_get::<i64, _>("event_seq")? as u64,
+        event_id: row.try_get("event_id")?,
+        event_name: row.try_get("event_name")?,
+        tenant_id: row.try_get("tenant_id")?,
+        subscription_id: row.try_get("subscription_id")?,
+        subscription_name: row.try_get("subscription_name")?,
+        endpoint_id: row.try_get("endpoint_id")?,
+        status: DeliveryStatus::parse(&status)
+            .ok_or_else(|| corrupt("delivery status", &status))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        last_status_code: row
+            .try_get::<Option<i64>, _>("last_status_code")?
+            .map(|c| c as u16),
+        last_error: row.try_get("last_error")?,
+        last_duration_ms: row
+            .try_get::<Option<i64>, _>("last_duration_ms")?
+            .map(|d| d as u32),
+        next_attempt_ms: row.try_get("next_attempt_ms")?,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        source: row.try_get("source")?,
+        tenant_id: row.try_get("tenant_id")?,
+        time_ms: row.try_get("time_ms")?,
+        payload: row.try_get("payload")?,
+        attributes: from_json(&row.try_get::<String, _>("attributes")?)?,
+    })
+}
+
+fn attempt_from_row(row: &SqliteRow) -> Result<Attempt> {
+    Ok(Attempt {
+        number: row.try_get::<i64, _>("number")? as u32,
+        started_ms: row.try_get("started_ms")?,
+        duration_ms: row.try_get::<i64, _>("duration_ms")? as u32,
+        status_code: row
+            .try_get::<Option<i64>, _>("status_code")?
+            .map(|c| c as u16),
+        error: row.try_get("error")?,
+        response_body: row.try_get("response_body")?,
+        request_headers: from_json::<BTreeMap<String, String>>(
+            &row.try_get::<String, _>("request_headers")?,
+        )?,
+    })
+}
+
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| corrupt("JSON column", &e.to_string()))
+}
+
+fn schedule_to_json(schedule: &Option<Vec<Duration>>) -> Option<String> {
+    schedule
+        .as_ref()
+        .map(|s| to_json(&s.iter().map(|d| d.as_millis() as u64).collect::<Vec<_>>()))
+}
+
+fn schedule_from_json(value: Option<String>) -> Result<Option<Vec<Duration>>> {
+    value
+        .map(|s| {
+            from_json::<Vec<u64>>(&s).map(|ms| ms.into_iter().map(Duration::from_millis).collect())
+        })
+        .transpose()
+}
+
+fn not_found(what: &'static str, id: &str) -> Error {
+    Error::NotFound {
+        what,
+        id: id.to_string(),
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> Error {
+    Error::Unavailable(format!("stored {what} is unreadable: {value}"))
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+// ---- the writer's transaction ----
+
+/// Commits one group: every event with its deliveries, and every attempt
+/// result, in a single transaction. Returns one outcome list per publish and
+/// the deliveries that became due.
+pub(super) async fn commit_batch(
+    conn: &mut SqliteConnection,
+    publishes: &[&[NewEvent]],
+    settles: &[Settled],
+) -> Result<(Vec<PublishOutcome>, Vec<DueDelivery>)> {
+    let now = now_ms();
+    let mut tx = conn.begin().await?;
+    let mut outcomes = Vec::with_capacity(publishes.len());
+    let mut due = Vec::new();
+    for events in publishes {
+        let mut outcome = Vec::with_capacity(events.len());
+        for event in *events {
+            outcome.push(insert_event(&mut tx, event, now, &mut due).await?);
+        }
+        outcomes.push(outcome);
+    }
+    for settled in settles {
+        record_settled(&mut tx, settled, now).await?;
+    }
+    tx.commit().await?;
+    Ok((outcomes, due))
+}
+
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    e: &NewEvent,
+    now: i64,
+    due: &mut Vec<DueDelivery>,
+) -> Result<Result<Published, Rejection>> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO events (id, name, source, tenant_id, time_ms, payload, attributes, body_hash, \
+         matched, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (id) DO NOTHING RETURNING seq",
+    )
+    .bind(&e.id)
+    .bind(&e.name)
+    .bind(&e.source)
+    .bind(&e.tenant_id)
+    .bind(e.time_ms)
+    .bind(&e.payload)
+    .bind(to_json(&e.attributes))
+    .bind(&e.body_hash[..])
+    .bind(e.routes.len() as i64)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(seq) = inserted else {
+        return existing_event_outcome(conn, e).await;
+    };
+    if !e.routes.is_empty() {
+        let envelope = Arc::new(EventEnvelope {
+            seq: seq as u64,
+            id: e.id.clone(),
+            name: e.name.clone(),
+            tenant_id: e.tenant_id.clone(),
+            time_ms: e.time_ms,
+            payload: e.payload.clone(),
+        });
+        for route in &e.routes {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO deliveries (event_seq, subscription_id, endpoint_id, status, attempts, \
+                 next_attempt_ms, created_ms, updated_ms) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?) \
+                 RETURNING id",
+            )
+            .bind(seq)
+            .bind(&*route.subscription_id)
+            .bind(&*route.endpoint_id)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?;
+            due.push(DueDelivery {
+                id: id as u64,
+                subscription_id: route.subscription_id.clone(),
+                endpoint_id: route.endpoint_id.clone(),
+                attempts: 0,
+                due_ms: now,
+                event: envelope.clone(),
+            });
+        }
+    }
+    Ok(Ok(Published {
+        seq: seq as u64,
+        duplicate: false,
+        matched: e.routes.len() as u32,
+    }))
+}
+
+/// The id is taken: the same body is a duplicate (answered, not routed
+/// again), a different body is a conflict.
+async fn existing_event_outcome(
+    conn: &mut SqliteConnection,
+    e: &NewEvent,
+) -> Result<Result<Published, Rejection>> {
+    let (seq, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT seq, body_hash FROM events WHERE id = ?")
+            .bind(&e.id)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(if hash == e.body_hash {
+        Ok(Published {
+            seq: seq as u64,
+            duplicate: true,
+            matched: 0,
+        })
+    } else {
+        Err(Rejection::Conflict { seq: seq as u64 })
+    })
+}
+
+async fn record_settled(conn: &mut SqliteConnection, s: &Settled, now: i64) -> Result<()> {
+    let id = s.delivery.id as i64;
+    if let Some(a) = &s.attempt {
+        sqlx::query(
+            "INSERT OR REPLACE INTO attempts (delivery_id, number, started_ms, duration_ms, \
+             status_code, error, response_body, request_headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(a.number as i64)
+        .bind(a.started_ms)
+        .bind(a.duration_ms as i64)
+        .bind(a.status_code.map(i64::from))
+        .bind(&a.error)
+        .bind(&a.response_body)
+        .bind(to_json(&a.request_headers))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_ms = ?, \
+         last_status_code = COALESCE(?, last_status_code), last_error = ?, \
+         last_duration_ms = COALESCE(?, last_duration_ms), updated_ms = ? WHERE id = ?",
+    )
+    .bind(s.status.as_str())
+    .bind(s.delivery.attempts as i64)
+    .bind(s.next_attempt_ms)
+    .bind(
+        s.attempt
+            .as_ref()
+            .and_then(|a| a.status_code)
+            .map(i64::from),
+    )
+    .bind(&s.last_error)
+    .bind(s.attempt.as_ref().map(|a| a.duration_ms as i64))
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if s.endpoint_gone {
+        sqlx::query(
+            "UPDATE endpoints SET state = 'gone', version = version + 1, updated_ms = ? \
+             WHERE id = ? AND state = 'enabled'",
+        )
+        .bind(now)
+        .bind(&*s.delivery.endpoint_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
