@@ -182,6 +182,9 @@ impl Dispatcher {
     }
 
     fn on_settled(&mut self, settled: Settled) {
+        if settled.endpoint_gone {
+            self.reload_catalog();
+        }
         self.release_slot(&settled.delivery.endpoint_id);
         self.announce(&settled.delivery, settled.status, Some(&settled));
         let retry_at = match (settled.status, settled.next_attempt_ms) {
@@ -296,6 +299,16 @@ impl Dispatcher {
                 endpoint_gone: false,
             };
             let _ = writer.settle(settled).await;
+        });
+    }
+
+    /// An endpoint was disabled by its answer: routing and the lanes must see it.
+    fn reload_catalog(&self) {
+        let catalog = self.catalog.clone();
+        tokio::spawn(async move {
+            if let Err(error) = catalog.reload().await {
+                tracing::warn!(%error, "Could not reload the catalog after disabling an endpoint.");
+            }
         });
     }
 

@@ -46,6 +46,8 @@ impl Sender {
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
+            // Through a proxy the guard would only see the proxy's address.
+            .no_proxy()
             .build()?;
         Ok(Sender {
             client,
