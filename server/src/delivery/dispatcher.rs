@@ -124,7 +124,9 @@ impl Dispatcher {
                 }
                 _ = sleep_until(next_scan), if next_scan.is_some() => {
                     self.next_scan = None;
+                    // Load what fell due, then find the retry after it.
                     self.storage_dirty = true;
+                    self.storage_deferred = true;
                 }
             }
         }
