@@ -1,0 +1,29 @@
+//! End-to-end tests: each starts the real `hookyard` binary (build it first:
+//! `cargo build --workspace --bins`) in its own temp dir, with a webhook sink
+//! in the test process.
+
+#[path = "e2e/api.rs"]
+mod api;
+#[path = "e2e/harness.rs"]
+mod harness;
+#[path = "e2e/sink.rs"]
+mod sink;
+
+#[path = "e2e/admin.rs"]
+mod admin;
+#[path = "e2e/crash.rs"]
+mod crash;
+#[path = "e2e/duplicates.rs"]
+mod duplicates;
+#[path = "e2e/errors.rs"]
+mod errors;
+#[path = "e2e/health.rs"]
+mod health;
+#[path = "e2e/publish.rs"]
+mod publish;
+#[path = "e2e/retry.rs"]
+mod retry;
+#[path = "e2e/ssrf.rs"]
+mod ssrf;
+#[path = "e2e/watch.rs"]
+mod watch;

@@ -1,0 +1,415 @@
+//! Starts the real `hookyard` binary on ephemeral ports with a config written
+//! into a temp dir, and hands out clients for its three APIs. When a test
+//! panics, the daemon's log tail is printed so the failure explains itself.
+
+use std::{
+    fs::OpenOptions,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use hookyard::v1::{admin_client::AdminClient, events_client::EventsClient};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{interceptor::InterceptedService, Interceptor},
+    transport::{Channel, Endpoint},
+    Request, Status,
+};
+
+pub const API_KEY: &str = "hy_test_key_0123456789abcdef";
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// How long a test waits for anything the daemon should do promptly.
+pub const WAIT: Duration = Duration::from_secs(10);
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const LOG_TAIL_LINES: usize = 80;
+
+pub type Events = EventsClient<InterceptedService<Channel, Bearer>>;
+pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call (nothing when `None`).
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Bearer {
+        Bearer(token.map(|t| {
+            format!("Bearer {t}")
+                .parse()
+                .expect("a token that fits in metadata")
+        }))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// An endpoint declared in the config file.
+#[derive(Clone, Debug)]
+pub struct EndpointSpec {
+    id: String,
+    url: String,
+    retry_schedule: Vec<String>,
+}
+
+impl EndpointSpec {
+    pub fn new(id: &str, url: &str) -> EndpointSpec {
+        EndpointSpec {
+            id: id.to_string(),
+            url: url.to_string(),
+            retry_schedule: to_strings(&["0s", "200ms", "200ms"]),
+        }
+    }
+
+    pub fn retry_schedule(mut self, delays: &[&str]) -> EndpointSpec {
+        self.retry_schedule = to_strings(delays);
+        self
+    }
+
+    fn render(&self) -> Value {
+        json!({
+            "id": self.id,
+            "url": self.url,
+            "secret": SECRET,
+            "headers": {"X-Env": "test"},
+            "retry_schedule": self.retry_schedule,
+            "timeout": "5s",
+            "max_in_flight": 8,
+        })
+    }
+}
+
+/// A small builder for the daemon's YAML config.
+#[derive(Clone, Debug)]
+pub struct TestConfig {
+    allow_private_targets: bool,
+    body_limit: usize,
+    endpoints: Vec<EndpointSpec>,
+    subscriptions: Vec<Value>,
+}
+
+impl TestConfig {
+    /// No endpoints or subscriptions; loopback targets allowed.
+    pub fn new() -> TestConfig {
+        TestConfig {
+            allow_private_targets: true,
+            body_limit: 262_144,
+            endpoints: Vec::new(),
+            subscriptions: Vec::new(),
+        }
+    }
+
+    /// The usual route: endpoint `crm` at `url`, subscription `leads-to-crm`
+    /// for `lead.*` except `lead.test`.
+    pub fn crm(url: &str) -> TestConfig {
+        TestConfig::new().route_leads(EndpointSpec::new("crm", url))
+    }
+
+    /// Declares `endpoint` and routes `lead.*` (except `lead.test`) to it.
+    pub fn route_leads(self, endpoint: EndpointSpec) -> TestConfig {
+        let target = format!("endpoint:{}", endpoint.id);
+        self.endpoint(endpoint)
+            .subscription("leads-to-crm", &["lead.*"], &["lead.test"], &target)
+    }
+
+    pub fn endpoint(mut self, endpoint: EndpointSpec) -> TestConfig {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    pub fn subscription(
+        mut self,
+        name: &str,
+        patterns: &[&str],
+        exclude: &[&str],
+        target: &str,
+    ) -> TestConfig {
+        self.subscriptions.push(json!({
+            "name": name,
+            "patterns": patterns,
+            "exclude": exclude,
+            "target": target,
+        }));
+        self
+    }
+
+    pub fn deny_private_targets(mut self) -> TestConfig {
+        self.allow_private_targets = false;
+        self
+    }
+
+    pub fn body_limit(mut self, bytes: usize) -> TestConfig {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// JSON is YAML, and serde_json does the quoting.
+    fn render(&self, data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> String {
+        let allow: &[&str] = if self.allow_private_targets {
+            &["127.0.0.0/8"]
+        } else {
+            &[]
+        };
+        let config = json!({
+            "listen": listen.to_string(),
+            "admin_listen": admin_listen.to_string(),
+            "data_dir": data_dir,
+            "api_keys": [{"name": "crm-service", "key": API_KEY}],
+            "http": {
+                "body_limit": self.body_limit,
+                "request_timeout": "30s",
+                "header_timeout": "10s",
+            },
+            "delivery": {
+                "allow_private_targets": allow,
+                "retry_schedule": ["0s", "5s", "5m"],
+                "timeout": "10s",
+                "max_in_flight": 16,
+            },
+            "endpoints": self.endpoints.iter().map(EndpointSpec::render).collect::<Vec<_>>(),
+            "subscriptions": self.subscriptions,
+        });
+        serde_json::to_string_pretty(&config).expect("a config renders")
+    }
+}
+
+pub struct Daemon {
+    /// Has a per-request timeout, so a killed daemon fails requests quickly.
+    pub http: reqwest::Client,
+    dir: TempDir,
+    config: TestConfig,
+    child: Option<Child>,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+}
+
+impl Daemon {
+    pub async fn start(config: TestConfig) -> Daemon {
+        let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let mut daemon = Daemon {
+            http: reqwest::Client::builder()
+                .timeout(WAIT)
+                .build()
+                .expect("an HTTP client"),
+            dir: tempfile::tempdir().expect("a temp dir"),
+            config,
+            child: None,
+            listen: any_port,
+            admin_listen: any_port,
+        };
+        daemon.spawn().await;
+        daemon
+    }
+
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http_base())
+    }
+
+    /// `POST /v1/events` with the API key; the caller adds the body.
+    pub fn post_events(&self) -> reqwest::RequestBuilder {
+        self.http.post(self.url("/v1/events")).bearer_auth(API_KEY)
+    }
+
+    pub fn events_client(&self) -> Events {
+        self.events_client_with_key(Some(API_KEY))
+    }
+
+    pub fn events_client_with_key(&self, key: Option<&str>) -> Events {
+        EventsClient::with_interceptor(channel(self.listen), Bearer::new(key))
+    }
+
+    pub fn admin_client(&self) -> Admin {
+        self.admin_client_with_token(&self.admin_token())
+    }
+
+    pub fn admin_client_with_token(&self, token: &str) -> Admin {
+        AdminClient::with_interceptor(channel(self.admin_listen), Bearer::new(Some(token)))
+    }
+
+    pub fn admin_token(&self) -> String {
+        let path = self.data_dir().join("admin.token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// SIGKILL: no chance to flush or shut down cleanly.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("SIGKILL the daemon");
+        }
+    }
+
+    /// SIGTERM, then waits for the daemon to exit.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
+            let pid = libc::pid_t::try_from(pid).expect("a pid fits in pid_t");
+            // SAFETY: `pid` is our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+            .await
+            .is_err()
+        {
+            self.child = Some(child);
+            panic!("the daemon did not exit within {STOP_TIMEOUT:?} of SIGTERM");
+        }
+    }
+
+    /// Starts again on the same data dir and the same ports; stops the
+    /// running daemon first if there is one.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.spawn().await;
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("hookyard.log")
+    }
+
+    async fn spawn(&mut self) {
+        let config_path = self.dir.path().join("hookyard.yaml");
+        let yaml = self
+            .config
+            .render(&self.data_dir(), self.listen, self.admin_listen);
+        std::fs::write(&config_path, yaml).expect("write the config");
+        // Appended across restarts, so one file tells the whole story.
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the daemon log");
+
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            // Plain text in the log file the tail is printed from.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        // HOOKYARD_* variables would override the config file.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HOOKYARD_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command.spawn().expect("spawn the hookyard binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        self.child = Some(child);
+
+        let mut lines = BufReader::new(stdout).lines();
+        let line = match tokio::time::timeout(READY_TIMEOUT, lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => panic!("the daemon exited before it was ready"),
+            Ok(Err(e)) => panic!("reading the daemon's stdout: {e}"),
+            Err(_) => panic!("the daemon was not ready within {READY_TIMEOUT:?}"),
+        };
+        (self.listen, self.admin_listen) = parse_ready_line(&line);
+        // Keep the pipe open and drained: a closed stdout would make a later
+        // println! in the daemon fail.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    }
+
+    fn print_log_tail(&self) {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+        eprintln!(
+            "---- hookyard log (last {} lines of {}) ----\n{}\n---- end of hookyard log ----",
+            tail.len(),
+            self.log_path().display(),
+            tail.join("\n")
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_log_tail();
+        }
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// `ready listen=127.0.0.1:PORT admin_listen=127.0.0.1:PORT`
+fn parse_ready_line(line: &str) -> (SocketAddr, SocketAddr) {
+    let field = |name: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(name))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no `{name}<addr>` in the ready line {line:?}"))
+    };
+    assert!(
+        line.starts_with("ready "),
+        "expected the ready line, got {line:?}"
+    );
+    (field("listen="), field("admin_listen="))
+}
+
+/// Lazy, so a client made before a restart reconnects after it. The timeout
+/// covers a call up to its response headers, not a stream's messages.
+fn channel(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid URI")
+        .connect_timeout(WAIT)
+        .timeout(WAIT)
+        .connect_lazy()
+}
+
+fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("HOOKYARD_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(format!("hookyard{}", std::env::consts::EXE_SUFFIX)))
+        .expect("the test binary lives in target/<profile>/deps");
+    assert!(
+        path.exists(),
+        "{} is missing; build the binaries first: cargo build --workspace --bins",
+        path.display()
+    );
+    path
+}
+
+fn to_strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
