@@ -37,10 +37,13 @@ impl<T: Copy> Default for PatternIndex<T> {
     }
 }
 
+/// A walk state: a trie node and how many name segments are consumed.
+type State = (u32, usize);
+
 thread_local! {
-    /// Walk state reused across lookups: (node, position) stack and the `**`
-    /// states already visited.
-    static WALK: RefCell<(Vec<(u32, usize)>, Vec<(u32, usize)>)> =
+    /// Walk state reused across lookups: the stack, and the `**` states
+    /// already visited.
+    static WALK: RefCell<(Vec<State>, Vec<State>)> =
         const { RefCell::new((Vec::new(), Vec::new())) };
 }
 

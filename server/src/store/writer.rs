@@ -155,10 +155,7 @@ async fn run(
 
 #[derive(Default)]
 struct Batch {
-    publishes: Vec<(
-        Vec<NewEvent>,
-        oneshot::Sender<Result<PublishOutcome, Error>>,
-    )>,
+    publishes: Vec<PublishOp>,
     settles: Vec<Settled>,
     events: usize,
 }
@@ -166,7 +163,7 @@ struct Batch {
 impl Batch {
     fn push_publish(&mut self, op: PublishOp) {
         self.events += op.events.len().max(1);
-        self.publishes.push((op.events, op.reply));
+        self.publishes.push(op);
     }
 
     fn push_settle(&mut self, settled: Box<Settled>) {
@@ -179,16 +176,16 @@ async fn commit(backend: &mut Backend, batch: Batch, committed: &mpsc::Sender<Co
     let Batch {
         publishes, settles, ..
     } = batch;
-    let events: Vec<&[NewEvent]> = publishes.iter().map(|(e, _)| e.as_slice()).collect();
+    let events: Vec<&[NewEvent]> = publishes.iter().map(|p| p.events.as_slice()).collect();
     let result = match backend {
         Backend::Sqlite(conn) => sqlite::commit_batch(conn, &events, &settles).await,
     };
     drop(events);
     match result {
         Ok((outcomes, deliveries)) => {
-            for ((_, reply), outcome) in publishes.into_iter().zip(outcomes) {
+            for (publish, outcome) in publishes.into_iter().zip(outcomes) {
                 // A publisher that went away still had its event committed.
-                let _ = reply.send(Ok(outcome));
+                let _ = publish.reply.send(Ok(outcome));
             }
             if !deliveries.is_empty() {
                 let _ = committed.send(Committed::Deliveries(deliveries)).await;
@@ -199,8 +196,10 @@ async fn commit(backend: &mut Backend, batch: Batch, committed: &mpsc::Sender<Co
         }
         Err(error) => {
             tracing::error!(%error, "Commit failed; nothing in this batch was acknowledged.");
-            for (_, reply) in publishes {
-                let _ = reply.send(Err(Error::Unavailable(error.to_string())));
+            for publish in publishes {
+                let _ = publish
+                    .reply
+                    .send(Err(Error::Unavailable(error.to_string())));
             }
             if !settles.is_empty() {
                 let _ = committed.send(Committed::SettleFailed(settles)).await;
