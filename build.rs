@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/hookyard/v1/events.proto",
         "proto/hookyard/v1/admin.proto",
+        "proto/hookyard/v1/sources.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -57,6 +57,7 @@ pub async fn apply_declared(
             .with_context(|| format!("could not store subscriptions[{i}] ({})", declared.name))?;
     }
     catalog.reload().await?;
+    crate::intake::sources::declared::apply(&config.sources, store).await?;
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! The modules read in the order an event travels:
-//! - `intake`: HTTP and gRPC doors — authentication, validation, routing.
+//! - `intake`: HTTP and gRPC doors — authentication, validation, routing —
+//!   plus sources (partner and form webhooks) and CloudEvents.
 //! - `routing`: the pattern grammar and the matcher index.
 //! - `catalog`: the endpoints and subscriptions in force, swapped atomically.
 //! - `store`: SQLite storage and the group-commit writer.
@@ -35,7 +36,12 @@ use crate::{
     catalog::CatalogHandle,
     config::Config,
     delivery::{ssrf::AddressPolicy, Dispatcher, DispatcherConfig, Sender},
-    intake::{auth::ApiKeys, grpc::EventsService, Intake},
+    intake::{
+        auth::ApiKeys,
+        grpc::EventsService,
+        sources::{webhook::WebhookState, SourceRegistry},
+        Intake,
+    },
     server::ConnectionLimits,
     store::{Store, WriterConfig},
 };
@@ -99,6 +105,7 @@ pub async fn start(
         .with_context(|| format!("could not open {}", config.database_path().display()))?;
     let catalog = Arc::new(CatalogHandle::load(store.clone()).await?);
     bootstrap::apply_declared(&config, &store, &catalog).await?;
+    let sources = Arc::new(SourceRegistry::load(store.clone()).await?);
 
     let feed = LiveFeed::new();
     let sender = Arc::new(Sender::new(
@@ -126,9 +133,9 @@ pub async fn start(
         keys: ApiKeys::new(&config.api_keys),
         body_limit: config.http.body_limit,
     });
-    let public_app = public_app(&config, intake, store.clone()).await?;
+    let public_app = public_app(&config, intake, store.clone(), sources.clone()).await?;
     let admin_app = admin_app(
-        AdminService::new(store, catalog, feed, control_tx),
+        AdminService::new(store, catalog, feed, control_tx, sources),
         &admin_token,
     )
     .await?;
@@ -161,6 +168,7 @@ async fn public_app(
     config: &Config,
     intake: Arc<Intake>,
     store: Store,
+    sources: Arc<SourceRegistry>,
 ) -> anyhow::Result<axum::Router> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<EventsServer<EventsService>>().await;
@@ -168,10 +176,18 @@ async fn public_app(
         .add_service(health_service)
         .add_service(reflection()?)
         .into_axum_router();
-    let http = intake::http::router(intake, store).layer(TimeoutLayer::with_status_code(
-        axum::http::StatusCode::REQUEST_TIMEOUT,
-        config.http.request_timeout,
-    ));
+    let webhooks = intake::sources::webhook::router(WebhookState {
+        intake: intake.clone(),
+        sources,
+        trusted_proxies: config.http.trusted_proxies.clone().into(),
+    });
+    let http =
+        intake::http::router(intake, store)
+            .merge(webhooks)
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                config.http.request_timeout,
+            ));
     Ok(grpc.merge(http).fallback(intake::http::not_found))
 }
 

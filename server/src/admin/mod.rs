@@ -1,10 +1,12 @@
-//! The Admin API (`hookyard.v1.Admin`): endpoints and subscriptions, route
+//! The Admin API (`hookyard.v1.Admin`): endpoints, subscriptions and sources, route
 //! testing, the delivery history, retries, and the live feed of delivery
 //! changes. It listens on its own address and every call needs the admin token.
 
 pub mod convert;
 pub mod feed;
 pub mod service;
+mod source_convert;
+mod sources;
 pub mod token;
 pub mod validate;
 

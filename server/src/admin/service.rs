@@ -14,7 +14,7 @@ use super::{convert, feed::LiveFeed, validate};
 use crate::{
     catalog::CatalogHandle,
     delivery::{signing::SigningSecret, Control},
-    intake::event::FieldError,
+    intake::{event::FieldError, sources::SourceRegistry},
     model::{DeliveryFilter, Endpoint, Subscription},
     routing::Pattern,
     store::{self, Store},
@@ -26,10 +26,11 @@ const MAX_PAGE: usize = 500;
 const WATCH_BUFFER: usize = 256;
 
 pub struct AdminService {
-    store: Store,
+    pub(super) store: Store,
     catalog: Arc<CatalogHandle>,
     feed: LiveFeed,
     control: mpsc::Sender<Control>,
+    pub(super) sources: Arc<SourceRegistry>,
 }
 
 impl AdminService {
@@ -38,12 +39,14 @@ impl AdminService {
         catalog: Arc<CatalogHandle>,
         feed: LiveFeed,
         control: mpsc::Sender<Control>,
+        sources: Arc<SourceRegistry>,
     ) -> AdminService {
         AdminService {
             store,
             catalog,
             feed,
             control,
+            sources,
         }
     }
 
@@ -333,6 +336,64 @@ impl Admin for AdminService {
         tokio::spawn(forward_changes(changes, filter, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    // ---- sources (admin/sources.rs) ----
+
+    async fn create_source(
+        &self,
+        r: Request<pb::CreateSourceRequest>,
+    ) -> Result<Response<pb::SourceWithToken>, Status> {
+        self.create_source(r).await
+    }
+
+    async fn get_source(
+        &self,
+        r: Request<pb::GetSourceRequest>,
+    ) -> Result<Response<pb::Source>, Status> {
+        self.get_source(r).await
+    }
+
+    async fn list_sources(
+        &self,
+        r: Request<pb::ListSourcesRequest>,
+    ) -> Result<Response<pb::ListSourcesResponse>, Status> {
+        self.list_sources(r).await
+    }
+
+    async fn update_source(
+        &self,
+        r: Request<pb::UpdateSourceRequest>,
+    ) -> Result<Response<pb::Source>, Status> {
+        self.update_source(r).await
+    }
+
+    async fn delete_source(
+        &self,
+        r: Request<pb::DeleteSourceRequest>,
+    ) -> Result<Response<pb::DeleteSourceResponse>, Status> {
+        self.delete_source(r).await
+    }
+
+    async fn rotate_source_token(
+        &self,
+        r: Request<pb::RotateSourceTokenRequest>,
+    ) -> Result<Response<pb::SourceWithToken>, Status> {
+        self.rotate_source_token(r).await
+    }
+
+    async fn suspend_source(
+        &self,
+        r: Request<pb::SuspendSourceRequest>,
+    ) -> Result<Response<pb::Source>, Status> {
+        self.suspend_source(r).await
+    }
+
+    async fn resume_source(
+        &self,
+        r: Request<pb::ResumeSourceRequest>,
+    ) -> Result<Response<pb::Source>, Status> {
+        self.resume_source(r).await
+    }
 }
 
 /// Copies matching changes to one watcher until it goes away. Changes the
@@ -389,12 +450,12 @@ fn delivery_filter(filter: Option<pb::DeliveryFilter>) -> Result<DeliveryFilter,
     })
 }
 
-fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
+pub(super) fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
     value.ok_or_else(|| Status::invalid_argument(format!("{field} is required")))
 }
 
 /// INVALID_ARGUMENT naming every field, with `google.rpc.BadRequest` details.
-fn invalid(errors: &[FieldError]) -> Status {
+pub(super) fn invalid(errors: &[FieldError]) -> Status {
     let mut details = ErrorDetails::new();
     for e in errors {
         details.add_bad_request_violation(e.dotted(""), e.message.clone());
@@ -407,7 +468,7 @@ fn invalid(errors: &[FieldError]) -> Status {
 }
 
 /// Storage errors on the Admin API, translated once.
-fn store_status(error: store::Error) -> Status {
+pub(super) fn store_status(error: store::Error) -> Status {
     match error {
         store::Error::NotFound { .. } => Status::not_found(error.to_string()),
         store::Error::AlreadyExists(m) => Status::already_exists(m),

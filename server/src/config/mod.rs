@@ -3,6 +3,8 @@
 //! validation pass checks what serde cannot (CIDRs, schedules, references), so a
 //! daemon never starts on a config it would misread.
 
+pub mod sources;
+
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
@@ -42,6 +44,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub endpoints: Vec<EndpointConfig>,
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// Partners and forms posting to `/webhook/v1/{token}`.
+    pub sources: Vec<sources::SourceConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -69,6 +73,9 @@ pub struct HttpConfig {
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` hop is believed for a source's
+    /// allowed CIDRs; requests from anyone else are judged by their peer address.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -26,6 +26,11 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unauthorized(#[from] AuthError),
+    /// A webhook whose signature does not verify.
+    #[error("{0}")]
+    BadSignature(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -38,6 +43,8 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("the daemon is overloaded; retry shortly")]
     Overloaded,
     #[error("storage is unavailable; nothing was stored, retry shortly")]
@@ -57,26 +64,32 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Malformed { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    fn code(&self) -> &'static str {
+    /// A short machine-readable name, also the reason rejections are counted under.
+    pub fn code(&self) -> &'static str {
         match self {
             ApiError::Malformed { .. } => "malformed_json",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::BadSignature(_) => "invalid_signature",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded | ApiError::Unavailable(_) => "unavailable",
         }
     }
@@ -113,10 +126,15 @@ impl ApiError {
                 tonic::Status::invalid_argument(message)
             }
             ApiError::UnsupportedMediaType(_) => tonic::Status::invalid_argument(message),
-            ApiError::Unauthorized(_) => tonic::Status::unauthenticated(message),
+            ApiError::Unauthorized(_) | ApiError::BadSignature(_) => {
+                tonic::Status::unauthenticated(message)
+            }
+            ApiError::Forbidden(_) => tonic::Status::permission_denied(message),
             ApiError::NotFound(_) => tonic::Status::not_found(message),
             ApiError::Conflict(_) => tonic::Status::already_exists(message),
-            ApiError::Overloaded => tonic::Status::resource_exhausted(message),
+            ApiError::Overloaded | ApiError::RateLimited { .. } => {
+                tonic::Status::resource_exhausted(message)
+            }
             ApiError::Unavailable(_) => tonic::Status::unavailable(message),
         }
     }
@@ -152,7 +170,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
         }
-        if status == StatusCode::UNAUTHORIZED {
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

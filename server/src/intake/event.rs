@@ -67,14 +67,14 @@ pub enum Invalid {
 
 /// The fields of an event before defaults are applied.
 #[derive(Debug, Default)]
-struct Draft {
-    id: Option<String>,
-    name: String,
-    source: Option<String>,
-    tenant_id: Option<String>,
-    time_ms: Option<i64>,
-    payload: Map<String, Value>,
-    attributes: BTreeMap<String, String>,
+pub struct Draft {
+    pub id: Option<String>,
+    pub name: String,
+    pub source: Option<String>,
+    pub tenant_id: Option<String>,
+    pub time_ms: Option<i64>,
+    pub payload: Map<String, Value>,
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// Parses and validates `POST /v1/events`.
@@ -168,8 +168,8 @@ pub fn from_proto(event: hookyard::v1::Event, key_name: &str) -> Result<NewEvent
     finish(draft, key_name, errors)
 }
 
-/// Checks what both doors share and fills in defaults.
-fn finish(
+/// Checks what every door shares and fills in defaults.
+pub fn finish(
     draft: Draft,
     key_name: &str,
     mut errors: Vec<FieldError>,

@@ -1,4 +1,5 @@
-//! HTTP intake: `POST /v1/events`, plus `/healthz` and `/readyz`. Checks run
+//! HTTP intake: `POST /v1/events` (Hookyard events, or CloudEvents in any
+//! of their three modes), plus `/healthz` and `/readyz`. Checks run
 //! cheapest first — credentials, content type, size — so a bad request costs
 //! little before it is refused.
 
@@ -8,14 +9,14 @@ use axum::{
     body::Body,
     extract::State,
     http::{header, HeaderMap, Method, StatusCode, Uri},
-    response::IntoResponse,
+    response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
-use super::{event, ApiError, Intake};
+use super::{cloudevents, event, ApiError, Intake};
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -26,7 +27,10 @@ struct AppState {
 
 pub fn router(intake: Arc<Intake>, store: Store) -> Router {
     Router::new()
-        .route("/v1/events", post(post_event))
+        .route(
+            "/v1/events",
+            post(post_event).options(super::cloudevents::options),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(AppState { intake, store })
@@ -36,11 +40,15 @@ async fn post_event(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let intake = &state.intake;
     let key = intake
         .keys
         .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    if let Some(mode) = cloudevents::mode(&headers) {
+        let bytes = read_body(body, &headers, intake.body_limit).await?;
+        return cloudevents::publish(intake, mode, &headers, &bytes, &key).await;
+    }
     require_json(&headers)?;
     let bytes = read_body(body, &headers, intake.body_limit).await?;
     let event = event::from_json(&bytes, &key).map_err(|e| match e {
@@ -64,7 +72,8 @@ async fn post_event(
             "duplicate": published.duplicate,
             "matched": published.matched,
         })),
-    ))
+    )
+        .into_response())
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -87,7 +96,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Reads at most `limit` bytes; a declared or actual larger body is a 413.
-async fn read_body(
+pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,

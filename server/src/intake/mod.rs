@@ -1,15 +1,18 @@
-//! Intake: the doors events come in by — HTTP `POST /v1/events` and gRPC
-//! `hookyard.v1.Events` — sharing authentication, validation and routing. An
+//! Intake: the doors events come in by — HTTP `POST /v1/events` (also
+//! CloudEvents), gRPC `hookyard.v1.Events`, and sources' webhooks on
+//! `POST /webhook/v1/{token}` — sharing validation and routing. An
 //! accepted event is routed against the current catalog and handed to the
 //! writer; the caller hears back only once it is committed.
 //!
 //! Intake does not store or deliver anything itself.
 
 pub mod auth;
+pub mod cloudevents;
 pub mod error;
 pub mod event;
 pub mod grpc;
 pub mod http;
+pub mod sources;
 
 use std::sync::Arc;
 

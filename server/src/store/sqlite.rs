@@ -58,6 +58,10 @@ impl SqliteStore {
         Ok((SqliteStore { pool }, writer))
     }
 
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

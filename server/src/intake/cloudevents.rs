@@ -1,0 +1,357 @@
+//! CloudEvents 1.0 over HTTP on `POST /v1/events`, in the three modes of the
+//! HTTP binding: structured (`application/cloudevents+json`), batched
+//! (`application/cloudevents-batch+json`) and binary (`ce-*` headers, the
+//! body is `data`). A CloudEvent maps one-to-one onto an event: `type` is the
+//! name, `data` the payload, `id`, `source` and `time` keep their meaning,
+//! and `subject`, `datacontenttype`, `dataschema` and extensions become
+//! attributes — except the `tenantid` extension, which is the tenant.
+//! Also answers the CloudEvents webhook abuse-protection handshake.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::{json, Map, Value};
+
+use super::{
+    event::{self, Draft, FieldError},
+    ApiError, Intake, MAX_BATCH,
+};
+use crate::{model::NewEvent, routing::validate_name};
+
+const STRUCTURED: &str = "application/cloudevents+json";
+const BATCH: &str = "application/cloudevents-batch+json";
+const TENANT_EXTENSION: &str = "tenantid";
+/// Context attributes that are fields of the event rather than attributes.
+const CORE: &[&str] = &["specversion", "id", "source", "type", "time", "data"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Structured,
+    Batch,
+    Binary,
+}
+
+/// The CloudEvents mode of a request, or `None` for a plain Hookyard event.
+pub fn mode(headers: &HeaderMap) -> Option<Mode> {
+    let essence = content_type(headers);
+    if essence.eq_ignore_ascii_case(STRUCTURED) {
+        Some(Mode::Structured)
+    } else if essence.eq_ignore_ascii_case(BATCH) {
+        Some(Mode::Batch)
+    } else if headers.contains_key("ce-specversion") {
+        Some(Mode::Binary)
+    } else {
+        None
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or("")
+}
+
+/// Validates and publishes what the request carries; answers like a plain
+/// publish, or with one result per event for a batch.
+pub async fn publish(
+    intake: &Intake,
+    mode: Mode,
+    headers: &HeaderMap,
+    body: &[u8],
+    key: &str,
+) -> Result<Response, ApiError> {
+    let events = match mode {
+        Mode::Structured => vec![structured(parse(body)?, key).map_err(ApiError::Validation)?],
+        Mode::Binary => vec![binary(headers, body, key)?],
+        Mode::Batch => batch(parse(body)?, key)?,
+    };
+    if mode != Mode::Batch {
+        let event = events
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Unavailable("no event was built".into()))?;
+        let (id, published) = intake.publish_one(event).await?;
+        let answer = json!({"id": id, "seq": published.seq, "duplicate": published.duplicate,
+            "matched": published.matched});
+        return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
+    }
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let outcomes = intake.publish(events).await?;
+    let results: Vec<Value> = ids
+        .iter()
+        .zip(outcomes)
+        .map(|(id, outcome)| match outcome {
+            Ok(p) => {
+                json!({"id": id, "seq": p.seq, "duplicate": p.duplicate, "matched": p.matched})
+            }
+            Err(rejection) => {
+                json!({"id": id, "error": {"code": "conflict",
+                    "message": super::conflict(id, rejection).to_string()}})
+            }
+        })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({"events": results}))).into_response())
+}
+
+fn parse(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Malformed {
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })
+}
+
+fn batch(value: Value, key: &str) -> Result<Vec<NewEvent>, ApiError> {
+    let Value::Array(items) = value else {
+        return Err(invalid(&[], "a batch must be a JSON array of CloudEvents"));
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(invalid(
+            &[],
+            &format!("a batch holds 1-{MAX_BATCH} CloudEvents"),
+        ));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match structured(item, key) {
+            Ok(event) => events.push(event),
+            Err(fields) => errors.extend(fields.into_iter().map(|mut f| {
+                f.path.insert(0, i.to_string());
+                f
+            })),
+        }
+    }
+    if errors.is_empty() {
+        Ok(events)
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+fn invalid(path: &[&str], message: &str) -> ApiError {
+    ApiError::Validation(vec![FieldError::new(path, message)])
+}
+
+/// One structured-mode CloudEvent (a JSON object).
+fn structured(value: Value, key: &str) -> Result<NewEvent, Vec<FieldError>> {
+    let Value::Object(mut object) = value else {
+        return Err(vec![FieldError::new(
+            &[],
+            "a CloudEvent must be a JSON object",
+        )]);
+    };
+    let mut errors = Vec::new();
+    if object.contains_key("data_base64") {
+        errors.push(FieldError::new(
+            &["data_base64"],
+            "binary data is not supported; send JSON `data`",
+        ));
+    }
+    let data = object.remove("data");
+    let mut context = BTreeMap::new();
+    for (name, value) in object {
+        match value {
+            Value::String(s) => {
+                context.insert(name, s);
+            }
+            Value::Number(_) | Value::Bool(_) => {
+                context.insert(name, value.to_string());
+            }
+            Value::Null => {}
+            _ => errors.push(FieldError::new(
+                &[&name],
+                "must be a string, number or boolean",
+            )),
+        }
+    }
+    let payload = match data {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            errors.push(FieldError::new(&["data"], "must be a JSON object"));
+            Map::new()
+        }
+    };
+    build(context, payload, key, errors)
+}
+
+/// A binary-mode CloudEvent: `ce-*` headers and a JSON body.
+fn binary(headers: &HeaderMap, body: &[u8], key: &str) -> Result<NewEvent, ApiError> {
+    let mut context = BTreeMap::new();
+    for (name, value) in headers {
+        if let Some(attribute) = name.as_str().strip_prefix("ce-") {
+            let value = value.to_str().map_err(|_| {
+                invalid(
+                    &[attribute],
+                    &format!("the `{name}` header is not visible ASCII"),
+                )
+            })?;
+            context.insert(attribute.to_string(), value.to_string());
+        }
+    }
+    let media = content_type(headers);
+    let payload = if body.is_empty() {
+        Map::new()
+    } else if media.eq_ignore_ascii_case("application/json") || media.ends_with("+json") {
+        context.insert("datacontenttype".into(), media.to_string());
+        match parse(body)? {
+            Value::Object(map) => map,
+            _ => return Err(invalid(&["data"], "must be a JSON object")),
+        }
+    } else {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "binary-mode data of type `{media}` is not supported; send application/json"
+        )));
+    };
+    build(context, payload, key, Vec::new()).map_err(ApiError::Validation)
+}
+
+/// Checks the context attributes and turns them into an event.
+fn build(
+    mut context: BTreeMap<String, String>,
+    payload: Map<String, Value>,
+    key: &str,
+    mut errors: Vec<FieldError>,
+) -> Result<NewEvent, Vec<FieldError>> {
+    match context.get("specversion").map(String::as_str) {
+        Some("1.0") => {}
+        Some(other) => errors.push(FieldError::new(
+            &["specversion"],
+            format!("`{other}` is not supported; send 1.0"),
+        )),
+        None => errors.push(FieldError::new(&["specversion"], "is required")),
+    }
+    for required in ["id", "source", "type"] {
+        if context.get(required).is_none_or(String::is_empty) {
+            errors.push(FieldError::new(&[required], "is required"));
+        }
+    }
+    let name = context.get("type").cloned().unwrap_or_default();
+    if !name.is_empty() {
+        if let Err(e) = validate_name(&name) {
+            errors.push(FieldError::new(
+                &["type"],
+                format!("`{name}` is not a valid event name: {e}"),
+            ));
+        }
+    }
+    let time_ms = context.get("time").and_then(|t| {
+        let parsed = humantime::parse_rfc3339_weak(t)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        if parsed.is_none() {
+            errors.push(FieldError::new(&["time"], "must be an RFC 3339 time"));
+        }
+        parsed.map(|d| d.as_millis() as i64)
+    });
+    let draft = Draft {
+        id: context.remove("id"),
+        name,
+        source: context.remove("source"),
+        tenant_id: context.remove(TENANT_EXTENSION),
+        time_ms,
+        payload,
+        attributes: context
+            .into_iter()
+            .filter(|(k, _)| !CORE.contains(&k.as_str()))
+            .collect(),
+    };
+    let built = event::finish(draft, key, Vec::new());
+    match (built, errors.is_empty()) {
+        (Ok(event), true) => Ok(event),
+        (Ok(_), false) => Err(errors),
+        (Err(more), _) => {
+            errors.extend(more.into_iter().map(to_cloudevents_pointer));
+            Err(errors)
+        }
+    }
+}
+
+/// Field errors of the event, renamed to the CloudEvents attribute they
+/// came from.
+fn to_cloudevents_pointer(mut error: FieldError) -> FieldError {
+    match error.path.first().map(String::as_str) {
+        Some("attributes") => {
+            error.path.remove(0);
+        }
+        Some("tenant_id") => error.path[0] = TENANT_EXTENSION.into(),
+        _ => {}
+    }
+    error
+}
+
+/// The abuse-protection handshake (CloudEvents HTTP webhook spec, section
+/// 4): an `OPTIONS` with `WebHook-Request-Origin` is answered with
+/// `WebHook-Allowed-Origin`, and `WebHook-Allowed-Rate` when a rate was
+/// asked for. Publishing still needs credentials, so any origin is allowed.
+pub fn handshake(headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get("webhook-request-origin")?.clone();
+    let mut response = StatusCode::OK.into_response();
+    let out = response.headers_mut();
+    out.insert("webhook-allowed-origin", origin);
+    if headers.contains_key("webhook-request-rate") {
+        out.insert("webhook-allowed-rate", HeaderValue::from_static("*"));
+    }
+    out.insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+    Some(response)
+}
+
+/// `OPTIONS /v1/events`.
+pub async fn options(headers: HeaderMap) -> Response {
+    handshake(&headers).unwrap_or_else(|| {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+        response
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_structured_event_maps_its_fields() {
+        let event = structured(
+            json!({"specversion": "1.0", "id": "A234-1234", "source": "/crm", "type": "lead.created",
+                "time": "2026-01-31T12:00:00Z", "subject": "ada", "tenantid": "acme", "priority": 3,
+                "data": {"email": "ada@example.com"}}),
+            "k",
+        )
+        .unwrap();
+        assert_eq!(event.id, "A234-1234");
+        assert_eq!(event.name, "lead.created");
+        assert_eq!(event.source, "/crm");
+        assert_eq!(event.tenant_id.as_deref(), Some("acme"));
+        assert_eq!(event.time_ms, 1_769_860_800_000);
+        assert_eq!(event.payload, r#"{"email":"ada@example.com"}"#);
+        assert_eq!(
+            event.attributes.get("subject").map(String::as_str),
+            Some("ada")
+        );
+        assert_eq!(
+            event.attributes.get("priority").map(String::as_str),
+            Some("3")
+        );
+        assert!(!event.attributes.contains_key("specversion"));
+    }
+
+    #[test]
+    fn every_missing_attribute_is_named() {
+        let errors = structured(json!({"data": []}), "k").unwrap_err();
+        let pointers: Vec<String> = errors.iter().map(FieldError::pointer).collect();
+        for p in ["/specversion", "/id", "/source", "/type", "/data"] {
+            assert!(pointers.contains(&p.to_string()), "{pointers:?}");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Storage of sources. The policy is one JSON column (it is read whole and
+//! compiled whole); token hashes are columns so the unique index keeps two
+//! sources from sharing a token. Deletes are soft: the row stays, with
+//! `deleted_ms` set, and is no longer loaded for intake.
+
+use sqlx::{sqlite::SqliteRow, Row, SqlitePool};
+
+use super::{Backend, Error, Result, Store};
+use crate::{
+    intake::sources::{Source, SourceStatus},
+    model::now_ms,
+};
+
+impl Store {
+    pub async fn list_sources(&self, include_deleted: bool) -> Result<Vec<Source>> {
+        let rows =
+            sqlx::query("SELECT * FROM sources WHERE (? OR deleted_ms IS NULL) ORDER BY name, id")
+                .bind(include_deleted)
+                .fetch_all(self.source_pool())
+                .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// The source, deleted or not.
+    pub async fn get_source(&self, id: &str) -> Result<Source> {
+        let row = sqlx::query("SELECT * FROM sources WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.source_pool())
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        from_row(&row)
+    }
+
+    pub async fn create_source(&self, s: &Source) -> Result<Source> {
+        let now = now_ms();
+        let result = sqlx::query(
+            "INSERT INTO sources (id, name, description, token_hash, status, tenant_id, policy, \
+             version, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(&s.name)
+        .bind(&s.description)
+        .bind(&s.token_hash[..])
+        .bind(s.status.as_str())
+        .bind(&s.tenant_id)
+        .bind(policy_json(s)?)
+        .bind(now)
+        .bind(now)
+        .execute(self.source_pool())
+        .await;
+        match result {
+            Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(format!(
+                "source `{}` already exists, or its token is another source's",
+                s.id
+            ))),
+            Err(e) => Err(e.into()),
+            Ok(_) => self.get_source(&s.id).await,
+        }
+    }
+
+    /// Replaces everything but the token, if `s.version` is the stored one
+    /// and the source is not deleted.
+    pub async fn update_source(&self, s: &Source) -> Result<Source> {
+        let done = sqlx::query(
+            "UPDATE sources SET name = ?, description = ?, status = ?, tenant_id = ?, policy = ?, \
+             version = version + 1, updated_ms = ? WHERE id = ? AND version = ? AND deleted_ms IS NULL",
+        )
+        .bind(&s.name)
+        .bind(&s.description)
+        .bind(s.status.as_str())
+        .bind(&s.tenant_id)
+        .bind(policy_json(s)?)
+        .bind(now_ms())
+        .bind(&s.id)
+        .bind(s.version as i64)
+        .execute(self.source_pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            let current = self.get_source(&s.id).await?;
+            if current.deleted_ms.is_some() {
+                return Err(deleted(&s.id));
+            }
+            return Err(Error::StaleVersion {
+                what: "source",
+                id: s.id.clone(),
+                current: current.version,
+                given: s.version,
+            });
+        }
+        self.get_source(&s.id).await
+    }
+
+    /// Creates or replaces (by id) a source declared in the config file,
+    /// with the token the file gives; a changed token takes effect at once.
+    pub async fn upsert_source(&self, s: &Source) -> Result<Source> {
+        match self.get_source(&s.id).await {
+            Err(Error::NotFound { .. }) => self.create_source(s).await,
+            Err(e) => Err(e),
+            Ok(current) => {
+                let mut next = s.clone();
+                next.version = current.version;
+                sqlx::query(
+                    "UPDATE sources SET deleted_ms = NULL, token_hash = ?, \
+                     previous_token_hash = CASE WHEN token_hash = ? THEN previous_token_hash END, \
+                     previous_token_expires_ms = CASE WHEN token_hash = ? THEN previous_token_expires_ms END \
+                     WHERE id = ?",
+                )
+                .bind(&s.token_hash[..])
+                .bind(&s.token_hash[..])
+                .bind(&s.token_hash[..])
+                .bind(&s.id)
+                .execute(self.source_pool())
+                .await
+                .map_err(|e| unique_or(e, &s.id))?;
+                self.update_source(&next).await
+            }
+        }
+    }
+
+    /// Soft delete: the token stops working at once.
+    pub async fn delete_source(&self, id: &str) -> Result<()> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE sources SET deleted_ms = ?, updated_ms = ?, version = version + 1 \
+             WHERE id = ? AND deleted_ms IS NULL",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(self.source_pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+
+    /// Installs a new token; the current one keeps working until `grace_ends_ms`.
+    pub async fn rotate_source_token(
+        &self,
+        id: &str,
+        new_hash: &[u8; 32],
+        grace_ends_ms: i64,
+    ) -> Result<Source> {
+        let done = sqlx::query(
+            "UPDATE sources SET previous_token_hash = token_hash, previous_token_expires_ms = ?, \
+             token_hash = ?, version = version + 1, updated_ms = ? WHERE id = ? AND deleted_ms IS NULL",
+        )
+        .bind(grace_ends_ms)
+        .bind(&new_hash[..])
+        .bind(now_ms())
+        .bind(id)
+        .execute(self.source_pool())
+        .await
+        .map_err(|e| unique_or(e, id))?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(id));
+        }
+        self.get_source(id).await
+    }
+
+    pub async fn set_source_status(&self, id: &str, status: SourceStatus) -> Result<Source> {
+        let done = sqlx::query(
+            "UPDATE sources SET status = ?, version = version + 1, updated_ms = ? \
+             WHERE id = ? AND deleted_ms IS NULL",
+        )
+        .bind(status.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .execute(self.source_pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(id));
+        }
+        self.get_source(id).await
+    }
+
+    fn source_pool(&self) -> &SqlitePool {
+        match &self.backend {
+            Backend::Sqlite(b) => b.pool(),
+        }
+    }
+}
+
+fn policy_json(s: &Source) -> Result<String> {
+    serde_json::to_string(&s.policy)
+        .map_err(|e| Error::Unavailable(format!("could not encode the policy: {e}")))
+}
+
+fn from_row(row: &SqliteRow) -> Result<Source> {
+    let status: String = row.try_get("status")?;
+    let policy: String = row.try_get("policy")?;
+    let previous: Option<Vec<u8>> = row.try_get("previous_token_hash")?;
+    let expires: Option<i64> = row.try_get("previous_token_expires_ms")?;
+    Ok(Source {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        status: SourceStatus::parse(&status)
+            .ok_or_else(|| corrupt(&format!("status `{status}`")))?,
+        tenant_id: row.try_get("tenant_id")?,
+        policy: serde_json::from_str(&policy).map_err(|e| corrupt(&format!("policy: {e}")))?,
+        token_hash: hash(row.try_get("token_hash")?)?,
+        previous_token: match (previous, expires) {
+            (Some(h), Some(e)) => Some((hash(h)?, e)),
+            _ => None,
+        },
+        version: row.try_get::<i64, _>("version")? as u64,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+        deleted_ms: row.try_get("deleted_ms")?,
+    })
+}
+
+fn hash(bytes: Vec<u8>) -> Result<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| corrupt("token hash of the wrong length"))
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Unavailable(format!("stored source is unreadable: {what}"))
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound {
+        what: "source",
+        id: id.to_string(),
+    }
+}
+
+fn deleted(id: &str) -> Error {
+    Error::FailedPrecondition(format!("source `{id}` is deleted"))
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn unique_or(e: sqlx::Error, id: &str) -> Error {
+    if is_unique_violation(&e) {
+        Error::AlreadyExists(format!(
+            "the token of source `{id}` is already another source's"
+        ))
+    } else {
+        e.into()
+    }
+}
