@@ -8,9 +8,13 @@ mod api;
 mod harness;
 #[path = "e2e/sink.rs"]
 mod sink;
+#[path = "e2e/webhooks.rs"]
+mod webhooks;
 
 #[path = "e2e/admin.rs"]
 mod admin;
+#[path = "e2e/cloudevents.rs"]
+mod cloudevents;
 #[path = "e2e/crash.rs"]
 mod crash;
 #[path = "e2e/duplicates.rs"]
@@ -23,6 +27,12 @@ mod health;
 mod publish;
 #[path = "e2e/retry.rs"]
 mod retry;
+#[path = "e2e/sources_admin.rs"]
+mod sources_admin;
+#[path = "e2e/sources_checks.rs"]
+mod sources_checks;
+#[path = "e2e/sources_signatures.rs"]
+mod sources_signatures;
 #[path = "e2e/ssrf.rs"]
 mod ssrf;
 #[path = "e2e/watch.rs"]

@@ -102,6 +102,8 @@ pub struct TestConfig {
     body_limit: usize,
     endpoints: Vec<EndpointSpec>,
     subscriptions: Vec<Value>,
+    sources: Vec<Value>,
+    trusted_proxies: Vec<String>,
 }
 
 impl TestConfig {
@@ -112,6 +114,8 @@ impl TestConfig {
             body_limit: 262_144,
             endpoints: Vec::new(),
             subscriptions: Vec::new(),
+            sources: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -154,6 +158,17 @@ impl TestConfig {
         self
     }
 
+    /// Declares a source (the YAML `sources:` entry, as JSON).
+    pub fn source(mut self, source: Value) -> TestConfig {
+        self.sources.push(source);
+        self
+    }
+
+    pub fn trusted_proxies(mut self, cidrs: &[&str]) -> TestConfig {
+        self.trusted_proxies = to_strings(cidrs);
+        self
+    }
+
     pub fn body_limit(mut self, bytes: usize) -> TestConfig {
         self.body_limit = bytes;
         self
@@ -175,6 +190,7 @@ impl TestConfig {
                 "body_limit": self.body_limit,
                 "request_timeout": "30s",
                 "header_timeout": "10s",
+                "trusted_proxies": self.trusted_proxies,
             },
             "delivery": {
                 "allow_private_targets": allow,
@@ -184,6 +200,7 @@ impl TestConfig {
             },
             "endpoints": self.endpoints.iter().map(EndpointSpec::render).collect::<Vec<_>>(),
             "subscriptions": self.subscriptions,
+            "sources": self.sources,
         });
         serde_json::to_string_pretty(&config).expect("a config renders")
     }
