@@ -50,12 +50,7 @@ pub fn mode(headers: &HeaderMap) -> Option<Mode> {
 }
 
 fn content_type(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .unwrap_or("")
+    super::http::content_type(headers).1
 }
 
 /// Validates and publishes what the request carries; answers like a plain

@@ -76,12 +76,19 @@ async fn post_event(
         .into_response())
 }
 
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+/// The `content-type` header as sent ("" when missing) and its media type
+/// without parameters.
+pub(crate) fn content_type(headers: &HeaderMap) -> (&str, &str) {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
+    (content_type, essence)
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let (content_type, essence) = content_type(headers);
     if essence.eq_ignore_ascii_case("application/json") {
         Ok(())
     } else if content_type.is_empty() {

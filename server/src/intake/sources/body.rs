@@ -2,7 +2,7 @@
 //! `application/x-www-form-urlencoded` (HTML forms post those). A form becomes
 //! a JSON object of strings; a field given several times becomes an array.
 
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 
 use crate::intake::ApiError;
@@ -15,11 +15,7 @@ pub enum Kind {
 
 impl Kind {
     pub fn of(headers: &HeaderMap) -> Result<Kind, ApiError> {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let essence = content_type.split(';').next().unwrap_or("").trim();
+        let (content_type, essence) = crate::intake::http::content_type(headers);
         if essence.eq_ignore_ascii_case("application/json") {
             Ok(Kind::Json)
         } else if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {

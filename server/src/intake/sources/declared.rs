@@ -17,7 +17,7 @@ pub async fn apply(declared: &[SourceConfig], store: &Store) -> anyhow::Result<(
             bail!(
                 "sources[{i}] ({}): {}",
                 config.id,
-                registry::summary(&errors)
+                crate::admin::validate::summary(&errors)
             );
         }
         store

@@ -94,7 +94,7 @@ impl SourceRegistry {
             let compiled = match self.compile(source) {
                 Ok(compiled) => Arc::new(compiled),
                 Err((id, errors)) => {
-                    tracing::error!(source = %id, problems = %summary(&errors), "A stored source is invalid; its webhooks are refused.");
+                    tracing::error!(source = %id, problems = %crate::admin::validate::summary(&errors), "A stored source is invalid; its webhooks are refused.");
                     continue;
                 }
             };
@@ -268,12 +268,4 @@ fn compile_policy(source: &Source) -> Result<(Namer, Option<Schema>, Verifier), 
         }
         _ => Err(errors),
     }
-}
-
-pub fn summary(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("{}: {}", e.dotted(""), e.message))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
