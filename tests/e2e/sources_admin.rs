@@ -92,6 +92,21 @@ async fn a_browser_form_from_an_allowed_origin_is_accepted_and_others_refused() 
         json!({"email": "ada@example.com", "first_name": "Ada", "business_name": "Ada's Salon"})
     );
 
+    // A CloudEvents sender validating the URL first gets its handshake.
+    let handshake = daemon
+        .http
+        .request(reqwest::Method::OPTIONS, daemon.url(&path))
+        .header("webhook-request-origin", "eventgrid.example.com")
+        .send()
+        .await
+        .expect("OPTIONS");
+    assert_eq!(handshake.status().as_u16(), 200);
+    let allowed = handshake.headers().get("webhook-allowed-origin");
+    assert_eq!(
+        allowed.and_then(|v| v.to_str().ok()),
+        Some("eventgrid.example.com")
+    );
+
     let evil = "https://evil.example.com";
     let refused = preflight(&daemon, &path, evil)
         .send()

@@ -298,6 +298,27 @@ mod tests {
     }
 
     #[test]
+    fn sources_load_and_their_unknown_keys_are_named() -> anyhow::Result<()> {
+        let config = load_str(concat!(
+            "sources: [{id: form, name: Form, token_env: FORM_TOKEN,\n",
+            "  event_name: {template: 'lead.{{ payload.kind }}'}, required: [email],\n",
+            "  signature: {scheme: hmac_sha256, secret: abcdefghijklmnopq, header: x-sig, encoding: base64},\n",
+            "  allowed_cidrs: [10.0.0.0/8], rate_limit: {per_second: 5}}]\n",
+            "http: {trusted_proxies: [127.0.0.1/32]}\n",
+        ))?;
+        assert_eq!(config.sources[0].required, vec!["email".to_string()]);
+        assert_eq!(config.http.trusted_proxies.len(), 1);
+        let err = load_str(
+            "sources: [{id: a, name: A, token: x, event_name: {fixed: a.b}, colour: red}]\n",
+        )
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+        assert!(err.contains("colour"), "{err}");
+        Ok(())
+    }
+
+    #[test]
     fn subscription_to_undeclared_endpoint_is_refused() {
         let err =
             load_str("subscriptions: [{name: a, patterns: ['a.*'], target: 'endpoint:nope'}]\n")

@@ -183,13 +183,17 @@ fn binary(headers: &HeaderMap, body: &[u8], key: &str) -> Result<NewEvent, ApiEr
     let mut context = BTreeMap::new();
     for (name, value) in headers {
         if let Some(attribute) = name.as_str().strip_prefix("ce-") {
-            let value = value.to_str().map_err(|_| {
-                invalid(
-                    &[attribute],
-                    &format!("the `{name}` header is not visible ASCII"),
-                )
-            })?;
-            context.insert(attribute.to_string(), value.to_string());
+            let value = value
+                .to_str()
+                .ok()
+                .and_then(percent_decode)
+                .ok_or_else(|| {
+                    invalid(
+                        &[attribute],
+                        &format!("the `{name}` header is not percent-encoded UTF-8"),
+                    )
+                })?;
+            context.insert(attribute.to_string(), value);
         }
     }
     let media = content_type(headers);
@@ -207,6 +211,24 @@ fn binary(headers: &HeaderMap, body: &[u8], key: &str) -> Result<NewEvent, ApiEr
         )));
     };
     build(context, payload, key, Vec::new()).map_err(ApiError::Validation)
+}
+
+/// Binary-mode header values are percent-encoded (HTTP binding, 3.1.3.2).
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Checks the context attributes and turns them into an event.
@@ -339,6 +361,15 @@ mod tests {
             Some("3")
         );
         assert!(!event.attributes.contains_key("specversion"));
+    }
+
+    #[test]
+    fn binary_headers_are_percent_decoded() {
+        assert_eq!(percent_decode("caf%C3%A9 %25").as_deref(), Some("café %"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        for bad in ["%", "%4", "%zz", "%C3"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
     }
 
     #[test]
