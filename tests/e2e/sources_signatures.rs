@@ -133,7 +133,12 @@ async fn standard_webhooks_signatures() {
     let ts = now();
     let good = standard_signature(SW_ID, ts, SW_BODY);
     let several = format!("v1,bm90IGl0 {good}");
-    expect_accepted(send(ts, SW_BODY, several).await.expect("post")).await;
+    let first = expect_accepted(send(ts, SW_BODY, several).await.expect("post")).await;
+    assert_eq!(first["duplicate"], false);
+    // The sender's retry (same webhook-id) is answered, not routed again.
+    let retry = expect_accepted(send(ts, SW_BODY, good.clone()).await.expect("post")).await;
+    assert_eq!(retry["duplicate"], true);
+    assert_eq!(retry["id"], first["id"]);
     // Tampered body, empty and truncated signatures: refused.
     let tampered = send(ts, r#"{"test": 2432232315}"#, good.clone())
         .await
@@ -194,7 +199,8 @@ async fn stripe_and_generic_hmac_signatures() {
     let other = stripe_header(ts, body, "whsec_some_other_secret_value");
     // Several v1 signatures (Stripe sends more during a secret roll).
     let several = format!("{other},{}", good.split(',').nth(1).expect("v1"));
-    for header in [good.clone(), several] {
+    // The second post repeats Stripe's event id: a duplicate, routed once.
+    for (header, duplicate) in [(good.clone(), false), (several, true)] {
         let response = signed(
             &daemon,
             "stripe",
@@ -205,7 +211,7 @@ async fn stripe_and_generic_hmac_signatures() {
         .send()
         .await
         .expect("post");
-        expect_accepted(response).await;
+        assert_eq!(expect_accepted(response).await["duplicate"], duplicate);
     }
     let stale = stripe_header(ts - 600, body, STRIPE_SECRET);
     for header in [other, stale, format!("t={ts},v1="), "t=,v1=00".into()] {
