@@ -4,7 +4,12 @@
 //! writers queueing on it. WAL with `synchronous=FULL`: a commit is on disk when
 //! it returns.
 
-use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
 
 use sqlx::{
     sqlite::{
@@ -19,7 +24,7 @@ use super::{
 };
 use crate::model::{
     now_ms, Attempt, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint,
-    EndpointState, EventEnvelope, NewEvent, Published, StoredEvent, Subscription,
+    EndpointState, EventEnvelope, NewEvent, Published, Route, StoredEvent, Subscription,
 };
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -653,15 +658,43 @@ pub(super) async fn commit_batch(
 ) -> Result<(Vec<PublishOutcome>, Vec<DueDelivery>)> {
     let now = now_ms();
     let mut tx = conn.begin().await?;
+    let events: Vec<&NewEvent> = publishes.iter().flat_map(|p| p.iter()).collect();
+    let inserted = insert_events(&mut tx, &events, now).await?;
+    let mut claimed: HashSet<&str> = HashSet::with_capacity(inserted.len());
     let mut outcomes = Vec::with_capacity(publishes.len());
-    let mut due = Vec::new();
+    let mut routed: Vec<(Arc<EventEnvelope>, &Route)> = Vec::new();
     for events in publishes {
         let mut outcome = Vec::with_capacity(events.len());
         for event in *events {
-            outcome.push(insert_event(&mut tx, event, now, &mut due).await?);
+            // The first of several events with one id is the one inserted;
+            // the others are duplicates of it or conflicts with it.
+            let seq = match inserted.get(event.id.as_str()) {
+                Some(&seq) if claimed.insert(event.id.as_str()) => seq,
+                _ => {
+                    outcome.push(existing_event_outcome(&mut tx, event).await?);
+                    continue;
+                }
+            };
+            if !event.routes.is_empty() {
+                let envelope = Arc::new(EventEnvelope {
+                    seq: seq as u64,
+                    id: event.id.clone(),
+                    name: event.name.clone(),
+                    tenant_id: event.tenant_id.clone(),
+                    time_ms: event.time_ms,
+                    payload: event.payload.clone(),
+                });
+                routed.extend(event.routes.iter().map(|r| (envelope.clone(), r)));
+            }
+            outcome.push(Ok(Published {
+                seq: seq as u64,
+                duplicate: false,
+                matched: event.routes.len() as u32,
+            }));
         }
         outcomes.push(outcome);
     }
+    let due = insert_deliveries(&mut tx, &routed, now).await?;
     for settled in settles {
         record_settled(&mut tx, settled, now).await?;
     }
@@ -669,70 +702,132 @@ pub(super) async fn commit_batch(
     Ok((outcomes, due))
 }
 
-async fn insert_event(
+/// Rows per multi-row INSERT. Chunks are powers of two up to this, so only a
+/// few distinct statements reach the prepared-statement cache.
+const MAX_ROWS_PER_INSERT: usize = 256;
+
+/// Splits `len` rows into chunks of decreasing powers of two.
+fn chunk_sizes(mut len: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if len == 0 {
+            return None;
+        }
+        let size = if len >= MAX_ROWS_PER_INSERT {
+            MAX_ROWS_PER_INSERT
+        } else {
+            1 << (usize::BITS - 1 - len.leading_zeros())
+        };
+        len -= size;
+        Some(size)
+    })
+}
+
+/// `(?, ?, …), (?, ?, …), …`: `rows` groups of `columns` placeholders.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let group = format!("({})", vec!["?"; columns].join(", "));
+    vec![group; rows].join(", ")
+}
+
+/// Inserts the events with one statement per chunk (each statement is a trip
+/// to SQLite's worker thread, and one row per trip made those trips the
+/// writer's main cost). Returns the seq of each id that was inserted; ids
+/// already taken are left out (`ON CONFLICT DO NOTHING`).
+async fn insert_events<'e>(
     conn: &mut SqliteConnection,
-    e: &NewEvent,
+    events: &[&'e NewEvent],
     now: i64,
-    due: &mut Vec<DueDelivery>,
-) -> Result<Result<Published, Rejection>> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO events (id, name, source, tenant_id, time_ms, payload, attributes, body_hash, \
-         matched, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (id) DO NOTHING RETURNING seq",
-    )
-    .bind(&e.id)
-    .bind(&e.name)
-    .bind(&e.source)
-    .bind(&e.tenant_id)
-    .bind(e.time_ms)
-    .bind(&e.payload)
-    .bind(to_json(&e.attributes))
-    .bind(&e.body_hash[..])
-    .bind(e.routes.len() as i64)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(seq) = inserted else {
-        return existing_event_outcome(conn, e).await;
-    };
-    if !e.routes.is_empty() {
-        let envelope = Arc::new(EventEnvelope {
-            seq: seq as u64,
-            id: e.id.clone(),
-            name: e.name.clone(),
-            tenant_id: e.tenant_id.clone(),
-            time_ms: e.time_ms,
-            payload: e.payload.clone(),
-        });
-        for route in &e.routes {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO deliveries (event_seq, subscription_id, endpoint_id, status, attempts, \
-                 next_attempt_ms, created_ms, updated_ms) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?) \
-                 RETURNING id",
-            )
-            .bind(seq)
-            .bind(&*route.subscription_id)
-            .bind(&*route.endpoint_id)
-            .bind(now)
-            .bind(now)
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await?;
+) -> Result<HashMap<&'e str, i64>> {
+    let mut inserted = HashMap::with_capacity(events.len());
+    let mut rest = events;
+    for size in chunk_sizes(events.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = format!(
+            "INSERT INTO events (id, name, source, tenant_id, time_ms, payload, attributes, \
+             body_hash, matched, received_ms) VALUES {} ON CONFLICT (id) DO NOTHING \
+             RETURNING id, seq",
+            placeholders(size, 10)
+        );
+        let mut query = sqlx::query(&sql);
+        for e in chunk {
+            query = query
+                .bind(&e.id)
+                .bind(&e.name)
+                .bind(&e.source)
+                .bind(&e.tenant_id)
+                .bind(e.time_ms)
+                .bind(&e.payload)
+                .bind(to_json(&e.attributes))
+                .bind(&e.body_hash[..])
+                .bind(e.routes.len() as i64)
+                .bind(now);
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        let by_id: HashMap<&str, &'e NewEvent> =
+            chunk.iter().map(|e| (e.id.as_str(), *e)).collect();
+        for row in rows {
+            let id: &str = row.try_get("id")?;
+            let seq: i64 = row.try_get("seq")?;
+            if let Some(event) = by_id.get(id) {
+                inserted.insert(event.id.as_str(), seq);
+            }
+        }
+    }
+    Ok(inserted)
+}
+
+/// Inserts one pending delivery per routed event, in chunks, and returns
+/// them due now, in the order given.
+async fn insert_deliveries(
+    conn: &mut SqliteConnection,
+    routed: &[(Arc<EventEnvelope>, &Route)],
+    now: i64,
+) -> Result<Vec<DueDelivery>> {
+    let mut due = Vec::with_capacity(routed.len());
+    let mut rest = routed;
+    for size in chunk_sizes(routed.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = format!(
+            "INSERT INTO deliveries (event_seq, subscription_id, endpoint_id, status, attempts, \
+             next_attempt_ms, created_ms, updated_ms) VALUES {} RETURNING id, event_seq, subscription_id",
+            vec!["(?, ?, ?, 'pending', 0, ?, ?, ?)"; size].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (event, route) in chunk {
+            query = query
+                .bind(event.seq as i64)
+                .bind(&*route.subscription_id)
+                .bind(&*route.endpoint_id)
+                .bind(now)
+                .bind(now)
+                .bind(now);
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        let mut ids: HashMap<(i64, String), i64> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            ids.insert(
+                (row.try_get("event_seq")?, row.try_get("subscription_id")?),
+                row.try_get("id")?,
+            );
+        }
+        for (event, route) in chunk {
+            let key = (event.seq as i64, route.subscription_id.to_string());
+            let id = ids
+                .get(&key)
+                .copied()
+                .ok_or_else(|| corrupt("deliveries", "an inserted delivery was not returned"))?;
             due.push(DueDelivery {
                 id: id as u64,
                 subscription_id: route.subscription_id.clone(),
                 endpoint_id: route.endpoint_id.clone(),
                 attempts: 0,
                 due_ms: now,
-                event: envelope.clone(),
+                event: event.clone(),
             });
         }
     }
-    Ok(Ok(Published {
-        seq: seq as u64,
-        duplicate: false,
-        matched: e.routes.len() as u32,
-    }))
+    Ok(due)
 }
 
 /// The id is taken: the same body is a duplicate (answered, not routed
