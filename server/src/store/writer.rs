@@ -13,6 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::{sqlite, Error};
 use crate::model::{Attempt, DeliveryStatus, DueDelivery, NewEvent, Published};
 
+/// How many times the writer lets other tasks run while gathering a batch.
+const GATHER_YIELDS: u32 = 4;
+
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
     /// Most events in one transaction.
@@ -139,11 +142,18 @@ async fn run(
             else => break,
         };
         // Take what is already waiting: this is the group in group commit.
+        // Publishers answered by the last commit are sending their next
+        // events right now; yielding a few times lets those already running
+        // join this batch instead of waiting a whole fsync for the next one.
+        let mut yields = 0;
         while batch.events < config.max_batch {
             if let Ok(op) = publish_rx.try_recv() {
                 batch.push_publish(op);
             } else if let Ok(settled) = settle_rx.try_recv() {
                 batch.push_settle(settled);
+            } else if yields < GATHER_YIELDS {
+                yields += 1;
+                tokio::task::yield_now().await;
             } else {
                 break;
             }
