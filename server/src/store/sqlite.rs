@@ -695,9 +695,7 @@ pub(super) async fn commit_batch(
         outcomes.push(outcome);
     }
     let due = insert_deliveries(&mut tx, &routed, now).await?;
-    for settled in settles {
-        record_settled(&mut tx, settled, now).await?;
-    }
+    record_settled(&mut tx, settles, now).await?;
     tx.commit().await?;
     Ok((outcomes, due))
 }
@@ -852,45 +850,70 @@ async fn existing_event_outcome(
     })
 }
 
-async fn record_settled(conn: &mut SqliteConnection, s: &Settled, now: i64) -> Result<()> {
-    let id = s.delivery.id as i64;
-    if let Some(a) = &s.attempt {
-        sqlx::query(
+/// Records attempt results: the attempts and the deliveries' new states
+/// with one statement per chunk each, like the events.
+async fn record_settled(conn: &mut SqliteConnection, settles: &[Settled], now: i64) -> Result<()> {
+    let attempts: Vec<(i64, &Attempt)> = settles
+        .iter()
+        .filter_map(|s| s.attempt.as_ref().map(|a| (s.delivery.id as i64, a)))
+        .collect();
+    let mut rest = attempts.as_slice();
+    for size in chunk_sizes(attempts.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = format!(
             "INSERT OR REPLACE INTO attempts (delivery_id, number, started_ms, duration_ms, \
-             status_code, error, response_body, request_headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(a.number as i64)
-        .bind(a.started_ms)
-        .bind(a.duration_ms as i64)
-        .bind(a.status_code.map(i64::from))
-        .bind(&a.error)
-        .bind(&a.response_body)
-        .bind(to_json(&a.request_headers))
-        .execute(&mut *conn)
-        .await?;
+             status_code, error, response_body, request_headers) VALUES {}",
+            placeholders(size, 8)
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, a) in chunk {
+            query = query
+                .bind(id)
+                .bind(a.number as i64)
+                .bind(a.started_ms)
+                .bind(a.duration_ms as i64)
+                .bind(a.status_code.map(i64::from))
+                .bind(&a.error)
+                .bind(&a.response_body)
+                .bind(to_json(&a.request_headers));
+        }
+        query.execute(&mut *conn).await?;
     }
-    sqlx::query(
-        "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_ms = ?, \
-         last_status_code = COALESCE(?, last_status_code), last_error = ?, \
-         last_duration_ms = COALESCE(?, last_duration_ms), updated_ms = ? WHERE id = ?",
-    )
-    .bind(s.status.as_str())
-    .bind(s.delivery.attempts as i64)
-    .bind(s.next_attempt_ms)
-    .bind(
-        s.attempt
-            .as_ref()
-            .and_then(|a| a.status_code)
-            .map(i64::from),
-    )
-    .bind(&s.last_error)
-    .bind(s.attempt.as_ref().map(|a| a.duration_ms as i64))
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    if s.endpoint_gone {
+    let mut rest = settles;
+    for size in chunk_sizes(settles.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        // v.column1 … v.column7: id, status, attempts, next attempt, status
+        // code, error, duration.
+        let sql = format!(
+            "UPDATE deliveries SET status = v.column2, attempts = v.column3, \
+             next_attempt_ms = v.column4, \
+             last_status_code = COALESCE(v.column5, deliveries.last_status_code), \
+             last_error = v.column6, \
+             last_duration_ms = COALESCE(v.column7, deliveries.last_duration_ms), updated_ms = ? \
+             FROM (VALUES {}) AS v WHERE deliveries.id = v.column1",
+            placeholders(size, 7)
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for s in chunk {
+            query = query
+                .bind(s.delivery.id as i64)
+                .bind(s.status.as_str())
+                .bind(s.delivery.attempts as i64)
+                .bind(s.next_attempt_ms)
+                .bind(
+                    s.attempt
+                        .as_ref()
+                        .and_then(|a| a.status_code)
+                        .map(i64::from),
+                )
+                .bind(&s.last_error)
+                .bind(s.attempt.as_ref().map(|a| a.duration_ms as i64));
+        }
+        query.execute(&mut *conn).await?;
+    }
+    for s in settles.iter().filter(|s| s.endpoint_gone) {
         sqlx::query(
             "UPDATE endpoints SET state = 'gone', version = version + 1, updated_ms = ? \
              WHERE id = ? AND state = 'enabled'",
