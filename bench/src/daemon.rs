@@ -119,10 +119,22 @@ impl Daemon {
         let pid = child.id().context("the daemon's pid")?;
         let stdout = child.stdout.take().context("the daemon's stdout")?;
         let mut lines = BufReader::new(stdout).lines();
+        let log_path = dir.path().join("hookyard.log");
+        let log_tail = || std::fs::read_to_string(&log_path).unwrap_or_default();
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
-            .context("the daemon was not ready within 30 s")??
-            .context("the daemon exited before it was ready")?;
+            .with_context(|| {
+                format!(
+                    "the daemon was not ready within 30 s; its log:\n{}",
+                    log_tail()
+                )
+            })??
+            .with_context(|| {
+                format!(
+                    "the daemon exited before it was ready; its log:\n{}",
+                    log_tail()
+                )
+            })?;
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let listen = line
             .split_whitespace()

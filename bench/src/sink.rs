@@ -157,6 +157,24 @@ impl Sink {
             .collect()
     }
 
+    /// When the first request arrived.
+    pub fn first_arrival(&self) -> Option<Instant> {
+        self.records()
+            .by_id
+            .values()
+            .filter_map(|a| a.first().map(|a| a.at))
+            .min()
+    }
+
+    /// When the last request answered 2xx arrived.
+    pub fn last_delivery(&self) -> Option<Instant> {
+        self.records()
+            .by_id
+            .values()
+            .flat_map(|a| a.iter().filter(|a| a.answer == Answer::Ok).map(|a| a.at))
+            .max()
+    }
+
     /// Ids among `ids` that were not answered 2xx yet.
     pub fn missing<'a>(&self, ids: impl IntoIterator<Item = &'a String>) -> Vec<String> {
         let records = self.records();
