@@ -1,0 +1,4 @@
+//! Screen tests: state changes driven by keys, and snapshots of whole screens
+//! on a `TestBackend`, fed by the fake Admin API.
+
+mod live;
