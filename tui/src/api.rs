@@ -158,6 +158,10 @@ impl<T> Remote<T> {
         }
     }
 
+    pub fn is_failed(&self) -> bool {
+        matches!(self, Remote::Failed(_))
+    }
+
     pub fn loaded_mut(&mut self) -> Option<&mut T> {
         match self {
             Remote::Loaded(value) => Some(value),

@@ -1,16 +1,22 @@
 //! The whole UI state: which screen (`Tab`), which modal (`Mode`), the
 //! connection, and each screen's data. `handle_key` and `apply` are plain
 //! state changes: they never await; calls to the daemon leave as
-//! [`Command`]s that the event loop hands to the runner.
+//! [`Command`]s that the event loop hands to the runner. Modal keys live in
+//! `modal.rs`, answers from the daemon in `update.rs`.
 
-use crossterm::event::KeyEvent;
+use crossterm::event::{KeyCode, KeyEvent};
 
 use crate::{
+    forms::Form,
     keys::{self, KeyBindings},
-    net::{Command, ConnState, Update},
+    net::{Command, ConnState},
     screens::{
+        dead::DeadScreen,
         detail::DetailView,
-        live::{self, LiveScreen},
+        endpoints::{EndpointForm, EndpointsScreen},
+        live::LiveScreen,
+        sources::{SourceForm, SourcesScreen},
+        subscriptions::{SubscriptionForm, SubscriptionsScreen},
         Ctx, EventState,
     },
     widgets::input::TextInput,
@@ -19,14 +25,39 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
     Live,
+    Subscriptions,
+    Endpoints,
+    Dead,
+    Sources,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 1] = [Tab::Live];
+    pub const ALL: [Tab; 5] = [
+        Tab::Live,
+        Tab::Subscriptions,
+        Tab::Endpoints,
+        Tab::Dead,
+        Tab::Sources,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
             Tab::Live => "Live",
+            Tab::Subscriptions => "Subscriptions",
+            Tab::Endpoints => "Endpoints",
+            Tab::Dead => "Dead letters",
+            Tab::Sources => "Sources",
+        }
+    }
+
+    /// For terminals under 100 columns.
+    pub fn short_title(self) -> &'static str {
+        match self {
+            Tab::Live => "Live",
+            Tab::Subscriptions => "Subs",
+            Tab::Endpoints => "Endpoints",
+            Tab::Dead => "Dead",
+            Tab::Sources => "Sources",
         }
     }
 
@@ -40,6 +71,17 @@ impl Tab {
 
     fn prev(self) -> Tab {
         Tab::ALL[(self.index() + Tab::ALL.len() - 1) % Tab::ALL.len()]
+    }
+
+    /// What loads this tab's data.
+    fn load(self) -> Option<Command> {
+        match self {
+            Tab::Live => None,
+            Tab::Subscriptions => Some(Command::LoadSubscriptions),
+            Tab::Endpoints => Some(Command::LoadEndpoints),
+            Tab::Dead => Some(Command::LoadDead),
+            Tab::Sources => Some(Command::LoadSources),
+        }
     }
 }
 
@@ -55,6 +97,20 @@ pub enum Mode {
         error: Option<String>,
     },
     Detail(Box<DetailView>),
+    /// `y` runs the command.
+    Confirm {
+        question: String,
+        command: Box<Command>,
+    },
+    SubscriptionForm(Box<SubscriptionForm>),
+    TestRoute(Box<Form>),
+    EndpointForm(Box<EndpointForm>),
+    SourceForm(Box<SourceForm>),
+    /// Something shown once and never again: a new secret or token URL.
+    Reveal {
+        title: String,
+        lines: Vec<String>,
+    },
 }
 
 /// A one-line message in the footer.
@@ -70,6 +126,10 @@ pub struct App {
     pub conn: ConnState,
     pub keys: KeyBindings,
     pub live: LiveScreen,
+    pub subscriptions: SubscriptionsScreen,
+    pub endpoints: EndpointsScreen,
+    pub dead: DeadScreen,
+    pub sources: SourcesScreen,
     pub flash: Option<Flash>,
     /// Where the daemon is, for the header.
     pub addr: String,
@@ -77,8 +137,8 @@ pub struct App {
     pub now: u64,
     /// Render ticks, for spinners.
     pub tick: u64,
-    quit: bool,
-    commands: Vec<Command>,
+    pub(crate) quit: bool,
+    pub(crate) commands: Vec<Command>,
 }
 
 impl App {
@@ -89,6 +149,10 @@ impl App {
             conn: ConnState::Connecting,
             keys: KeyBindings::default(),
             live: LiveScreen::default(),
+            subscriptions: SubscriptionsScreen::default(),
+            endpoints: EndpointsScreen::default(),
+            dead: DeadScreen::default(),
+            sources: SourcesScreen::default(),
             flash: None,
             addr: addr.into(),
             now: 0,
@@ -110,10 +174,18 @@ impl App {
     /// Whether something on screen animates (a spinner), so the loop
     /// redraws even without news.
     pub fn animating(&self) -> bool {
-        matches!(
-            self.conn,
-            ConnState::Connecting | ConnState::Reconnecting { .. }
-        ) || matches!(&self.mode, Mode::Detail(d) if d.is_loading())
+        let form_saving = match &self.mode {
+            Mode::SubscriptionForm(f) => f.form.saving,
+            Mode::EndpointForm(f) => f.form.saving,
+            Mode::SourceForm(f) => f.form.saving,
+            Mode::Detail(d) => d.is_loading(),
+            _ => false,
+        };
+        form_saving
+            || matches!(
+                self.conn,
+                ConnState::Connecting | ConnState::Reconnecting { .. }
+            )
     }
 
     pub fn handle_key(&mut self, key: KeyEvent) {
@@ -146,6 +218,10 @@ impl App {
             };
             match self.tab {
                 Tab::Live => self.live.handle_key(&key, &mut ctx),
+                Tab::Subscriptions => self.subscriptions.handle_key(&key, &mut ctx),
+                Tab::Endpoints => self.endpoints.handle_key(&key, &mut ctx),
+                Tab::Dead => self.dead.handle_key(&key, &mut ctx),
+                Tab::Sources => self.sources.handle_key(&key, &mut ctx),
             };
             let (next_mode, flash) = (ctx.next_mode, ctx.flash);
             if let Some(mode) = next_mode {
@@ -157,87 +233,19 @@ impl App {
         }
     }
 
-    fn switch(&mut self, tab: Tab) {
+    /// Switching loads the tab's data afresh; what was there stays on screen
+    /// until the answer comes.
+    pub fn switch(&mut self, tab: Tab) {
         self.tab = tab;
-    }
-
-    /// Keys for the modal; `NotConsumed` lets them reach the tab.
-    fn handle_mode_key(&mut self, key: &KeyEvent) -> EventState {
-        let keys = &self.keys;
-        match &mut self.mode {
-            Mode::Browse => return EventState::NotConsumed,
-            Mode::Help => {
-                if keys.back.matches(key) || keys.help.matches(key) || keys.quit.matches(key) {
-                    self.mode = Mode::Browse;
-                }
-            }
-            Mode::Filter { input, error } => {
-                if keys.back.matches(key) {
-                    self.mode = Mode::Browse;
-                } else if keys.open.matches(key) {
-                    let text = input.value().trim().to_string();
-                    match live::parse_filter(&text) {
-                        Ok(filter) => {
-                            self.live.set_filter(text, filter.clone());
-                            self.commands.push(Command::Watch(filter));
-                            self.mode = Mode::Browse;
-                        }
-                        Err(e) => *error = Some(e),
-                    }
-                } else {
-                    input.handle_key(key);
-                    *error = None;
-                }
-            }
-            Mode::Detail(view) => {
-                if keys.back.matches(key) || keys.quit.matches(key) {
-                    self.mode = Mode::Browse;
-                } else if keys.retry.matches(key) {
-                    if let Some(id) = view.id() {
-                        self.commands.push(Command::Retry(vec![id]));
-                        self.flash = Some(Flash::Info(format!("retrying delivery #{id}…")));
-                    }
-                } else {
-                    view.handle_key(keys, key);
-                }
-            }
-        }
-        EventState::Consumed
-    }
-
-    /// Applies one answer from the daemon.
-    pub fn apply(&mut self, update: Update) {
-        match update {
-            Update::Conn(state) => {
-                if state == ConnState::Live && self.conn != ConnState::Live {
-                    self.on_reconnect();
-                }
-                self.conn = state;
-            }
-            Update::Delivery(update) => self.live.apply(self.now, update),
-            Update::Detail(id, result) => {
-                if let Mode::Detail(view) = &mut self.mode {
-                    view.loaded(id, result);
-                }
-            }
-            Update::Retried { ok, errors } => {
-                self.flash = Some(if errors.is_empty() {
-                    Flash::Info(format!("{ok} delivery(ies) scheduled for a retry now"))
-                } else {
-                    Flash::Error(format!("retried {ok}; failed: {}", errors.join("; ")))
-                });
-            }
-            _ => {}
+        if let Some(load) = tab.load() {
+            self.commands.push(load);
         }
     }
-
-    /// After the daemon came back, screens whose load failed try again.
-    fn on_reconnect(&mut self) {}
 }
 
 fn digit_tab(key: &KeyEvent) -> Option<Tab> {
     match key.code {
-        crossterm::event::KeyCode::Char(c @ '1'..='9') if key.modifiers.is_empty() => {
+        KeyCode::Char(c @ '1'..='9') if key.modifiers.is_empty() => {
             Tab::ALL.get(c as usize - '1' as usize).copied()
         }
         _ => None,

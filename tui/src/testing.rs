@@ -139,7 +139,7 @@ impl AdminApi for FakeAdmin {
     fn create_subscription(&self, mut sub: Subscription) -> Call<Subscription> {
         self.write(|s| {
             s.next_id += 1;
-            sub.id = format!("sub-{}", s.next_id);
+            sub.id = format!("sub-new-{}", s.next_id);
             sub.version = 1;
             s.subscriptions.insert(sub.id.clone(), sub.clone());
             Ok(sub)
@@ -241,7 +241,7 @@ impl AdminApi for FakeAdmin {
     fn create_source(&self, mut source: Source) -> Call<SourceWithToken> {
         self.write(|s| {
             s.next_id += 1;
-            source.id = format!("src-{}", s.next_id);
+            source.id = format!("src-new-{}", s.next_id);
             source.status = SourceStatus::Active.into();
             source.version = 1;
             s.sources.insert(source.id.clone(), source.clone());

@@ -6,14 +6,14 @@ use ratatui::{
     layout::{Constraint, Layout, Position, Rect},
     style::{Color, Modifier, Style},
     text::{Line, Span},
-    widgets::Paragraph,
+    widgets::{Paragraph, Wrap},
     Frame,
 };
 
 use crate::{
     app::{App, Flash, Mode, Tab},
     net::ConnState,
-    screens::help,
+    screens::{help, subscriptions},
     widgets::{self, dim_style, error_style},
 };
 
@@ -27,11 +27,36 @@ pub fn render(app: &App, frame: &mut Frame) {
     render_top(app, frame, top);
     match &app.mode {
         Mode::Detail(view) => view.render(frame, body, app.tick),
+        Mode::TestRoute(form) => {
+            subscriptions::render_route_test(frame, body, form, &app.subscriptions, app.tick)
+        }
         _ => render_tab(app, frame, body),
     }
     render_footer(app, frame, footer);
-    if let Mode::Help = app.mode {
-        help::render(frame, body, &app.keys);
+    match &app.mode {
+        Mode::Help => help::render(frame, body, &app.keys),
+        Mode::SubscriptionForm(f) => f.form.render(frame, body, app.tick),
+        Mode::EndpointForm(f) => f.form.render(frame, body, app.tick),
+        Mode::SourceForm(f) => f.form.render(frame, body, app.tick),
+        Mode::Confirm { question, .. } => {
+            let lines = vec![
+                Line::from(question.clone()),
+                Line::default(),
+                Line::styled("y confirms · n or Esc cancels", dim_style()),
+            ];
+            let width = (question.chars().count() as u16 + 4).max(34);
+            let inner = widgets::popup(frame, body, width, 5, "Confirm");
+            frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+        }
+        Mode::Reveal { title, lines } => {
+            let width = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u16 + 4;
+            let mut text: Vec<Line> = lines.iter().map(|l| Line::from(l.clone())).collect();
+            text.push(Line::styled("Enter or Esc closes", dim_style()));
+            let height = text.len() as u16 + 2;
+            let inner = widgets::popup(frame, body, width.max(40), height, title);
+            frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), inner);
+        }
+        _ => {}
     }
 }
 
@@ -40,13 +65,23 @@ fn render_tab(app: &App, frame: &mut Frame, area: Rect) {
         Tab::Live => app
             .live
             .render(frame, area, &app.live.stats.summary(app.now)),
+        Tab::Subscriptions => app.subscriptions.render(frame, area, app.tick),
+        Tab::Endpoints => app.endpoints.render(frame, area, app.tick),
+        Tab::Dead => app.dead.render(frame, area, app.tick),
+        Tab::Sources => app.sources.render(frame, area, app.tick),
     }
 }
 
 fn render_top(app: &App, frame: &mut Frame, area: Rect) {
+    let narrow = area.width < 100;
     let mut spans = Vec::new();
     for (i, tab) in Tab::ALL.iter().enumerate() {
-        let label = format!(" {} {} ", i + 1, tab.title());
+        let title = if narrow {
+            tab.short_title()
+        } else {
+            tab.title()
+        };
+        let label = format!(" {} {} ", i + 1, title);
         let style = if *tab == app.tab {
             Style::default()
                 .fg(Color::Black)
@@ -58,7 +93,7 @@ fn render_top(app: &App, frame: &mut Frame, area: Rect) {
         spans.push(Span::styled(label, style));
     }
     let tabs = Line::from(spans);
-    let conn = conn_line(app);
+    let conn = conn_line(app, narrow);
     let width = conn.width() as u16;
     let [left, right] =
         Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(area);
@@ -66,16 +101,18 @@ fn render_top(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(conn), right);
 }
 
-fn conn_line(app: &App) -> Line<'static> {
+fn conn_line(app: &App, narrow: bool) -> Line<'static> {
     let spinner = widgets::spinner(app.tick);
+    let addr = if narrow { "" } else { app.addr.as_str() };
     match &app.conn {
-        ConnState::Connecting => Line::from(format!("{spinner} connecting to {}", app.addr)),
+        ConnState::Connecting => Line::from(format!("{spinner} connecting {addr}")),
         ConnState::Live => Line::from(vec![
             Span::styled("● ", Style::default().fg(Color::Green)),
-            Span::raw(format!("live {}", app.addr)),
+            Span::raw(format!("live {addr}")),
         ]),
-        ConnState::Reconnecting { attempt, error } => Line::styled(
-            format!("{spinner} reconnecting… (try {attempt}: {error})"),
+        // The reason goes in the footer, where there is room for it.
+        ConnState::Reconnecting { attempt, .. } => Line::styled(
+            format!("{spinner} reconnecting… (try {attempt})"),
             Style::default().fg(Color::Yellow),
         ),
         ConnState::Refused(error) => Line::styled(format!("✗ {error}"), error_style()),
@@ -100,7 +137,13 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
     let line = match &app.flash {
         Some(Flash::Info(text)) => Line::styled(text.clone(), Style::default().fg(Color::Green)),
         Some(Flash::Error(text)) => Line::styled(format!("✗ {text}"), error_style()),
-        None => Line::styled(hints(app), dim_style()),
+        None => match &app.conn {
+            ConnState::Reconnecting { error, .. } => Line::styled(
+                format!("✗ {error}; retrying with backoff"),
+                Style::default().fg(Color::Yellow),
+            ),
+            _ => Line::styled(hints(app), dim_style()),
+        },
     };
     frame.render_widget(Paragraph::new(line), area);
 }
@@ -109,13 +152,34 @@ fn hints(app: &App) -> String {
     let hints: &[&str] = match (&app.mode, app.tab) {
         (Mode::Detail(_), _) => &["r retry", "↑↓ scroll", "Esc back"],
         (Mode::Help, _) => &["Esc close"],
-        (_, Tab::Live) => &[
+        (Mode::TestRoute(_), _) => &["Enter test", "Tab next field", "Esc close"],
+        (Mode::Browse, Tab::Live) => &[
             "space pause",
             "/ filter",
             "Enter detail",
             "? keys",
             "q quit",
         ],
+        (Mode::Browse, Tab::Subscriptions) => &[
+            "n new",
+            "e edit",
+            "d delete",
+            "space on/off",
+            "t test",
+            "? keys",
+        ],
+        (Mode::Browse, Tab::Endpoints) => {
+            &["n new", "e edit", "d delete", "space on/off", "? keys"]
+        }
+        (Mode::Browse, Tab::Dead) => &[
+            "space mark",
+            "r retry",
+            "Enter detail",
+            "R reload",
+            "? keys",
+        ],
+        (Mode::Browse, Tab::Sources) => &["n new", "r rotate", "s suspend", "d delete", "? keys"],
+        _ => &[],
     };
     hints.join("  ")
 }

@@ -24,6 +24,23 @@ fn groups(k: &KeyBindings) -> Vec<(&'static str, Vec<Binding>)> {
             vec![k.pause, k.filter, k.open, k.retry, k.up, k.down, k.top],
         ),
         ("Delivery detail", vec![k.retry, k.up, k.down, k.back]),
+        (
+            "Subscriptions",
+            vec![k.new, k.edit, k.delete, k.toggle, k.test, k.reload],
+        ),
+        (
+            "Endpoints",
+            vec![k.new, k.edit, k.delete, k.toggle, k.reload],
+        ),
+        ("Dead letters", vec![k.select, k.retry, k.open, k.reload]),
+        (
+            "Sources",
+            vec![k.new, k.rotate, k.suspend, k.delete, k.reload],
+        ),
+        (
+            "Forms",
+            vec![k.next_field, k.prev_field, k.save, k.toggle, k.back],
+        ),
     ]
 }
 

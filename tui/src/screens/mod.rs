@@ -2,9 +2,13 @@
 //! the keys it knows, reporting whether it consumed them; what it needs from
 //! the app (a call to the daemon, a modal, a message) goes through [`Ctx`].
 
+pub mod dead;
 pub mod detail;
+pub mod endpoints;
 pub mod help;
 pub mod live;
+pub mod sources;
+pub mod subscriptions;
 
 use crossterm::event::KeyEvent;
 
@@ -35,6 +39,18 @@ impl Ctx<'_> {
     pub fn open_detail(&mut self, id: u64) {
         self.next_mode = Some(Mode::Detail(Box::new(DetailView::new(id))));
         self.commands.push(Command::LoadDetail(id));
+    }
+
+    /// Asks `question`; `y` runs `command`.
+    pub fn confirm(&mut self, question: String, command: Command) {
+        self.next_mode = Some(Mode::Confirm {
+            question,
+            command: Box::new(command),
+        });
+    }
+
+    pub fn info(&mut self, text: String) {
+        self.flash = Some(Flash::Info(text));
     }
 
     pub fn edit_filter(&mut self, current: &str) {

@@ -2,3 +2,5 @@
 //! on a `TestBackend`, fed by the fake Admin API.
 
 mod live;
+mod others;
+mod subscriptions;
