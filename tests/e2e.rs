@@ -35,5 +35,7 @@ mod sources_checks;
 mod sources_signatures;
 #[path = "e2e/ssrf.rs"]
 mod ssrf;
+#[path = "e2e/tui.rs"]
+mod tui;
 #[path = "e2e/watch.rs"]
 mod watch;

@@ -255,6 +255,12 @@ impl Daemon {
         EventsClient::with_interceptor(channel(self.listen), Bearer::new(key))
     }
 
+    /// Where the Admin API listens, for clients started outside the test
+    /// (the TUI).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listen
+    }
+
     pub fn admin_client(&self) -> Admin {
         self.admin_client_with_token(&self.admin_token())
     }
@@ -413,11 +419,16 @@ fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("HOOKYARD_BIN") {
         return PathBuf::from(path);
     }
+    built_binary("hookyard")
+}
+
+/// A binary of this workspace, built next to the test binary's directory.
+pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let path = exe
         .parent()
         .and_then(Path::parent)
-        .map(|dir| dir.join(format!("hookyard{}", std::env::consts::EXE_SUFFIX)))
+        .map(|dir| dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
         .expect("the test binary lives in target/<profile>/deps");
     assert!(
         path.exists(),
