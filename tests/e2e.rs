@@ -35,6 +35,8 @@ mod sources_checks;
 mod sources_signatures;
 #[path = "e2e/ssrf.rs"]
 mod ssrf;
+#[path = "e2e/stats.rs"]
+mod stats;
 #[path = "e2e/tui.rs"]
 mod tui;
 #[path = "e2e/watch.rs"]

@@ -7,6 +7,7 @@ pub mod feed;
 pub mod service;
 mod source_convert;
 mod sources;
+mod stats;
 pub mod token;
 pub mod validate;
 

@@ -394,6 +394,13 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Source>, Status> {
         self.resume_source(r).await
     }
+
+    async fn get_stats(
+        &self,
+        _request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        self.stats().await
+    }
 }
 
 /// Copies matching changes to one watcher until it goes away. Changes the

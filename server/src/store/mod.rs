@@ -9,6 +9,7 @@
 
 mod sources;
 mod sqlite;
+mod stats;
 pub mod writer;
 
 use std::path::Path;
