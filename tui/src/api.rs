@@ -6,8 +6,8 @@
 
 use futures::{future::BoxFuture, stream::BoxStream};
 use hookyard::v1::{
-    Delivery, DeliveryDetail, DeliveryFilter, DeliveryUpdate, Endpoint, Source, SourceWithToken,
-    Subscription,
+    Delivery, DeliveryDetail, DeliveryFilter, DeliveryUpdate, Endpoint, GetStatsResponse, Source,
+    SourceWithToken, Subscription,
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -40,6 +40,9 @@ pub trait AdminApi: Send + Sync + 'static {
     fn create_endpoint(&self, endpoint: Endpoint) -> Call<Endpoint>;
     fn update_endpoint(&self, endpoint: Endpoint) -> Call<Endpoint>;
     fn delete_endpoint(&self, id: String) -> Call<()>;
+
+    /// Per-subscription and per-endpoint numbers over the last hour.
+    fn get_stats(&self) -> Call<GetStatsResponse>;
 
     fn list_sources(&self) -> Call<Vec<Source>>;
     fn create_source(&self, source: Source) -> Call<SourceWithToken>;

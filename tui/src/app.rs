@@ -5,6 +5,7 @@
 //! `modal.rs`, answers from the daemon in `update.rs`.
 
 use crossterm::event::{KeyCode, KeyEvent};
+use hookyard::v1::GetStatsResponse;
 
 use crate::{
     forms::Form,
@@ -21,6 +22,9 @@ use crate::{
     },
     widgets::input::TextInput,
 };
+
+/// At 20 ticks a second: every 5 s.
+const STATS_EVERY_TICKS: u64 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
@@ -74,14 +78,19 @@ impl Tab {
     }
 
     /// What loads this tab's data.
-    fn load(self) -> Option<Command> {
+    fn load(self) -> Vec<Command> {
         match self {
-            Tab::Live => None,
-            Tab::Subscriptions => Some(Command::LoadSubscriptions),
-            Tab::Endpoints => Some(Command::LoadEndpoints),
-            Tab::Dead => Some(Command::LoadDead),
-            Tab::Sources => Some(Command::LoadSources),
+            Tab::Live => vec![],
+            Tab::Subscriptions => vec![Command::LoadSubscriptions, Command::LoadStats],
+            Tab::Endpoints => vec![Command::LoadEndpoints, Command::LoadStats],
+            Tab::Dead => vec![Command::LoadDead],
+            Tab::Sources => vec![Command::LoadSources],
         }
+    }
+
+    /// Whether the tab shows numbers from `GetStats`.
+    fn shows_stats(self) -> bool {
+        matches!(self, Tab::Subscriptions | Tab::Endpoints)
     }
 }
 
@@ -130,6 +139,9 @@ pub struct App {
     pub endpoints: EndpointsScreen,
     pub dead: DeadScreen,
     pub sources: SourcesScreen,
+    /// `GetStats`, for the subscriptions' and endpoints' tables; a failure
+    /// leaves those columns blank rather than hiding the table.
+    pub stats: Option<GetStatsResponse>,
     pub flash: Option<Flash>,
     /// Where the daemon is, for the header.
     pub addr: String,
@@ -153,6 +165,7 @@ impl App {
             endpoints: EndpointsScreen::default(),
             dead: DeadScreen::default(),
             sources: SourcesScreen::default(),
+            stats: None,
             flash: None,
             addr: addr.into(),
             now: 0,
@@ -237,8 +250,19 @@ impl App {
     /// until the answer comes.
     pub fn switch(&mut self, tab: Tab) {
         self.tab = tab;
-        if let Some(load) = tab.load() {
-            self.commands.push(load);
+        self.commands.extend(tab.load());
+    }
+
+    /// Called on every render tick: time moves on, and the numbers on
+    /// screen are refreshed every so often.
+    pub fn on_tick(&mut self, now: u64) {
+        self.now = now;
+        self.tick += 1;
+        if self.tick.rem_euclid(STATS_EVERY_TICKS) == 0
+            && self.tab.shows_stats()
+            && matches!(self.mode, Mode::Browse)
+        {
+            self.commands.push(Command::LoadStats);
         }
     }
 }

@@ -9,11 +9,11 @@ use hookyard::v1::{
     admin_client::AdminClient, CreateEndpointRequest, CreateSourceRequest,
     CreateSubscriptionRequest, DeleteEndpointRequest, DeleteSourceRequest,
     DeleteSubscriptionRequest, Delivery, DeliveryDetail, DeliveryFilter, Endpoint,
-    GetDeliveryRequest, GetEndpointRequest, GetSubscriptionRequest, ListDeliveriesRequest,
-    ListEndpointsRequest, ListSourcesRequest, ListSubscriptionsRequest, ResumeSourceRequest,
-    RetryDeliveryRequest, RotateSourceTokenRequest, Source, SourceWithToken, Subscription,
-    SuspendSourceRequest, TestRouteRequest, UpdateEndpointRequest, UpdateSubscriptionRequest,
-    WatchDeliveriesRequest,
+    GetDeliveryRequest, GetEndpointRequest, GetStatsRequest, GetStatsResponse,
+    GetSubscriptionRequest, ListDeliveriesRequest, ListEndpointsRequest, ListSourcesRequest,
+    ListSubscriptionsRequest, ResumeSourceRequest, RetryDeliveryRequest, RotateSourceTokenRequest,
+    Source, SourceWithToken, Subscription, SuspendSourceRequest, TestRouteRequest,
+    UpdateEndpointRequest, UpdateSubscriptionRequest, WatchDeliveriesRequest,
 };
 use tonic::{
     metadata::{Ascii, MetadataValue},
@@ -259,6 +259,15 @@ impl AdminApi for GrpcAdmin {
             DeleteEndpointRequest { id },
             |mut c, r| async move { c.delete_endpoint(r).await },
             unit,
+        )
+    }
+
+    fn get_stats(&self) -> Call<GetStatsResponse> {
+        unary(
+            &self.client,
+            GetStatsRequest {},
+            |mut c, r| async move { c.get_stats(r).await },
+            |r| r,
         )
     }
 

@@ -8,8 +8,8 @@ use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use hookyard::v1::{
-    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, Source,
-    SourceWithToken, Subscription,
+    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint,
+    GetStatsResponse, Source, SourceWithToken, Subscription,
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 use tonic::Code;
@@ -48,6 +48,7 @@ pub enum Command {
     },
     ReloadEndpoint(String),
     DeleteEndpoint(String),
+    LoadStats,
     LoadSources,
     CreateSource(Source),
     RotateSource(String),
@@ -91,6 +92,7 @@ pub enum Update {
     EndpointSaved(ApiResult<Endpoint>),
     EndpointReloaded(ApiResult<Endpoint>),
     EndpointDeleted(ApiResult<()>),
+    Stats(ApiResult<GetStatsResponse>),
     Sources(ApiResult<Vec<Source>>),
     SourceToken(ApiResult<SourceWithToken>),
     SourceChanged(ApiResult<()>),
@@ -148,6 +150,7 @@ pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
         }),
         Command::ReloadEndpoint(id) => Update::EndpointReloaded(api.get_endpoint(id).await),
         Command::DeleteEndpoint(id) => Update::EndpointDeleted(api.delete_endpoint(id).await),
+        Command::LoadStats => Update::Stats(api.get_stats().await),
         Command::LoadSources => Update::Sources(api.list_sources().await),
         Command::CreateSource(source) => Update::SourceToken(api.create_source(source).await),
         Command::RotateSource(id) => Update::SourceToken(api.rotate_source_token(id).await),

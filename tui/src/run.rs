@@ -56,8 +56,7 @@ async fn event_loop(
         }
         tokio::select! {
             _ = tick.tick() => {
-                app.now = unix_now();
-                app.tick += 1;
+                app.on_tick(unix_now());
                 if dirty || app.animating() {
                     terminal.draw(|frame| ui::render(&app, frame))?;
                     dirty = false;

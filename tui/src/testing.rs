@@ -10,7 +10,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use futures::{FutureExt, StreamExt};
 use hookyard::v1::{
     Attempt, Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint,
-    EndpointState, Event, Source, SourceStatus, SourceWithToken, Subscription,
+    EndpointState, Event, GetStatsResponse, Source, SourceStatus, SourceWithToken, Subscription,
 };
 use prost_types::Timestamp;
 use ratatui::{backend::TestBackend, Terminal};
@@ -45,6 +45,7 @@ pub struct FakeState {
     /// The next write fails with this.
     pub fail_next: Option<ApiError>,
     pub retried: Vec<u64>,
+    pub stats: GetStatsResponse,
     next_id: u64,
 }
 
@@ -232,6 +233,10 @@ impl AdminApi for FakeAdmin {
                 .map(drop)
                 .ok_or_else(|| not_found("endpoint", &id))
         })
+    }
+
+    fn get_stats(&self) -> Call<GetStatsResponse> {
+        self.read(|s| Ok(s.stats.clone()))
     }
 
     fn list_sources(&self) -> Call<Vec<Source>> {

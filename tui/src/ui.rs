@@ -27,9 +27,7 @@ pub fn render(app: &App, frame: &mut Frame) {
     render_top(app, frame, top);
     match &app.mode {
         Mode::Detail(view) => view.render(frame, body, app.tick),
-        Mode::TestRoute(form) => {
-            subscriptions::render_route_test(frame, body, form, &app.subscriptions, app.tick)
-        }
+        Mode::TestRoute(form) => subscriptions::render_route_test(frame, body, form, app),
         _ => render_tab(app, frame, body),
     }
     render_footer(app, frame, footer);
@@ -65,8 +63,16 @@ fn render_tab(app: &App, frame: &mut Frame, area: Rect) {
         Tab::Live => app
             .live
             .render(frame, area, &app.live.stats.summary(app.now)),
-        Tab::Subscriptions => app.subscriptions.render(frame, area, app.tick),
-        Tab::Endpoints => app.endpoints.render(frame, area, app.tick),
+        Tab::Subscriptions => app
+            .subscriptions
+            .render(frame, area, app.tick, app.stats.as_ref()),
+        Tab::Endpoints => app.endpoints.render(
+            frame,
+            area,
+            app.tick,
+            app.stats.as_ref(),
+            &app.live.in_flight_by_target(),
+        ),
         Tab::Dead => app.dead.render(frame, area, app.tick),
         Tab::Sources => app.sources.render(frame, area, app.tick),
     }

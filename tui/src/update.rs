@@ -84,6 +84,11 @@ impl App {
             Update::EndpointDeleted(result) => {
                 self.done(result, "endpoint deleted", Command::LoadEndpoints)
             }
+            Update::Stats(result) => {
+                if let Ok(stats) = result {
+                    self.stats = Some(stats);
+                }
+            }
             Update::Sources(result) => self.sources.loaded(result),
             Update::SourceToken(result) => self.source_token(result),
             Update::SourceChanged(result) => {

@@ -3,9 +3,11 @@
 //! a secret the TUI generates for a new endpoint is shown once, after the
 //! save, and never again.
 
+use std::collections::HashMap;
+
 use base64::Engine;
 use crossterm::event::KeyEvent;
-use hookyard::v1::{Endpoint, EndpointState};
+use hookyard::v1::{Endpoint, EndpointState, GetStatsResponse};
 use rand::RngCore;
 use ratatui::{
     layout::{Constraint, Rect},
@@ -20,7 +22,7 @@ use crate::{
     app::Mode,
     forms::{Field, Form},
     net::Command,
-    widgets::{clamp, header_style, remote_body, selected_style},
+    widgets::{self, clamp, error_style, header_style, remote_body, selected_style},
 };
 
 #[derive(Debug, Default)]
@@ -52,6 +54,7 @@ impl EndpointsScreen {
         } else if keys.reload.matches(key) {
             self.list = Remote::Loading;
             ctx.commands.push(Command::LoadEndpoints);
+            ctx.commands.push(Command::LoadStats);
         } else if let Some(endpoint) = selected {
             if keys.edit.matches(key) || keys.open.matches(key) {
                 ctx.next_mode = Some(Mode::EndpointForm(Box::new(EndpointForm::new(Some(
@@ -87,11 +90,21 @@ impl EndpointsScreen {
         EventState::Consumed
     }
 
-    pub fn render(&self, frame: &mut Frame, area: Rect, tick: u64) {
+    /// `in_flight` counts what the live stream shows in flight, by target.
+    pub fn render(
+        &self,
+        frame: &mut Frame,
+        area: Rect,
+        tick: u64,
+        stats: Option<&GetStatsResponse>,
+        in_flight: &HashMap<String, u64>,
+    ) {
         let empty = "no endpoints yet: n creates one";
         let Some(endpoints) = remote_body(frame, area, &self.list, tick, empty) else {
             return;
         };
+        let numbers =
+            |id: &str| stats.and_then(|s| s.endpoints.iter().find(|e| e.endpoint_id == id));
         let rows = endpoints.iter().map(|e| {
             let state = e.state();
             let color = match state {
@@ -99,6 +112,27 @@ impl EndpointsScreen {
                 EndpointState::Disabled => Color::Yellow,
                 EndpointState::Gone | EndpointState::Unspecified => Color::Red,
             };
+            let n = numbers(&e.id);
+            let flying = in_flight
+                .get(&format!("endpoint:{}", e.id))
+                .copied()
+                .unwrap_or(0);
+            let rate = match n {
+                Some(n) if n.succeeded + n.failed > 0 => {
+                    let rate = n.succeeded as f64 * 100.0 / (n.succeeded + n.failed) as f64;
+                    format!("{rate:.0}%")
+                }
+                _ => "-".to_string(),
+            };
+            let last_error = n
+                .filter(|n| !n.last_error.is_empty())
+                .map_or("-".to_string(), |n| {
+                    format!(
+                        "{} {}",
+                        widgets::clock(n.last_error_at.as_ref()),
+                        n.last_error
+                    )
+                });
             Row::new([
                 Cell::from(e.id.clone()),
                 Cell::from(e.url.clone()),
@@ -108,24 +142,34 @@ impl EndpointsScreen {
                     e.tenant_id.clone()
                 }),
                 Cell::from(state_name(state)).style(Style::default().fg(color)),
-                Cell::from(e.secret_hint.clone()),
-                Cell::from(match e.max_in_flight {
-                    0 => "default".to_string(),
-                    n => n.to_string(),
-                }),
+                Cell::from(flying.to_string()),
+                Cell::from(rate),
+                Cell::from(n.map_or("-".to_string(), |n| n.backlog.to_string())),
+                Cell::from(last_error).style(error_style()),
             ])
         });
-        let header = Row::new(["id", "url", "tenant", "state", "secret", "max in flight"])
-            .style(header_style());
+        let header = Row::new([
+            "id",
+            "url",
+            "tenant",
+            "state",
+            "flying",
+            "ok 1h",
+            "queue",
+            "last error",
+        ])
+        .style(header_style());
         let table = Table::new(
             rows,
             [
                 Constraint::Fill(1),
-                Constraint::Fill(3),
+                Constraint::Fill(2),
                 Constraint::Fill(1),
-                Constraint::Length(9),
-                Constraint::Length(12),
-                Constraint::Length(13),
+                Constraint::Length(8),
+                Constraint::Length(6),
+                Constraint::Length(5),
+                Constraint::Length(5),
+                Constraint::Fill(3),
             ],
         )
         .header(header)
@@ -160,7 +204,10 @@ impl EndpointForm {
         });
         let (title, id, secret_hint) = match &original {
             Some(e) => (
-                format!("Edit endpoint {} (v{})", e.id, e.version),
+                format!(
+                    "Edit endpoint {} (v{}, secret {})",
+                    e.id, e.version, e.secret_hint
+                ),
                 Field::fixed("id", "id", e.id.clone()),
                 "empty keeps the current one",
             ),

@@ -101,6 +101,17 @@ impl LiveScreen {
         self.rows.iter()
     }
 
+    /// Deliveries on screen whose latest state is in flight, by target.
+    pub fn in_flight_by_target(&self) -> HashMap<String, u64> {
+        let mut counts = HashMap::new();
+        for row in &self.rows {
+            if row.delivery.status() == DeliveryStatus::InFlight {
+                *counts.entry(row.delivery.target.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }

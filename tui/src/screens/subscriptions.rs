@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use crossterm::event::KeyEvent;
-use hookyard::v1::Subscription;
+use hookyard::v1::{GetStatsResponse, Subscription};
 use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
@@ -17,7 +17,7 @@ use ratatui::{
 use super::{move_selection, Ctx, EventState};
 use crate::{
     api::{ApiResult, Remote},
-    app::Mode,
+    app::{App, Mode},
     forms::{Field, Form},
     net::Command,
     widgets::{clamp, dim_style, header_style, remote_body, selected_style},
@@ -55,6 +55,7 @@ impl SubscriptionsScreen {
         } else if keys.reload.matches(key) {
             self.list = Remote::Loading;
             ctx.commands.push(Command::LoadSubscriptions);
+            ctx.commands.push(Command::LoadStats);
         } else if keys.test.matches(key) {
             ctx.next_mode = Some(Mode::TestRoute(Box::new(route_form())));
         } else if let Some(sub) = self.selected().cloned() {
@@ -87,8 +88,25 @@ impl SubscriptionsScreen {
         EventState::Consumed
     }
 
-    pub fn render(&self, frame: &mut Frame, area: Rect, tick: u64) {
+    pub fn render(
+        &self,
+        frame: &mut Frame,
+        area: Rect,
+        tick: u64,
+        stats: Option<&GetStatsResponse>,
+    ) {
         let empty = "no subscriptions yet: n creates one";
+        let matched = |id: &str| -> String {
+            match stats {
+                None => "-".to_string(),
+                Some(stats) => stats
+                    .subscriptions
+                    .iter()
+                    .find(|s| s.subscription_id == id)
+                    .map_or(0, |s| s.matched)
+                    .to_string(),
+            }
+        };
         let Some(subs) = remote_body(frame, area, &self.list, tick, empty) else {
             return;
         };
@@ -102,6 +120,7 @@ impl SubscriptionsScreen {
                 Cell::from(or_any(&s.tenant_id)),
                 Cell::from(s.target.clone()),
                 Cell::from(enabled),
+                Cell::from(matched(&s.id)),
             ]);
             if lit {
                 row.style(Style::default().fg(Color::Black).bg(Color::Green))
@@ -111,8 +130,10 @@ impl SubscriptionsScreen {
                 row
             }
         });
-        let header = Row::new(["name", "patterns", "exclude", "tenant", "target", "on"])
-            .style(header_style());
+        let header = Row::new([
+            "name", "patterns", "exclude", "tenant", "target", "on", "1h",
+        ])
+        .style(header_style());
         let table = Table::new(
             rows,
             [
@@ -122,6 +143,7 @@ impl SubscriptionsScreen {
                 Constraint::Fill(1),
                 Constraint::Fill(2),
                 Constraint::Length(3),
+                Constraint::Length(6),
             ],
         )
         .header(header)
@@ -217,15 +239,10 @@ pub fn route_form() -> Form {
 }
 
 /// The routing test's panel under the table.
-pub fn render_route_test(
-    frame: &mut Frame,
-    area: Rect,
-    form: &Form,
-    screen: &SubscriptionsScreen,
-    tick: u64,
-) {
+pub fn render_route_test(frame: &mut Frame, area: Rect, form: &Form, app: &App) {
+    let (screen, tick) = (&app.subscriptions, app.tick);
     let [table, panel] = Layout::vertical([Constraint::Min(3), Constraint::Length(8)]).areas(area);
-    screen.render(frame, table, tick);
+    screen.render(frame, table, tick, app.stats.as_ref());
     form.render(frame, panel, tick);
     if let Some(matched) = &screen.matched {
         let line = if matched.is_empty() {

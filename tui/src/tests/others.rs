@@ -1,7 +1,7 @@
 //! Endpoints, dead letters and sources.
 
 use crossterm::event::KeyCode;
-use hookyard::v1::{DeliveryStatus, EndpointState, Source, SourceStatus};
+use hookyard::v1::{DeliveryStatus, EndpointState, EndpointStats, Source, SourceStatus};
 use tonic::Code;
 
 use crate::{
@@ -35,13 +35,38 @@ fn endpoints() -> FakeAdmin {
         gone.tenant_id = "acme".to_string();
         gone.max_in_flight = 4;
         s.endpoints.insert("old".to_string(), gone);
+        s.stats.endpoints = vec![
+            EndpointStats {
+                endpoint_id: "crm".to_string(),
+                succeeded: 990,
+                failed: 10,
+                backlog: 3,
+                last_error: "HTTP 503".to_string(),
+                last_error_at: ts(30),
+            },
+            EndpointStats {
+                endpoint_id: "old".to_string(),
+                failed: 4,
+                last_error: "HTTP 410: endpoint gone".to_string(),
+                last_error_at: ts(40),
+                ..EndpointStats::default()
+            },
+        ];
     })
 }
 
 #[tokio::test]
-async fn endpoints_table_shows_only_the_secret_hint() {
+async fn endpoints_table_with_numbers_from_stats_and_the_live_stream() {
     let fake = endpoints();
-    let app = on_tab(&fake, '3').await;
+    let mut app = on_tab(&fake, '3').await;
+    // Two deliveries to crm in flight on Live.
+    for id in [1, 2] {
+        app.apply(update(delivery(
+            id,
+            "lead.created",
+            DeliveryStatus::InFlight,
+        )));
+    }
     assert_eq!(app.tab, Tab::Endpoints);
     assert_screen!("endpoints", app, 100, 6);
     assert_screen!("endpoints_80x24", app, 80, 24);

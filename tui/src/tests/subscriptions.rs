@@ -20,6 +20,10 @@ fn fake() -> FakeAdmin {
         billing.tenant_id = "acme".to_string();
         billing.enabled = false;
         s.subscriptions.insert("sub-2".to_string(), billing);
+        s.stats.subscriptions = vec![hookyard::v1::SubscriptionStats {
+            subscription_id: "sub-1".to_string(),
+            matched: 1234,
+        }];
     })
 }
 
@@ -228,4 +232,21 @@ async fn t_lights_up_the_subscriptions_an_event_would_reach() {
     assert_screen!("subscriptions_route_test", app, 100, 24);
     press(&mut app, KeyCode::Esc);
     assert!(app.subscriptions.matched.is_none());
+}
+
+#[tokio::test]
+async fn numbers_refresh_every_few_seconds_while_shown() {
+    let fake = fake();
+    let mut app = on_subscriptions(&fake).await;
+    for _ in 0..99 {
+        app.on_tick(T0 as u64);
+    }
+    assert!(queued(&mut app).is_empty());
+    app.on_tick(T0 as u64);
+    assert_eq!(queued(&mut app), vec![Command::LoadStats]);
+    press(&mut app, KeyCode::Char('1'));
+    for _ in 0..100 {
+        app.on_tick(T0 as u64);
+    }
+    assert!(queued(&mut app).is_empty(), "not on Live");
 }
