@@ -86,7 +86,11 @@ impl Default for KeyBindings {
             open: Binding::new(Enter, "Enter", "open the delivery"),
             back: Binding::new(Esc, "Esc", "close / back"),
             pause: Binding::new(Char(' '), "space", "pause / resume the stream"),
-            filter: Binding::new(Char('/'), "/", "filter (pattern status:x endpoint:x sub:x)"),
+            filter: Binding::new(
+                Char('/'),
+                "/",
+                "filter: lead.* status:dead endpoint:X sub:X",
+            ),
             retry: Binding::new(Char('r'), "r", "retry now"),
             new: Binding::new(Char('n'), "n", "new"),
             edit: Binding::new(Char('e'), "e", "edit"),

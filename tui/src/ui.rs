@@ -32,7 +32,7 @@ pub fn render(app: &App, frame: &mut Frame) {
     }
     render_footer(app, frame, footer);
     match &app.mode {
-        Mode::Help => help::render(frame, body, &app.keys),
+        Mode::Help => help::render(frame, body, &app.keys, app.tab),
         Mode::SubscriptionForm(f) => f.form.render(frame, body, app.tick),
         Mode::EndpointForm(f) => f.form.render(frame, body, app.tick),
         Mode::SourceForm(f) => f.form.render(frame, body, app.tick),

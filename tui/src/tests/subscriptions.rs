@@ -250,3 +250,15 @@ async fn numbers_refresh_every_few_seconds_while_shown() {
     }
     assert!(queued(&mut app).is_empty(), "not on Live");
 }
+
+#[tokio::test]
+async fn help_fits_80x24_on_every_screen() {
+    let fake = fake();
+    let mut app = on_subscriptions(&fake).await;
+    press(&mut app, KeyCode::Char('?'));
+    assert_screen!("help_subscriptions_80x24", app, 80, 24);
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char('4'));
+    press(&mut app, KeyCode::Char('?'));
+    assert_screen!("help_dead_80x24", app, 80, 24);
+}
