@@ -85,18 +85,23 @@ impl Terminal {
 
     /// Waits until every one of `texts` is on one line of the screen.
     async fn wait_for_line(&self, texts: &[&str]) -> String {
+        self.wait_for(&format!("a line with {texts:?}"), |line| {
+            texts.iter().all(|t| line.contains(t))
+        })
+        .await
+    }
+
+    /// Waits until a line of the screen satisfies `test`.
+    async fn wait_for(&self, what: &str, test: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             let contents = self.contents();
-            if let Some(line) = contents
-                .lines()
-                .find(|line| texts.iter().all(|t| line.contains(t)))
-            {
+            if let Some(line) = contents.lines().find(|line| test(line)) {
                 return line.to_string();
             }
             assert!(
                 Instant::now() < deadline,
-                "no line with {texts:?} within {WAIT:?}; the screen:\n{contents}"
+                "no {what} within {WAIT:?}; the screen:\n{contents}"
             );
             tokio::time::sleep(POLL).await;
         }
@@ -178,7 +183,11 @@ async fn live_view_and_a_subscription_made_in_the_form_route_the_next_event() {
     tui.send("n");
     tui.wait_for_line(&["New subscription"]).await;
     tui.send("orders-to-crm\torder.*\t\t\tendpoint:crm");
-    tui.wait_for_line(&["target", "endpoint:crm"]).await;
+    // The value typed, not the field's hint.
+    tui.wait_for("the typed target", |line| {
+        line.contains("target") && line.contains("endpoint:crm") && !line.contains("e.g.")
+    })
+    .await;
     tui.send("\r");
     tui.wait_for_line(&["saved subscription `orders-to-crm`"])
         .await;

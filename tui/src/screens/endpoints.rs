@@ -213,7 +213,7 @@ impl EndpointForm {
             ),
             None => (
                 "New endpoint".to_string(),
-                Field::text("id", "id", "").hint("crm"),
+                Field::text("id", "id", "").hint("e.g. crm"),
                 "empty: one is generated and shown once",
             ),
         };
@@ -225,10 +225,10 @@ impl EndpointForm {
             title,
             vec![
                 id,
-                Field::text("url", "url", e.url.clone()).hint("https://example.com/hook"),
+                Field::text("url", "url", e.url.clone()).hint("e.g. https://example.com/hook"),
                 Field::text("tenant_id", "tenant", e.tenant_id.clone()),
                 Field::text("headers", "headers", headers.join(", "))
-                    .hint("X-Env=prod, X-Team=crm"),
+                    .hint("optional, e.g. X-Env=prod, X-Team=crm"),
                 Field::text("timeout_ms", "timeout ms", number(e.timeout_ms)).hint("default"),
                 Field::text("retry_schedule_ms", "retries ms", schedule.join(", "))
                     .hint("default; e.g. 0, 5000, 300000"),

@@ -177,13 +177,13 @@ impl Default for SourceForm {
             form: Form::new(
                 "New source (its URL is shown once)",
                 vec![
-                    Field::text("name", "name", "").hint("contact-form"),
+                    Field::text("name", "name", "").hint("e.g. contact-form"),
                     Field::text("description", "description", ""),
                     Field::text("tenant_id", "tenant", "").hint("optional"),
                     Field::text("event_name", "event name", "")
-                        .hint("lead.created | field:event_type | template:…"),
+                        .hint("e.g. lead.created | field:event_type | template:…"),
                     Field::text("allowed_origins", "origins", "")
-                        .hint("https://example.com (CORS; empty: none)"),
+                        .hint("optional, e.g. https://example.com (CORS)"),
                     Field::text("allowed_cidrs", "allowed CIDRs", "").hint("empty: any address"),
                 ],
             ),

@@ -181,12 +181,13 @@ impl SubscriptionForm {
         let form = Form::new(
             title,
             vec![
-                Field::text("name", "name", s.name).hint("leads-to-crm"),
+                Field::text("name", "name", s.name).hint("e.g. leads-to-crm"),
                 Field::text("patterns", "patterns", s.patterns.join(", "))
-                    .hint("lead.*, billing.**"),
-                Field::text("exclude", "exclude", s.exclude.join(", ")).hint("lead.test"),
+                    .hint("e.g. lead.*, billing.**"),
+                Field::text("exclude", "exclude", s.exclude.join(", "))
+                    .hint("optional, e.g. lead.test"),
                 Field::text("tenant_id", "tenant", s.tenant_id).hint("empty: every tenant"),
-                Field::text("target", "target", s.target).hint("endpoint:<id>"),
+                Field::text("target", "target", s.target).hint("e.g. endpoint:crm"),
                 Field::toggle("enabled", "enabled", s.enabled),
                 Field::text("description", "description", s.description),
             ],
@@ -229,7 +230,7 @@ pub fn route_form() -> Form {
     let mut form = Form::new(
         "Test routing: which subscriptions would this event reach?",
         vec![
-            Field::text("name", "event name", "").hint("lead.created"),
+            Field::text("name", "event name", "").hint("e.g. lead.created"),
             Field::text("tenant_id", "tenant", "").hint("optional"),
             Field::text("payload", "payload", "").hint(r#"optional JSON: {"score": 90}"#),
         ],
