@@ -27,6 +27,7 @@ const ENV_KEYS: &[&str] = &[
     "http",
     "delivery",
     "storage",
+    "flow_runner",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +47,29 @@ pub struct Config {
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Partners and forms posting to `/webhook/v1/{token}`.
     pub sources: Vec<sources::SourceConfig>,
+    pub flow_runner: FlowRunnerConfig,
+    /// Flow definitions, upserted on start by id (a changed one gets a new version).
+    pub flows: Vec<crate::flows::definition::FlowDef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowRunnerConfig {
+    /// Every wait is multiplied by this: 1.0 in production; a small value
+    /// compresses days into seconds for rehearsals and tests.
+    pub time_scale: f64,
+    /// Runs executed at once.
+    pub concurrency: usize,
+    /// Delays before each retry of an HTTP step that sets no `retry`.
+    #[serde(deserialize_with = "durations::list")]
+    pub retry: Vec<Duration>,
+    /// Per-request timeout of HTTP steps that set none.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A YAML map of secret names to values for `secret(name)`; names not in
+    /// it are read from the environment.
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -140,6 +164,9 @@ pub struct SubscriptionConfig {
     pub enabled: bool,
     #[serde(default)]
     pub description: String,
+    /// For `flow:` targets: each input as a template over the event.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
 }
 
 fn enabled() -> bool {
@@ -209,7 +236,20 @@ impl Config {
                 bail!("api_keys[{i}].key must be at least 16 characters");
             }
         }
+        if !(self.flow_runner.time_scale > 0.0 && self.flow_runner.time_scale <= 1.0) {
+            bail!("flow_runner.time_scale must be greater than 0 and at most 1");
+        }
+        if self.flow_runner.concurrency == 0 {
+            bail!("flow_runner.concurrency must be greater than 0");
+        }
         for (i, sub) in self.subscriptions.iter().enumerate() {
+            if let Some(flow) = sub.target.strip_prefix("flow:") {
+                if !self.flows.iter().any(|f| f.id == flow) {
+                    bail!(
+                        "subscriptions[{i}].target names flow `{flow}`, which the config does not declare"
+                    );
+                }
+            }
             if let Some(ep) = sub.target.strip_prefix("endpoint:") {
                 if !self.endpoints.iter().any(|e| e.id == ep) {
                     bail!(
