@@ -9,7 +9,7 @@ use crate::{
     catalog::CatalogHandle,
     config::{Config, EndpointConfig, SubscriptionConfig},
     delivery::signing::SigningSecret,
-    flows::FlowCatalog,
+    flows::{definition::parse_yaml, FlowCatalog},
     model::{Endpoint, EndpointState, Subscription},
     store::{self, Store},
 };
@@ -64,15 +64,23 @@ pub async fn apply_declared(
     Ok(())
 }
 
-/// Flows are stored as YAML written from the parsed definition, so an
-/// unchanged definition keeps its version across restarts.
+/// Flows from files are stored as written; inline ones as YAML written from
+/// the parsed definition, so an unchanged definition keeps its version
+/// across restarts.
 async fn apply_flows(config: &Config, store: &Store, flows: &FlowCatalog) -> anyhow::Result<()> {
     for (i, def) in config.flows.iter().enumerate() {
-        let yaml = serde_yaml::to_string(def)
-            .with_context(|| format!("flows[{i}] ({}) could not be written as YAML", def.id))?;
+        let yaml = match config
+            .flow_file_texts
+            .iter()
+            .find(|(_, text)| parse_yaml(text).is_ok_and(|d| d.id == def.id))
+        {
+            Some((_, text)) => text.clone(),
+            None => serde_yaml::to_string(def)
+                .with_context(|| format!("flows[{i}] ({}) could not be written as YAML", def.id))?,
+        };
         if let Err(errors) = flows.compile(&yaml, 0) {
             bail!(
-                "flows[{i}] ({}): {}",
+                "flow `{}`: {}",
                 def.id,
                 crate::flows::catalog::summary(&errors)
             );
@@ -80,10 +88,13 @@ async fn apply_flows(config: &Config, store: &Store, flows: &FlowCatalog) -> any
         store
             .save_flow(&def.id, &yaml, None, false)
             .await
-            .with_context(|| format!("could not store flows[{i}] ({})", def.id))?;
+            .with_context(|| format!("could not store flow `{}`", def.id))?;
         if let Some(key) = def.webhook.as_ref().and_then(|w| w.key.as_deref()) {
             if key.len() < 16 {
-                bail!("flows[{i}].webhook.key must be at least 16 characters");
+                bail!(
+                    "flow `{}`: webhook.key must be at least 16 characters",
+                    def.id
+                );
             }
             store
                 .set_flow_webhook_key(&def.id, Some(&crate::flows::webhook_key_hash(key)))

@@ -28,6 +28,7 @@ const ENV_KEYS: &[&str] = &[
     "delivery",
     "storage",
     "flow_runner",
+    "flow_files",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +51,12 @@ pub struct Config {
     pub flow_runner: FlowRunnerConfig,
     /// Flow definitions, upserted on start by id (a changed one gets a new version).
     pub flows: Vec<crate::flows::definition::FlowDef>,
+    /// Files holding one flow definition each (relative to the config
+    /// file's folder); kept as written, comments included.
+    pub flow_files: Vec<PathBuf>,
+    /// The flow files' texts, read by `load`.
+    #[serde(skip)]
+    pub flow_file_texts: Vec<(PathBuf, String)>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,12 +219,37 @@ impl Config {
         let env = Env::prefixed("HOOKYARD_")
             .split("__")
             .filter(|key| ENV_KEYS.iter().any(|k| key.as_str().starts_with(k)));
-        let config: Config = figment
+        let mut config: Config = figment
             .merge(env)
             .extract()
             .map_err(|e| anyhow::anyhow!(render_figment_error(e)))?;
+        config.read_flow_files(path.and_then(std::path::Path::parent))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads `flow_files`; a file that does not parse is named with its line.
+    fn read_flow_files(&mut self, base: Option<&std::path::Path>) -> anyhow::Result<()> {
+        for (i, file) in self.flow_files.clone().iter().enumerate() {
+            let path = match base {
+                Some(base) if file.is_relative() => base.join(file),
+                _ => file.clone(),
+            };
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("flow_files[{i}]: could not read {}", path.display()))?;
+            let def = crate::flows::definition::parse_yaml(&text)
+                .map_err(|e| anyhow::anyhow!("flow_files[{i}] ({}): {e}", path.display()))?;
+            if self.flows.iter().any(|f| f.id == def.id) {
+                bail!(
+                    "flow_files[{i}] ({}) declares flow `{}`, which is declared twice",
+                    path.display(),
+                    def.id
+                );
+            }
+            self.flows.push(def);
+            self.flow_file_texts.push((path, text));
+        }
+        Ok(())
     }
 
     /// What serde cannot check: values that must agree with each other.
@@ -241,6 +273,21 @@ impl Config {
         }
         if self.flow_runner.concurrency == 0 {
             bail!("flow_runner.concurrency must be greater than 0");
+        }
+        for def in &self.flows {
+            let compiled = crate::flows::compiled::compile(
+                def.clone(),
+                String::new(),
+                0,
+                std::sync::Arc::default(),
+            );
+            if let Err(errors) = compiled {
+                bail!(
+                    "flow `{}`: {}",
+                    def.id,
+                    crate::flows::catalog::summary(&errors)
+                );
+            }
         }
         for (i, sub) in self.subscriptions.iter().enumerate() {
             if let Some(flow) = sub.target.strip_prefix("flow:") {
@@ -333,6 +380,24 @@ mod tests {
         assert_eq!(
             config.subscriptions[0].exclude,
             vec!["lead.test".to_string()]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn example_flows_load_and_a_broken_flow_is_named() -> anyhow::Result<()> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hookyard.yaml");
+        let config = Config::load(Some(std::path::Path::new(path)))?;
+        assert_eq!(config.flows.len(), 5);
+        assert_eq!(config.flow_file_texts.len(), 5);
+        let err =
+            load_str("flows: [{id: f, steps: [{id: a, http: {url: '{{ inputs.nope }}'}}]}]\n")
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+        assert!(
+            err.contains("steps[0].http.url") && err.contains("nope"),
+            "{err}"
         );
         Ok(())
     }
