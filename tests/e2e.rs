@@ -6,6 +6,8 @@
 mod api;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/runs.rs"]
+mod runs;
 #[path = "e2e/sink.rs"]
 mod sink;
 #[path = "e2e/webhooks.rs"]
@@ -21,6 +23,8 @@ mod crash;
 mod duplicates;
 #[path = "e2e/errors.rs"]
 mod errors;
+#[path = "e2e/flows.rs"]
+mod flows;
 #[path = "e2e/health.rs"]
 mod health;
 #[path = "e2e/publish.rs"]

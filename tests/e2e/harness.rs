@@ -104,6 +104,10 @@ pub struct TestConfig {
     subscriptions: Vec<Value>,
     sources: Vec<Value>,
     trusted_proxies: Vec<String>,
+    flows: Vec<Value>,
+    flow_files: Vec<String>,
+    time_scale: f64,
+    secrets: Vec<(String, String)>,
 }
 
 impl TestConfig {
@@ -116,7 +120,55 @@ impl TestConfig {
             subscriptions: Vec::new(),
             sources: Vec::new(),
             trusted_proxies: Vec::new(),
+            flows: Vec::new(),
+            flow_files: Vec::new(),
+            time_scale: 1.0,
+            secrets: Vec::new(),
         }
+    }
+
+    /// Declares a flow (the YAML `flows:` entry, as JSON).
+    pub fn flow(mut self, def: Value) -> TestConfig {
+        self.flows.push(def);
+        self
+    }
+
+    /// Declares one of the shipped example flows, `examples/flows/<name>.yaml`.
+    pub fn example_flow(mut self, name: &str) -> TestConfig {
+        self.flow_files.push(format!(
+            "{}/examples/flows/{name}.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ));
+        self
+    }
+
+    /// Routes `patterns` to `flow:<flow>` with `inputs` templates over the event.
+    pub fn flow_subscription(
+        mut self,
+        name: &str,
+        patterns: &[&str],
+        flow: &str,
+        inputs: Value,
+    ) -> TestConfig {
+        self.subscriptions.push(json!({
+            "name": name,
+            "patterns": patterns,
+            "target": format!("flow:{flow}"),
+            "inputs": inputs,
+        }));
+        self
+    }
+
+    /// Multiplies every flow wait (tests run days in seconds).
+    pub fn time_scale(mut self, scale: f64) -> TestConfig {
+        self.time_scale = scale;
+        self
+    }
+
+    /// A value for `secret(name)` in flow templates (a secrets file).
+    pub fn secret(mut self, name: &str, value: &str) -> TestConfig {
+        self.secrets.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// The usual route: endpoint `crm` at `url`, subscription `leads-to-crm`
@@ -201,6 +253,15 @@ impl TestConfig {
             "endpoints": self.endpoints.iter().map(EndpointSpec::render).collect::<Vec<_>>(),
             "subscriptions": self.subscriptions,
             "sources": self.sources,
+            "flows": self.flows,
+            "flow_files": self.flow_files,
+            "flow_runner": {
+                "time_scale": self.time_scale,
+                "concurrency": 64,
+                "retry": ["100ms", "100ms"],
+                "timeout": "5s",
+                "secrets_file": secrets_path(data_dir),
+            },
         });
         serde_json::to_string_pretty(&config).expect("a config renders")
     }
@@ -324,6 +385,17 @@ impl Daemon {
             .config
             .render(&self.data_dir(), self.listen, self.admin_listen);
         std::fs::write(&config_path, yaml).expect("write the config");
+        let secrets: serde_json::Map<String, Value> = self
+            .config
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        std::fs::write(
+            secrets_path(&self.data_dir()),
+            Value::Object(secrets).to_string(),
+        )
+        .expect("write the secrets file");
         // Appended across restarts, so one file tells the whole story.
         let log = OpenOptions::new()
             .create(true)
@@ -436,6 +508,14 @@ pub fn built_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Beside the data dir, in the test's temp dir.
+fn secrets_path(data_dir: &Path) -> PathBuf {
+    data_dir
+        .parent()
+        .map(|dir| dir.join("secrets.yaml"))
+        .expect("the data dir has a parent")
 }
 
 fn to_strings(items: &[&str]) -> Vec<String> {

@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod feed;
+pub mod flows;
 pub mod service;
 mod source_convert;
 mod sources;

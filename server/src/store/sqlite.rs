@@ -14,9 +14,11 @@ use sqlx::{
 };
 
 use super::{
-    writer::{PublishOutcome, Rejection, Settled},
+    flows,
+    writer::{Done, FlowAnswer, FlowOp, Rejection, Settled},
     DeliveryPage, Error, Result,
 };
+use crate::flows::run::Run;
 use crate::model::{
     now_ms, Attempt, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint,
     EndpointState, EventEnvelope, NewEvent, Published, StoredEvent, Subscription,
@@ -216,7 +218,8 @@ impl SqliteStore {
         let now = now_ms();
         let result = sqlx::query(
             "INSERT INTO subscriptions (id, name, patterns, exclude, tenant_id, target, enabled, \
-             description, version, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+             description, inputs, version, created_ms, updated_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.name)
@@ -226,6 +229,7 @@ impl SqliteStore {
         .bind(&s.target)
         .bind(s.enabled)
         .bind(&s.description)
+        .bind(to_json(&s.inputs))
         .bind(now)
         .bind(now)
         .execute(&self.pool)
@@ -243,7 +247,7 @@ impl SqliteStore {
     pub async fn update_subscription(&self, s: &Subscription) -> Result<Subscription> {
         let result = sqlx::query(
             "UPDATE subscriptions SET name = ?, patterns = ?, exclude = ?, tenant_id = ?, target = ?, \
-             enabled = ?, description = ?, version = version + 1, updated_ms = ? \
+             enabled = ?, description = ?, inputs = ?, version = version + 1, updated_ms = ? \
              WHERE id = ? AND version = ?",
         )
         .bind(&s.name)
@@ -253,6 +257,7 @@ impl SqliteStore {
         .bind(&s.target)
         .bind(s.enabled)
         .bind(&s.description)
+        .bind(to_json(&s.inputs))
         .bind(now_ms())
         .bind(&s.id)
         .bind(s.version as i64)
@@ -542,6 +547,7 @@ fn subscription_from_row(row: &SqliteRow) -> Result<Subscription> {
         target: row.try_get("target")?,
         enabled: row.try_get("enabled")?,
         description: row.try_get("description")?,
+        inputs: from_json(&row.try_get::<String, _>("inputs")?)?,
         version: row.try_get::<i64, _>("version")? as u64,
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
@@ -643,38 +649,68 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 
 // ---- the writer's transaction ----
 
-/// Commits one group: every event with its deliveries, and every attempt
-/// result, in a single transaction. Returns one outcome list per publish and
-/// the deliveries that became due.
+/// Commits one group: every event with its deliveries and flow runs, every
+/// attempt result and every flow op, in a single transaction.
 pub(super) async fn commit_batch(
     conn: &mut SqliteConnection,
     publishes: &[&[NewEvent]],
     settles: &[Settled],
-) -> Result<(Vec<PublishOutcome>, Vec<DueDelivery>)> {
+    flow_ops: &[FlowOp],
+) -> Result<Done> {
     let now = now_ms();
     let mut tx = conn.begin().await?;
-    let mut outcomes = Vec::with_capacity(publishes.len());
-    let mut due = Vec::new();
+    let mut done = Done {
+        outcomes: Vec::with_capacity(publishes.len()),
+        due: Vec::new(),
+        flow_answers: Vec::with_capacity(flow_ops.len()),
+        runs: Vec::new(),
+    };
     for events in publishes {
         let mut outcome = Vec::with_capacity(events.len());
         for event in *events {
-            outcome.push(insert_event(&mut tx, event, now, &mut due).await?);
+            outcome.push(insert_event(&mut tx, event, now, &mut done).await?);
         }
-        outcomes.push(outcome);
+        done.outcomes.push(outcome);
     }
     for settled in settles {
         record_settled(&mut tx, settled, now).await?;
     }
+    for op in flow_ops {
+        let answer = apply_flow_op(&mut tx, op, now, &mut done.runs).await;
+        done.flow_answers.push(match answer {
+            Err(e @ Error::Unavailable(_)) => return Err(e),
+            Err(refused) => FlowAnswer::Refused(refused),
+            Ok(answer) => answer,
+        });
+    }
     tx.commit().await?;
-    Ok((outcomes, due))
+    Ok(done)
+}
+
+async fn apply_flow_op(
+    conn: &mut SqliteConnection,
+    op: &FlowOp,
+    now: i64,
+    runs: &mut Vec<Run>,
+) -> Result<FlowAnswer> {
+    Ok(match op {
+        FlowOp::Start(new, _) => FlowAnswer::Started(flows::start_run(conn, new, now, runs).await?),
+        FlowOp::Advance(advance, _) => {
+            FlowAnswer::Advanced(flows::advance(conn, advance, now, runs).await?)
+        }
+        FlowOp::Cancel { run_id, reason, .. } => {
+            FlowAnswer::Cancelled(flows::cancel_run(conn, run_id, reason, now, runs).await?)
+        }
+    })
 }
 
 async fn insert_event(
     conn: &mut SqliteConnection,
     e: &NewEvent,
     now: i64,
-    due: &mut Vec<DueDelivery>,
+    done: &mut Done,
 ) -> Result<Result<Published, Rejection>> {
+    let matched = (e.routes.len() + e.flow_starts.len()) as u32;
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO events (id, name, source, tenant_id, time_ms, payload, attributes, body_hash, \
          matched, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -688,7 +724,7 @@ async fn insert_event(
     .bind(&e.payload)
     .bind(to_json(&e.attributes))
     .bind(&e.body_hash[..])
-    .bind(e.routes.len() as i64)
+    .bind(matched as i64)
     .bind(now)
     .fetch_optional(&mut *conn)
     .await?;
@@ -718,7 +754,7 @@ async fn insert_event(
             .bind(now)
             .fetch_one(&mut *conn)
             .await?;
-            due.push(DueDelivery {
+            done.due.push(DueDelivery {
                 id: id as u64,
                 subscription_id: route.subscription_id.clone(),
                 endpoint_id: route.endpoint_id.clone(),
@@ -728,10 +764,16 @@ async fn insert_event(
             });
         }
     }
+    for start in &e.flow_starts {
+        flows::start_run(conn, start, now, &mut done.runs).await?;
+    }
+    for cancel in &e.cancels {
+        flows::cancel_by_key(conn, cancel, now, &mut done.runs).await?;
+    }
     Ok(Ok(Published {
         seq: seq as u64,
         duplicate: false,
-        matched: e.routes.len() as u32,
+        matched,
     }))
 }
 
