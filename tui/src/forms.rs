@@ -236,6 +236,14 @@ impl Form {
         };
     }
 
+    /// A problem found before asking the daemon.
+    pub fn set_error(&mut self, key: &str, error: String) {
+        if let Some(field) = self.fields.iter_mut().find(|f| f.key == key) {
+            field.error = Some(error);
+        }
+        self.focus_on(key);
+    }
+
     pub fn error_of(&self, key: &str) -> Option<&str> {
         self.field(key).and_then(|f| f.error.as_deref())
     }

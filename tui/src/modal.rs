@@ -71,8 +71,9 @@ impl App {
                 FormAction::None => {}
                 FormAction::Cancel => self.mode = Mode::Browse,
                 FormAction::Save => {
-                    let command = sub.save_command();
-                    self.commands.push(command);
+                    if let Some(command) = sub.save_command() {
+                        self.commands.push(command);
+                    }
                 }
                 FormAction::Reload => {
                     if let Some(original) = &sub.original {

@@ -423,6 +423,7 @@ pub fn subscription(id: &str, name: &str, patterns: &[&str], target: &str) -> Su
         version: 3,
         created_at: ts(0),
         updated_at: ts(0),
+        inputs: Default::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! confirmation, enable/disable, and the routing test that lights up the
 //! subscriptions an event would reach.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crossterm::event::KeyEvent;
 use hookyard::v1::{GetStatsResponse, Subscription};
@@ -187,7 +187,10 @@ impl SubscriptionForm {
                 Field::text("exclude", "exclude", s.exclude.join(", "))
                     .hint("optional, e.g. lead.test"),
                 Field::text("tenant_id", "tenant", s.tenant_id).hint("empty: every tenant"),
-                Field::text("target", "target", s.target).hint("e.g. endpoint:crm"),
+                Field::text("target", "target", s.target)
+                    .hint("e.g. endpoint:crm or flow:onboarding"),
+                Field::text("inputs", "flow inputs", inputs_text(&s.inputs))
+                    .hint("flow: targets; e.g. email={{ event.payload.email }}; kind=lead"),
                 Field::toggle("enabled", "enabled", s.enabled),
                 Field::text("description", "description", s.description),
             ],
@@ -201,10 +204,10 @@ impl SubscriptionForm {
 
     /// The subscription as the form says it should be, with the version
     /// that was read.
-    pub fn subscription(&self) -> Subscription {
+    pub fn subscription(&self) -> Result<Subscription, String> {
         let base = self.original.clone().unwrap_or_default();
         let f = &self.form;
-        Subscription {
+        Ok(Subscription {
             name: f.value("name"),
             patterns: f.list("patterns"),
             exclude: f.list("exclude"),
@@ -212,17 +215,45 @@ impl SubscriptionForm {
             target: f.value("target"),
             enabled: f.is_on("enabled"),
             description: f.value("description"),
+            inputs: parse_inputs(&f.value("inputs"))?,
             ..base
-        }
+        })
     }
 
-    pub fn save_command(&mut self) -> Command {
-        self.form.saving = true;
-        Command::SaveSubscription {
-            subscription: self.subscription(),
-            create: self.is_new(),
+    /// Saves, or shows what cannot be parsed without asking the daemon.
+    pub fn save_command(&mut self) -> Option<Command> {
+        match self.subscription() {
+            Ok(subscription) => {
+                self.form.saving = true;
+                Some(Command::SaveSubscription {
+                    subscription,
+                    create: self.is_new(),
+                })
+            }
+            Err(e) => {
+                self.form.set_error("inputs", e);
+                None
+            }
         }
     }
+}
+
+/// `name=template; name=template`: templates often hold commas, rarely `;`.
+fn inputs_text(inputs: &HashMap<String, String>) -> String {
+    let mut pairs: Vec<_> = inputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    pairs.join("; ")
+}
+
+fn parse_inputs(text: &str) -> Result<HashMap<String, String>, String> {
+    let mut inputs = HashMap::new();
+    for item in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, template) = item
+            .split_once('=')
+            .ok_or_else(|| format!("`{item}` is not name=template"))?;
+        inputs.insert(name.trim().to_string(), template.trim().to_string());
+    }
+    Ok(inputs)
 }
 
 /// The routing test: an event name, optionally a tenant and a payload.

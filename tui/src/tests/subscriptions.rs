@@ -77,7 +77,7 @@ async fn creating_through_the_form() {
     type_text(&mut app, "endpoint:crm");
     assert_screen!("subscription_form_new", app, 80, 24);
     assert_eq!(
-        form(&app).subscription(),
+        form(&app).subscription().unwrap(),
         Subscription {
             name: "orders".to_string(),
             patterns: vec!["order.*".to_string(), "refund.**".to_string()],
@@ -160,7 +160,7 @@ async fn a_stale_version_offers_to_reload() {
     fake.update_subscription(theirs).await.unwrap();
 
     press(&mut app, KeyCode::End);
-    for _ in 0..6 {
+    for _ in 0..7 {
         press(&mut app, KeyCode::Tab);
     }
     type_text(&mut app, "mine");
@@ -261,4 +261,46 @@ async fn help_fits_80x24_on_every_screen() {
     press(&mut app, KeyCode::Char('4'));
     press(&mut app, KeyCode::Char('?'));
     assert_screen!("help_dead_80x24", app, 80, 24);
+}
+
+#[tokio::test]
+async fn flow_inputs_are_edited_as_name_template_pairs() {
+    let fake = fake();
+    let mut app = on_subscriptions(&fake).await;
+    press(&mut app, KeyCode::Char('n'));
+    type_text(&mut app, "welcome");
+    press(&mut app, KeyCode::Tab);
+    type_text(&mut app, "lead.created");
+    for _ in 0..3 {
+        press(&mut app, KeyCode::Tab);
+    }
+    type_text(&mut app, "flow:onboarding");
+    press(&mut app, KeyCode::Tab);
+    type_text(&mut app, "email={{ event.payload.email }}; oops");
+    press(&mut app, KeyCode::Enter);
+    assert!(
+        queued(&mut app).is_empty(),
+        "caught before asking the daemon"
+    );
+    assert_eq!(
+        form(&app).form.error_of("inputs"),
+        Some("`oops` is not name=template")
+    );
+    assert_screen!("subscription_form_inputs_error", app, 100, 24);
+    for _ in 0.."; oops".len() {
+        press(&mut app, KeyCode::Backspace);
+    }
+    press(&mut app, KeyCode::Enter);
+    settle(&mut app, &fake).await;
+    let stored = fake
+        .state
+        .lock()
+        .unwrap()
+        .subscriptions
+        .values()
+        .find(|s| s.name == "welcome")
+        .cloned()
+        .unwrap();
+    assert_eq!(stored.inputs["email"], "{{ event.payload.email }}");
+    assert_eq!(stored.target, "flow:onboarding");
 }
