@@ -5,7 +5,7 @@
 //! `modal.rs`, answers from the daemon in `update.rs`.
 
 use crossterm::event::{KeyCode, KeyEvent};
-use hookyard::v1::GetStatsResponse;
+use hookyard::v1::{DeliveryFilter, GetStatsResponse};
 
 use crate::{
     forms::Form,
@@ -15,7 +15,7 @@ use crate::{
         dead::DeadScreen,
         detail::DetailView,
         endpoints::{EndpointForm, EndpointsScreen},
-        live::LiveScreen,
+        live::{self, LiveScreen},
         sources::{SourceForm, SourcesScreen},
         subscriptions::{SubscriptionForm, SubscriptionsScreen},
         Ctx, EventState,
@@ -171,7 +171,11 @@ impl App {
             now: 0,
             tick: 0,
             quit: false,
-            commands: vec![Command::Watch(Default::default())],
+            // Subscriptions early, so `/ sub:<name>` resolves on Live.
+            commands: vec![
+                Command::Watch(Default::default()),
+                Command::LoadSubscriptions,
+            ],
         }
     }
 
@@ -228,6 +232,7 @@ impl App {
                 commands: &mut self.commands,
                 next_mode: None,
                 flash: None,
+                live_filter: None,
             };
             match self.tab {
                 Tab::Live => self.live.handle_key(&key, &mut ctx),
@@ -236,12 +241,15 @@ impl App {
                 Tab::Dead => self.dead.handle_key(&key, &mut ctx),
                 Tab::Sources => self.sources.handle_key(&key, &mut ctx),
             };
-            let (next_mode, flash) = (ctx.next_mode, ctx.flash);
+            let (next_mode, flash, live_filter) = (ctx.next_mode, ctx.flash, ctx.live_filter);
             if let Some(mode) = next_mode {
                 self.mode = mode;
             }
             if flash.is_some() {
                 self.flash = flash;
+            }
+            if let Some(text) = live_filter {
+                self.watch(text);
             }
         }
     }
@@ -251,6 +259,18 @@ impl App {
     pub fn switch(&mut self, tab: Tab) {
         self.tab = tab;
         self.commands.extend(tab.load());
+    }
+
+    /// Shows Live filtered by `text` (the `/` syntax).
+    pub fn watch(&mut self, text: String) {
+        match parse_filter(&self.subscriptions, &text) {
+            Ok(filter) => {
+                self.live.set_filter(text, filter.clone());
+                self.commands.push(Command::Watch(filter));
+                self.tab = Tab::Live;
+            }
+            Err(e) => self.flash = Some(Flash::Error(e)),
+        }
     }
 
     /// Called on every render tick: time moves on, and the numbers on
@@ -265,6 +285,20 @@ impl App {
             self.commands.push(Command::LoadStats);
         }
     }
+}
+
+/// The `/` syntax, with `sub:` taking a subscription's name as well as its
+/// id (names are what people remember).
+pub fn parse_filter(subs: &SubscriptionsScreen, text: &str) -> Result<DeliveryFilter, String> {
+    let mut filter = live::parse_filter(text)?;
+    if let Some(sub) = subs
+        .list
+        .loaded()
+        .and_then(|subs| subs.iter().find(|s| s.name == filter.subscription_id))
+    {
+        filter.subscription_id = sub.id.clone();
+    }
+    Ok(filter)
 }
 
 fn digit_tab(key: &KeyEvent) -> Option<Tab> {

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use crossterm::event::KeyEvent;
 
 use crate::{
-    app::{App, Flash, Mode},
+    app::{parse_filter, App, Flash, Mode},
     forms::FormAction,
     net::Command,
-    screens::{live, EventState},
+    screens::EventState,
 };
 
 impl App {
@@ -28,7 +28,7 @@ impl App {
                     self.mode = Mode::Browse;
                 } else if keys.open.matches(key) {
                     let text = input.value().trim().to_string();
-                    match live::parse_filter(&text) {
+                    match parse_filter(&self.subscriptions, &text) {
                         Ok(filter) => {
                             self.live.set_filter(text, filter.clone());
                             self.commands.push(Command::Watch(filter));

@@ -172,11 +172,17 @@ fn hints(app: &App) -> String {
             "d delete",
             "space on/off",
             "t test",
+            "l live",
             "? keys",
         ],
-        (Mode::Browse, Tab::Endpoints) => {
-            &["n new", "e edit", "d delete", "space on/off", "? keys"]
-        }
+        (Mode::Browse, Tab::Endpoints) => &[
+            "n new",
+            "e edit",
+            "d delete",
+            "space on/off",
+            "l live",
+            "? keys",
+        ],
         (Mode::Browse, Tab::Dead) => &[
             "space mark",
             "r retry",

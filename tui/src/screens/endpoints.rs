@@ -60,6 +60,8 @@ impl EndpointsScreen {
                 ctx.next_mode = Some(Mode::EndpointForm(Box::new(EndpointForm::new(Some(
                     endpoint,
                 )))));
+            } else if keys.live.matches(key) {
+                ctx.live_filter = Some(format!("endpoint:{}", endpoint.id));
             } else if keys.delete.matches(key) {
                 ctx.confirm(
                     format!("Delete endpoint `{}`?", endpoint.id),

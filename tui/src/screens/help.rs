@@ -56,11 +56,11 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
         Tab::Live => ("Live", keys(&[k.pause, k.filter, k.open, k.retry])),
         Tab::Subscriptions => (
             "Subscriptions",
-            keys(&[k.new, k.edit, k.delete, k.toggle, k.test, k.reload]),
+            keys(&[k.new, k.edit, k.delete, k.toggle, k.test, k.live, k.reload]),
         ),
         Tab::Endpoints => (
             "Endpoints",
-            keys(&[k.new, k.edit, k.delete, k.toggle, k.reload]),
+            keys(&[k.new, k.edit, k.delete, k.toggle, k.live, k.reload]),
         ),
         Tab::Dead => ("Dead letters", keys(&[k.select, k.retry, k.open, k.reload])),
         Tab::Sources => (

@@ -33,6 +33,8 @@ pub struct Ctx<'a> {
     pub commands: &'a mut Vec<Command>,
     pub next_mode: Option<Mode>,
     pub flash: Option<Flash>,
+    /// Switch to Live with this filter (the `/` syntax).
+    pub live_filter: Option<String>,
 }
 
 impl Ctx<'_> {

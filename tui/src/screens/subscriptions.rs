@@ -63,6 +63,8 @@ impl SubscriptionsScreen {
                 ctx.next_mode = Some(Mode::SubscriptionForm(Box::new(SubscriptionForm::new(
                     Some(sub),
                 ))));
+            } else if keys.live.matches(key) {
+                ctx.live_filter = Some(format!("sub:{}", sub.name));
             } else if keys.delete.matches(key) {
                 ctx.confirm(
                     format!("Delete subscription `{}`?", sub.name),

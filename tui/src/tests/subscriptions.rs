@@ -304,3 +304,20 @@ async fn flow_inputs_are_edited_as_name_template_pairs() {
     assert_eq!(stored.inputs["email"], "{{ event.payload.email }}");
     assert_eq!(stored.target, "flow:onboarding");
 }
+
+#[tokio::test]
+async fn l_shows_the_subscriptions_deliveries_on_live() {
+    let fake = fake();
+    let mut app = on_subscriptions(&fake).await;
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Char('l'));
+    assert_eq!(app.tab, Tab::Live);
+    assert_eq!(app.live.filter_text, "sub:leads-to-crm");
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Watch(hookyard::v1::DeliveryFilter {
+            subscription_id: "sub-1".to_string(),
+            ..Default::default()
+        })]
+    );
+}
