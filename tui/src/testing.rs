@@ -46,6 +46,8 @@ pub struct FakeState {
     pub fail_next: Option<ApiError>,
     pub retried: Vec<u64>,
     pub stats: GetStatsResponse,
+    pub watch_failures: u32,
+    pub watch_updates: Vec<DeliveryUpdate>,
     next_id: u64,
 }
 
@@ -91,8 +93,20 @@ fn stale() -> ApiError {
 }
 
 impl AdminApi for FakeAdmin {
+    /// Fails while `watch_failures` lasts, then streams `watch_updates`
+    /// and ends, as a daemon that stops would.
     fn watch_deliveries(&self, _filter: DeliveryFilter) -> Call<UpdateStream> {
-        self.read(|_| Ok(futures::stream::empty().boxed()))
+        self.read(|s| {
+            if s.watch_failures > 0 {
+                s.watch_failures -= 1;
+                return Err(ApiError::new(Code::Unavailable, "connection refused"));
+            }
+            let updates: Vec<_> = std::mem::take(&mut s.watch_updates)
+                .into_iter()
+                .map(Ok)
+                .collect();
+            Ok(futures::stream::iter(updates).boxed())
+        })
     }
 
     fn list_deliveries(&self, filter: DeliveryFilter, _page_size: u32) -> Call<Vec<Delivery>> {

@@ -2,5 +2,6 @@
 //! on a `TestBackend`, fed by the fake Admin API.
 
 mod live;
+mod net;
 mod others;
 mod subscriptions;
