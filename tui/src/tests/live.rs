@@ -196,3 +196,41 @@ fn help_lists_the_keys() {
     press(&mut app, KeyCode::Char('?'));
     assert_screen!("help", app, 80, 24);
 }
+
+#[test]
+fn live_at_200x60() {
+    let mut app = live_app();
+    feed(&mut app);
+    assert_screen!("live_200x60", app, 200, 60);
+}
+
+/// Colours are not in the text snapshots; read them off the buffer.
+#[test]
+fn statuses_are_coloured() {
+    use ratatui::{backend::TestBackend, style::Color, Terminal};
+
+    let mut app = live_app();
+    feed(&mut app);
+    let mut terminal = Terminal::new(TestBackend::new(100, 12)).unwrap();
+    terminal
+        .draw(|frame| crate::ui::render(&app, frame))
+        .unwrap();
+    let buffer = terminal.backend().buffer();
+    // The table starts on the fifth line (tabs, stats, filter, header).
+    let colour_of = |word: &str| -> Color {
+        for y in 4..buffer.area.height {
+            let line: String = (0..buffer.area.width)
+                .map(|x| buffer[(x, y)].symbol().to_string())
+                .collect();
+            if let Some(x) = line.find(&format!(" {word} ")) {
+                let x = line[..x + 1].chars().count() as u16;
+                return buffer[(x, y)].fg;
+            }
+        }
+        panic!("`{word}` is not on screen");
+    };
+    assert_eq!(colour_of("dead"), Color::Red);
+    assert_eq!(colour_of("failed"), Color::Yellow);
+    assert_eq!(colour_of("ok"), Color::Green);
+    assert_eq!(colour_of("in flight"), Color::Cyan);
+}
