@@ -28,6 +28,8 @@ mod update;
 pub mod widgets;
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;
