@@ -171,10 +171,12 @@ impl App {
             now: 0,
             tick: 0,
             quit: false,
-            // Subscriptions early, so `/ sub:<name>` resolves on Live.
+            // Subscriptions early, so `/ sub:<name>` resolves on Live;
+            // endpoints, so the detail shows where a target points.
             commands: vec![
                 Command::Watch(Default::default()),
                 Command::LoadSubscriptions,
+                Command::LoadEndpoints,
             ],
         }
     }

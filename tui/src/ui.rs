@@ -26,7 +26,10 @@ pub fn render(app: &App, frame: &mut Frame) {
     .areas(frame.area());
     render_top(app, frame, top);
     match &app.mode {
-        Mode::Detail(view) => view.render(frame, body, app.tick),
+        Mode::Detail(view) => {
+            let endpoints = app.endpoints.list.loaded().map_or(&[][..], Vec::as_slice);
+            view.render(frame, body, app.tick, endpoints)
+        }
         Mode::TestRoute(form) => subscriptions::render_route_test(frame, body, form, app),
         _ => render_tab(app, frame, body),
     }

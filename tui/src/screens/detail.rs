@@ -3,7 +3,7 @@
 //! status, body excerpt, duration and error. Scrolls; `r` retries now.
 
 use crossterm::event::KeyEvent;
-use hookyard::v1::{Attempt, DeliveryDetail};
+use hookyard::v1::{Attempt, DeliveryDetail, Endpoint};
 use ratatui::{
     layout::Rect,
     style::{Modifier, Style},
@@ -62,7 +62,8 @@ impl DetailView {
         }
     }
 
-    pub fn render(&self, frame: &mut Frame, area: Rect, tick: u64) {
+    /// `endpoints`, when loaded, tell where the target points.
+    pub fn render(&self, frame: &mut Frame, area: Rect, tick: u64, endpoints: &[Endpoint]) {
         let lines = match &self.data {
             Remote::Loading => vec![Line::from(format!(
                 "{} loading delivery #{}…",
@@ -73,7 +74,7 @@ impl DetailView {
                 format!("✗ delivery #{}: {e}", self.id),
                 error_style(),
             )],
-            Remote::Loaded(detail) => detail_lines(detail),
+            Remote::Loaded(detail) => detail_lines(detail, endpoints),
         };
         frame.render_widget(
             Paragraph::new(lines)
@@ -103,7 +104,7 @@ fn or_dash(s: &str) -> String {
     }
 }
 
-fn detail_lines(detail: &DeliveryDetail) -> Vec<Line<'static>> {
+fn detail_lines(detail: &DeliveryDetail, endpoints: &[Endpoint]) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     let delivery = detail.delivery.clone().unwrap_or_default();
     let status = delivery.status();
@@ -129,7 +130,13 @@ fn detail_lines(detail: &DeliveryDetail) -> Vec<Line<'static>> {
             delivery.subscription_id
         ),
     ));
-    lines.push(field("target", delivery.target.clone()));
+    let url = delivery
+        .target
+        .strip_prefix("endpoint:")
+        .and_then(|id| endpoints.iter().find(|e| e.id == id))
+        .map(|e| format!(" → {}", e.url))
+        .unwrap_or_default();
+    lines.push(field("target", format!("{}{url}", delivery.target)));
     if !delivery.last_error.is_empty() {
         lines.push(Line::from(vec![
             Span::styled(format!("{:<13}", "last error"), dim_style()),

@@ -1,5 +1,5 @@
 use crossterm::event::KeyCode;
-use hookyard::v1::{DeliveryFilter, DeliveryStatus};
+use hookyard::v1::{DeliveryFilter, DeliveryStatus, EndpointState};
 
 use crate::{
     app::{App, Mode},
@@ -152,8 +152,17 @@ async fn enter_opens_the_detail_and_r_retries() {
         s.details.insert(2, detail(2));
         s.deliveries
             .push(delivery(2, "lead.created", DeliveryStatus::Failed));
+        s.endpoints.insert(
+            "crm".to_string(),
+            endpoint(
+                "crm",
+                "https://crm.example.com/hook",
+                EndpointState::Enabled,
+            ),
+        );
     });
     let mut app = live_app();
+    settle(&mut app, &fake).await;
     feed(&mut app);
     app.take_commands();
     // Rows: 5, 4, 3, 2, 1; go to #2.
