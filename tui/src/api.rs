@@ -100,7 +100,7 @@ impl ApiError {
         match self.code {
             Code::Unavailable => format!("daemon unreachable: {}", self.message),
             Code::Unauthenticated => {
-                "the admin token was refused (check --token, HOOKYARD_TOKEN or <data-dir>/admin.token)"
+                "admin token refused: check --token, HOOKYARD_TOKEN or <data-dir>/admin.token"
                     .to_string()
             }
             Code::PermissionDenied => format!("permission denied: {}", self.message),

@@ -67,7 +67,8 @@ pub enum ConnState {
         attempt: u32,
         error: String,
     },
-    /// The daemon refused the request itself (a bad filter); not retried.
+    /// The daemon refused the request itself (a bad filter or token); not
+    /// retried.
     Refused(String),
 }
 
@@ -239,7 +240,13 @@ async fn watch_loop(api: Arc<dyn AdminApi>, filter: DeliveryFilter, tx: mpsc::Se
                     }
                 }
             }
-            Err(e) if e.code == Code::InvalidArgument => {
+            // Asking again would get the same answer: a bad filter or token.
+            Err(e)
+                if matches!(
+                    e.code,
+                    Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied
+                ) =>
+            {
                 let _ = tx
                     .send(Update::Conn(ConnState::Refused(e.describe())))
                     .await;

@@ -124,7 +124,8 @@ fn conn_line(app: &App, narrow: bool) -> Line<'static> {
             format!("{spinner} reconnecting… (try {attempt})"),
             Style::default().fg(Color::Yellow),
         ),
-        ConnState::Refused(error) => Line::styled(format!("✗ {error}"), error_style()),
+        // The reason goes in the footer.
+        ConnState::Refused(_) => Line::styled("✗ not watching", error_style()),
     }
 }
 
@@ -151,6 +152,7 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
                 format!("✗ {error}; retrying with backoff"),
                 Style::default().fg(Color::Yellow),
             ),
+            ConnState::Refused(error) => Line::styled(format!("✗ {error}"), error_style()),
             _ => Line::styled(hints(app), dim_style()),
         },
     };

@@ -62,3 +62,28 @@ async fn the_stream_reconnects_with_backoff_and_resumes() {
         "{waited:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_token_is_said_once_and_not_retried() {
+    let fake = Arc::new(FakeAdmin::with(|s| {
+        s.fail_all = Some(crate::api::ApiError::new(
+            tonic::Code::Unauthenticated,
+            "bad token",
+        ));
+    }));
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut runner = Runner::new(fake, tx);
+    runner.run(vec![Command::Watch(Default::default())]);
+    assert_eq!(conn(&rx.recv().await.unwrap()), Some(ConnState::Connecting));
+    let refused = conn(&rx.recv().await.unwrap());
+    assert!(
+        matches!(&refused, Some(ConnState::Refused(e)) if e.contains("token refused")),
+        "{refused:?}"
+    );
+    let mut app = crate::app::App::new("http://127.0.0.1:8081");
+    app.apply(Update::Conn(refused.unwrap()));
+    crate::assert_screen!("live_bad_token_80x24", app, 80, 24);
+    // Nothing more: the task ended.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(rx.try_recv().is_err());
+}
