@@ -384,8 +384,7 @@ async fn concurrency_policies_skip_replace_and_queue() {
     );
     let queued_detail = run_detail(&mut admin, &queued).await;
     let running_detail = run_detail(&mut admin, &running).await;
-    let finished =
-        |d: &hookyard::v1::RunDetail| d.steps[0].finished_at.clone().expect("finished").seconds;
+    let finished = |d: &hookyard::v1::RunDetail| d.steps[0].finished_at.expect("finished").seconds;
     assert!(
         finished(&queued_detail) >= finished(&running_detail),
         "the queued run went second"
