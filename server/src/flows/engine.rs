@@ -152,9 +152,14 @@ impl Engine {
     async fn execute(&self, mut run: Run) {
         let flow = match self.catalog.version(&run.flow_id, run.flow_version).await {
             Ok(flow) => flow,
+            Err(error @ crate::store::Error::Unavailable(_)) => {
+                tracing::warn!(run_id = %run.id, %error, "Could not load the run's flow; trying again shortly.");
+                tokio::time::sleep(STORAGE_BACKOFF).await;
+                return;
+            }
             Err(error) => {
                 let message = format!(
-                    "flow {}@{} is not available: {error}",
+                    "flow {}@{} cannot run: {error}",
                     run.flow_id, run.flow_version
                 );
                 let _ = self.commit(fail_run(&run, message)).await;
