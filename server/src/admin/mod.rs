@@ -10,5 +10,6 @@ mod source_convert;
 mod sources;
 pub mod token;
 pub mod validate;
+mod watch;
 
 pub use service::AdminService;
