@@ -23,6 +23,8 @@ mod crash;
 mod duplicates;
 #[path = "e2e/errors.rs"]
 mod errors;
+#[path = "e2e/flow_examples.rs"]
+mod flow_examples;
 #[path = "e2e/flows.rs"]
 mod flows;
 #[path = "e2e/health.rs"]

@@ -384,8 +384,7 @@ async fn concurrency_policies_skip_replace_and_queue() {
     );
     let queued_detail = run_detail(&mut admin, &queued).await;
     let running_detail = run_detail(&mut admin, &running).await;
-    let finished =
-        |d: &hookyard::v1::RunDetail| d.steps[0].finished_at.clone().expect("finished").seconds;
+    let finished = |d: &hookyard::v1::RunDetail| d.steps[0].finished_at.expect("finished").seconds;
     assert!(
         finished(&queued_detail) >= finished(&running_detail),
         "the queued run went second"
@@ -474,4 +473,103 @@ async fn one_event_fans_out_to_several_flows() {
     ];
     flows.sort_by_key(|f| f.to_string());
     assert_eq!(flows, [json!("crm-sync"), json!("welcome-mail")]);
+}
+
+/// A sink whose first request never gets an answer: the daemon is killed
+/// while the step is in flight.
+async fn hanging_sink() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<axum::http::HeaderMap>,
+) {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the sink");
+    let addr = listener.local_addr().expect("the sink's address");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let first = Arc::new(AtomicBool::new(true));
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let tx = tx.clone();
+        let first = first.clone();
+        async move {
+            let _ = tx.send(headers);
+            if first.swap(false, Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            axum::http::StatusCode::OK
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/step"), rx)
+}
+
+#[tokio::test]
+async fn a_step_in_flight_at_a_crash_is_sent_again_with_the_same_idempotency_key() {
+    let (url, mut requests) = hanging_sink().await;
+    let flow =
+        json!({"id": "once", "steps": [{"id": "call", "http": {"url": url, "timeout": "60s"}}]});
+    let mut daemon = Daemon::start(TestConfig::new().flow(flow)).await;
+    let id = started(&daemon, "once", json!({})).await;
+    let first = tokio::time::timeout(crate::harness::WAIT, requests.recv())
+        .await
+        .expect("the step was sent")
+        .expect("a request");
+
+    daemon.kill9().await;
+    daemon.restart().await;
+    let mut admin = daemon.admin_client();
+    let mut watch = RunWatch::open(&mut admin).await;
+    let again = tokio::time::timeout(crate::harness::WAIT, requests.recv())
+        .await
+        .expect("the step was sent again after the restart")
+        .expect("a request");
+    assert_eq!(
+        again.get("idempotency-key"),
+        first.get("idempotency-key"),
+        "the receiver can tell it is the same attempt"
+    );
+    watch.until(&id, RunState::Succeeded).await;
+}
+
+#[tokio::test]
+async fn an_admin_cancels_a_waiting_run_and_cannot_cancel_it_twice() {
+    let sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let flow = json!({"id": "slow", "steps": [{"id": "mail", "delay": "1h", "http": {"url": sink.url()}}]});
+    let daemon = Daemon::start(TestConfig::new().flow(flow)).await;
+    let mut admin = daemon.admin_client();
+    let mut watch = RunWatch::open(&mut admin).await;
+    let id = admin
+        .start_run(StartRunRequest {
+            flow_id: "slow".into(),
+            inputs: Vec::new(),
+        })
+        .await
+        .expect("Admin.StartRun")
+        .into_inner()
+        .id;
+    watch.until(&id, RunState::Waiting).await;
+    let cancelled = admin
+        .cancel_run(hookyard::v1::CancelRunRequest { id: id.clone() })
+        .await
+        .expect("CancelRun")
+        .into_inner();
+    assert_eq!(cancelled.state(), RunState::Cancelled);
+    assert_eq!(cancelled.error, "cancelled by an admin");
+    let again = admin
+        .cancel_run(hookyard::v1::CancelRunRequest { id: id.clone() })
+        .await
+        .expect_err("already cancelled");
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    let missing = admin
+        .cancel_run(hookyard::v1::CancelRunRequest { id: "nope".into() })
+        .await
+        .expect_err("no such run");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let detail = run_detail(&mut admin, &id).await;
+    assert!(log_text(&detail).contains("cancelled by an admin"));
 }

@@ -51,6 +51,9 @@ pub fn log_text(detail: &RunDetail) -> String {
 
 pub struct RunWatch {
     stream: Streaming<RunUpdate>,
+    /// Every update seen so far, so waiting for one run does not lose
+    /// another's.
+    seen: Vec<Run>,
 }
 
 impl RunWatch {
@@ -61,7 +64,10 @@ impl RunWatch {
             .await
             .expect("WatchRuns")
             .into_inner();
-        RunWatch { stream }
+        RunWatch {
+            stream,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits until run `id` is in `state`; panics if it finishes in another.
@@ -70,6 +76,9 @@ impl RunWatch {
     }
 
     pub async fn until_within(&mut self, id: &str, state: RunState, limit: Duration) -> Run {
+        if let Some(run) = self.seen.iter().find(|r| r.id == id && r.state() == state) {
+            return run.clone();
+        }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let update = match tokio::time::timeout_at(deadline, self.stream.message()).await {
@@ -79,6 +88,7 @@ impl RunWatch {
                 Err(_) => panic!("run {id} did not reach {state:?} within {limit:?}"),
             };
             let Some(run) = update.run else { continue };
+            self.seen.push(run.clone());
             if run.id != id {
                 continue;
             }

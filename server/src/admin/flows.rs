@@ -7,7 +7,7 @@ use std::{pin::Pin, sync::Arc};
 use futures::Stream;
 use hookyard::v1 as pb;
 use rand::RngCore;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -300,12 +300,20 @@ impl AdminService {
         let state = run_state_from_pb(request.state);
         let changes = self.flows.feed.subscribe();
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(forward_runs(
-            self.flows.catalog.clone(),
+        let catalog = self.flows.catalog.clone();
+        tokio::spawn(super::watch::forward(
             changes,
-            flow_id,
-            state,
             tx,
+            move |change: &RunChange, missed| {
+                let run = &change.run;
+                let wanted = flow_id.as_deref().is_none_or(|f| f == run.flow_id)
+                    && state.is_none_or(|s| s == run.state);
+                wanted.then(|| pb::RunUpdate {
+                    run: Some(run_to_pb(&catalog, run)),
+                    time: timestamp(change.time_ms),
+                    missed,
+                })
+            },
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -420,40 +428,4 @@ fn current_step(catalog: &FlowCatalog, run: &Run) -> String {
         .and_then(|f| f.steps.get(run.step_index as usize))
         .map(|s| s.id.clone())
         .unwrap_or_else(|| format!("#{}", run.step_index))
-}
-
-async fn forward_runs(
-    catalog: Arc<FlowCatalog>,
-    mut changes: broadcast::Receiver<Arc<RunChange>>,
-    flow_id: Option<String>,
-    state: Option<RunState>,
-    tx: mpsc::Sender<Result<pb::RunUpdate, Status>>,
-) {
-    let mut missed = 0u64;
-    loop {
-        let change = tokio::select! {
-            _ = tx.closed() => return,
-            change = changes.recv() => change,
-        };
-        match change {
-            Ok(change)
-                if flow_id.as_deref().is_none_or(|f| f == change.run.flow_id)
-                    && state.is_none_or(|s| s == change.run.state) =>
-            {
-                let update = pb::RunUpdate {
-                    run: Some(run_to_pb(&catalog, &change.run)),
-                    time: timestamp(change.time_ms),
-                    missed,
-                };
-                match tx.try_send(Ok(update)) {
-                    Ok(()) => missed = 0,
-                    Err(mpsc::error::TrySendError::Full(_)) => missed += 1,
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                }
-            }
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(n)) => missed += n,
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
 }

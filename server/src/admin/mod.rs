@@ -11,5 +11,6 @@ mod sources;
 mod stats;
 pub mod token;
 pub mod validate;
+mod watch;
 
 pub use service::AdminService;

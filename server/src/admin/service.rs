@@ -5,7 +5,7 @@ use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
 use hookyard::v1::{self as pb, admin_server::Admin};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -341,7 +341,19 @@ impl Admin for AdminService {
         let filter = delivery_filter(request.into_inner().filter)?;
         let changes = self.feed.subscribe();
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(forward_changes(changes, filter, tx));
+        tokio::spawn(super::watch::forward(
+            changes,
+            tx,
+            move |change: &super::feed::DeliveryChange, missed| {
+                filter
+                    .matches(&change.delivery)
+                    .then(|| pb::DeliveryUpdate {
+                        delivery: Some(convert::delivery_to_pb(&change.delivery)),
+                        time: convert::timestamp(change.time_ms),
+                        missed,
+                    })
+            },
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -486,39 +498,6 @@ impl Admin for AdminService {
         _request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
         self.stats().await
-    }
-}
-
-/// Copies matching changes to one watcher until it goes away. Changes the
-/// watcher was too slow for are counted and reported with the next one.
-async fn forward_changes(
-    mut changes: broadcast::Receiver<Arc<super::feed::DeliveryChange>>,
-    filter: DeliveryFilter,
-    tx: mpsc::Sender<Result<pb::DeliveryUpdate, Status>>,
-) {
-    let mut missed = 0u64;
-    loop {
-        let change = tokio::select! {
-            _ = tx.closed() => return,
-            change = changes.recv() => change,
-        };
-        match change {
-            Ok(change) if filter.matches(&change.delivery) => {
-                let update = pb::DeliveryUpdate {
-                    delivery: Some(convert::delivery_to_pb(&change.delivery)),
-                    time: convert::timestamp(change.time_ms),
-                    missed,
-                };
-                match tx.try_send(Ok(update)) {
-                    Ok(()) => missed = 0,
-                    Err(mpsc::error::TrySendError::Full(_)) => missed += 1,
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                }
-            }
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(n)) => missed += n,
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
     }
 }
 

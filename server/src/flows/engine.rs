@@ -36,6 +36,7 @@ use crate::{
 const DUE_BATCH: usize = 512;
 /// How long a run whose step could not be committed waits before it is tried again.
 const STORAGE_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -96,9 +97,11 @@ impl Engine {
                     Some(now + STORAGE_BACKOFF.as_millis() as i64)
                 }
             };
+            // Woken early by the writer whenever runs change, so an hour's cap costs nothing.
             let sleep = next_wake
                 .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
-                .unwrap_or(Duration::from_secs(3600));
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
@@ -152,9 +155,14 @@ impl Engine {
     async fn execute(&self, mut run: Run) {
         let flow = match self.catalog.version(&run.flow_id, run.flow_version).await {
             Ok(flow) => flow,
+            Err(error @ crate::store::Error::Unavailable(_)) => {
+                tracing::warn!(run_id = %run.id, %error, "Could not load the run's flow; trying again shortly.");
+                tokio::time::sleep(STORAGE_BACKOFF).await;
+                return;
+            }
             Err(error) => {
                 let message = format!(
-                    "flow {}@{} is not available: {error}",
+                    "flow {}@{} cannot run: {error}",
                     run.flow_id, run.flow_version
                 );
                 let _ = self.commit(fail_run(&run, message)).await;

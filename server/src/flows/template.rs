@@ -315,7 +315,13 @@ fn plus(time: String, duration: String) -> Result<String, minijinja::Error> {
     let by = humantime::parse_duration(duration.trim())
         .map_err(|e| bad(format!("`{duration}` is not a duration: {e}")))?;
     let by = chrono::Duration::from_std(by).map_err(|e| bad(e.to_string()))?;
-    Ok((at + by).to_rfc3339())
+    at.checked_add_signed(by)
+        .map(|t| t.to_rfc3339())
+        .ok_or_else(|| {
+            bad(format!(
+                "`{time}` plus `{duration}` is past the end of time"
+            ))
+        })
 }
 
 /// minijinja's message plus its own detail, on one line.
@@ -414,6 +420,13 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out, "2025-12-03T10:30:00+00:00");
+        let far = t
+            .text("far", "{{ run.at | plus('100000000d') }}", &scope)
+            .unwrap();
+        let err = t
+            .render(far, &value(&json!({"run": {"at": "2025-12-01T10:30:00Z"}})))
+            .unwrap_err();
+        assert!(err.contains("past the end of time"), "{err}");
     }
 
     #[test]
