@@ -190,6 +190,7 @@ fn hints(app: &App) -> String {
         ],
         (Mode::Browse, Tab::Dead) => &[
             "space mark",
+            "a all",
             "r retry",
             "Enter detail",
             "R reload",

@@ -51,7 +51,13 @@ impl DeadScreen {
             self.list = Remote::Loading;
             ctx.commands.push(Command::LoadDead);
         } else if let Some(id) = current {
-            if keys.select.matches(key) {
+            if keys.select_all.matches(key) {
+                if self.marked.len() == len {
+                    self.marked.clear();
+                } else if let Some(list) = self.list.loaded() {
+                    self.marked = list.iter().map(|d| d.id).collect();
+                }
+            } else if keys.select.matches(key) {
                 if !self.marked.remove(&id) {
                     self.marked.insert(id);
                 }

@@ -62,7 +62,10 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
             "Endpoints",
             keys(&[k.new, k.edit, k.delete, k.toggle, k.live, k.reload]),
         ),
-        Tab::Dead => ("Dead letters", keys(&[k.select, k.retry, k.open, k.reload])),
+        Tab::Dead => (
+            "Dead letters",
+            keys(&[k.select, k.select_all, k.retry, k.open, k.reload]),
+        ),
         Tab::Sources => (
             "Sources",
             keys(&[k.new, k.rotate, k.suspend, k.delete, k.reload]),

@@ -155,6 +155,7 @@ async fn dead_letters_retry_one_or_several() {
     press(&mut app, KeyCode::Down);
     press(&mut app, KeyCode::Char(' '));
     assert_screen!("dead_marked", app, 100, 8);
+    assert_screen!("dead_marked_80x24", app, 80, 24);
     press(&mut app, KeyCode::Char('r'));
     settle(&mut app, &fake).await;
     assert_eq!(fake.state.lock().unwrap().retried, vec![7, 9]);
@@ -203,6 +204,7 @@ async fn sources_create_shows_the_url_once_and_rotate_suspend() {
     let fake = sources();
     let mut app = on_tab(&fake, '5').await;
     assert_screen!("sources", app, 100, 6);
+    assert_screen!("sources_80x24", app, 80, 24);
     press(&mut app, KeyCode::Char('n'));
     type_text(&mut app, "partner");
     for _ in 0..3 {
@@ -239,4 +241,19 @@ async fn sources_create_shows_the_url_once_and_rotate_suspend() {
         SourceStatus::Suspended
     );
     assert_screen!("sources_suspended", app, 100, 6);
+}
+
+#[tokio::test]
+async fn a_marks_every_dead_letter_and_r_retries_them_all() {
+    let fake = dead();
+    let mut app = on_tab(&fake, '4').await;
+    press(&mut app, KeyCode::Char('a'));
+    assert_eq!(app.dead.marked.len(), 3);
+    press(&mut app, KeyCode::Char('a'));
+    assert!(app.dead.marked.is_empty(), "a second a clears");
+    press(&mut app, KeyCode::Char('a'));
+    press(&mut app, KeyCode::Char('r'));
+    settle(&mut app, &fake).await;
+    assert_eq!(fake.state.lock().unwrap().retried, vec![7, 8, 9]);
+    assert!(matches!(&app.flash, Some(crate::app::Flash::Info(m)) if m.contains('3')));
 }
