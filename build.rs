@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/hookyard/v1/events.proto",
         "proto/hookyard/v1/admin.proto",
         "proto/hookyard/v1/sources.proto",
+        "proto/hookyard/v1/flows.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -6,6 +6,8 @@
 mod api;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/runs.rs"]
+mod runs;
 #[path = "e2e/sink.rs"]
 mod sink;
 #[path = "e2e/webhooks.rs"]
@@ -29,6 +31,10 @@ mod faults_disk;
 mod faults_kill;
 #[path = "e2e/faults_sink.rs"]
 mod faults_sink;
+#[path = "e2e/flow_examples.rs"]
+mod flow_examples;
+#[path = "e2e/flows.rs"]
+mod flows;
 #[path = "e2e/health.rs"]
 mod health;
 #[path = "e2e/publish.rs"]
@@ -43,5 +49,9 @@ mod sources_checks;
 mod sources_signatures;
 #[path = "e2e/ssrf.rs"]
 mod ssrf;
+#[path = "e2e/stats.rs"]
+mod stats;
+#[path = "e2e/tui.rs"]
+mod tui;
 #[path = "e2e/watch.rs"]
 mod watch;

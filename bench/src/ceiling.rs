@@ -12,7 +12,7 @@ use bytes::Bytes;
 use hookyard::v1::{
     events_server::{Events, EventsServer},
     publish_result, PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse,
-    PublishResult,
+    PublishResult, StartRunRequest, StartRunResponse,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -97,6 +97,15 @@ impl Events for NoopEvents {
             })
             .collect();
         Ok(tonic::Response::new(PublishBatchResponse { results }))
+    }
+
+    async fn start_run(
+        &self,
+        _request: tonic::Request<StartRunRequest>,
+    ) -> Result<tonic::Response<StartRunResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "the ceiling only measures intake",
+        ))
     }
 }
 

@@ -9,6 +9,7 @@ use crate::{
     catalog::CatalogHandle,
     config::{Config, EndpointConfig, SubscriptionConfig},
     delivery::signing::SigningSecret,
+    flows::{definition::parse_yaml, FlowCatalog},
     model::{Endpoint, EndpointState, Subscription},
     store::{self, Store},
 };
@@ -17,7 +18,9 @@ pub async fn apply_declared(
     config: &Config,
     store: &Store,
     catalog: &CatalogHandle,
+    flows: &FlowCatalog,
 ) -> anyhow::Result<()> {
+    apply_flows(config, store, flows).await?;
     for (i, declared) in config.endpoints.iter().enumerate() {
         let mut endpoint = endpoint_from_config(declared);
         let errors = validate::endpoint(&endpoint);
@@ -43,7 +46,7 @@ pub async fn apply_declared(
     catalog.reload().await?;
     for (i, declared) in config.subscriptions.iter().enumerate() {
         let sub = subscription_from_config(declared);
-        let errors = validate::subscription(&sub, &catalog.get());
+        let errors = validate::subscription(&sub, &catalog.get(), &flows.get(), flows.secrets());
         if !errors.is_empty() {
             bail!(
                 "subscriptions[{i}] ({}): {}",
@@ -58,6 +61,47 @@ pub async fn apply_declared(
     }
     catalog.reload().await?;
     crate::intake::sources::declared::apply(&config.sources, store).await?;
+    Ok(())
+}
+
+/// Flows from files are stored as written; inline ones as YAML written from
+/// the parsed definition, so an unchanged definition keeps its version
+/// across restarts.
+async fn apply_flows(config: &Config, store: &Store, flows: &FlowCatalog) -> anyhow::Result<()> {
+    for (i, def) in config.flows.iter().enumerate() {
+        let yaml = match config
+            .flow_file_texts
+            .iter()
+            .find(|(_, text)| parse_yaml(text).is_ok_and(|d| d.id == def.id))
+        {
+            Some((_, text)) => text.clone(),
+            None => serde_yaml::to_string(def)
+                .with_context(|| format!("flows[{i}] ({}) could not be written as YAML", def.id))?,
+        };
+        if let Err(errors) = flows.compile(&yaml, 0) {
+            bail!(
+                "flow `{}`: {}",
+                def.id,
+                crate::flows::catalog::summary(&errors)
+            );
+        }
+        store
+            .save_flow(&def.id, &yaml, None, false)
+            .await
+            .with_context(|| format!("could not store flow `{}`", def.id))?;
+        if let Some(key) = def.webhook.as_ref().and_then(|w| w.key.as_deref()) {
+            if key.len() < 16 {
+                bail!(
+                    "flow `{}`: webhook.key must be at least 16 characters",
+                    def.id
+                );
+            }
+            store
+                .set_flow_webhook_key(&def.id, Some(&crate::flows::webhook_key_hash(key)))
+                .await?;
+        }
+    }
+    flows.reload().await?;
     Ok(())
 }
 
@@ -93,6 +137,7 @@ fn subscription_from_config(c: &SubscriptionConfig) -> Subscription {
         target: c.target.clone(),
         enabled: c.enabled,
         description: c.description.clone(),
+        inputs: c.inputs.clone(),
         version: 0,
         created_ms: 0,
         updated_ms: 0,

@@ -9,6 +9,7 @@ use std::{collections::HashMap, sync::Arc};
 use arc_swap::ArcSwap;
 
 use crate::{
+    flows::{compiled::SubscriptionInputs, template::Secrets},
     model::{Endpoint, EndpointState, Route, Subscription},
     routing::{Pattern, RouteSpec, RouteTable},
     store::{self, Store},
@@ -19,14 +20,33 @@ pub struct Catalog {
     subscriptions: HashMap<String, Arc<Subscription>>,
     table: RouteTable,
     /// Parallel to the table's specs: where each matching spec routes to.
-    routes: Vec<(Route, Arc<Subscription>)>,
+    routes: Vec<(Target, Arc<Subscription>)>,
+}
+
+/// Where a subscription sends what it matches.
+#[derive(Clone)]
+enum Target {
+    Endpoint(Route),
+    Flow(FlowRoute),
+}
+
+/// A subscription that starts runs of a flow.
+#[derive(Clone)]
+pub struct FlowRoute {
+    pub flow_id: Arc<str>,
+    pub subscription_id: Arc<str>,
+    pub inputs: Arc<SubscriptionInputs>,
 }
 
 impl Catalog {
     /// Compiles the subscriptions that can receive events: enabled, targeting
     /// an enabled endpoint, with patterns that parse (storage only holds
     /// validated ones; a bad one is skipped loudly rather than stopping routing).
-    pub fn build(endpoints: Vec<Endpoint>, subscriptions: Vec<Subscription>) -> Catalog {
+    pub fn build(
+        endpoints: Vec<Endpoint>,
+        subscriptions: Vec<Subscription>,
+        secrets: &Arc<Secrets>,
+    ) -> Catalog {
         let endpoints: HashMap<String, Arc<Endpoint>> = endpoints
             .into_iter()
             .map(|e| (e.id.clone(), Arc::new(e)))
@@ -37,7 +57,7 @@ impl Catalog {
         for sub in subscriptions {
             let sub = Arc::new(sub);
             by_id.insert(sub.id.clone(), sub.clone());
-            let Some(route) = routable(&sub, &endpoints) else {
+            let Some(route) = routable(&sub, &endpoints, secrets) else {
                 continue;
             };
             match compile_spec(&sub) {
@@ -58,11 +78,23 @@ impl Catalog {
         }
     }
 
-    /// Appends the routes of every subscription that takes this event.
-    pub fn route(&self, name: &str, tenant: Option<&str>, out: &mut Vec<Route>) {
+    /// Appends the routes of every subscription that takes this event: to
+    /// endpoints in `out`, to flows in `flows`.
+    pub fn route(
+        &self,
+        name: &str,
+        tenant: Option<&str>,
+        out: &mut Vec<Route>,
+        flows: &mut Vec<FlowRoute>,
+    ) {
         SCRATCH.with_borrow_mut(|indices| {
             self.table.route(name, tenant, indices);
-            out.extend(indices.iter().map(|&i| self.routes[i as usize].0.clone()));
+            for &i in indices.iter() {
+                match &self.routes[i as usize].0 {
+                    Target::Endpoint(route) => out.push(route.clone()),
+                    Target::Flow(route) => flows.push(route.clone()),
+                }
+            }
         });
     }
 
@@ -94,18 +126,35 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn routable(sub: &Subscription, endpoints: &HashMap<String, Arc<Endpoint>>) -> Option<Route> {
+fn routable(
+    sub: &Subscription,
+    endpoints: &HashMap<String, Arc<Endpoint>>,
+    secrets: &Arc<Secrets>,
+) -> Option<Target> {
     if !sub.enabled {
         return None;
+    }
+    if let Some(flow_id) = sub.flow_id() {
+        return match SubscriptionInputs::compile(&sub.inputs, secrets.clone()) {
+            Ok(inputs) => Some(Target::Flow(FlowRoute {
+                flow_id: Arc::from(flow_id),
+                subscription_id: Arc::from(sub.id.as_str()),
+                inputs: Arc::new(inputs),
+            })),
+            Err(errors) => {
+                tracing::error!(subscription = %sub.name, errors = %crate::flows::catalog::summary(&errors), "Stored subscription inputs do not compile; it routes nothing.");
+                None
+            }
+        };
     }
     let endpoint = endpoints.get(sub.endpoint_id()?)?;
     if endpoint.state != EndpointState::Enabled {
         return None;
     }
-    Some(Route {
+    Some(Target::Endpoint(Route {
         subscription_id: Arc::from(sub.id.as_str()),
         endpoint_id: Arc::from(endpoint.id.as_str()),
-    })
+    }))
 }
 
 fn compile_spec(sub: &Subscription) -> Result<RouteSpec, crate::routing::PatternError> {
@@ -125,16 +174,18 @@ fn compile_spec(sub: &Subscription) -> Result<RouteSpec, crate::routing::Pattern
 pub struct CatalogHandle {
     current: ArcSwap<Catalog>,
     store: Store,
+    secrets: Arc<Secrets>,
     /// Serialises reloads so an older snapshot never replaces a newer one.
     reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl CatalogHandle {
-    pub async fn load(store: Store) -> store::Result<CatalogHandle> {
-        let catalog = read(&store).await?;
+    pub async fn load(store: Store, secrets: Arc<Secrets>) -> store::Result<CatalogHandle> {
+        let catalog = read(&store, &secrets).await?;
         Ok(CatalogHandle {
             current: ArcSwap::from_pointee(catalog),
             store,
+            secrets,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -146,14 +197,14 @@ impl CatalogHandle {
     /// Rebuilds the snapshot from storage after a change.
     pub async fn reload(&self) -> store::Result<()> {
         let _guard = self.reload_lock.lock().await;
-        let catalog = read(&self.store).await?;
+        let catalog = read(&self.store, &self.secrets).await?;
         self.current.store(Arc::new(catalog));
         Ok(())
     }
 }
 
-async fn read(store: &Store) -> store::Result<Catalog> {
+async fn read(store: &Store, secrets: &Arc<Secrets>) -> store::Result<Catalog> {
     let endpoints = store.list_endpoints().await?;
     let subscriptions = store.list_subscriptions().await?;
-    Ok(Catalog::build(endpoints, subscriptions))
+    Ok(Catalog::build(endpoints, subscriptions, secrets))
 }

@@ -9,6 +9,7 @@
 //! - `catalog`: the endpoints and subscriptions in force, swapped atomically.
 //! - `store`: SQLite storage and the group-commit writer.
 //! - `delivery`: the dispatcher, the signed HTTP sender, retries, SSRF guard.
+//! - `flows`: flow definitions, run starts and the engine that steps runs.
 //! - `admin`: the Admin gRPC API and the live feed of delivery changes.
 //! - `config`, `bootstrap`, `server`: settings, declared resources, serving.
 
@@ -17,6 +18,7 @@ pub mod bootstrap;
 pub mod catalog;
 pub mod config;
 pub mod delivery;
+pub mod flows;
 pub mod intake;
 pub mod model;
 pub mod routing;
@@ -32,10 +34,15 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::{
-    admin::{feed::LiveFeed, token::AdminAuth, AdminService},
+    admin::{feed::LiveFeed, flows::FlowAdmin, token::AdminAuth, AdminService},
     catalog::CatalogHandle,
     config::Config,
     delivery::{ssrf::AddressPolicy, Dispatcher, DispatcherConfig, Sender},
+    flows::{
+        engine::{Engine, EngineConfig},
+        template::Secrets,
+        FlowCatalog, FlowSignals,
+    },
     intake::{
         auth::ApiKeys,
         grpc::EventsService,
@@ -95,16 +102,24 @@ pub async fn start(
             )
         })?;
 
+    let secrets = Arc::new(Secrets::load(config.flow_runner.secrets_file.as_deref())?);
     let (committed_tx, committed_rx) = mpsc::channel(1024);
     let writer_config = WriterConfig {
         max_batch: config.storage.max_batch,
         queue: config.storage.queue,
     };
-    let (store, writer) = Store::open_sqlite(&config.database_path(), writer_config, committed_tx)
-        .await
-        .with_context(|| format!("could not open {}", config.database_path().display()))?;
-    let catalog = Arc::new(CatalogHandle::load(store.clone()).await?);
-    bootstrap::apply_declared(&config, &store, &catalog).await?;
+    let signals = FlowSignals::new();
+    let (store, writer) = Store::open_sqlite(
+        &config.database_path(),
+        writer_config,
+        committed_tx,
+        signals.clone(),
+    )
+    .await
+    .with_context(|| format!("could not open {}", config.database_path().display()))?;
+    let catalog = Arc::new(CatalogHandle::load(store.clone(), secrets.clone()).await?);
+    let flows = Arc::new(FlowCatalog::load(store.clone(), secrets).await?);
+    bootstrap::apply_declared(&config, &store, &catalog, &flows).await?;
     let sources = Arc::new(SourceRegistry::load(store.clone()).await?);
 
     let feed = LiveFeed::new();
@@ -122,20 +137,46 @@ pub async fn start(
         store.clone(),
         writer.clone(),
         catalog.clone(),
-        sender,
+        sender.clone(),
         feed.clone(),
     )
     .await?;
 
     let intake = Arc::new(Intake {
         catalog: catalog.clone(),
-        writer,
+        flows: flows.clone(),
+        writer: writer.clone(),
         keys: ApiKeys::new(&config.api_keys),
         body_limit: config.http.body_limit,
     });
+    let engine = Engine::new(
+        EngineConfig {
+            time_scale: config.flow_runner.time_scale,
+            concurrency: config.flow_runner.concurrency,
+            default_retry: config.flow_runner.retry.clone(),
+            default_timeout: config.flow_runner.timeout,
+        },
+        store.clone(),
+        writer.clone(),
+        flows.clone(),
+        intake.clone(),
+        sender,
+        signals.wake.clone(),
+    );
     let public_app = public_app(&config, intake, store.clone(), sources.clone()).await?;
     let admin_app = admin_app(
-        AdminService::new(store, catalog, feed, control_tx, sources),
+        AdminService::new(
+            store,
+            catalog,
+            feed,
+            control_tx,
+            sources,
+            FlowAdmin {
+                catalog: flows,
+                writer,
+                feed: signals.feed,
+            },
+        ),
         &admin_token,
     )
     .await?;
@@ -148,6 +189,7 @@ pub async fn start(
     let admin_listen = listeners.admin.local_addr()?;
     let mut tasks = JoinSet::new();
     tasks.spawn(dispatcher.run(committed_rx, control_rx, shutdown.clone()));
+    tasks.spawn(engine.run(shutdown.clone()));
     tasks.spawn(server::serve(
         listeners.public,
         public_app,
@@ -181,13 +223,13 @@ async fn public_app(
         sources,
         trusted_proxies: config.http.trusted_proxies.clone().into(),
     });
-    let http =
-        intake::http::router(intake, store)
-            .merge(webhooks)
-            .layer(TimeoutLayer::with_status_code(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
-                config.http.request_timeout,
-            ));
+    let http = intake::http::router(intake.clone(), store)
+        .merge(webhooks)
+        .merge(intake::flows::router(intake))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            config.http.request_timeout,
+        ));
     Ok(grpc.merge(http).fallback(intake::http::not_found))
 }
 

@@ -21,6 +21,11 @@ pub struct NewEvent {
     /// The subscriptions it was routed to, decided before the commit so the
     /// deliveries are stored in the same transaction as the event.
     pub routes: Vec<Route>,
+    /// Flow runs it starts (subscriptions with `flow:` targets), stored in
+    /// the same transaction.
+    pub flow_starts: Vec<crate::flows::run::NewRun>,
+    /// Waiting runs it cancels (`cancel_on`), in the same transaction.
+    pub cancels: Vec<crate::flows::run::RunCancel>,
 }
 
 /// One subscription an event goes to, and the endpoint it targets.
@@ -107,6 +112,8 @@ pub struct Subscription {
     pub target: String,
     pub enabled: bool,
     pub description: String,
+    /// For `flow:` targets: each flow input as a template over the event.
+    pub inputs: BTreeMap<String, String>,
     pub version: u64,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -116,6 +123,11 @@ impl Subscription {
     /// The endpoint id of an `endpoint:<id>` target.
     pub fn endpoint_id(&self) -> Option<&str> {
         self.target.strip_prefix("endpoint:")
+    }
+
+    /// The flow id of a `flow:<id>` target.
+    pub fn flow_id(&self) -> Option<&str> {
+        self.target.strip_prefix("flow:")
     }
 }
 

@@ -106,6 +106,10 @@ pub struct TestConfig {
     trusted_proxies: Vec<String>,
     memory_queue: usize,
     data_dir: Option<PathBuf>,
+    flows: Vec<Value>,
+    flow_files: Vec<String>,
+    time_scale: f64,
+    secrets: Vec<(String, String)>,
 }
 
 impl TestConfig {
@@ -120,7 +124,55 @@ impl TestConfig {
             trusted_proxies: Vec::new(),
             memory_queue: 20_000,
             data_dir: None,
+            flows: Vec::new(),
+            flow_files: Vec::new(),
+            time_scale: 1.0,
+            secrets: Vec::new(),
         }
+    }
+
+    /// Declares a flow (the YAML `flows:` entry, as JSON).
+    pub fn flow(mut self, def: Value) -> TestConfig {
+        self.flows.push(def);
+        self
+    }
+
+    /// Declares one of the shipped example flows, `examples/flows/<name>.yaml`.
+    pub fn example_flow(mut self, name: &str) -> TestConfig {
+        self.flow_files.push(format!(
+            "{}/examples/flows/{name}.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ));
+        self
+    }
+
+    /// Routes `patterns` to `flow:<flow>` with `inputs` templates over the event.
+    pub fn flow_subscription(
+        mut self,
+        name: &str,
+        patterns: &[&str],
+        flow: &str,
+        inputs: Value,
+    ) -> TestConfig {
+        self.subscriptions.push(json!({
+            "name": name,
+            "patterns": patterns,
+            "target": format!("flow:{flow}"),
+            "inputs": inputs,
+        }));
+        self
+    }
+
+    /// Multiplies every flow wait (tests run days in seconds).
+    pub fn time_scale(mut self, scale: f64) -> TestConfig {
+        self.time_scale = scale;
+        self
+    }
+
+    /// A value for `secret(name)` in flow templates (a secrets file).
+    pub fn secret(mut self, name: &str, value: &str) -> TestConfig {
+        self.secrets.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// The usual route: endpoint `crm` at `url`, subscription `leads-to-crm`
@@ -218,6 +270,15 @@ impl TestConfig {
             "endpoints": self.endpoints.iter().map(EndpointSpec::render).collect::<Vec<_>>(),
             "subscriptions": self.subscriptions,
             "sources": self.sources,
+            "flows": self.flows,
+            "flow_files": self.flow_files,
+            "flow_runner": {
+                "time_scale": self.time_scale,
+                "concurrency": 64,
+                "retry": ["100ms", "100ms"],
+                "timeout": "5s",
+                "secrets_file": secrets_path(data_dir),
+            },
         });
         serde_json::to_string_pretty(&config).expect("a config renders")
     }
@@ -270,6 +331,12 @@ impl Daemon {
 
     pub fn events_client_with_key(&self, key: Option<&str>) -> Events {
         EventsClient::with_interceptor(channel(self.listen), Bearer::new(key))
+    }
+
+    /// Where the Admin API listens, for clients started outside the test
+    /// (the TUI).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listen
     }
 
     pub fn admin_client(&self) -> Admin {
@@ -361,6 +428,17 @@ impl Daemon {
             .config
             .render(&self.data_dir(), self.listen, self.admin_listen);
         std::fs::write(&config_path, yaml).expect("write the config");
+        let secrets: serde_json::Map<String, Value> = self
+            .config
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        std::fs::write(
+            secrets_path(&self.data_dir()),
+            Value::Object(secrets).to_string(),
+        )
+        .expect("write the secrets file");
         // Appended across restarts, so one file tells the whole story.
         let log = OpenOptions::new()
             .create(true)
@@ -456,11 +534,16 @@ fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("HOOKYARD_BIN") {
         return PathBuf::from(path);
     }
+    built_binary("hookyard")
+}
+
+/// A binary of this workspace, built next to the test binary's directory.
+pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let path = exe
         .parent()
         .and_then(Path::parent)
-        .map(|dir| dir.join(format!("hookyard{}", std::env::consts::EXE_SUFFIX)))
+        .map(|dir| dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
         .expect("the test binary lives in target/<profile>/deps");
     assert!(
         path.exists(),
@@ -468,6 +551,14 @@ fn binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Beside the data dir, in the test's temp dir.
+fn secrets_path(data_dir: &Path) -> PathBuf {
+    data_dir
+        .parent()
+        .map(|dir| dir.join("secrets.yaml"))
+        .expect("the data dir has a parent")
 }
 
 fn to_strings(items: &[&str]) -> Vec<String> {

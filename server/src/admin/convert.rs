@@ -93,6 +93,7 @@ pub fn subscription_to_pb(s: &Subscription) -> pb::Subscription {
         version: s.version,
         created_at: timestamp(s.created_ms),
         updated_at: timestamp(s.updated_ms),
+        inputs: s.inputs.clone().into_iter().collect(),
     }
 }
 
@@ -106,6 +107,7 @@ pub fn subscription_from_pb(s: pb::Subscription) -> Subscription {
         target: s.target,
         enabled: s.enabled,
         description: s.description,
+        inputs: s.inputs.into_iter().collect(),
         version: s.version,
         created_ms: 0,
         updated_ms: 0,

@@ -4,10 +4,13 @@
 
 pub mod convert;
 pub mod feed;
+pub mod flows;
 pub mod service;
 mod source_convert;
 mod sources;
+mod stats;
 pub mod token;
 pub mod validate;
+mod watch;
 
 pub use service::AdminService;

@@ -5,7 +5,7 @@ use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
 use hookyard::v1::{self as pb, admin_server::Admin};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -31,6 +31,7 @@ pub struct AdminService {
     feed: LiveFeed,
     control: mpsc::Sender<Control>,
     pub(super) sources: Arc<SourceRegistry>,
+    pub(super) flows: super::flows::FlowAdmin,
 }
 
 impl AdminService {
@@ -40,6 +41,7 @@ impl AdminService {
         feed: LiveFeed,
         control: mpsc::Sender<Control>,
         sources: Arc<SourceRegistry>,
+        flows: super::flows::FlowAdmin,
     ) -> AdminService {
         AdminService {
             store,
@@ -47,6 +49,7 @@ impl AdminService {
             feed,
             control,
             sources,
+            flows,
         }
     }
 
@@ -66,7 +69,12 @@ impl AdminService {
     }
 
     fn check_subscription(&self, sub: &Subscription) -> Result<(), Status> {
-        let errors = validate::subscription(sub, &self.catalog.get());
+        let errors = validate::subscription(
+            sub,
+            &self.catalog.get(),
+            &self.flows.catalog.get(),
+            self.flows.catalog.secrets(),
+        );
         if errors.is_empty() {
             Ok(())
         } else {
@@ -333,7 +341,19 @@ impl Admin for AdminService {
         let filter = delivery_filter(request.into_inner().filter)?;
         let changes = self.feed.subscribe();
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(forward_changes(changes, filter, tx));
+        tokio::spawn(super::watch::forward(
+            changes,
+            tx,
+            move |change: &super::feed::DeliveryChange, missed| {
+                filter
+                    .matches(&change.delivery)
+                    .then(|| pb::DeliveryUpdate {
+                        delivery: Some(convert::delivery_to_pb(&change.delivery)),
+                        time: convert::timestamp(change.time_ms),
+                        missed,
+                    })
+            },
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -394,38 +414,90 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Source>, Status> {
         self.resume_source(r).await
     }
-}
 
-/// Copies matching changes to one watcher until it goes away. Changes the
-/// watcher was too slow for are counted and reported with the next one.
-async fn forward_changes(
-    mut changes: broadcast::Receiver<Arc<super::feed::DeliveryChange>>,
-    filter: DeliveryFilter,
-    tx: mpsc::Sender<Result<pb::DeliveryUpdate, Status>>,
-) {
-    let mut missed = 0u64;
-    loop {
-        let change = tokio::select! {
-            _ = tx.closed() => return,
-            change = changes.recv() => change,
-        };
-        match change {
-            Ok(change) if filter.matches(&change.delivery) => {
-                let update = pb::DeliveryUpdate {
-                    delivery: Some(convert::delivery_to_pb(&change.delivery)),
-                    time: convert::timestamp(change.time_ms),
-                    missed,
-                };
-                match tx.try_send(Ok(update)) {
-                    Ok(()) => missed = 0,
-                    Err(mpsc::error::TrySendError::Full(_)) => missed += 1,
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                }
-            }
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(n)) => missed += n,
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
+    // ---- flows (admin/flows.rs) ----
+
+    async fn create_flow(
+        &self,
+        r: Request<pb::CreateFlowRequest>,
+    ) -> Result<Response<pb::Flow>, Status> {
+        self.create_flow(r).await
+    }
+
+    async fn get_flow(&self, r: Request<pb::GetFlowRequest>) -> Result<Response<pb::Flow>, Status> {
+        self.get_flow(r).await
+    }
+
+    async fn list_flows(
+        &self,
+        r: Request<pb::ListFlowsRequest>,
+    ) -> Result<Response<pb::ListFlowsResponse>, Status> {
+        self.list_flows(r).await
+    }
+
+    async fn update_flow(
+        &self,
+        r: Request<pb::UpdateFlowRequest>,
+    ) -> Result<Response<pb::Flow>, Status> {
+        self.update_flow(r).await
+    }
+
+    async fn delete_flow(
+        &self,
+        r: Request<pb::DeleteFlowRequest>,
+    ) -> Result<Response<pb::DeleteFlowResponse>, Status> {
+        self.delete_flow(r).await
+    }
+
+    async fn rotate_flow_webhook_key(
+        &self,
+        r: Request<pb::RotateFlowWebhookKeyRequest>,
+    ) -> Result<Response<pb::RotateFlowWebhookKeyResponse>, Status> {
+        self.rotate_flow_webhook_key(r).await
+    }
+
+    async fn start_run(
+        &self,
+        r: Request<pb::StartRunRequest>,
+    ) -> Result<Response<pb::StartRunResponse>, Status> {
+        self.start_run(r).await
+    }
+
+    async fn cancel_run(
+        &self,
+        r: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        self.cancel_run(r).await
+    }
+
+    async fn list_runs(
+        &self,
+        r: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        self.list_runs(r).await
+    }
+
+    async fn get_run(
+        &self,
+        r: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::RunDetail>, Status> {
+        self.get_run(r).await
+    }
+
+    type WatchRunsStream = super::flows::RunStream;
+
+    async fn watch_runs(
+        &self,
+        r: Request<pb::WatchRunsRequest>,
+    ) -> Result<Response<Self::WatchRunsStream>, Status> {
+        self.watch_runs(r).await
+    }
+
+    async fn get_stats(
+        &self,
+        _request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        self.stats().await
     }
 }
 

@@ -2,11 +2,12 @@
 //! API and to what the config file declares. Every problem is reported, each
 //! naming its field.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     catalog::Catalog,
     delivery::signing::SigningSecret,
+    flows::{catalog::FlowSet, compiled::SubscriptionInputs, template::Secrets},
     intake::event::FieldError,
     model::{Endpoint, Subscription},
     routing::Pattern,
@@ -88,8 +89,14 @@ fn is_reserved_header(name: &str) -> bool {
         || matches!(name.as_str(), "content-type" | "content-length" | "host")
 }
 
-/// Checks a subscription; `catalog` tells which endpoints exist.
-pub fn subscription(s: &Subscription, catalog: &Catalog) -> Vec<FieldError> {
+/// Checks a subscription; `catalog` and `flows` tell which endpoints and
+/// flows exist.
+pub fn subscription(
+    s: &Subscription,
+    catalog: &Catalog,
+    flows: &FlowSet,
+    secrets: &Arc<Secrets>,
+) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if !is_identifier(&s.name, 128, b"_.-") {
         errors.push(FieldError::new(
@@ -119,13 +126,62 @@ pub fn subscription(s: &Subscription, catalog: &Catalog) -> Vec<FieldError> {
             &["target"],
             format!("endpoint `{id}` does not exist"),
         )),
-        Some(("flow" | "consumer", _)) => errors.push(FieldError::new(
+        Some(("flow", id)) => check_flow_target(s, id, flows, secrets, &mut errors),
+        Some(("consumer", _)) => errors.push(FieldError::new(
             &["target"],
-            "flow and consumer targets are not supported yet; use endpoint:<id>",
+            "consumer targets are not supported yet; use endpoint:<id> or flow:<id>",
         )),
-        _ => errors.push(FieldError::new(&["target"], "must be endpoint:<id>")),
+        _ => errors.push(FieldError::new(
+            &["target"],
+            "must be endpoint:<id> or flow:<id>",
+        )),
+    }
+    if s.flow_id().is_none() && !s.inputs.is_empty() {
+        errors.push(FieldError::new(
+            &["inputs"],
+            "only a subscription to a flow takes inputs",
+        ));
     }
     errors
+}
+
+/// The flow must exist, and the inputs must be its inputs and compile.
+fn check_flow_target(
+    s: &Subscription,
+    id: &str,
+    flows: &FlowSet,
+    secrets: &Arc<Secrets>,
+    errors: &mut Vec<FieldError>,
+) {
+    let Some(flow) = flows.get(id) else {
+        errors.push(FieldError::new(
+            &["target"],
+            format!("flow `{id}` does not exist"),
+        ));
+        return;
+    };
+    for name in s.inputs.keys() {
+        if !flow.def.inputs.contains_key(name) {
+            errors.push(FieldError::new(
+                &["inputs", name],
+                format!("flow `{id}` has no input `{name}`"),
+            ));
+        }
+    }
+    for (name, input) in &flow.def.inputs {
+        if input.required && input.default.is_none() && !s.inputs.contains_key(name) {
+            errors.push(FieldError::new(
+                &["inputs", name],
+                format!("flow `{id}` requires this input; give a template over the event"),
+            ));
+        }
+    }
+    if let Err(problems) = SubscriptionInputs::compile(&s.inputs, secrets.clone()) {
+        for p in problems {
+            let name = p.field.trim_start_matches("inputs.").to_string();
+            errors.push(FieldError::new(&["inputs", &name], p.message));
+        }
+    }
 }
 
 fn check_patterns(field: &str, patterns: &[String], errors: &mut Vec<FieldError>) {

@@ -27,6 +27,8 @@ const ENV_KEYS: &[&str] = &[
     "http",
     "delivery",
     "storage",
+    "flow_runner",
+    "flow_files",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +48,35 @@ pub struct Config {
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Partners and forms posting to `/webhook/v1/{token}`.
     pub sources: Vec<sources::SourceConfig>,
+    pub flow_runner: FlowRunnerConfig,
+    /// Flow definitions, upserted on start by id (a changed one gets a new version).
+    pub flows: Vec<crate::flows::definition::FlowDef>,
+    /// Files holding one flow definition each (relative to the config
+    /// file's folder); kept as written, comments included.
+    pub flow_files: Vec<PathBuf>,
+    /// The flow files' texts, read by `load`.
+    #[serde(skip)]
+    pub flow_file_texts: Vec<(PathBuf, String)>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowRunnerConfig {
+    /// Every wait is multiplied by this: 1.0 in production; a small value
+    /// compresses days into seconds for rehearsals and tests.
+    pub time_scale: f64,
+    /// Runs executed at once.
+    pub concurrency: usize,
+    /// Delays before each retry of an HTTP step that sets no `retry`.
+    #[serde(deserialize_with = "durations::list")]
+    pub retry: Vec<Duration>,
+    /// Per-request timeout of HTTP steps that set none.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A YAML map of secret names to values for `secret(name)`; names not in
+    /// it are read from the environment.
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -140,6 +171,9 @@ pub struct SubscriptionConfig {
     pub enabled: bool,
     #[serde(default)]
     pub description: String,
+    /// For `flow:` targets: each input as a template over the event.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
 }
 
 fn enabled() -> bool {
@@ -185,12 +219,37 @@ impl Config {
         let env = Env::prefixed("HOOKYARD_")
             .split("__")
             .filter(|key| ENV_KEYS.iter().any(|k| key.as_str().starts_with(k)));
-        let config: Config = figment
+        let mut config: Config = figment
             .merge(env)
             .extract()
             .map_err(|e| anyhow::anyhow!(render_figment_error(e)))?;
+        config.read_flow_files(path.and_then(std::path::Path::parent))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads `flow_files`; a file that does not parse is named with its line.
+    fn read_flow_files(&mut self, base: Option<&std::path::Path>) -> anyhow::Result<()> {
+        for (i, file) in self.flow_files.clone().iter().enumerate() {
+            let path = match base {
+                Some(base) if file.is_relative() => base.join(file),
+                _ => file.clone(),
+            };
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("flow_files[{i}]: could not read {}", path.display()))?;
+            let def = crate::flows::definition::parse_yaml(&text)
+                .map_err(|e| anyhow::anyhow!("flow_files[{i}] ({}): {e}", path.display()))?;
+            if self.flows.iter().any(|f| f.id == def.id) {
+                bail!(
+                    "flow_files[{i}] ({}) declares flow `{}`, which is declared twice",
+                    path.display(),
+                    def.id
+                );
+            }
+            self.flows.push(def);
+            self.flow_file_texts.push((path, text));
+        }
+        Ok(())
     }
 
     /// What serde cannot check: values that must agree with each other.
@@ -209,7 +268,35 @@ impl Config {
                 bail!("api_keys[{i}].key must be at least 16 characters");
             }
         }
+        if !(self.flow_runner.time_scale > 0.0 && self.flow_runner.time_scale <= 1.0) {
+            bail!("flow_runner.time_scale must be greater than 0 and at most 1");
+        }
+        if self.flow_runner.concurrency == 0 {
+            bail!("flow_runner.concurrency must be greater than 0");
+        }
+        for def in &self.flows {
+            let compiled = crate::flows::compiled::compile(
+                def.clone(),
+                String::new(),
+                0,
+                std::sync::Arc::default(),
+            );
+            if let Err(errors) = compiled {
+                bail!(
+                    "flow `{}`: {}",
+                    def.id,
+                    crate::flows::catalog::summary(&errors)
+                );
+            }
+        }
         for (i, sub) in self.subscriptions.iter().enumerate() {
+            if let Some(flow) = sub.target.strip_prefix("flow:") {
+                if !self.flows.iter().any(|f| f.id == flow) {
+                    bail!(
+                        "subscriptions[{i}].target names flow `{flow}`, which the config does not declare"
+                    );
+                }
+            }
             if let Some(ep) = sub.target.strip_prefix("endpoint:") {
                 if !self.endpoints.iter().any(|e| e.id == ep) {
                     bail!(
@@ -293,6 +380,24 @@ mod tests {
         assert_eq!(
             config.subscriptions[0].exclude,
             vec!["lead.test".to_string()]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn example_flows_load_and_a_broken_flow_is_named() -> anyhow::Result<()> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hookyard.yaml");
+        let config = Config::load(Some(std::path::Path::new(path)))?;
+        assert_eq!(config.flows.len(), 5);
+        assert_eq!(config.flow_file_texts.len(), 5);
+        let err =
+            load_str("flows: [{id: f, steps: [{id: a, http: {url: '{{ inputs.nope }}'}}]}]\n")
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+        assert!(
+            err.contains("steps[0].http.url") && err.contains("nope"),
+            "{err}"
         );
         Ok(())
     }

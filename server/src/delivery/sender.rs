@@ -57,6 +57,19 @@ impl Sender {
         })
     }
 
+    /// The pooled, SSRF-guarded client, shared with flows' HTTP steps.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
+    }
+
+    pub fn user_agent(&self) -> &str {
+        &self.user_agent
+    }
+
     /// Sends `delivery` to `endpoint` once. Never fails: every problem becomes
     /// part of the recorded attempt.
     pub async fn attempt(&self, delivery: &DueDelivery, endpoint: &Endpoint) -> Report {

@@ -41,6 +41,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the event is not valid")]
     Validation(Vec<FieldError>),
+    /// A flow run's inputs.
+    #[error("the inputs are not valid")]
+    InvalidInputs(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
     #[error("too many requests; retry in {retry_after_secs} s")]
@@ -56,6 +59,13 @@ impl From<SubmitError> for ApiError {
         match e {
             SubmitError::Overloaded => ApiError::Overloaded,
             SubmitError::Unavailable(detail) => ApiError::Unavailable(detail),
+            SubmitError::Refused(e) => match e {
+                crate::store::Error::NotFound { .. } => ApiError::NotFound(e.to_string()),
+                crate::store::Error::AlreadyExists(m) => ApiError::Conflict(m),
+                crate::store::Error::StaleVersion { .. } => ApiError::Conflict(e.to_string()),
+                crate::store::Error::FailedPrecondition(m) => ApiError::Conflict(m),
+                crate::store::Error::Unavailable(m) => ApiError::Unavailable(m),
+            },
         }
     }
 }
@@ -70,7 +80,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation(_) | ApiError::InvalidInputs(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -88,7 +100,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::Validation(_) => "validation_failed",
+            ApiError::Validation(_) | ApiError::InvalidInputs(_) => "validation_failed",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded | ApiError::Unavailable(_) => "unavailable",
         }
@@ -106,7 +118,7 @@ impl ApiError {
         self.log();
         let message = self.to_string();
         match self {
-            ApiError::Validation(fields) => {
+            ApiError::Validation(fields) | ApiError::InvalidInputs(fields) => {
                 let mut details = ErrorDetails::new();
                 for f in &fields {
                     details.add_bad_request_violation(f.dotted(field_prefix), f.message.clone());
@@ -118,7 +130,7 @@ impl ApiError {
                     .join("; ");
                 tonic::Status::with_error_details(
                     tonic::Code::InvalidArgument,
-                    format!("the event is not valid: {summary}"),
+                    format!("{message}: {summary}"),
                     details,
                 )
             }
@@ -145,15 +157,15 @@ impl IntoResponse for ApiError {
         self.log();
         let status = self.status();
         let fields: Vec<_> = match &self {
-            ApiError::Validation(fields) => fields
+            ApiError::Validation(fields) | ApiError::InvalidInputs(fields) => fields
                 .iter()
                 .map(|f| json!({"pointer": f.pointer(), "message": f.message}))
                 .collect(),
             _ => Vec::new(),
         };
         let message = match &self {
-            ApiError::Validation(fields) => format!(
-                "the event is not valid: {}",
+            ApiError::Validation(fields) | ApiError::InvalidInputs(fields) => format!(
+                "{self}: {}",
                 fields
                     .iter()
                     .map(|f| format!("{} {}", f.pointer(), f.message))

@@ -218,6 +218,8 @@ pub fn finish(
         attributes: draft.attributes,
         body_hash,
         routes: Vec::new(),
+        flow_starts: Vec::new(),
+        cancels: Vec::new(),
     })
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use hookyard::v1::{
     events_server::Events, publish_result, FieldViolation, PublishBatchRequest,
     PublishBatchResponse, PublishError, PublishRequest, PublishResponse, PublishResult,
+    StartRunRequest, StartRunResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -96,6 +97,25 @@ impl Events for EventsService {
         }
         Ok(Response::new(PublishBatchResponse {
             results: results.into_iter().flatten().collect(),
+        }))
+    }
+
+    async fn start_run(
+        &self,
+        request: Request<StartRunRequest>,
+    ) -> Result<Response<StartRunResponse>, Status> {
+        self.authenticate(&request)?;
+        let request = request.into_inner();
+        let inputs = crate::flows::start::inputs_from_bytes(&request.inputs)
+            .map_err(|e| e.into_status("inputs"))?;
+        let run = self
+            .intake
+            .start_run(&request.flow_id, inputs, crate::flows::start::Trigger::Api)
+            .await
+            .map_err(|e| e.into_status("inputs"))?;
+        Ok(Response::new(StartRunResponse {
+            id: run.id,
+            state: crate::admin::flows::run_state_to_pb(run.state) as i32,
         }))
     }
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cloudevents;
 pub mod error;
 pub mod event;
+pub mod flows;
 pub mod grpc;
 pub mod http;
 pub mod sources;
@@ -19,7 +20,8 @@ use std::sync::Arc;
 pub use error::ApiError;
 
 use crate::{
-    catalog::CatalogHandle,
+    catalog::{CatalogHandle, FlowRoute},
+    flows::{start, FlowCatalog},
     model::{NewEvent, Published},
     store::{PublishOutcome, Rejection, Writer},
 };
@@ -29,6 +31,7 @@ pub const MAX_BATCH: usize = 1000;
 
 pub struct Intake {
     pub catalog: Arc<CatalogHandle>,
+    pub flows: Arc<FlowCatalog>,
     pub writer: Writer,
     pub keys: auth::ApiKeys,
     pub body_limit: usize,
@@ -38,10 +41,24 @@ impl Intake {
     /// Routes `events` and commits them; one outcome per event, in order.
     pub async fn publish(&self, mut events: Vec<NewEvent>) -> Result<PublishOutcome, ApiError> {
         let catalog = self.catalog.get();
+        let flows = self.flows.get();
+        let mut flow_routes = Vec::new();
         for event in &mut events {
-            catalog.route(&event.name, event.tenant_id.as_deref(), &mut event.routes);
+            catalog.route(
+                &event.name,
+                event.tenant_id.as_deref(),
+                &mut event.routes,
+                &mut flow_routes,
+            );
+            for route in flow_routes.drain(..) {
+                start_from_event(&flows, &route, event);
+            }
+            let mut cancels = std::mem::take(&mut event.cancels);
+            flows.cancels(event, &mut cancels);
+            event.cancels = cancels;
         }
         drop(catalog);
+        drop(flows);
         Ok(self.writer.publish(events).await?)
     }
 
@@ -57,6 +74,24 @@ impl Intake {
             Ok(published) => Ok((id, published)),
             Err(rejection) => Err(conflict(&id, rejection)),
         }
+    }
+}
+
+/// Adds the run a flow subscription starts for `event`.
+fn start_from_event(
+    flows: &crate::flows::catalog::FlowSet,
+    route: &FlowRoute,
+    event: &mut NewEvent,
+) {
+    match flows.get(&route.flow_id) {
+        Some(flow) => {
+            let run = start::from_event(flow, &route.inputs, event);
+            event.flow_starts.push(run);
+        }
+        None => tracing::warn!(
+            flow = %route.flow_id, subscription = %route.subscription_id, event_id = %event.id,
+            "A subscription targets a flow that does not exist; no run started."
+        ),
     }
 }
 

@@ -7,14 +7,16 @@
 //! second variant next to SQLite with the same methods and the same tests; the
 //! rest of the daemon never sees a connection.
 
+pub mod flows;
 mod sources;
 mod sqlite;
+mod stats;
 pub mod writer;
 
 use std::path::Path;
 
 pub use writer::{
-    Committed, PublishOutcome, Rejection, Settled, SubmitError, Writer, WriterConfig,
+    Committed, FlowOp, PublishOutcome, Rejection, Settled, SubmitError, Writer, WriterConfig,
 };
 
 use crate::model::{
@@ -91,9 +93,15 @@ impl Store {
         path: &Path,
         writer_config: writer::WriterConfig,
         committed: tokio::sync::mpsc::Sender<Committed>,
+        flows: crate::flows::FlowSignals,
     ) -> Result<(Store, Writer)> {
         let (store, conn) = sqlite::SqliteStore::open(path).await?;
-        let writer = writer::spawn(writer::Backend::Sqlite(conn), writer_config, committed);
+        let writer = writer::spawn(
+            writer::Backend::Sqlite(conn),
+            writer_config,
+            committed,
+            flows,
+        );
         Ok((
             Store {
                 backend: Backend::Sqlite(store),

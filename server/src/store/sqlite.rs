@@ -19,9 +19,11 @@ use sqlx::{
 };
 
 use super::{
-    writer::{PublishOutcome, Rejection, Settled},
+    flows,
+    writer::{Done, FlowAnswer, FlowOp, Rejection, Settled},
     DeliveryPage, Error, Result,
 };
+use crate::flows::run::Run;
 use crate::model::{
     now_ms, Attempt, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint,
     EndpointState, EventEnvelope, NewEvent, Published, Route, StoredEvent, Subscription,
@@ -221,7 +223,8 @@ impl SqliteStore {
         let now = now_ms();
         let result = sqlx::query(
             "INSERT INTO subscriptions (id, name, patterns, exclude, tenant_id, target, enabled, \
-             description, version, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+             description, inputs, version, created_ms, updated_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.name)
@@ -231,6 +234,7 @@ impl SqliteStore {
         .bind(&s.target)
         .bind(s.enabled)
         .bind(&s.description)
+        .bind(to_json(&s.inputs))
         .bind(now)
         .bind(now)
         .execute(&self.pool)
@@ -248,7 +252,7 @@ impl SqliteStore {
     pub async fn update_subscription(&self, s: &Subscription) -> Result<Subscription> {
         let result = sqlx::query(
             "UPDATE subscriptions SET name = ?, patterns = ?, exclude = ?, tenant_id = ?, target = ?, \
-             enabled = ?, description = ?, version = version + 1, updated_ms = ? \
+             enabled = ?, description = ?, inputs = ?, version = version + 1, updated_ms = ? \
              WHERE id = ? AND version = ?",
         )
         .bind(&s.name)
@@ -258,6 +262,7 @@ impl SqliteStore {
         .bind(&s.target)
         .bind(s.enabled)
         .bind(&s.description)
+        .bind(to_json(&s.inputs))
         .bind(now_ms())
         .bind(&s.id)
         .bind(s.version as i64)
@@ -547,6 +552,7 @@ fn subscription_from_row(row: &SqliteRow) -> Result<Subscription> {
         target: row.try_get("target")?,
         enabled: row.try_get("enabled")?,
         description: row.try_get("description")?,
+        inputs: from_json(&row.try_get::<String, _>("inputs")?)?,
         version: row.try_get::<i64, _>("version")? as u64,
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
@@ -648,20 +654,25 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 
 // ---- the writer's transaction ----
 
-/// Commits one group: every event with its deliveries, and every attempt
-/// result, in a single transaction. Returns one outcome list per publish and
-/// the deliveries that became due.
+/// Commits one group: every event with its deliveries and flow runs, every
+/// attempt result and every flow op, in a single transaction.
 pub(super) async fn commit_batch(
     conn: &mut SqliteConnection,
     publishes: &[&[NewEvent]],
     settles: &[Settled],
-) -> Result<(Vec<PublishOutcome>, Vec<DueDelivery>)> {
+    flow_ops: &[FlowOp],
+) -> Result<Done> {
     let now = now_ms();
     let mut tx = conn.begin().await?;
+    let mut done = Done {
+        outcomes: Vec::with_capacity(publishes.len()),
+        due: Vec::new(),
+        flow_answers: Vec::with_capacity(flow_ops.len()),
+        runs: Vec::new(),
+    };
     let events: Vec<&NewEvent> = publishes.iter().flat_map(|p| p.iter()).collect();
     let inserted = insert_events(&mut tx, &events, now).await?;
     let mut claimed: HashSet<&str> = HashSet::with_capacity(inserted.len());
-    let mut outcomes = Vec::with_capacity(publishes.len());
     let mut routed: Vec<(Arc<EventEnvelope>, &Route)> = Vec::new();
     for events in publishes {
         let mut outcome = Vec::with_capacity(events.len());
@@ -686,18 +697,55 @@ pub(super) async fn commit_batch(
                 });
                 routed.extend(event.routes.iter().map(|r| (envelope.clone(), r)));
             }
+            // Flow runs start and cancel in event order, as published.
+            for start in &event.flow_starts {
+                flows::start_run(&mut tx, start, now, &mut done.runs).await?;
+            }
+            for cancel in &event.cancels {
+                flows::cancel_by_key(&mut tx, cancel, now, &mut done.runs).await?;
+            }
             outcome.push(Ok(Published {
                 seq: seq as u64,
                 duplicate: false,
-                matched: event.routes.len() as u32,
+                matched: matched(event),
             }));
         }
-        outcomes.push(outcome);
+        done.outcomes.push(outcome);
     }
-    let due = insert_deliveries(&mut tx, &routed, now).await?;
+    done.due = insert_deliveries(&mut tx, &routed, now).await?;
     record_settled(&mut tx, settles, now).await?;
+    for op in flow_ops {
+        let answer = apply_flow_op(&mut tx, op, now, &mut done.runs).await;
+        done.flow_answers.push(match answer {
+            Err(e @ Error::Unavailable(_)) => return Err(e),
+            Err(refused) => FlowAnswer::Refused(refused),
+            Ok(answer) => answer,
+        });
+    }
     tx.commit().await?;
-    Ok((outcomes, due))
+    Ok(done)
+}
+
+async fn apply_flow_op(
+    conn: &mut SqliteConnection,
+    op: &FlowOp,
+    now: i64,
+    runs: &mut Vec<Run>,
+) -> Result<FlowAnswer> {
+    Ok(match op {
+        FlowOp::Start(new, _) => FlowAnswer::Started(flows::start_run(conn, new, now, runs).await?),
+        FlowOp::Advance(advance, _) => {
+            FlowAnswer::Advanced(flows::advance(conn, advance, now, runs).await?)
+        }
+        FlowOp::Cancel { run_id, reason, .. } => {
+            FlowAnswer::Cancelled(flows::cancel_run(conn, run_id, reason, now, runs).await?)
+        }
+    })
+}
+
+/// Subscriptions and flows the event was routed to.
+fn matched(e: &NewEvent) -> u32 {
+    (e.routes.len() + e.flow_starts.len()) as u32
 }
 
 /// Rows per multi-row INSERT. Chunks are powers of two up to this, so only a
@@ -757,7 +805,7 @@ async fn insert_events<'e>(
                 .bind(&e.payload)
                 .bind(to_json(&e.attributes))
                 .bind(&e.body_hash[..])
-                .bind(e.routes.len() as i64)
+                .bind(i64::from(matched(e)))
                 .bind(now);
         }
         let rows = query.fetch_all(&mut *conn).await?;

@@ -11,7 +11,13 @@ use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{sqlite, Error};
-use crate::model::{Attempt, DeliveryStatus, DueDelivery, NewEvent, Published};
+use crate::{
+    flows::{
+        run::{Advance, NewRun, Run, StartOutcome},
+        FlowSignals,
+    },
+    model::{Attempt, DeliveryStatus, DueDelivery, NewEvent, Published},
+};
 
 /// How many times the writer lets other tasks run while gathering a batch.
 const GATHER_YIELDS: u32 = 4;
@@ -52,6 +58,19 @@ pub struct PublishOp {
     reply: oneshot::Sender<Result<PublishOutcome, Error>>,
 }
 
+/// A change to flow runs, from the engine, the Admin API or a run start.
+pub enum FlowOp {
+    Start(NewRun, oneshot::Sender<Result<StartOutcome, Error>>),
+    /// Answers `None` when the run was no longer where the engine left it
+    /// (cancelled meanwhile).
+    Advance(Box<Advance>, oneshot::Sender<Result<Option<Run>, Error>>),
+    Cancel {
+        run_id: String,
+        reason: String,
+        reply: oneshot::Sender<Result<Run, Error>>,
+    },
+}
+
 /// What the writer reports after each commit (or failed commit).
 #[derive(Debug)]
 pub enum Committed {
@@ -70,6 +89,9 @@ pub enum SubmitError {
     Overloaded,
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Storage refused the change itself (not found, already finished, …).
+    #[error("{0}")]
+    Refused(Error),
 }
 
 pub(super) enum Backend {
@@ -81,6 +103,7 @@ pub(super) enum Backend {
 pub struct Writer {
     publish_tx: mpsc::Sender<PublishOp>,
     settle_tx: mpsc::Sender<Box<Settled>>,
+    flow_tx: mpsc::Sender<FlowOp>,
 }
 
 impl Writer {
@@ -102,6 +125,24 @@ impl Writer {
             .map_err(|e| SubmitError::Unavailable(e.to_string()))
     }
 
+    /// Commits a change to flow runs; waits while the writer is behind.
+    pub async fn flow<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> FlowOp,
+    ) -> Result<T, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.flow_tx
+            .send(op(reply))
+            .await
+            .map_err(|_| SubmitError::Unavailable("the writer has stopped".into()))?;
+        match answer.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(Error::Unavailable(e))) => Err(SubmitError::Unavailable(e)),
+            Ok(Err(other)) => Err(SubmitError::Refused(other)),
+            Err(_) => Err(SubmitError::Unavailable("the writer has stopped".into())),
+        }
+    }
+
     /// Queues an attempt result; waits while the writer is behind, which slows
     /// delivery rather than growing memory. Gives the result back if the
     /// writer has stopped.
@@ -117,28 +158,48 @@ pub(super) fn spawn(
     backend: Backend,
     config: WriterConfig,
     committed: mpsc::Sender<Committed>,
+    flows: FlowSignals,
 ) -> Writer {
     let (publish_tx, publish_rx) = mpsc::channel(config.queue);
     let (settle_tx, settle_rx) = mpsc::channel(config.queue);
-    tokio::spawn(run(backend, config, publish_rx, settle_rx, committed));
+    let (flow_tx, flow_rx) = mpsc::channel(config.queue);
+    let outputs = Outputs { committed, flows };
+    tokio::spawn(run(
+        backend,
+        config,
+        Inputs {
+            publish_rx,
+            settle_rx,
+            flow_rx,
+        },
+        outputs,
+    ));
     Writer {
         publish_tx,
         settle_tx,
+        flow_tx,
     }
 }
 
-async fn run(
-    mut backend: Backend,
-    config: WriterConfig,
-    mut publish_rx: mpsc::Receiver<PublishOp>,
-    mut settle_rx: mpsc::Receiver<Box<Settled>>,
+struct Inputs {
+    publish_rx: mpsc::Receiver<PublishOp>,
+    settle_rx: mpsc::Receiver<Box<Settled>>,
+    flow_rx: mpsc::Receiver<FlowOp>,
+}
+
+/// Where the writer reports what it committed.
+struct Outputs {
     committed: mpsc::Sender<Committed>,
-) {
+    flows: FlowSignals,
+}
+
+async fn run(mut backend: Backend, config: WriterConfig, mut inputs: Inputs, outputs: Outputs) {
     loop {
         let mut batch = Batch::default();
         tokio::select! {
-            Some(op) = publish_rx.recv() => batch.push_publish(op),
-            Some(settled) = settle_rx.recv() => batch.push_settle(settled),
+            Some(op) = inputs.publish_rx.recv() => batch.push_publish(op),
+            Some(settled) = inputs.settle_rx.recv() => batch.push_settle(settled),
+            Some(op) = inputs.flow_rx.recv() => batch.push_flow(op),
             else => break,
         };
         // Take what is already waiting: this is the group in group commit.
@@ -147,10 +208,12 @@ async fn run(
         // join this batch instead of waiting a whole fsync for the next one.
         let mut yields = 0;
         while batch.events < config.max_batch {
-            if let Ok(op) = publish_rx.try_recv() {
+            if let Ok(op) = inputs.publish_rx.try_recv() {
                 batch.push_publish(op);
-            } else if let Ok(settled) = settle_rx.try_recv() {
+            } else if let Ok(settled) = inputs.settle_rx.try_recv() {
                 batch.push_settle(settled);
+            } else if let Ok(op) = inputs.flow_rx.try_recv() {
+                batch.push_flow(op);
             } else if yields < GATHER_YIELDS {
                 yields += 1;
                 tokio::task::yield_now().await;
@@ -158,7 +221,7 @@ async fn run(
                 break;
             }
         }
-        commit(&mut backend, batch, &committed).await;
+        commit(&mut backend, batch, &outputs).await;
     }
     tracing::info!("Writer stopped.");
 }
@@ -167,6 +230,7 @@ async fn run(
 struct Batch {
     publishes: Vec<PublishOp>,
     settles: Vec<Settled>,
+    flows: Vec<FlowOp>,
     events: usize,
 }
 
@@ -180,28 +244,45 @@ impl Batch {
         self.events += 1;
         self.settles.push(*settled);
     }
+
+    fn push_flow(&mut self, op: FlowOp) {
+        self.events += 1;
+        self.flows.push(op);
+    }
 }
 
-async fn commit(backend: &mut Backend, batch: Batch, committed: &mpsc::Sender<Committed>) {
+async fn commit(backend: &mut Backend, batch: Batch, outputs: &Outputs) {
     let Batch {
-        publishes, settles, ..
+        publishes,
+        settles,
+        flows,
+        ..
     } = batch;
     let events: Vec<&[NewEvent]> = publishes.iter().map(|p| p.events.as_slice()).collect();
     let result = match backend {
-        Backend::Sqlite(conn) => sqlite::commit_batch(conn, &events, &settles).await,
+        Backend::Sqlite(conn) => sqlite::commit_batch(conn, &events, &settles, &flows).await,
     };
     drop(events);
     match result {
-        Ok((outcomes, deliveries)) => {
-            for (publish, outcome) in publishes.into_iter().zip(outcomes) {
+        Ok(done) => {
+            for (publish, outcome) in publishes.into_iter().zip(done.outcomes) {
                 // A publisher that went away still had its event committed.
                 let _ = publish.reply.send(Ok(outcome));
             }
-            if !deliveries.is_empty() {
-                let _ = committed.send(Committed::Deliveries(deliveries)).await;
+            for (op, answer) in flows.into_iter().zip(done.flow_answers) {
+                answer.send_to(op);
+            }
+            if !done.runs.is_empty() {
+                outputs.flows.committed(done.runs);
+            }
+            if !done.due.is_empty() {
+                let _ = outputs
+                    .committed
+                    .send(Committed::Deliveries(done.due))
+                    .await;
             }
             if !settles.is_empty() {
-                let _ = committed.send(Committed::Settled(settles)).await;
+                let _ = outputs.committed.send(Committed::Settled(settles)).await;
             }
         }
         Err(error) => {
@@ -211,8 +292,71 @@ async fn commit(backend: &mut Backend, batch: Batch, committed: &mpsc::Sender<Co
                     .reply
                     .send(Err(Error::Unavailable(error.to_string())));
             }
+            for op in flows {
+                FlowAnswer::Failed(error.to_string()).send_to(op);
+            }
             if !settles.is_empty() {
-                let _ = committed.send(Committed::SettleFailed(settles)).await;
+                let _ = outputs
+                    .committed
+                    .send(Committed::SettleFailed(settles))
+                    .await;
+            }
+        }
+    }
+}
+
+/// What one batch committed.
+pub(super) struct Done {
+    pub outcomes: Vec<PublishOutcome>,
+    pub due: Vec<DueDelivery>,
+    /// One per flow op, in order.
+    pub flow_answers: Vec<FlowAnswer>,
+    /// Every run whose state changed.
+    pub runs: Vec<Run>,
+}
+
+/// The answer to one flow op, matched to its reply channel after the commit.
+pub(super) enum FlowAnswer {
+    Started(StartOutcome),
+    Advanced(Option<Run>),
+    Cancelled(Run),
+    /// Refused by storage; the rest of the batch committed.
+    Refused(Error),
+    /// The batch did not commit.
+    Failed(String),
+}
+
+impl FlowAnswer {
+    fn send_to(self, op: FlowOp) {
+        // A caller that went away has nothing to be told.
+        match (op, self) {
+            (FlowOp::Start(_, reply), FlowAnswer::Started(o)) => {
+                let _ = reply.send(Ok(o));
+            }
+            (FlowOp::Advance(_, reply), FlowAnswer::Advanced(o)) => {
+                let _ = reply.send(Ok(o));
+            }
+            (FlowOp::Cancel { reply, .. }, FlowAnswer::Cancelled(o)) => {
+                let _ = reply.send(Ok(o));
+            }
+            (op, FlowAnswer::Refused(e)) => op.fail(e),
+            (op, FlowAnswer::Failed(e)) => op.fail(Error::Unavailable(e)),
+            (op, _) => op.fail(Error::Unavailable("mismatched flow answer".into())),
+        }
+    }
+}
+
+impl FlowOp {
+    fn fail(self, e: Error) {
+        match self {
+            FlowOp::Start(_, reply) => {
+                let _ = reply.send(Err(e));
+            }
+            FlowOp::Advance(_, reply) => {
+                let _ = reply.send(Err(e));
+            }
+            FlowOp::Cancel { reply, .. } => {
+                let _ = reply.send(Err(e));
             }
         }
     }

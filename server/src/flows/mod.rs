@@ -1,0 +1,101 @@
+//! Flows: durable multi-step automations the daemon runs itself. A flow is a
+//! subscription target (`flow:<id>`), and can also be started over HTTP
+//! (`POST /v1/flows/{id}/runs`), by its webhook (`POST /hooks/{id}/{key}`) or
+//! by the Admin API.
+//!
+//! # Layout
+//! - `definition`: the YAML shape and its parsing; `compiled`: a definition
+//!   checked and compiled (templates, durations, references).
+//! - `template`: the template language (minijinja), secrets and redaction.
+//! - `inputs`: checking a run's inputs against the declared ones.
+//! - `run`: runs as data and the changes committed for them.
+//! - `catalog`: the flows in force, and `cancel_on` as a pattern index.
+//! - `start`: turning a trigger (event, API, webhook) into a run to create.
+//! - `engine` and `step`: waking due runs and executing their steps.
+//!
+//! Every change to a run is committed by the store's writer before the next
+//! side effect; waiting runs are rows with an indexed wake-up time, not
+//! timers, so the engine holds in memory only the runs it is executing.
+
+pub mod catalog;
+pub mod compiled;
+pub mod definition;
+pub mod engine;
+pub mod inputs;
+pub mod run;
+pub mod start;
+pub mod step;
+pub mod template;
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, Notify};
+
+pub use catalog::FlowCatalog;
+
+use self::run::Run;
+
+/// Webhook keys are stored as SHA-256 digests and compared in constant time.
+pub fn webhook_key_hash(key: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// Run changes broadcast to `WatchRuns`; like the delivery feed, a slow
+/// watcher loses the oldest changes and never slows the runs down.
+#[derive(Clone)]
+pub struct RunFeed {
+    tx: broadcast::Sender<Arc<RunChange>>,
+}
+
+#[derive(Debug)]
+pub struct RunChange {
+    pub run: Run,
+    pub time_ms: i64,
+}
+
+impl RunFeed {
+    fn new() -> RunFeed {
+        RunFeed {
+            tx: broadcast::channel(4096).0,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RunChange>> {
+        self.tx.subscribe()
+    }
+}
+
+/// How the writer tells the flow engine (and watchers) that runs changed.
+#[derive(Clone)]
+pub struct FlowSignals {
+    pub wake: Arc<Notify>,
+    pub feed: RunFeed,
+}
+
+impl Default for FlowSignals {
+    fn default() -> Self {
+        FlowSignals::new()
+    }
+}
+
+impl FlowSignals {
+    pub fn new() -> FlowSignals {
+        FlowSignals {
+            wake: Arc::new(Notify::new()),
+            feed: RunFeed::new(),
+        }
+    }
+
+    /// Called by the writer after a commit that changed runs.
+    pub fn committed(&self, runs: Vec<Run>) {
+        self.wake.notify_one();
+        if self.feed.tx.receiver_count() == 0 {
+            return;
+        }
+        let time_ms = crate::model::now_ms();
+        for run in runs {
+            let _ = self.feed.tx.send(Arc::new(RunChange { run, time_ms }));
+        }
+    }
+}

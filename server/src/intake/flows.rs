@@ -1,0 +1,158 @@
+//! Starting flow runs from outside: `POST /v1/flows/{id}/runs` (API key),
+//! `POST /hooks/{flow_id}/{key}` (the flow's webhook key: forms and partners,
+//! like Kestra's webhook trigger) and `Events.StartRun` over gRPC. Inputs are
+//! checked before a run exists; the answer comes once the run is committed.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+    Json, Router,
+};
+use serde_json::{json, Map, Value};
+use subtle::ConstantTimeEq;
+
+use super::{http::read_body, sources::body::Kind, ApiError, Intake};
+use crate::{
+    flows::{
+        run::{Run, StartOutcome},
+        start::{self, Trigger},
+        webhook_key_hash,
+    },
+    store::FlowOp,
+};
+
+impl Intake {
+    /// Checks `given` against the flow's inputs and commits the run.
+    pub async fn start_run(
+        &self,
+        flow_id: &str,
+        given: Map<String, Value>,
+        trigger: Trigger,
+    ) -> Result<Run, ApiError> {
+        let flow = self
+            .flows
+            .get()
+            .get(flow_id)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("flow `{flow_id}` does not exist")))?;
+        let new = start::from_inputs(&flow, given, trigger).map_err(ApiError::InvalidInputs)?;
+        match self.writer.flow(|reply| FlowOp::Start(new, reply)).await? {
+            StartOutcome::Started(run) => Ok(*run),
+            StartOutcome::Skipped { active } => Err(ApiError::Conflict(format!(
+                "run `{active}` of flow `{flow_id}` is already active for this key \
+                 (concurrency on_conflict: skip); nothing was started"
+            ))),
+        }
+    }
+}
+
+pub fn router(intake: Arc<Intake>) -> Router {
+    Router::new()
+        .route("/v1/flows/{id}/runs", post(start_by_api))
+        .route("/hooks/{flow_id}/{key}", post(start_by_webhook))
+        .with_state(intake)
+}
+
+fn created(run: &Run) -> Response {
+    (
+        StatusCode::CREATED,
+        Json(json!({"id": run.id, "state": run.state.as_str()})),
+    )
+        .into_response()
+}
+
+/// `{"inputs": {...}}` with an API key.
+async fn start_by_api(
+    State(intake): State<Arc<Intake>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    intake
+        .keys
+        .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    if Kind::of(&headers)? != Kind::Json {
+        return Err(ApiError::UnsupportedMediaType(
+            "send application/json: {\"inputs\": {...}}".into(),
+        ));
+    }
+    let bytes = read_body(body, &headers, intake.body_limit).await?;
+    let inputs = match Kind::Json.parse(&bytes)? {
+        Value::Object(mut body) => {
+            let inputs = body.remove("inputs").unwrap_or(Value::Object(Map::new()));
+            if let Some(other) = body.keys().next() {
+                return Err(ApiError::InvalidInputs(vec![
+                    super::event::FieldError::new(
+                        &[other],
+                        "unknown field; the body is {\"inputs\": {...}}",
+                    ),
+                ]));
+            }
+            match inputs {
+                Value::Object(inputs) => inputs,
+                _ => {
+                    return Err(ApiError::InvalidInputs(vec![
+                        super::event::FieldError::new(&["inputs"], "must be a JSON object"),
+                    ]))
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::InvalidInputs(vec![
+                super::event::FieldError::new(
+                    &[],
+                    "the body must be a JSON object: {\"inputs\": {...}}",
+                ),
+            ]))
+        }
+    };
+    let run = intake.start_run(&id, inputs, Trigger::Api).await?;
+    Ok(created(&run))
+}
+
+/// A JSON or form body; the key in the path is the credential. An unknown
+/// flow and a wrong key get the same 404.
+async fn start_by_webhook(
+    State(intake): State<Arc<Intake>>,
+    Path((flow_id, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no webhook at /hooks/{flow_id}/…"));
+    let presented = webhook_key_hash(&key);
+    let known = intake
+        .flows
+        .get()
+        .webhook_key_hash(&flow_id)
+        .map(<[u8]>::to_vec);
+    let matches = known.is_some_and(|k| bool::from(k.as_slice().ct_eq(&presented)));
+    if !matches {
+        return Err(not_found());
+    }
+    let kind = Kind::of(&headers)?;
+    let bytes = read_body(body, &headers, intake.body_limit).await?;
+    let body = kind.parse(&bytes)?;
+    let given = match &body {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    let headers = headers
+        .iter()
+        .filter(|(name, _)| *name != header::AUTHORIZATION && *name != header::COOKIE)
+        .filter_map(|(name, value)| {
+            Some((
+                name.to_string(),
+                Value::String(value.to_str().ok()?.to_string()),
+            ))
+        })
+        .collect();
+    let run = intake
+        .start_run(&flow_id, given, Trigger::Webhook { body, headers })
+        .await?;
+    Ok(created(&run))
+}

@@ -1,0 +1,550 @@
+//! Storage of flows and runs. Reads go through the pool; every change to a
+//! run goes through the writer (`writer.rs`), in the same group commit as
+//! events, so a run starts in the transaction of the event that started it,
+//! `cancel_on` cancels in the transaction of the cancelling event, and the
+//! engine's step results share fsyncs.
+//!
+//! Due runs are found by the partial index over `wake_ms`; runs to cancel by
+//! the index over `(flow_id, correlation_key)`. Nothing scans runs.
+
+use sqlx::{sqlite::SqliteRow, Row, SqliteConnection, SqlitePool};
+
+use super::{Backend, Error, Result, Store};
+use crate::{
+    flows::{
+        definition::OnConflict,
+        run::{Advance, LogLine, NewRun, Run, RunCancel, RunState, StartOutcome},
+    },
+    model::now_ms,
+};
+
+const ACTIVE: &str = "state IN ('CREATED', 'RUNNING', 'WAITING')";
+
+/// A flow's current version, as stored.
+#[derive(Debug, Clone)]
+pub struct StoredFlow {
+    pub id: String,
+    pub version: u64,
+    pub yaml: String,
+    pub webhook_key_hash: Option<Vec<u8>>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// Filters for ListRuns.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub flow_id: Option<String>,
+    pub state: Option<RunState>,
+    pub key: Option<String>,
+}
+
+impl Store {
+    fn flow_pool(&self) -> &SqlitePool {
+        match &self.backend {
+            Backend::Sqlite(b) => b.pool(),
+        }
+    }
+
+    pub async fn list_flows(&self) -> Result<Vec<StoredFlow>> {
+        let rows = sqlx::query(FLOW_SELECT_ALL)
+            .fetch_all(self.flow_pool())
+            .await?;
+        rows.iter().map(flow_from_row).collect()
+    }
+
+    pub async fn get_flow(&self, id: &str) -> Result<StoredFlow> {
+        let row = sqlx::query(&format!("{FLOW_SELECT} WHERE f.id = ?"))
+            .bind(id)
+            .fetch_optional(self.flow_pool())
+            .await?
+            .ok_or_else(|| not_found("flow", id))?;
+        flow_from_row(&row)
+    }
+
+    /// The YAML of one version of a flow (runs keep the version they started with).
+    pub async fn flow_version(&self, id: &str, version: u64) -> Result<String> {
+        sqlx::query_scalar("SELECT yaml FROM flow_versions WHERE flow_id = ? AND version = ?")
+            .bind(id)
+            .bind(version as i64)
+            .fetch_optional(self.flow_pool())
+            .await?
+            .ok_or_else(|| not_found("flow version", &format!("{id}@{version}")))
+    }
+
+    /// Stores a new flow (version 1) or, with `expected` set, a new version
+    /// of an existing one if `expected` is its current version. With
+    /// `expected` unset and the flow present, replaces it when the YAML
+    /// differs (the config file's upsert).
+    pub async fn save_flow(
+        &self,
+        id: &str,
+        yaml: &str,
+        expected: Option<u64>,
+        create_only: bool,
+    ) -> Result<StoredFlow> {
+        let now = now_ms();
+        let mut tx = self.flow_pool().begin().await?;
+        let current: Option<(i64, String)> = sqlx::query_as(
+            "SELECT f.version, v.yaml FROM flows f \
+             JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.version WHERE f.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let version = match (current, expected) {
+            (Some(_), _) if create_only => {
+                return Err(Error::AlreadyExists(format!("flow `{id}` already exists")))
+            }
+            (None, Some(_)) => return Err(not_found("flow", id)),
+            (None, None) => {
+                sqlx::query(
+                    "INSERT INTO flows (id, version, created_ms, updated_ms) VALUES (?, 1, ?, ?)",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                1
+            }
+            (Some((current, _)), Some(given)) if current as u64 != given => {
+                return Err(Error::StaleVersion {
+                    what: "flow",
+                    id: id.to_string(),
+                    current: current as u64,
+                    given,
+                })
+            }
+            (Some((current, old)), None) if old == yaml => {
+                tx.rollback().await?;
+                let _ = current;
+                return self.get_flow(id).await;
+            }
+            (Some((current, _)), _) => {
+                let next = current + 1;
+                sqlx::query("UPDATE flows SET version = ?, updated_ms = ? WHERE id = ?")
+                    .bind(next)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                next
+            }
+        };
+        sqlx::query(
+            "INSERT OR REPLACE INTO flow_versions (flow_id, version, yaml, created_ms) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(yaml)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.get_flow(id).await
+    }
+
+    /// Deletes a flow; its versions stay, so runs in progress finish.
+    pub async fn delete_flow(&self, id: &str) -> Result<()> {
+        let in_use: Option<String> =
+            sqlx::query_scalar("SELECT name FROM subscriptions WHERE target = ? LIMIT 1")
+                .bind(format!("flow:{id}"))
+                .fetch_optional(self.flow_pool())
+                .await?;
+        if let Some(name) = in_use {
+            return Err(Error::FailedPrecondition(format!(
+                "flow `{id}` is the target of subscription `{name}`; delete or retarget it first"
+            )));
+        }
+        let done = sqlx::query("DELETE FROM flows WHERE id = ?")
+            .bind(id)
+            .execute(self.flow_pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("flow", id));
+        }
+        Ok(())
+    }
+
+    pub async fn set_flow_webhook_key(&self, id: &str, hash: Option<&[u8]>) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE flows SET webhook_key_hash = ?, updated_ms = ? WHERE id = ?")
+                .bind(hash)
+                .bind(now_ms())
+                .bind(id)
+                .execute(self.flow_pool())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("flow", id));
+        }
+        Ok(())
+    }
+
+    pub async fn get_run(&self, id: &str) -> Result<(Run, Vec<LogLine>)> {
+        let row = sqlx::query("SELECT * FROM flow_runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.flow_pool())
+            .await?
+            .ok_or_else(|| not_found("run", id))?;
+        let run = run_from_row(&row)?;
+        let log = sqlx::query(
+            "SELECT time_ms, step_id, message FROM flow_run_log WHERE run_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(self.flow_pool())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LogLine {
+                time_ms: r.try_get("time_ms")?,
+                step_id: r.try_get("step_id")?,
+                message: r.try_get("message")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok((run, log))
+    }
+
+    /// Runs newest first, after `before` (a `created_ms`/id cursor).
+    pub async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        limit: usize,
+        before: Option<(i64, String)>,
+    ) -> Result<Vec<Run>> {
+        let (before_ms, before_id) = before.unwrap_or((i64::MAX, String::new()));
+        let rows = sqlx::query(
+            "SELECT * FROM flow_runs WHERE (? IS NULL OR flow_id = ?) AND (? IS NULL OR state = ?) \
+             AND (? IS NULL OR correlation_key = ?) \
+             AND (created_ms < ? OR (created_ms = ? AND (? = '' OR id < ?))) \
+             ORDER BY created_ms DESC, id DESC LIMIT ?",
+        )
+        .bind(&filter.flow_id)
+        .bind(&filter.flow_id)
+        .bind(filter.state.map(RunState::as_str))
+        .bind(filter.state.map(RunState::as_str))
+        .bind(&filter.key)
+        .bind(&filter.key)
+        .bind(before_ms)
+        .bind(before_ms)
+        .bind(&before_id)
+        .bind(&before_id)
+        .bind(limit as i64)
+        .fetch_all(self.flow_pool())
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Active runs due by `now_ms`, earliest first.
+    pub async fn due_runs(&self, now_ms: i64, limit: usize) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM flow_runs WHERE {ACTIVE} AND wake_ms <= ? ORDER BY wake_ms LIMIT ?"
+        ))
+        .bind(now_ms)
+        .bind(limit as i64)
+        .fetch_all(self.flow_pool())
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// The earliest wake-up after `now_ms`.
+    pub async fn next_run_wake_after(&self, now_ms: i64) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT MIN(wake_ms) FROM flow_runs WHERE {ACTIVE} AND wake_ms > ?"
+        ))
+        .bind(now_ms)
+        .fetch_one(self.flow_pool())
+        .await?)
+    }
+}
+
+const FLOW_SELECT: &str =
+    "SELECT f.id, f.version, f.webhook_key_hash, f.created_ms, f.updated_ms, \
+    v.yaml FROM flows f JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.version";
+const FLOW_SELECT_ALL: &str = "SELECT f.id, f.version, f.webhook_key_hash, f.created_ms, \
+    f.updated_ms, v.yaml FROM flows f JOIN flow_versions v ON v.flow_id = f.id \
+    AND v.version = f.version ORDER BY f.id";
+
+fn flow_from_row(row: &SqliteRow) -> Result<StoredFlow> {
+    Ok(StoredFlow {
+        id: row.try_get("id")?,
+        version: row.try_get::<i64, _>("version")? as u64,
+        yaml: row.try_get("yaml")?,
+        webhook_key_hash: row.try_get("webhook_key_hash")?,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<Run> {
+    let state: String = row.try_get("state")?;
+    Ok(Run {
+        id: row.try_get("id")?,
+        flow_id: row.try_get("flow_id")?,
+        flow_version: row.try_get::<i64, _>("flow_version")? as u64,
+        state: RunState::parse(&state)
+            .ok_or_else(|| Error::Unavailable(format!("corrupt run state `{state}`")))?,
+        key: row.try_get("correlation_key")?,
+        inputs: row.try_get("inputs")?,
+        trigger: row.try_get("trigger")?,
+        trigger_data: row.try_get("trigger_data")?,
+        step_index: row.try_get::<i64, _>("step_index")? as u32,
+        step_waited: row.try_get("step_waited")?,
+        attempt: row.try_get::<i64, _>("attempt")? as u32,
+        attempt_group: row.try_get::<i64, _>("attempt_group")? as u32,
+        wake_ms: row.try_get("wake_ms")?,
+        steps: row.try_get("steps")?,
+        error: row.try_get("error")?,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+fn not_found(what: &'static str, id: &str) -> Error {
+    Error::NotFound {
+        what,
+        id: id.to_string(),
+    }
+}
+
+// ---- writes, inside the writer's transaction ----
+
+/// Creates a run, applying the flow's concurrency policy for its key.
+pub(super) async fn start_run(
+    conn: &mut SqliteConnection,
+    new: &NewRun,
+    now: i64,
+    changed: &mut Vec<Run>,
+) -> Result<StartOutcome> {
+    let mut wake = Some(now);
+    if let (Some(policy), Some(key), None) = (&new.concurrency, &new.key, &new.failed) {
+        let active: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM flow_runs WHERE flow_id = ? AND correlation_key = ? AND {ACTIVE} \
+             AND wake_ms IS NOT NULL ORDER BY created_ms"
+        ))
+        .bind(&new.flow_id)
+        .bind(key)
+        .fetch_all(&mut *conn)
+        .await?;
+        if active.len() >= policy.per_key as usize {
+            match policy.on_conflict {
+                OnConflict::Skip => {
+                    return Ok(StartOutcome::Skipped {
+                        active: active.into_iter().next().unwrap_or_default(),
+                    })
+                }
+                OnConflict::Queue => wake = None,
+                OnConflict::Replace => {
+                    let reason = format!("replaced by run {}", new.id);
+                    for id in active {
+                        if let Some(run) = cancel_one(conn, &id, &reason, now).await? {
+                            changed.push(run);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let (state, error) = match &new.failed {
+        Some(error) => (RunState::Failed, Some(error.as_str())),
+        None => (RunState::Created, None),
+    };
+    let row = sqlx::query(
+        "INSERT INTO flow_runs (id, flow_id, flow_version, state, correlation_key, inputs, trigger, \
+         trigger_data, step_index, step_waited, attempt, attempt_group, wake_ms, steps, error, \
+         created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 1, ?, '{}', ?, ?, ?) \
+         ON CONFLICT (id) DO NOTHING RETURNING *",
+    )
+    .bind(&new.id)
+    .bind(&new.flow_id)
+    .bind(new.flow_version as i64)
+    .bind(state.as_str())
+    .bind(&new.key)
+    .bind(&new.inputs)
+    .bind(&new.trigger)
+    .bind(&new.trigger_data)
+    .bind(if state == RunState::Failed { None } else { wake })
+    .bind(error)
+    .bind(now)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let run = match row {
+        Some(row) => run_from_row(&row)?,
+        // The same run id again (an emitted or retried start): the first stands.
+        None => {
+            let row = sqlx::query("SELECT * FROM flow_runs WHERE id = ?")
+                .bind(&new.id)
+                .fetch_one(&mut *conn)
+                .await?;
+            return Ok(StartOutcome::Started(Box::new(run_from_row(&row)?)));
+        }
+    };
+    changed.push(run.clone());
+    Ok(StartOutcome::Started(Box::new(run)))
+}
+
+/// Cancels every active run of a flow with a key.
+pub(super) async fn cancel_by_key(
+    conn: &mut SqliteConnection,
+    cancel: &RunCancel,
+    now: i64,
+    changed: &mut Vec<Run>,
+) -> Result<()> {
+    let rows = sqlx::query(&format!(
+        "UPDATE flow_runs SET state = 'CANCELLED', wake_ms = NULL, error = ?, updated_ms = ? \
+         WHERE flow_id = ? AND correlation_key = ? AND {ACTIVE} RETURNING *"
+    ))
+    .bind(&cancel.reason)
+    .bind(now)
+    .bind(&cancel.flow_id)
+    .bind(&cancel.key)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let run = run_from_row(row)?;
+        log(conn, &run.id, now, "", &cancel.reason).await?;
+        changed.push(run);
+    }
+    Ok(())
+}
+
+/// Cancels one run (an admin's CancelRun); the next queued run with its key starts.
+pub(super) async fn cancel_run(
+    conn: &mut SqliteConnection,
+    id: &str,
+    reason: &str,
+    now: i64,
+    changed: &mut Vec<Run>,
+) -> Result<Run> {
+    match cancel_one(conn, id, reason, now).await? {
+        Some(run) => {
+            changed.push(run.clone());
+            promote_queued(conn, &run, now, changed).await?;
+            Ok(run)
+        }
+        None => {
+            let row = sqlx::query("SELECT state FROM flow_runs WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match row {
+                None => Err(not_found("run", id)),
+                Some(row) => Err(Error::FailedPrecondition(format!(
+                    "run `{id}` has already finished ({})",
+                    row.try_get::<String, _>("state")?
+                ))),
+            }
+        }
+    }
+}
+
+async fn cancel_one(
+    conn: &mut SqliteConnection,
+    id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<Option<Run>> {
+    let row = sqlx::query(&format!(
+        "UPDATE flow_runs SET state = 'CANCELLED', wake_ms = NULL, error = ?, updated_ms = ? \
+         WHERE id = ? AND {ACTIVE} RETURNING *"
+    ))
+    .bind(reason)
+    .bind(now)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) => {
+            log(conn, id, now, "", reason).await?;
+            Ok(Some(run_from_row(&row)?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Applies a step's result if the run is still where the engine left it.
+pub(super) async fn advance(
+    conn: &mut SqliteConnection,
+    a: &Advance,
+    now: i64,
+    changed: &mut Vec<Run>,
+) -> Result<Option<Run>> {
+    let row = sqlx::query(&format!(
+        "UPDATE flow_runs SET state = ?, step_index = ?, step_waited = ?, attempt = ?, \
+         attempt_group = ?, wake_ms = ?, steps = ?, error = ?, updated_ms = ? \
+         WHERE id = ? AND step_index = ? AND attempt = ? AND {ACTIVE} RETURNING *"
+    ))
+    .bind(a.state.as_str())
+    .bind(a.step_index as i64)
+    .bind(a.step_waited)
+    .bind(a.attempt as i64)
+    .bind(a.attempt_group as i64)
+    .bind(a.wake_ms)
+    .bind(&a.steps)
+    .bind(&a.error)
+    .bind(now)
+    .bind(&a.run_id)
+    .bind(a.from_step as i64)
+    .bind(a.from_attempt as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let run = run_from_row(&row)?;
+    for line in &a.log {
+        log(conn, &run.id, line.time_ms, &line.step_id, &line.message).await?;
+    }
+    changed.push(run.clone());
+    if run.state.is_finished() {
+        promote_queued(conn, &run, now, changed).await?;
+    }
+    Ok(Some(run))
+}
+
+/// A run with a key finished: the oldest run queued behind it may start.
+async fn promote_queued(
+    conn: &mut SqliteConnection,
+    finished: &Run,
+    now: i64,
+    changed: &mut Vec<Run>,
+) -> Result<()> {
+    let Some(key) = &finished.key else {
+        return Ok(());
+    };
+    let row = sqlx::query(
+        "UPDATE flow_runs SET wake_ms = ?, updated_ms = ? WHERE id = (SELECT id FROM flow_runs \
+         WHERE flow_id = ? AND correlation_key = ? AND state = 'CREATED' AND wake_ms IS NULL \
+         ORDER BY created_ms, id LIMIT 1) RETURNING *",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(&finished.flow_id)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = row {
+        changed.push(run_from_row(&row)?);
+    }
+    Ok(())
+}
+
+async fn log(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    time_ms: i64,
+    step_id: &str,
+    message: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO flow_run_log (run_id, time_ms, step_id, message) VALUES (?, ?, ?, ?)")
+        .bind(run_id)
+        .bind(time_ms)
+        .bind(step_id)
+        .bind(message)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! Everything that talks to the daemon, off the UI task. The app asks with a
+//! [`Command`]; the [`Runner`] spawns it against the [`AdminApi`] and the
+//! answer comes back as an [`Update`] on a bounded channel. The live stream is
+//! one long-lived task that reconnects with backoff and reports the
+//! connection's state, so the screen can say "reconnecting…".
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use hookyard::v1::{
+    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint,
+    GetStatsResponse, Source, SourceWithToken, Subscription,
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tonic::Code;
+
+use crate::api::{AdminApi, ApiResult};
+
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Dead letters loaded at once.
+pub const DEAD_PAGE: u32 = 500;
+
+/// A request from the app to the daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// (Re)starts the live stream with this filter.
+    Watch(DeliveryFilter),
+    LoadDetail(u64),
+    Retry(Vec<u64>),
+    LoadDead,
+    LoadSubscriptions,
+    SaveSubscription {
+        subscription: Subscription,
+        create: bool,
+    },
+    ReloadSubscription(String),
+    DeleteSubscription(String),
+    TestRoute {
+        name: String,
+        tenant_id: String,
+        payload: Vec<u8>,
+    },
+    LoadEndpoints,
+    SaveEndpoint {
+        endpoint: Endpoint,
+        create: bool,
+    },
+    ReloadEndpoint(String),
+    DeleteEndpoint(String),
+    LoadStats,
+    LoadSources,
+    CreateSource(Source),
+    RotateSource(String),
+    SuspendSource(String),
+    ResumeSource(String),
+    DeleteSource(String),
+}
+
+/// The state of the live stream, as the header shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnState {
+    Connecting,
+    Live,
+    /// Lost or never reached; trying again.
+    Reconnecting {
+        attempt: u32,
+        error: String,
+    },
+    /// The daemon refused the request itself (a bad filter or token); not
+    /// retried.
+    Refused(String),
+}
+
+/// An answer from the daemon.
+#[derive(Debug)]
+pub enum Update {
+    Conn(ConnState),
+    Delivery(DeliveryUpdate),
+    Detail(u64, ApiResult<DeliveryDetail>),
+    /// How many retries were scheduled and what went wrong with the rest.
+    Retried {
+        ok: usize,
+        errors: Vec<String>,
+    },
+    Dead(ApiResult<Vec<Delivery>>),
+    Subscriptions(ApiResult<Vec<Subscription>>),
+    SubscriptionSaved(ApiResult<Subscription>),
+    SubscriptionReloaded(ApiResult<Subscription>),
+    SubscriptionDeleted(ApiResult<()>),
+    Routed(ApiResult<Vec<Subscription>>),
+    Endpoints(ApiResult<Vec<Endpoint>>),
+    EndpointSaved(ApiResult<Endpoint>),
+    EndpointReloaded(ApiResult<Endpoint>),
+    EndpointDeleted(ApiResult<()>),
+    Stats(ApiResult<GetStatsResponse>),
+    Sources(ApiResult<Vec<Source>>),
+    SourceToken(ApiResult<SourceWithToken>),
+    SourceChanged(ApiResult<()>),
+}
+
+/// Runs one command to its answer. The watch command is the runner's
+/// business and answers nothing here.
+pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
+    let update = match command {
+        Command::Watch(_) => return None,
+        Command::LoadDetail(id) => Update::Detail(id, api.get_delivery(id).await),
+        Command::Retry(ids) => {
+            let mut ok = 0;
+            let mut errors = Vec::new();
+            for id in ids {
+                match api.retry_delivery(id).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => errors.push(format!("#{id}: {}", e.describe())),
+                }
+            }
+            Update::Retried { ok, errors }
+        }
+        Command::LoadDead => {
+            let filter = DeliveryFilter {
+                status: DeliveryStatus::Dead.into(),
+                ..DeliveryFilter::default()
+            };
+            Update::Dead(api.list_deliveries(filter, DEAD_PAGE).await)
+        }
+        Command::LoadSubscriptions => Update::Subscriptions(api.list_subscriptions().await),
+        Command::SaveSubscription {
+            subscription,
+            create,
+        } => Update::SubscriptionSaved(if create {
+            api.create_subscription(subscription).await
+        } else {
+            api.update_subscription(subscription).await
+        }),
+        Command::ReloadSubscription(id) => {
+            Update::SubscriptionReloaded(api.get_subscription(id).await)
+        }
+        Command::DeleteSubscription(id) => {
+            Update::SubscriptionDeleted(api.delete_subscription(id).await)
+        }
+        Command::TestRoute {
+            name,
+            tenant_id,
+            payload,
+        } => Update::Routed(api.test_route(name, tenant_id, payload).await),
+        Command::LoadEndpoints => Update::Endpoints(api.list_endpoints().await),
+        Command::SaveEndpoint { endpoint, create } => Update::EndpointSaved(if create {
+            api.create_endpoint(endpoint).await
+        } else {
+            api.update_endpoint(endpoint).await
+        }),
+        Command::ReloadEndpoint(id) => Update::EndpointReloaded(api.get_endpoint(id).await),
+        Command::DeleteEndpoint(id) => Update::EndpointDeleted(api.delete_endpoint(id).await),
+        Command::LoadStats => Update::Stats(api.get_stats().await),
+        Command::LoadSources => Update::Sources(api.list_sources().await),
+        Command::CreateSource(source) => Update::SourceToken(api.create_source(source).await),
+        Command::RotateSource(id) => Update::SourceToken(api.rotate_source_token(id).await),
+        Command::SuspendSource(id) => Update::SourceChanged(api.suspend_source(id).await.map(drop)),
+        Command::ResumeSource(id) => Update::SourceChanged(api.resume_source(id).await.map(drop)),
+        Command::DeleteSource(id) => Update::SourceChanged(api.delete_source(id).await),
+    };
+    Some(update)
+}
+
+/// Spawns commands and owns the live stream's task.
+pub struct Runner {
+    api: Arc<dyn AdminApi>,
+    tx: mpsc::Sender<Update>,
+    watch: Option<JoinHandle<()>>,
+}
+
+impl Runner {
+    pub fn new(api: Arc<dyn AdminApi>, tx: mpsc::Sender<Update>) -> Runner {
+        Runner {
+            api,
+            tx,
+            watch: None,
+        }
+    }
+
+    pub fn run(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            match command {
+                Command::Watch(filter) => {
+                    if let Some(old) = self.watch.take() {
+                        old.abort();
+                    }
+                    let api = Arc::clone(&self.api);
+                    let tx = self.tx.clone();
+                    self.watch = Some(tokio::spawn(watch_loop(api, filter, tx)));
+                }
+                command => {
+                    let api = Arc::clone(&self.api);
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        if let Some(update) = execute(api.as_ref(), command).await {
+                            // The UI is gone when this fails; nothing to tell.
+                            let _ = tx.send(update).await;
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.abort();
+        }
+    }
+}
+
+/// Follows `WatchDeliveries` for as long as the UI lives, reconnecting with
+/// exponential backoff whenever the stream breaks.
+async fn watch_loop(api: Arc<dyn AdminApi>, filter: DeliveryFilter, tx: mpsc::Sender<Update>) {
+    let mut attempt: u32 = 0;
+    let mut backoff = BACKOFF_START;
+    if tx.send(Update::Conn(ConnState::Connecting)).await.is_err() {
+        return;
+    }
+    loop {
+        let error = match api.watch_deliveries(filter.clone()).await {
+            Ok(mut stream) => {
+                attempt = 0;
+                backoff = BACKOFF_START;
+                if tx.send(Update::Conn(ConnState::Live)).await.is_err() {
+                    return;
+                }
+                loop {
+                    match stream.next().await {
+                        Some(Ok(update)) => {
+                            if tx.send(Update::Delivery(update)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(Err(e)) => break e.describe(),
+                        None => break "the daemon closed the stream".to_string(),
+                    }
+                }
+            }
+            // Asking again would get the same answer: a bad filter or token.
+            Err(e)
+                if matches!(
+                    e.code,
+                    Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied
+                ) =>
+            {
+                let _ = tx
+                    .send(Update::Conn(ConnState::Refused(e.describe())))
+                    .await;
+                return;
+            }
+            Err(e) => e.describe(),
+        };
+        attempt += 1;
+        let state = ConnState::Reconnecting { attempt, error };
+        if tx.send(Update::Conn(state)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}

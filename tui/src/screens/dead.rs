@@ -1,0 +1,122 @@
+//! Dead letters: deliveries whose retries ran out (or whose endpoint is
+//! gone). Retry the one under the cursor, or mark several with space and
+//! retry them together; Enter opens the detail.
+
+use std::collections::BTreeSet;
+
+use crossterm::event::KeyEvent;
+use hookyard::v1::Delivery;
+use ratatui::{
+    layout::{Constraint, Rect},
+    widgets::{Cell, Row, Table, TableState},
+    Frame,
+};
+
+use super::{move_selection, Ctx, EventState};
+use crate::{
+    api::{ApiResult, Remote},
+    net::Command,
+    widgets::{self, clamp, error_style, header_style, remote_body, selected_style},
+};
+
+#[derive(Debug, Default)]
+pub struct DeadScreen {
+    pub list: Remote<Vec<Delivery>>,
+    selected: usize,
+    /// Marked for a retry together.
+    pub marked: BTreeSet<u64>,
+}
+
+impl DeadScreen {
+    pub fn loaded(&mut self, result: ApiResult<Vec<Delivery>>) {
+        self.list = Remote::from_result(result);
+        let ids: BTreeSet<u64> = self
+            .list
+            .loaded()
+            .map(|l| l.iter().map(|d| d.id).collect())
+            .unwrap_or_default();
+        self.marked.retain(|id| ids.contains(id));
+        self.selected = clamp(self.selected, ids.len());
+    }
+
+    pub fn handle_key(&mut self, key: &KeyEvent, ctx: &mut Ctx) -> EventState {
+        let keys = ctx.keys;
+        let len = self.list.loaded().map_or(0, Vec::len);
+        let current = self
+            .list
+            .loaded()
+            .and_then(|l| l.get(self.selected))
+            .map(|d| d.id);
+        if keys.reload.matches(key) {
+            self.list = Remote::Loading;
+            ctx.commands.push(Command::LoadDead);
+        } else if let Some(id) = current {
+            if keys.select_all.matches(key) {
+                if self.marked.len() == len {
+                    self.marked.clear();
+                } else if let Some(list) = self.list.loaded() {
+                    self.marked = list.iter().map(|d| d.id).collect();
+                }
+            } else if keys.select.matches(key) {
+                if !self.marked.remove(&id) {
+                    self.marked.insert(id);
+                }
+                self.selected = clamp(self.selected + 1, len);
+            } else if keys.retry.matches(key) {
+                let ids: Vec<u64> = if self.marked.is_empty() {
+                    vec![id]
+                } else {
+                    self.marked.iter().copied().collect()
+                };
+                ctx.info(format!("retrying {} delivery(ies)…", ids.len()));
+                ctx.commands.push(Command::Retry(ids));
+            } else if keys.open.matches(key) {
+                ctx.open_detail(id);
+            } else if !move_selection(keys, key, &mut self.selected, len) {
+                return EventState::NotConsumed;
+            }
+        } else {
+            return EventState::NotConsumed;
+        }
+        EventState::Consumed
+    }
+
+    pub fn render(&self, frame: &mut Frame, area: Rect, tick: u64) {
+        let empty = "no dead letters: every delivery succeeded or is still trying";
+        let Some(deliveries) = remote_body(frame, area, &self.list, tick, empty) else {
+            return;
+        };
+        let rows = deliveries.iter().map(|d| {
+            let mark = if self.marked.contains(&d.id) {
+                "●"
+            } else {
+                " "
+            };
+            Row::new([
+                Cell::from(mark),
+                Cell::from(widgets::clock(d.updated_at.as_ref())),
+                Cell::from(d.event_name.clone()),
+                Cell::from(d.target.clone()),
+                Cell::from(d.attempts.to_string()),
+                Cell::from(d.last_error.clone()).style(error_style()),
+            ])
+        });
+        let header =
+            Row::new(["", "time", "event", "target", "try", "last error"]).style(header_style());
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Length(1),
+                Constraint::Length(8),
+                Constraint::Fill(2),
+                Constraint::Fill(2),
+                Constraint::Length(3),
+                Constraint::Fill(3),
+            ],
+        )
+        .header(header)
+        .row_highlight_style(selected_style());
+        let mut state = TableState::default().with_selected(Some(self.selected));
+        frame.render_stateful_widget(table, area, &mut state);
+    }
+}

@@ -1,0 +1,347 @@
+//! Endpoints: the table, create/edit in a form, enable/disable, delete with a
+//! confirmation. Secrets appear only as the daemon's hint (`whsec_…abcd`);
+//! a secret the TUI generates for a new endpoint is shown once, after the
+//! save, and never again.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use crossterm::event::KeyEvent;
+use hookyard::v1::{Endpoint, EndpointState, GetStatsResponse};
+use rand::RngCore;
+use ratatui::{
+    layout::{Constraint, Rect},
+    style::{Color, Style},
+    widgets::{Cell, Row, Table, TableState},
+    Frame,
+};
+
+use super::{move_selection, Ctx, EventState};
+use crate::{
+    api::{ApiResult, Remote},
+    app::Mode,
+    forms::{Field, Form},
+    net::Command,
+    widgets::{self, clamp, error_style, header_style, remote_body, selected_style},
+};
+
+#[derive(Debug, Default)]
+pub struct EndpointsScreen {
+    pub list: Remote<Vec<Endpoint>>,
+    selected: usize,
+}
+
+impl EndpointsScreen {
+    pub fn loaded(&mut self, result: ApiResult<Vec<Endpoint>>) {
+        self.list = Remote::from_result(result.map(|mut endpoints| {
+            endpoints.sort_by(|a, b| a.id.cmp(&b.id));
+            endpoints
+        }));
+        let len = self.list.loaded().map_or(0, Vec::len);
+        self.selected = clamp(self.selected, len);
+    }
+
+    pub fn handle_key(&mut self, key: &KeyEvent, ctx: &mut Ctx) -> EventState {
+        let keys = ctx.keys;
+        let len = self.list.loaded().map_or(0, Vec::len);
+        let selected = self
+            .list
+            .loaded()
+            .and_then(|l| l.get(self.selected))
+            .cloned();
+        if keys.new.matches(key) {
+            ctx.next_mode = Some(Mode::EndpointForm(Box::new(EndpointForm::new(None))));
+        } else if keys.reload.matches(key) {
+            self.list = Remote::Loading;
+            ctx.commands.push(Command::LoadEndpoints);
+            ctx.commands.push(Command::LoadStats);
+        } else if let Some(endpoint) = selected {
+            if keys.edit.matches(key) || keys.open.matches(key) {
+                ctx.next_mode = Some(Mode::EndpointForm(Box::new(EndpointForm::new(Some(
+                    endpoint,
+                )))));
+            } else if keys.live.matches(key) {
+                ctx.live_filter = Some(format!("endpoint:{}", endpoint.id));
+            } else if keys.delete.matches(key) {
+                ctx.confirm(
+                    format!("Delete endpoint `{}`?", endpoint.id),
+                    Command::DeleteEndpoint(endpoint.id),
+                );
+            } else if keys.toggle.matches(key) {
+                let state = if endpoint.state() == EndpointState::Enabled {
+                    EndpointState::Disabled
+                } else {
+                    EndpointState::Enabled
+                };
+                ctx.info(format!("{} `{}`…", state_name(state), endpoint.id));
+                ctx.commands.push(Command::SaveEndpoint {
+                    endpoint: Endpoint {
+                        state: state.into(),
+                        // Empty keeps the stored secret.
+                        secret: String::new(),
+                        ..endpoint
+                    },
+                    create: false,
+                });
+            } else if !move_selection(keys, key, &mut self.selected, len) {
+                return EventState::NotConsumed;
+            }
+        } else {
+            return EventState::NotConsumed;
+        }
+        EventState::Consumed
+    }
+
+    /// `in_flight` counts what the live stream shows in flight, by target.
+    pub fn render(
+        &self,
+        frame: &mut Frame,
+        area: Rect,
+        tick: u64,
+        stats: Option<&GetStatsResponse>,
+        in_flight: &HashMap<String, u64>,
+    ) {
+        let empty = "no endpoints yet: n creates one";
+        let Some(endpoints) = remote_body(frame, area, &self.list, tick, empty) else {
+            return;
+        };
+        let numbers =
+            |id: &str| stats.and_then(|s| s.endpoints.iter().find(|e| e.endpoint_id == id));
+        let rows = endpoints.iter().map(|e| {
+            let state = e.state();
+            let color = match state {
+                EndpointState::Enabled => Color::Green,
+                EndpointState::Disabled => Color::Yellow,
+                EndpointState::Gone | EndpointState::Unspecified => Color::Red,
+            };
+            let n = numbers(&e.id);
+            let flying = in_flight
+                .get(&format!("endpoint:{}", e.id))
+                .copied()
+                .unwrap_or(0);
+            let rate = match n {
+                Some(n) if n.succeeded + n.failed > 0 => {
+                    let rate = n.succeeded as f64 * 100.0 / (n.succeeded + n.failed) as f64;
+                    format!("{rate:.0}%")
+                }
+                _ => "-".to_string(),
+            };
+            let last_error = n
+                .filter(|n| !n.last_error.is_empty())
+                .map_or("-".to_string(), |n| {
+                    format!(
+                        "{} {}",
+                        widgets::clock(n.last_error_at.as_ref()),
+                        n.last_error
+                    )
+                });
+            Row::new([
+                Cell::from(e.id.clone()),
+                Cell::from(e.url.clone()),
+                Cell::from(if e.tenant_id.is_empty() {
+                    "-".to_string()
+                } else {
+                    e.tenant_id.clone()
+                }),
+                Cell::from(state_name(state)).style(Style::default().fg(color)),
+                Cell::from(flying.to_string()),
+                Cell::from(rate),
+                Cell::from(n.map_or("-".to_string(), |n| n.backlog.to_string())),
+                Cell::from(last_error).style(error_style()),
+            ])
+        });
+        let header = Row::new([
+            "id",
+            "url",
+            "tenant",
+            "state",
+            "flying",
+            "ok 1h",
+            "queue",
+            "last error",
+        ])
+        .style(header_style());
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Fill(1),
+                Constraint::Fill(2),
+                Constraint::Fill(1),
+                Constraint::Length(8),
+                Constraint::Length(6),
+                Constraint::Length(5),
+                Constraint::Length(5),
+                Constraint::Fill(3),
+            ],
+        )
+        .header(header)
+        .row_highlight_style(selected_style());
+        let mut state = TableState::default().with_selected(Some(self.selected));
+        frame.render_stateful_widget(table, area, &mut state);
+    }
+}
+
+pub fn state_name(state: EndpointState) -> &'static str {
+    match state {
+        EndpointState::Enabled => "enabled",
+        EndpointState::Disabled => "disabled",
+        EndpointState::Gone => "gone",
+        EndpointState::Unspecified => "?",
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointForm {
+    pub original: Option<Endpoint>,
+    pub form: Form,
+    /// The secret this form made for a new endpoint, to show once saved.
+    pub generated_secret: Option<String>,
+}
+
+impl EndpointForm {
+    pub fn new(original: Option<Endpoint>) -> EndpointForm {
+        let e = original.clone().unwrap_or(Endpoint {
+            state: EndpointState::Enabled.into(),
+            ..Endpoint::default()
+        });
+        let (title, id, secret_hint) = match &original {
+            Some(e) => (
+                format!(
+                    "Edit endpoint {} (v{}, secret {})",
+                    e.id, e.version, e.secret_hint
+                ),
+                Field::fixed("id", "id", e.id.clone()),
+                "empty keeps the current one",
+            ),
+            None => (
+                "New endpoint".to_string(),
+                Field::text("id", "id", "").hint("e.g. crm"),
+                "empty: one is generated and shown once",
+            ),
+        };
+        let mut headers: Vec<_> = e.headers.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        headers.sort();
+        let number = |n: u32| if n == 0 { String::new() } else { n.to_string() };
+        let schedule: Vec<String> = e.retry_schedule_ms.iter().map(u64::to_string).collect();
+        let form = Form::new(
+            title,
+            vec![
+                id,
+                Field::text("url", "url", e.url.clone()).hint("e.g. https://example.com/hook"),
+                Field::text("tenant_id", "tenant", e.tenant_id.clone()),
+                Field::text("headers", "headers", headers.join(", "))
+                    .hint("optional, e.g. X-Env=prod, X-Team=crm"),
+                Field::text("timeout_ms", "timeout ms", number(e.timeout_ms)).hint("default"),
+                Field::text("retry_schedule_ms", "retries ms", schedule.join(", "))
+                    .hint("default; e.g. 0, 5000, 300000"),
+                Field::text("max_in_flight", "max in flight", number(e.max_in_flight))
+                    .hint("default"),
+                Field::toggle("state", "enabled", e.state() == EndpointState::Enabled),
+                Field::text("secret", "new secret", "").hint(secret_hint),
+                Field::text("description", "description", e.description.clone()),
+            ],
+        );
+        EndpointForm {
+            original,
+            form,
+            generated_secret: None,
+        }
+    }
+
+    /// The endpoint the form describes, or the fields it cannot parse.
+    pub fn endpoint(&self) -> Result<Endpoint, Vec<(&'static str, String)>> {
+        let f = &self.form;
+        let mut errors = Vec::new();
+        let mut number = |key: &'static str| -> u64 {
+            let text = f.value(key);
+            if text.is_empty() {
+                return 0;
+            }
+            text.parse().unwrap_or_else(|_| {
+                errors.push((key, "must be a whole number".to_string()));
+                0
+            })
+        };
+        let timeout_ms = number("timeout_ms");
+        let max_in_flight = number("max_in_flight");
+        let mut retry_schedule_ms = Vec::new();
+        for item in f.list("retry_schedule_ms") {
+            match item.parse() {
+                Ok(ms) => retry_schedule_ms.push(ms),
+                Err(_) => errors.push(("retry_schedule_ms", format!("`{item}` is not a number"))),
+            }
+        }
+        let mut headers = std::collections::HashMap::new();
+        for item in f.list("headers") {
+            match item.split_once('=') {
+                Some((k, v)) => {
+                    headers.insert(k.trim().to_string(), v.trim().to_string());
+                }
+                None => errors.push(("headers", format!("`{item}` is not Name=value"))),
+            }
+        }
+        let too_big = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        let base = self.original.clone().unwrap_or_default();
+        let endpoint = Endpoint {
+            id: f.value("id"),
+            url: f.value("url"),
+            tenant_id: f.value("tenant_id"),
+            secret: f.value("secret"),
+            headers,
+            timeout_ms: too_big(timeout_ms),
+            retry_schedule_ms,
+            max_in_flight: too_big(max_in_flight),
+            state: if f.is_on("state") {
+                EndpointState::Enabled
+            } else {
+                EndpointState::Disabled
+            }
+            .into(),
+            description: f.value("description"),
+            ..base
+        };
+        if errors.is_empty() {
+            Ok(endpoint)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Saves, or shows what cannot be parsed without asking the daemon.
+    pub fn save_command(&mut self) -> Option<Command> {
+        match self.endpoint() {
+            Ok(mut endpoint) => {
+                let create = self.original.is_none();
+                if create && endpoint.secret.is_empty() {
+                    let secret = generate_secret();
+                    endpoint.secret = secret.clone();
+                    self.generated_secret = Some(secret);
+                }
+                self.form.saving = true;
+                Some(Command::SaveEndpoint { endpoint, create })
+            }
+            Err(errors) => {
+                for f in &mut self.form.fields {
+                    f.error = errors
+                        .iter()
+                        .find(|(key, _)| *key == f.key)
+                        .map(|(_, e)| e.clone());
+                }
+                if let Some((key, _)) = errors.first() {
+                    self.form.focus_on(key);
+                }
+                None
+            }
+        }
+    }
+}
+
+/// `whsec_` + base64 of 32 random bytes, as the daemon makes them.
+pub fn generate_secret() -> String {
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}

@@ -1,0 +1,97 @@
+//! `?`: every key that works on the current screen, generated from the
+//! bindings, grouped so it fits an 80x24 terminal.
+
+use ratatui::{
+    layout::Rect,
+    text::{Line, Span},
+    widgets::Paragraph,
+    Frame,
+};
+
+use crate::{
+    app::Tab,
+    keys::{Binding, KeyBindings},
+    widgets::{header_style, popup},
+};
+
+type Group = (&'static str, Vec<(String, &'static str)>);
+
+fn keys(bindings: &[Binding]) -> Vec<(String, &'static str)> {
+    bindings
+        .iter()
+        .map(|b| (b.label.to_string(), b.action))
+        .collect()
+}
+
+fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
+    let everywhere = vec![
+        (
+            format!("{}/{}/1-5", k.next_tab.label, k.prev_tab.label),
+            "switch screens",
+        ),
+        (k.help.label.to_string(), k.help.action),
+        (k.quit.label.to_string(), "quit (Ctrl-C: from anywhere)"),
+        (k.back.label.to_string(), k.back.action),
+    ];
+    let lists = ("↑↓ jk PgUp PgDn g G".to_string(), "move through the list");
+    let detail: Group = (
+        "Delivery detail",
+        vec![
+            (k.retry.label.to_string(), k.retry.action),
+            ("↑↓ PgUp PgDn".to_string(), "scroll"),
+        ],
+    );
+    let forms: Group = (
+        "Forms",
+        vec![
+            (k.next_field.label.to_string(), k.next_field.action),
+            (k.prev_field.label.to_string(), k.prev_field.action),
+            (k.save.label.to_string(), "save (Ctrl-S too)"),
+            (k.toggle.label.to_string(), "flip a yes/no field"),
+            ("Ctrl-R".to_string(), "reload after someone else's change"),
+        ],
+    );
+    let mut out: Vec<Group> = vec![("Everywhere", everywhere)];
+    let (title, mut screen) = match tab {
+        Tab::Live => ("Live", keys(&[k.pause, k.filter, k.open, k.retry])),
+        Tab::Subscriptions => (
+            "Subscriptions",
+            keys(&[k.new, k.edit, k.delete, k.toggle, k.test, k.live, k.reload]),
+        ),
+        Tab::Endpoints => (
+            "Endpoints",
+            keys(&[k.new, k.edit, k.delete, k.toggle, k.live, k.reload]),
+        ),
+        Tab::Dead => (
+            "Dead letters",
+            keys(&[k.select, k.select_all, k.retry, k.open, k.reload]),
+        ),
+        Tab::Sources => (
+            "Sources",
+            keys(&[k.new, k.rotate, k.suspend, k.delete, k.reload]),
+        ),
+    };
+    screen.push(lists);
+    out.push((title, screen));
+    match tab {
+        Tab::Live | Tab::Dead => out.push(detail),
+        Tab::Subscriptions | Tab::Endpoints | Tab::Sources => out.push(forms),
+    }
+    out
+}
+
+pub fn render(frame: &mut Frame, area: Rect, keys: &KeyBindings, tab: Tab) {
+    let mut lines = Vec::new();
+    for (title, entries) in groups(keys, tab) {
+        lines.push(Line::styled(title, header_style()));
+        for (label, action) in entries {
+            lines.push(Line::from(vec![
+                Span::raw(format!("  {label:<20}")),
+                Span::raw(action),
+            ]));
+        }
+    }
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let inner = popup(frame, area, 70, height, "Keys (Esc closes)");
+    frame.render_widget(Paragraph::new(lines), inner);
+}

@@ -1,0 +1,373 @@
+//! Test support: an in-memory [`AdminApi`] that behaves like the daemon where
+//! the screens care (versions, validation, not found), helpers to run the
+//! app's commands against it, and rendering to a `TestBackend`.
+
+use std::{collections::BTreeMap, sync::Mutex};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use futures::{FutureExt, StreamExt};
+use hookyard::v1::{
+    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint,
+    GetStatsResponse, Source, SourceStatus, SourceWithToken, Subscription,
+};
+use ratatui::{backend::TestBackend, Terminal};
+use tonic::Code;
+
+pub use crate::fixtures::*;
+use crate::{
+    api::{AdminApi, ApiError, ApiResult, Call, UpdateStream},
+    app::App,
+    net::{execute, Command},
+    ui,
+};
+
+#[derive(Default)]
+pub struct FakeState {
+    pub subscriptions: BTreeMap<String, Subscription>,
+    pub endpoints: BTreeMap<String, Endpoint>,
+    pub sources: BTreeMap<String, Source>,
+    pub deliveries: Vec<Delivery>,
+    pub details: BTreeMap<u64, DeliveryDetail>,
+    /// Every call fails with this (daemon down, bad token).
+    pub fail_all: Option<ApiError>,
+    /// The next write fails with this.
+    pub fail_next: Option<ApiError>,
+    pub retried: Vec<u64>,
+    pub stats: GetStatsResponse,
+    pub watch_failures: u32,
+    pub watch_updates: Vec<DeliveryUpdate>,
+    next_id: u64,
+}
+
+#[derive(Default)]
+pub struct FakeAdmin {
+    pub state: Mutex<FakeState>,
+}
+
+fn ready<T: Send + 'static>(result: ApiResult<T>) -> Call<T> {
+    futures::future::ready(result).boxed()
+}
+
+impl FakeAdmin {
+    pub fn with(f: impl FnOnce(&mut FakeState)) -> FakeAdmin {
+        let fake = FakeAdmin::default();
+        f(&mut fake.state.lock().unwrap());
+        fake
+    }
+
+    fn read<T: Send + 'static>(&self, f: impl FnOnce(&mut FakeState) -> ApiResult<T>) -> Call<T> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(e) = &state.fail_all {
+            return ready(Err(e.clone()));
+        }
+        ready(f(&mut state))
+    }
+
+    fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut FakeState) -> ApiResult<T>) -> Call<T> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(e) = state.fail_all.clone().or_else(|| state.fail_next.take()) {
+            return ready(Err(e));
+        }
+        ready(f(&mut state))
+    }
+}
+
+fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::new(Code::NotFound, format!("{what} `{id}` not found"))
+}
+
+fn stale() -> ApiError {
+    ApiError::new(Code::FailedPrecondition, "version mismatch")
+}
+
+impl AdminApi for FakeAdmin {
+    /// Fails while `watch_failures` lasts, then streams `watch_updates`
+    /// and ends, as a daemon that stops would.
+    fn watch_deliveries(&self, _filter: DeliveryFilter) -> Call<UpdateStream> {
+        self.read(|s| {
+            if s.watch_failures > 0 {
+                s.watch_failures -= 1;
+                return Err(ApiError::new(Code::Unavailable, "connection refused"));
+            }
+            let updates: Vec<_> = std::mem::take(&mut s.watch_updates)
+                .into_iter()
+                .map(Ok)
+                .collect();
+            Ok(futures::stream::iter(updates).boxed())
+        })
+    }
+
+    fn list_deliveries(&self, filter: DeliveryFilter, _page_size: u32) -> Call<Vec<Delivery>> {
+        self.read(|s| {
+            Ok(s.deliveries
+                .iter()
+                .filter(|d| filter.status == 0 || d.status == filter.status)
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn get_delivery(&self, id: u64) -> Call<DeliveryDetail> {
+        self.read(|s| {
+            s.details
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| not_found("delivery", &id.to_string()))
+        })
+    }
+
+    fn retry_delivery(&self, id: u64) -> Call<Delivery> {
+        self.write(|s| {
+            s.retried.push(id);
+            let d = s.deliveries.iter_mut().find(|d| d.id == id);
+            let d = d.ok_or_else(|| not_found("delivery", &id.to_string()))?;
+            d.status = DeliveryStatus::Pending.into();
+            Ok(d.clone())
+        })
+    }
+
+    fn list_subscriptions(&self) -> Call<Vec<Subscription>> {
+        self.read(|s| Ok(s.subscriptions.values().cloned().collect()))
+    }
+
+    fn get_subscription(&self, id: String) -> Call<Subscription> {
+        self.read(|s| {
+            s.subscriptions
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| not_found("subscription", &id))
+        })
+    }
+
+    fn create_subscription(&self, mut sub: Subscription) -> Call<Subscription> {
+        self.write(|s| {
+            s.next_id += 1;
+            sub.id = format!("sub-new-{}", s.next_id);
+            sub.version = 1;
+            s.subscriptions.insert(sub.id.clone(), sub.clone());
+            Ok(sub)
+        })
+    }
+
+    fn update_subscription(&self, mut sub: Subscription) -> Call<Subscription> {
+        self.write(|s| {
+            let stored = s
+                .subscriptions
+                .get_mut(&sub.id)
+                .ok_or_else(|| not_found("subscription", &sub.id))?;
+            if stored.version != sub.version {
+                return Err(stale());
+            }
+            sub.version += 1;
+            *stored = sub.clone();
+            Ok(sub)
+        })
+    }
+
+    fn delete_subscription(&self, id: String) -> Call<()> {
+        self.write(|s| {
+            s.subscriptions
+                .remove(&id)
+                .map(drop)
+                .ok_or_else(|| not_found("subscription", &id))
+        })
+    }
+
+    fn test_route(
+        &self,
+        name: String,
+        _tenant: String,
+        _payload: Vec<u8>,
+    ) -> Call<Vec<Subscription>> {
+        self.read(|s| {
+            let prefix = name.split('.').next().unwrap_or_default().to_string();
+            Ok(s.subscriptions
+                .values()
+                .filter(|sub| sub.patterns.iter().any(|p| p.starts_with(&prefix)))
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn list_endpoints(&self) -> Call<Vec<Endpoint>> {
+        self.read(|s| Ok(s.endpoints.values().cloned().collect()))
+    }
+
+    fn get_endpoint(&self, id: String) -> Call<Endpoint> {
+        self.read(|s| {
+            s.endpoints
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| not_found("endpoint", &id))
+        })
+    }
+
+    fn create_endpoint(&self, mut endpoint: Endpoint) -> Call<Endpoint> {
+        self.write(|s| {
+            endpoint.version = 1;
+            endpoint.secret_hint = "whsec_…abcd".to_string();
+            endpoint.secret.clear();
+            s.endpoints.insert(endpoint.id.clone(), endpoint.clone());
+            Ok(endpoint)
+        })
+    }
+
+    fn update_endpoint(&self, mut endpoint: Endpoint) -> Call<Endpoint> {
+        self.write(|s| {
+            let stored = s
+                .endpoints
+                .get_mut(&endpoint.id)
+                .ok_or_else(|| not_found("endpoint", &endpoint.id))?;
+            if stored.version != endpoint.version {
+                return Err(stale());
+            }
+            endpoint.version += 1;
+            endpoint.secret.clear();
+            *stored = endpoint.clone();
+            Ok(endpoint)
+        })
+    }
+
+    fn delete_endpoint(&self, id: String) -> Call<()> {
+        self.write(|s| {
+            s.endpoints
+                .remove(&id)
+                .map(drop)
+                .ok_or_else(|| not_found("endpoint", &id))
+        })
+    }
+
+    fn get_stats(&self) -> Call<GetStatsResponse> {
+        self.read(|s| Ok(s.stats.clone()))
+    }
+
+    fn list_sources(&self) -> Call<Vec<Source>> {
+        self.read(|s| Ok(s.sources.values().cloned().collect()))
+    }
+
+    fn create_source(&self, mut source: Source) -> Call<SourceWithToken> {
+        self.write(|s| {
+            s.next_id += 1;
+            source.id = format!("src-new-{}", s.next_id);
+            source.status = SourceStatus::Active.into();
+            source.version = 1;
+            s.sources.insert(source.id.clone(), source.clone());
+            Ok(SourceWithToken {
+                source: Some(source),
+                token: "tok_secret".to_string(),
+                url_path: "/webhook/v1/tok_secret".to_string(),
+            })
+        })
+    }
+
+    fn rotate_source_token(&self, id: String) -> Call<SourceWithToken> {
+        self.write(|s| {
+            let source = s.sources.get(&id).ok_or_else(|| not_found("source", &id))?;
+            Ok(SourceWithToken {
+                source: Some(source.clone()),
+                token: "tok_rotated".to_string(),
+                url_path: "/webhook/v1/tok_rotated".to_string(),
+            })
+        })
+    }
+
+    fn suspend_source(&self, id: String) -> Call<Source> {
+        self.write(|s| set_source_status(s, &id, SourceStatus::Suspended))
+    }
+
+    fn resume_source(&self, id: String) -> Call<Source> {
+        self.write(|s| set_source_status(s, &id, SourceStatus::Active))
+    }
+
+    fn delete_source(&self, id: String) -> Call<()> {
+        self.write(|s| {
+            s.sources
+                .remove(&id)
+                .map(drop)
+                .ok_or_else(|| not_found("source", &id))
+        })
+    }
+}
+
+fn set_source_status(s: &mut FakeState, id: &str, status: SourceStatus) -> ApiResult<Source> {
+    let source = s
+        .sources
+        .get_mut(id)
+        .ok_or_else(|| not_found("source", id))?;
+    source.status = status.into();
+    Ok(source.clone())
+}
+
+/// Runs every command the app queued against `api` and applies the answers,
+/// until the app asks for nothing more.
+pub async fn settle(app: &mut App, api: &dyn AdminApi) {
+    loop {
+        let commands = app.take_commands();
+        if commands.is_empty() {
+            return;
+        }
+        for command in commands {
+            if let Some(update) = execute(api, command).await {
+                app.apply(update);
+            }
+        }
+    }
+}
+
+/// The commands queued, without running them.
+pub fn queued(app: &mut App) -> Vec<Command> {
+    app.take_commands()
+        .into_iter()
+        .filter(|c| !matches!(c, Command::Watch(_)))
+        .collect()
+}
+
+pub fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+pub fn ctrl(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+}
+
+pub fn press(app: &mut App, code: KeyCode) {
+    app.handle_key(key(code));
+}
+
+pub fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        app.handle_key(key(KeyCode::Char(c)));
+    }
+}
+
+/// The screen as text, as insta stores it.
+pub fn draw(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| ui::render(app, frame)).unwrap();
+    terminal.backend().to_string()
+}
+
+/// Snapshots the screen with clock times and uuids filtered out.
+#[macro_export]
+macro_rules! assert_screen {
+    ($name:expr, $app:expr, $w:expr, $h:expr) => {
+        insta::with_settings!({
+            filters => vec![
+                (r"\d\d:\d\d:\d\d", "[time]"),
+                (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "[uuid]"),
+            ],
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!($name, $crate::testing::draw(&$app, $w, $h));
+        })
+    };
+}
+
+impl FakeAdmin {
+    /// `get_delivery` without the future, for tests that apply by hand.
+    pub fn get_delivery_now(&self, id: u64) -> ApiResult<DeliveryDetail> {
+        self.get_delivery(id)
+            .now_or_never()
+            .expect("the fake answers at once")
+    }
+}

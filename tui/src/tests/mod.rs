@@ -1,0 +1,7 @@
+//! Screen tests: state changes driven by keys, and snapshots of whole screens
+//! on a `TestBackend`, fed by the fake Admin API.
+
+mod live;
+mod net;
+mod others;
+mod subscriptions;

@@ -1,0 +1,89 @@
+//! The live stream's task: backoff while the daemon is away, then live again.
+
+use std::{sync::Arc, time::Duration};
+
+use hookyard::v1::{DeliveryStatus, DeliveryUpdate};
+use tokio::sync::mpsc;
+
+use crate::{
+    net::{Command, ConnState, Runner, Update},
+    testing::*,
+};
+
+fn conn(update: &Update) -> Option<ConnState> {
+    match update {
+        Update::Conn(state) => Some(state.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_stream_reconnects_with_backoff_and_resumes() {
+    let fake = Arc::new(FakeAdmin::with(|s| {
+        s.watch_failures = 3;
+        s.watch_updates = vec![DeliveryUpdate {
+            delivery: Some(delivery(1, "lead.created", DeliveryStatus::Succeeded)),
+            ..DeliveryUpdate::default()
+        }];
+    }));
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut runner = Runner::new(fake.clone(), tx);
+    let started = tokio::time::Instant::now();
+    runner.run(vec![Command::Watch(Default::default())]);
+
+    let mut seen = Vec::new();
+    while seen.len() < 7 {
+        seen.push(rx.recv().await.expect("the watch task runs"));
+    }
+    let states: Vec<_> = seen.iter().map(conn).collect();
+    let reconnecting = |attempt| {
+        Some(ConnState::Reconnecting {
+            attempt,
+            error: "daemon unreachable: connection refused".to_string(),
+        })
+    };
+    assert_eq!(states[0], Some(ConnState::Connecting));
+    assert_eq!(
+        states[1..4],
+        [reconnecting(1), reconnecting(2), reconnecting(3)]
+    );
+    assert_eq!(states[4], Some(ConnState::Live));
+    assert!(matches!(&seen[5], Update::Delivery(u) if u.delivery.as_ref().unwrap().id == 1));
+    // The stream ended (the daemon went away): reconnecting again, from the
+    // shortest backoff since it had been live.
+    assert!(matches!(
+        &seen[6],
+        Update::Conn(ConnState::Reconnecting { attempt: 1, .. })
+    ));
+    // 250 ms + 500 ms + 1 s of backoff before it was live.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1750) && waited < Duration::from_millis(2000),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_token_is_said_once_and_not_retried() {
+    let fake = Arc::new(FakeAdmin::with(|s| {
+        s.fail_all = Some(crate::api::ApiError::new(
+            tonic::Code::Unauthenticated,
+            "bad token",
+        ));
+    }));
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut runner = Runner::new(fake, tx);
+    runner.run(vec![Command::Watch(Default::default())]);
+    assert_eq!(conn(&rx.recv().await.unwrap()), Some(ConnState::Connecting));
+    let refused = conn(&rx.recv().await.unwrap());
+    assert!(
+        matches!(&refused, Some(ConnState::Refused(e)) if e.contains("token refused")),
+        "{refused:?}"
+    );
+    let mut app = crate::app::App::new("http://127.0.0.1:8081");
+    app.apply(Update::Conn(refused.unwrap()));
+    crate::assert_screen!("live_bad_token_80x24", app, 80, 24);
+    // Nothing more: the task ended.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(rx.try_recv().is_err());
+}

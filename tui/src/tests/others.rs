@@ -1,0 +1,259 @@
+//! Endpoints, dead letters and sources.
+
+use crossterm::event::KeyCode;
+use hookyard::v1::{DeliveryStatus, EndpointState, EndpointStats, Source, SourceStatus};
+use tonic::Code;
+
+use crate::{
+    api::ApiError,
+    app::{App, Mode, Tab},
+    assert_screen,
+    net::{ConnState, Update},
+    screens::sources::parse_rule,
+    testing::*,
+};
+
+async fn on_tab(fake: &FakeAdmin, tab: char) -> App {
+    let mut app = App::new("http://127.0.0.1:8081");
+    app.apply(Update::Conn(ConnState::Live));
+    press(&mut app, KeyCode::Char(tab));
+    settle(&mut app, fake).await;
+    app
+}
+
+fn endpoints() -> FakeAdmin {
+    FakeAdmin::with(|s| {
+        s.endpoints.insert(
+            "crm".to_string(),
+            endpoint(
+                "crm",
+                "https://crm.example.com/hook",
+                EndpointState::Enabled,
+            ),
+        );
+        let mut gone = endpoint("old", "https://old.example.com/hook", EndpointState::Gone);
+        gone.tenant_id = "acme".to_string();
+        gone.max_in_flight = 4;
+        s.endpoints.insert("old".to_string(), gone);
+        s.stats.endpoints = vec![
+            EndpointStats {
+                endpoint_id: "crm".to_string(),
+                succeeded: 990,
+                failed: 10,
+                backlog: 3,
+                last_error: "HTTP 503".to_string(),
+                last_error_at: ts(30),
+            },
+            EndpointStats {
+                endpoint_id: "old".to_string(),
+                failed: 4,
+                last_error: "HTTP 410: endpoint gone".to_string(),
+                last_error_at: ts(40),
+                ..EndpointStats::default()
+            },
+        ];
+    })
+}
+
+#[tokio::test]
+async fn endpoints_table_with_numbers_from_stats_and_the_live_stream() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    // Two deliveries to crm in flight on Live.
+    for id in [1, 2] {
+        app.apply(update(delivery(
+            id,
+            "lead.created",
+            DeliveryStatus::InFlight,
+        )));
+    }
+    assert_eq!(app.tab, Tab::Endpoints);
+    assert_screen!("endpoints", app, 100, 6);
+    assert_screen!("endpoints_80x24", app, 80, 24);
+    let empty = on_tab(&FakeAdmin::default(), '3').await;
+    assert_screen!("endpoints_empty", empty, 80, 5);
+}
+
+#[tokio::test]
+async fn a_new_endpoint_gets_a_secret_shown_once() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('n'));
+    type_text(&mut app, "billing");
+    press(&mut app, KeyCode::Tab);
+    type_text(&mut app, "https://billing.example.com/hook");
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Tab);
+    type_text(&mut app, "X-Env=prod, broken");
+    press(&mut app, KeyCode::Tab);
+    type_text(&mut app, "soon");
+    press(&mut app, KeyCode::Enter);
+    // Parsed here, before asking the daemon.
+    assert!(queued(&mut app).is_empty());
+    assert_screen!("endpoint_form_local_errors", app, 100, 30);
+    let Mode::EndpointForm(form) = &mut app.mode else {
+        panic!("the form closed");
+    };
+    form.form.fields[3].input.set("X-Env=prod");
+    form.form.fields[4].input.set("2500");
+    press(&mut app, KeyCode::Enter);
+    settle(&mut app, &fake).await;
+    let Mode::Reveal { lines, .. } = &app.mode else {
+        panic!("expected the secret, got {:?}", app.mode);
+    };
+    assert!(lines[0].starts_with("whsec_") && lines[0].len() > 40);
+    let stored = fake.state.lock().unwrap().endpoints["billing"].clone();
+    assert_eq!(stored.timeout_ms, 2500);
+    assert_eq!(stored.headers["X-Env"], "prod");
+    press(&mut app, KeyCode::Esc);
+    assert!(matches!(app.mode, Mode::Browse));
+    // The table only ever shows the hint.
+    assert!(!crate::testing::draw(&app, 120, 10).contains("whsec_M"));
+}
+
+#[tokio::test]
+async fn endpoint_toggle_and_stale_edit() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char(' '));
+    settle(&mut app, &fake).await;
+    assert_eq!(
+        fake.state.lock().unwrap().endpoints["crm"].state(),
+        EndpointState::Disabled
+    );
+    press(&mut app, KeyCode::Char('e'));
+    fake.state
+        .lock()
+        .unwrap()
+        .endpoints
+        .get_mut("crm")
+        .unwrap()
+        .version += 1;
+    press(&mut app, KeyCode::Enter);
+    settle(&mut app, &fake).await;
+    assert_screen!("endpoint_form_stale", app, 120, 30);
+}
+
+fn dead() -> FakeAdmin {
+    FakeAdmin::with(|s| {
+        for id in [7, 8, 9] {
+            let mut d = delivery(id, "lead.created", DeliveryStatus::Dead);
+            d.last_error = format!("HTTP 500 after {id} tries");
+            s.deliveries.push(d);
+        }
+        s.deliveries
+            .push(delivery(10, "lead.created", DeliveryStatus::Succeeded));
+    })
+}
+
+#[tokio::test]
+async fn dead_letters_retry_one_or_several() {
+    let fake = dead();
+    let mut app = on_tab(&fake, '4').await;
+    assert_eq!(app.dead.list.loaded().unwrap().len(), 3);
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Char(' '));
+    assert_screen!("dead_marked", app, 100, 8);
+    assert_screen!("dead_marked_80x24", app, 80, 24);
+    press(&mut app, KeyCode::Char('r'));
+    settle(&mut app, &fake).await;
+    assert_eq!(fake.state.lock().unwrap().retried, vec![7, 9]);
+    assert_eq!(app.dead.list.loaded().unwrap().len(), 1);
+    press(&mut app, KeyCode::Char('r'));
+    settle(&mut app, &fake).await;
+    assert_eq!(fake.state.lock().unwrap().retried, vec![7, 9, 8]);
+    assert_screen!("dead_empty_80x24", app, 80, 24);
+}
+
+#[tokio::test]
+async fn dead_letters_when_the_daemon_is_down() {
+    let fake = FakeAdmin::with(|s| {
+        s.fail_all = Some(ApiError::new(Code::Unavailable, "tcp connect error"));
+    });
+    let mut app = on_tab(&fake, '4').await;
+    app.apply(Update::Conn(ConnState::Reconnecting {
+        attempt: 3,
+        error: "daemon unreachable: tcp connect error".to_string(),
+    }));
+    assert_screen!("dead_daemon_down", app, 100, 6);
+    // When the stream is back, the failed list loads again.
+    fake.state.lock().unwrap().fail_all = None;
+    app.apply(Update::Conn(ConnState::Live));
+    settle(&mut app, &fake).await;
+    assert!(app.dead.list.loaded().is_some());
+}
+
+fn sources() -> FakeAdmin {
+    FakeAdmin::with(|s| {
+        let source = Source {
+            id: "src-a".to_string(),
+            name: "contact-form".to_string(),
+            status: SourceStatus::Active.into(),
+            event_name: parse_rule("template:lead.{{ payload.kind }}"),
+            rejections: [("rate_limited".to_string(), 3)].into(),
+            version: 1,
+            ..Source::default()
+        };
+        s.sources.insert(source.id.clone(), source);
+    })
+}
+
+#[tokio::test]
+async fn sources_create_shows_the_url_once_and_rotate_suspend() {
+    let fake = sources();
+    let mut app = on_tab(&fake, '5').await;
+    assert_screen!("sources", app, 100, 6);
+    assert_screen!("sources_80x24", app, 80, 24);
+    press(&mut app, KeyCode::Char('n'));
+    type_text(&mut app, "partner");
+    for _ in 0..3 {
+        press(&mut app, KeyCode::Tab);
+    }
+    type_text(&mut app, "field:event_type");
+    assert_screen!("source_form", app, 100, 20);
+    press(&mut app, KeyCode::Enter);
+    settle(&mut app, &fake).await;
+    assert_screen!("source_created_url", app, 100, 12);
+    press(&mut app, KeyCode::Enter);
+    let created = fake
+        .state
+        .lock()
+        .unwrap()
+        .sources
+        .values()
+        .find(|s| s.name == "partner")
+        .cloned()
+        .unwrap();
+    assert_eq!(created.event_name, parse_rule("field:event_type"));
+
+    press(&mut app, KeyCode::Char('g'));
+    press(&mut app, KeyCode::Char('r'));
+    press(&mut app, KeyCode::Char('y'));
+    settle(&mut app, &fake).await;
+    assert!(matches!(&app.mode, Mode::Reveal { lines, .. } if lines[0].contains("tok_rotated")));
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char('s'));
+    press(&mut app, KeyCode::Char('y'));
+    settle(&mut app, &fake).await;
+    assert_eq!(
+        fake.state.lock().unwrap().sources["src-a"].status(),
+        SourceStatus::Suspended
+    );
+    assert_screen!("sources_suspended", app, 100, 6);
+}
+
+#[tokio::test]
+async fn a_marks_every_dead_letter_and_r_retries_them_all() {
+    let fake = dead();
+    let mut app = on_tab(&fake, '4').await;
+    press(&mut app, KeyCode::Char('a'));
+    assert_eq!(app.dead.marked.len(), 3);
+    press(&mut app, KeyCode::Char('a'));
+    assert!(app.dead.marked.is_empty(), "a second a clears");
+    press(&mut app, KeyCode::Char('a'));
+    press(&mut app, KeyCode::Char('r'));
+    settle(&mut app, &fake).await;
+    assert_eq!(fake.state.lock().unwrap().retried, vec![7, 8, 9]);
+    assert!(matches!(&app.flash, Some(crate::app::Flash::Info(m)) if m.contains('3')));
+}

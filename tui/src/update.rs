@@ -1,0 +1,200 @@
+//! Answers from the daemon, applied to the app. A save answers the form that
+//! asked (closing it, or showing field errors or the stale-version banner);
+//! every successful change reloads the list it changed.
+
+use crate::{
+    api::{ApiError, ApiResult},
+    app::{App, Flash, Mode, Tab},
+    forms::Banner,
+    net::{Command, ConnState, Update},
+    screens::{endpoints::EndpointForm, subscriptions::SubscriptionForm},
+};
+
+impl App {
+    pub fn apply(&mut self, update: Update) {
+        match update {
+            Update::Conn(state) => {
+                let back = state == ConnState::Live && self.conn != ConnState::Live;
+                self.conn = state;
+                if back {
+                    self.on_reconnect();
+                }
+            }
+            Update::Delivery(update) => self.live.apply(self.now, update),
+            Update::Detail(id, result) => {
+                if let Mode::Detail(view) = &mut self.mode {
+                    view.loaded(id, result);
+                }
+            }
+            Update::Retried { ok, errors } => {
+                self.flash = Some(if errors.is_empty() {
+                    Flash::Info(format!("{ok} scheduled for a retry now"))
+                } else {
+                    Flash::Error(format!("retried {ok}; failed: {}", errors.join("; ")))
+                });
+                self.dead.marked.clear();
+                if self.tab == Tab::Dead {
+                    self.commands.push(Command::LoadDead);
+                }
+            }
+            Update::Dead(result) => self.dead.loaded(result),
+            Update::Subscriptions(result) => self.subscriptions.loaded(result),
+            Update::SubscriptionSaved(result) => self.subscription_saved(result),
+            Update::SubscriptionReloaded(result) => {
+                if let Mode::SubscriptionForm(form) = &mut self.mode {
+                    match result {
+                        Ok(sub) => {
+                            let version = sub.version;
+                            **form = SubscriptionForm::new(Some(sub));
+                            form.form.banner = Some(Banner::Info(format!(
+                                "reloaded version {version}; make your change again"
+                            )));
+                        }
+                        Err(e) => form.form.show_error(&e),
+                    }
+                }
+            }
+            Update::SubscriptionDeleted(result) => {
+                self.done(result, "subscription deleted", Command::LoadSubscriptions)
+            }
+            Update::Routed(result) => match result {
+                Ok(matched) => self.show_routed(matched.into_iter().map(|s| s.id).collect()),
+                Err(e) => {
+                    if let Mode::TestRoute(form) = &mut self.mode {
+                        form.show_error(&e);
+                    }
+                }
+            },
+            Update::Endpoints(result) => self.endpoints.loaded(result),
+            Update::EndpointSaved(result) => self.endpoint_saved(result),
+            Update::EndpointReloaded(result) => {
+                if let Mode::EndpointForm(form) = &mut self.mode {
+                    match result {
+                        Ok(endpoint) => {
+                            let version = endpoint.version;
+                            **form = EndpointForm::new(Some(endpoint));
+                            form.form.banner = Some(Banner::Info(format!(
+                                "reloaded version {version}; make your change again"
+                            )));
+                        }
+                        Err(e) => form.form.show_error(&e),
+                    }
+                }
+            }
+            Update::EndpointDeleted(result) => {
+                self.done(result, "endpoint deleted", Command::LoadEndpoints)
+            }
+            Update::Stats(result) => {
+                if let Ok(stats) = result {
+                    self.stats = Some(stats);
+                }
+            }
+            Update::Sources(result) => self.sources.loaded(result),
+            Update::SourceToken(result) => self.source_token(result),
+            Update::SourceChanged(result) => {
+                self.done(result, "source updated", Command::LoadSources)
+            }
+        }
+    }
+
+    /// After the daemon came back, lists that failed to load try again.
+    fn on_reconnect(&mut self) {
+        let failed = match self.tab {
+            Tab::Live => false,
+            Tab::Subscriptions => self.subscriptions.list.is_failed(),
+            Tab::Endpoints => self.endpoints.list.is_failed(),
+            Tab::Dead => self.dead.list.is_failed(),
+            Tab::Sources => self.sources.list.is_failed(),
+        };
+        if failed {
+            self.switch(self.tab);
+        }
+    }
+
+    /// A change outside any form: say how it went, reload on success.
+    fn done<T>(&mut self, result: ApiResult<T>, what: &str, reload: Command) {
+        match result {
+            Ok(_) => {
+                self.flash = Some(Flash::Info(what.to_string()));
+                self.commands.push(reload);
+            }
+            Err(e) => self.flash = Some(Flash::Error(change_failed(&e))),
+        }
+    }
+
+    fn subscription_saved(&mut self, result: ApiResult<hookyard::v1::Subscription>) {
+        if let Mode::SubscriptionForm(form) = &mut self.mode {
+            match result {
+                Ok(sub) => {
+                    self.flash = Some(Flash::Info(format!(
+                        "saved subscription `{}` (v{})",
+                        sub.name, sub.version
+                    )));
+                    self.mode = Mode::Browse;
+                    self.commands.push(Command::LoadSubscriptions);
+                }
+                Err(e) => form.form.show_error(&e),
+            }
+        } else {
+            // A toggle from the table.
+            self.done(result, "subscription saved", Command::LoadSubscriptions);
+        }
+    }
+
+    fn endpoint_saved(&mut self, result: ApiResult<hookyard::v1::Endpoint>) {
+        if let Mode::EndpointForm(form) = &mut self.mode {
+            match result {
+                Ok(endpoint) => {
+                    self.flash = Some(Flash::Info(format!("saved endpoint `{}`", endpoint.id)));
+                    self.mode = match form.generated_secret.take() {
+                        Some(secret) => Mode::Reveal {
+                            title: format!("Signing secret of `{}`", endpoint.id),
+                            lines: vec![
+                                secret,
+                                String::new(),
+                                "Shown once: copy it to the receiver now.".to_string(),
+                                "Afterwards only its last characters are shown.".to_string(),
+                            ],
+                        },
+                        None => Mode::Browse,
+                    };
+                    self.commands.push(Command::LoadEndpoints);
+                }
+                Err(e) => form.form.show_error(&e),
+            }
+        } else {
+            self.done(result, "endpoint saved", Command::LoadEndpoints);
+        }
+    }
+
+    fn source_token(&mut self, result: ApiResult<hookyard::v1::SourceWithToken>) {
+        match result {
+            Ok(made) => {
+                let name = made.source.map(|s| s.name).unwrap_or_default();
+                self.mode = Mode::Reveal {
+                    title: format!("Webhook URL of `{name}`"),
+                    lines: vec![
+                        format!("POST <daemon's public address>{}", made.url_path),
+                        String::new(),
+                        format!("token: {}", made.token),
+                        String::new(),
+                        "Shown once: the daemon keeps only its hash.".to_string(),
+                    ],
+                };
+                self.commands.push(Command::LoadSources);
+            }
+            Err(e) => match &mut self.mode {
+                Mode::SourceForm(form) => form.form.show_error(&e),
+                _ => self.flash = Some(Flash::Error(change_failed(&e))),
+            },
+        }
+    }
+}
+
+fn change_failed(e: &ApiError) -> String {
+    if e.is_stale_version() {
+        "someone else changed it meanwhile; R reloads the list".to_string()
+    } else {
+        e.describe()
+    }
+}
