@@ -36,9 +36,20 @@ pub async fn serve() -> anyhow::Result<()> {
         http.local_addr()?,
         grpc.local_addr()?
     );
+    // As the daemon does: without TCP_NODELAY, small answers wait on
+    // delayed ACKs and the ceiling would measure 40 ms stalls.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(grpc),
+        |stream| {
+            if let Ok(stream) = &stream {
+                let _ = stream.set_nodelay(true);
+            }
+            stream
+        },
+    );
     let grpc_server = tonic::transport::Server::builder()
         .add_service(EventsServer::new(NoopEvents))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc));
+        .serve_with_incoming(incoming);
     tokio::spawn(grpc_server);
     loop {
         let (stream, _) = http.accept().await?;
