@@ -303,6 +303,7 @@ impl AdminService {
         let catalog = self.flows.catalog.clone();
         tokio::spawn(super::watch::forward(
             changes,
+            self.shutdown.clone(),
             tx,
             move |change: &RunChange, missed| {
                 let run = &change.run;
