@@ -94,10 +94,31 @@ fn render_tab(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 fn render_top(app: &App, frame: &mut Frame, area: Rect) {
-    let narrow = area.width < 100;
+    // Full titles and the address when both fit, then short titles, then
+    // short titles without the address.
+    let full = tab_line(app, false);
+    let with_addr = conn_line(app, false);
+    let (tabs, conn) = if full.width() + with_addr.width() <= area.width as usize {
+        (full, with_addr)
+    } else {
+        let short = tab_line(app, true);
+        if short.width() + with_addr.width() <= area.width as usize {
+            (short, with_addr)
+        } else {
+            (short, conn_line(app, true))
+        }
+    };
+    let width = conn.width() as u16;
+    let [left, right] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(area);
+    frame.render_widget(Paragraph::new(tabs), left);
+    frame.render_widget(Paragraph::new(conn), right);
+}
+
+fn tab_line(app: &App, short: bool) -> Line<'static> {
     let mut spans = Vec::new();
     for (i, tab) in Tab::ALL.iter().enumerate() {
-        let title = if narrow {
+        let title = if short {
             tab.short_title()
         } else {
             tab.title()
@@ -113,13 +134,7 @@ fn render_top(app: &App, frame: &mut Frame, area: Rect) {
         };
         spans.push(Span::styled(label, style));
     }
-    let tabs = Line::from(spans);
-    let conn = conn_line(app, narrow);
-    let width = conn.width() as u16;
-    let [left, right] =
-        Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(area);
-    frame.render_widget(Paragraph::new(tabs), left);
-    frame.render_widget(Paragraph::new(conn), right);
+    Line::from(spans)
 }
 
 fn conn_line(app: &App, narrow: bool) -> Line<'static> {
@@ -216,13 +231,9 @@ fn hints(app: &App) -> String {
         (Mode::RunDetail(_), _) => &["c cancel", "R reload", "↑↓ scroll", "Esc back"],
         (Mode::FlowYaml(_), _) => &["r start a run", "↑↓ scroll", "Esc back"],
         (Mode::RunFilter { .. }, _) => &["Enter apply", "Esc close"],
-        (Mode::Browse, Tab::Runs) => &[
-            "/ filter",
-            "Enter detail",
-            "c cancel",
-            "R reload",
-            "? keys",
-        ],
+        (Mode::Browse, Tab::Runs) => {
+            &["/ filter", "Enter detail", "c cancel", "R reload", "? keys"]
+        }
         (Mode::Browse, Tab::Flows) => &["Enter/v YAML", "r start a run", "R reload", "? keys"],
         _ => &[],
     };

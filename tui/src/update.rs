@@ -139,8 +139,20 @@ impl App {
                     }
                 }
                 Err(e) => {
+                    // The daemon's message repeats the whole id; the state
+                    // the table had is enough.
                     let why = if e.code == Code::FailedPrecondition {
-                        format!("it already finished ({})", e.message)
+                        let state = self
+                            .runs
+                            .list
+                            .loaded()
+                            .and_then(|runs| runs.iter().find(|r| r.id == id))
+                            .map(|r| format!(" ({})", runs::state_name(r.state())))
+                            .unwrap_or_default();
+                        // What was on screen was stale.
+                        self.commands
+                            .push(Command::LoadRuns(self.runs.filter.clone()));
+                        format!("it has already finished{state}")
                     } else {
                         e.describe()
                     };

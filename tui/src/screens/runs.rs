@@ -173,7 +173,7 @@ impl RunsScreen {
             }
             (None, true) => {
                 runs.push(run);
-                runs.sort_by(|a, b| newest_first(a).cmp(&newest_first(b)));
+                runs.sort_by_key(newest_first);
                 runs.truncate(KEPT);
             }
             (None, false) => {}
@@ -301,7 +301,10 @@ impl RunsScreen {
 }
 
 pub fn cancel_question(id: &str) -> String {
-    format!("Cancel run {}? Its remaining steps will not run.", short_id(id))
+    format!(
+        "Cancel run {}? Its remaining steps will not run.",
+        short_id(id)
+    )
 }
 
 /// Run ids are uuids; the first block tells them apart on one screen.
