@@ -6,16 +6,15 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use hookyard::v1::{
-    admin_client::AdminClient, CreateEndpointRequest, CreateSourceRequest,
+    admin_client::AdminClient, CancelRunRequest, CreateEndpointRequest, CreateSourceRequest,
     CreateSubscriptionRequest, DeleteEndpointRequest, DeleteSourceRequest,
-    DeleteSubscriptionRequest, Delivery, DeliveryDetail, DeliveryFilter, Endpoint,
-    CancelRunRequest, Flow, GetRunRequest, ListFlowsRequest, ListRunsRequest, Run,
-    RunDetail, StartRunRequest, StartRunResponse, WatchRunsRequest,
-    GetDeliveryRequest, GetEndpointRequest, GetStatsRequest, GetStatsResponse,
-    GetSubscriptionRequest, ListDeliveriesRequest, ListEndpointsRequest, ListSourcesRequest,
-    ListSubscriptionsRequest, ResumeSourceRequest, RetryDeliveryRequest, RotateSourceTokenRequest,
-    Source, SourceWithToken, Subscription, SuspendSourceRequest, TestRouteRequest,
-    UpdateEndpointRequest, UpdateSubscriptionRequest, WatchDeliveriesRequest,
+    DeleteSubscriptionRequest, Delivery, DeliveryDetail, DeliveryFilter, Endpoint, Flow,
+    GetDeliveryRequest, GetEndpointRequest, GetRunRequest, GetStatsRequest, GetStatsResponse,
+    GetSubscriptionRequest, ListDeliveriesRequest, ListEndpointsRequest, ListFlowsRequest,
+    ListRunsRequest, ListSourcesRequest, ListSubscriptionsRequest, ResumeSourceRequest,
+    RetryDeliveryRequest, RotateSourceTokenRequest, Run, RunDetail, Source, SourceWithToken,
+    StartRunRequest, StartRunResponse, Subscription, SuspendSourceRequest, TestRouteRequest,
+    UpdateEndpointRequest, UpdateSubscriptionRequest, WatchDeliveriesRequest, WatchRunsRequest,
 };
 use tonic::{
     metadata::{Ascii, MetadataValue},

@@ -133,7 +133,10 @@ impl FlowYaml {
                 format!("Flow {} v{}", f.id, f.version),
                 header_style().add_modifier(Modifier::BOLD),
             ),
-            Span::styled("  definition (↑↓ scroll, r start a run, Esc back)", dim_style()),
+            Span::styled(
+                "  definition (↑↓ scroll, r start a run, Esc back)",
+                dim_style(),
+            ),
         ])];
         let width = f.definition_yaml.lines().count().to_string().len();
         lines.extend(
@@ -197,8 +200,7 @@ impl StartRunForm {
                 None
             }
             Err(e) => {
-                self.form
-                    .set_error("inputs", format!("is not JSON: {e}"));
+                self.form.set_error("inputs", format!("is not JSON: {e}"));
                 None
             }
         }

@@ -218,9 +218,6 @@ fn step_lines(step: &RunStep, current: &str, width: usize, lines: &mut Vec<Line<
         Span::styled(format!("  {finished}"), dim_style()),
     ]));
     if !step.error.is_empty() {
-        lines.push(Line::styled(
-            format!("      {}", step.error),
-            error_style(),
-        ));
+        lines.push(Line::styled(format!("      {}", step.error), error_style()));
     }
 }
