@@ -7,8 +7,8 @@
 use futures::{future::BoxFuture, stream::BoxStream};
 use hookyard::v1::{
     Delivery, DeliveryDetail, DeliveryFilter, DeliveryUpdate, Endpoint, Flow, GetStatsResponse,
-    ListRunsRequest, Run, RunDetail, RunUpdate, Source, SourceWithToken, StartRunResponse,
-    Subscription, WatchRunsRequest,
+    ListRunsRequest, ListRunsResponse, Run, RunDetail, RunUpdate, Source, SourceWithToken,
+    StartRunResponse, Subscription, WatchRunsRequest,
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -58,7 +58,7 @@ pub trait AdminApi: Send + Sync + 'static {
     /// `inputs.<field>`.
     fn start_run(&self, flow_id: String, inputs: Vec<u8>) -> Call<StartRunResponse>;
     /// Newest first.
-    fn list_runs(&self, request: ListRunsRequest) -> Call<Vec<Run>>;
+    fn list_runs(&self, request: ListRunsRequest) -> Call<ListRunsResponse>;
     fn get_run(&self, id: String) -> Call<RunDetail>;
     /// FAILED_PRECONDITION when the run already finished.
     fn cancel_run(&self, id: String) -> Call<Run>;

@@ -11,10 +11,11 @@ use hookyard::v1::{
     DeleteSubscriptionRequest, Delivery, DeliveryDetail, DeliveryFilter, Endpoint, Flow,
     GetDeliveryRequest, GetEndpointRequest, GetRunRequest, GetStatsRequest, GetStatsResponse,
     GetSubscriptionRequest, ListDeliveriesRequest, ListEndpointsRequest, ListFlowsRequest,
-    ListRunsRequest, ListSourcesRequest, ListSubscriptionsRequest, ResumeSourceRequest,
-    RetryDeliveryRequest, RotateSourceTokenRequest, Run, RunDetail, Source, SourceWithToken,
-    StartRunRequest, StartRunResponse, Subscription, SuspendSourceRequest, TestRouteRequest,
-    UpdateEndpointRequest, UpdateSubscriptionRequest, WatchDeliveriesRequest, WatchRunsRequest,
+    ListRunsRequest, ListRunsResponse, ListSourcesRequest, ListSubscriptionsRequest,
+    ResumeSourceRequest, RetryDeliveryRequest, RotateSourceTokenRequest, Run, RunDetail, Source,
+    SourceWithToken, StartRunRequest, StartRunResponse, Subscription, SuspendSourceRequest,
+    TestRouteRequest, UpdateEndpointRequest, UpdateSubscriptionRequest, WatchDeliveriesRequest,
+    WatchRunsRequest,
 };
 use tonic::{
     metadata::{Ascii, MetadataValue},
@@ -354,12 +355,12 @@ impl AdminApi for GrpcAdmin {
         )
     }
 
-    fn list_runs(&self, request: ListRunsRequest) -> Call<Vec<Run>> {
+    fn list_runs(&self, request: ListRunsRequest) -> Call<ListRunsResponse> {
         unary(
             &self.client,
             request,
             |mut c, r| async move { c.list_runs(r).await },
-            |r| r.runs,
+            |r| r,
         )
     }
 

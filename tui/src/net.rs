@@ -9,8 +9,8 @@ use std::{sync::Arc, time::Duration};
 use futures::{stream::BoxStream, StreamExt};
 use hookyard::v1::{
     Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, Flow,
-    GetStatsResponse, ListRunsRequest, Run, RunDetail, RunUpdate, Source, SourceWithToken,
-    StartRunResponse, Subscription, WatchRunsRequest,
+    GetStatsResponse, ListRunsRequest, ListRunsResponse, Run, RunDetail, RunUpdate, Source,
+    SourceWithToken, StartRunResponse, Subscription, WatchRunsRequest,
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 use tonic::Code;
@@ -67,6 +67,11 @@ pub enum Command {
         inputs: Vec<u8>,
     },
     LoadRuns(RunFilter),
+    /// The next page of runs, older than those on screen.
+    MoreRuns {
+        filter: RunFilter,
+        page_token: String,
+    },
     /// (Re)starts the runs stream for this filter.
     WatchRuns(RunFilter),
     LoadRun(String),
@@ -115,7 +120,8 @@ pub enum Update {
     SourceChanged(ApiResult<()>),
     Flows(ApiResult<Vec<Flow>>),
     RunStarted(ApiResult<StartRunResponse>),
-    Runs(ApiResult<Vec<Run>>),
+    Runs(ApiResult<ListRunsResponse>),
+    MoreRuns(ApiResult<ListRunsResponse>),
     /// The runs stream's state, shown on the Runs screen.
     RunsConn(ConnState),
     Run(RunUpdate),
@@ -187,14 +193,10 @@ pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
             Update::RunStarted(api.start_run(flow_id, inputs).await)
         }
         Command::LoadRuns(filter) => {
-            let request = ListRunsRequest {
-                flow_id: filter.flow_id,
-                state: filter.state.into(),
-                correlation_key: filter.key,
-                page_size: RUNS_PAGE,
-                page_token: String::new(),
-            };
-            Update::Runs(api.list_runs(request).await)
+            Update::Runs(api.list_runs(runs_request(filter, String::new())).await)
+        }
+        Command::MoreRuns { filter, page_token } => {
+            Update::MoreRuns(api.list_runs(runs_request(filter, page_token)).await)
         }
         Command::LoadRun(id) => {
             let result = api.get_run(id.clone()).await;
@@ -206,6 +208,16 @@ pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
         }
     };
     Some(update)
+}
+
+fn runs_request(filter: RunFilter, page_token: String) -> ListRunsRequest {
+    ListRunsRequest {
+        flow_id: filter.flow_id,
+        state: filter.state.into(),
+        correlation_key: filter.key,
+        page_size: RUNS_PAGE,
+        page_token,
+    }
 }
 
 /// Spawns commands and owns the live stream's task.

@@ -8,8 +8,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use futures::{FutureExt, StreamExt};
 use hookyard::v1::{
     Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, Flow,
-    GetStatsResponse, ListRunsRequest, Run, RunDetail, RunState, RunUpdate, Source, SourceStatus,
-    SourceWithToken, StartRunResponse, Subscription, WatchRunsRequest,
+    GetStatsResponse, ListRunsRequest, ListRunsResponse, Run, RunDetail, RunState, RunUpdate,
+    Source, SourceStatus, SourceWithToken, StartRunResponse, Subscription, WatchRunsRequest,
 };
 use ratatui::{backend::TestBackend, Terminal};
 use tonic::Code;
@@ -304,7 +304,8 @@ impl AdminApi for FakeAdmin {
         self.write(|s| start_run(s, flow_id, &inputs))
     }
 
-    fn list_runs(&self, r: ListRunsRequest) -> Call<Vec<Run>> {
+    /// Pages of `page_size`; the token is the offset.
+    fn list_runs(&self, r: ListRunsRequest) -> Call<ListRunsResponse> {
         self.read(|s| {
             let mut runs: Vec<Run> = s
                 .runs
@@ -317,7 +318,21 @@ impl AdminApi for FakeAdmin {
                 .cloned()
                 .collect();
             runs.sort_by_key(|run| std::cmp::Reverse(run.created_at.map(|t| t.seconds)));
-            Ok(runs)
+            let from: usize = r.page_token.parse().unwrap_or(0);
+            let size = if r.page_size == 0 {
+                50
+            } else {
+                r.page_size as usize
+            };
+            let next = from + size;
+            Ok(ListRunsResponse {
+                next_page_token: if next < runs.len() {
+                    next.to_string()
+                } else {
+                    String::new()
+                },
+                runs: runs.into_iter().skip(from).take(size).collect(),
+            })
         })
     }
 

@@ -101,6 +101,14 @@ impl App {
             Update::Flows(result) => self.flows.loaded(result),
             Update::RunStarted(result) => self.run_started(result),
             Update::Runs(result) => self.runs.loaded(result),
+            Update::MoreRuns(result) => {
+                if let Err(e) = self.runs.more_loaded(result) {
+                    self.flash = Some(Flash::Error(format!(
+                        "loading older runs: {}",
+                        e.describe()
+                    )));
+                }
+            }
             Update::RunsConn(state) => {
                 // Back after a break: what changed meanwhile was not streamed.
                 let back = state == ConnState::Live

@@ -4,7 +4,7 @@
 //! confirm. The detail itself is in `run_detail.rs`.
 
 use crossterm::event::KeyEvent;
-use hookyard::v1::{Run, RunState, RunUpdate};
+use hookyard::v1::{ListRunsResponse, Run, RunState, RunUpdate};
 use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Style},
@@ -92,6 +92,9 @@ pub struct RunsScreen {
     pending: Vec<Run>,
     /// Updates the daemon said this watcher missed.
     pub missed: u64,
+    /// Where the older runs start; empty when there are none.
+    next_page: String,
+    loading_more: bool,
 }
 
 impl Default for RunsScreen {
@@ -105,6 +108,8 @@ impl Default for RunsScreen {
             watching: false,
             pending: Vec::new(),
             missed: 0,
+            next_page: String::new(),
+            loading_more: false,
         }
     }
 }
@@ -132,10 +137,14 @@ impl RunsScreen {
         self.load()
     }
 
-    pub fn loaded(&mut self, result: ApiResult<Vec<Run>>) {
+    pub fn loaded(&mut self, result: ApiResult<ListRunsResponse>) {
         let filter = self.filter.clone();
-        self.list = Remote::from_result(result.map(|runs| {
-            runs.into_iter()
+        self.loading_more = false;
+        self.next_page.clear();
+        self.list = Remote::from_result(result.map(|page| {
+            self.next_page = page.next_page_token;
+            page.runs
+                .into_iter()
                 .filter(|r| filter.matches(r))
                 .collect::<Vec<_>>()
         }));
@@ -143,6 +152,34 @@ impl RunsScreen {
             self.upsert(run);
         }
         self.selected = clamp(self.selected, self.len());
+    }
+
+    /// Older runs go below those on screen.
+    pub fn more_loaded(&mut self, result: ApiResult<ListRunsResponse>) -> ApiResult<()> {
+        self.loading_more = false;
+        let page = result?;
+        self.next_page = page.next_page_token;
+        let Some(runs) = self.list.loaded_mut() else {
+            return Ok(());
+        };
+        for run in page.runs {
+            if self.filter.matches(&run) && !runs.iter().any(|r| r.id == run.id) {
+                runs.push(run);
+            }
+        }
+        Ok(())
+    }
+
+    /// Past the last row: the next page, if there is one.
+    fn more(&mut self) -> Option<Command> {
+        if self.next_page.is_empty() || self.loading_more {
+            return None;
+        }
+        self.loading_more = true;
+        Some(Command::MoreRuns {
+            filter: self.filter.clone(),
+            page_token: self.next_page.clone(),
+        })
     }
 
     pub fn apply(&mut self, update: RunUpdate) {
@@ -174,7 +211,8 @@ impl RunsScreen {
             (None, true) => {
                 runs.push(run);
                 runs.sort_by_key(newest_first);
-                runs.truncate(KEPT);
+                // Bounded at KEPT, or at what the admin paged in.
+                runs.truncate(KEPT.max(runs.len() - 1));
             }
             (None, false) => {}
         }
@@ -212,7 +250,15 @@ impl RunsScreen {
                 ctx.commands.push(Command::LoadRun(id));
             } else if keys.cancel.matches(key) {
                 ctx.confirm(cancel_question(&id), Command::CancelRun(id));
-            } else if !move_selection(keys, key, &mut self.selected, len) {
+            } else if move_selection(keys, key, &mut self.selected, len) {
+                let at_end = self.selected + 1 == len;
+                let forward = keys.down.matches(key)
+                    || keys.page_down.matches(key)
+                    || keys.bottom.matches(key);
+                if at_end && forward {
+                    ctx.commands.extend(self.more());
+                }
+            } else {
                 return EventState::NotConsumed;
             }
         } else {
@@ -290,6 +336,14 @@ impl RunsScreen {
             ),
             ConnState::Refused(error) => Span::styled(format!("✗ {error}"), error_style()),
         });
+        if let Some(runs) = self.list.loaded() {
+            spans.push(Span::styled(format!("  {} shown", runs.len()), dim_style()));
+        }
+        if self.loading_more {
+            spans.push(Span::raw(format!(" {} older…", widgets::spinner(tick))));
+        } else if !self.next_page.is_empty() {
+            spans.push(Span::styled(", older ones: ↓ at the end", dim_style()));
+        }
         if self.missed > 0 {
             spans.push(Span::styled(
                 format!("  {} missed (R reloads)", self.missed),

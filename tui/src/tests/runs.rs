@@ -101,7 +101,10 @@ async fn runs_filter_by_state_flow_and_key() {
             Command::WatchRuns(filter.clone())
         ]
     );
-    app.apply(Update::Runs(Ok(fake.state.lock().unwrap().runs.clone())));
+    app.apply(Update::Runs(Ok(hookyard::v1::ListRunsResponse {
+        runs: fake.state.lock().unwrap().runs.clone(),
+        next_page_token: String::new(),
+    })));
     assert_eq!(ids(&app), ["ada"], "the table keeps only what matches");
     // The run leaves the state: it leaves the table.
     let woke = run("ada", "noshow-recovery", RunState::Running, 30);
@@ -332,4 +335,32 @@ impl PipeCancel for hookyard::v1::Run {
         self.current_step.clear();
         Ok(self)
     }
+}
+
+#[tokio::test]
+async fn older_runs_load_past_the_last_row() {
+    let fake = FakeAdmin::with(|s| {
+        s.runs = (0..250)
+            .map(|i| run(&format!("r{i:03}"), "drip", RunState::Waiting, i))
+            .collect();
+    });
+    let mut app = on_tab(&fake, '6').await;
+    assert_eq!(ids(&app).len(), crate::net::RUNS_PAGE as usize);
+    assert_eq!(ids(&app)[0], "r249", "newest first");
+    assert_screen!("runs_more_80x6", app, 80, 6);
+    press(&mut app, KeyCode::Char('G'));
+    let more = queued(&mut app);
+    assert!(
+        matches!(&more[..], [Command::MoreRuns { page_token, .. }] if page_token == "200"),
+        "{more:?}"
+    );
+    for command in more {
+        if let Some(update) = crate::net::execute(&fake, command).await {
+            app.apply(update);
+        }
+    }
+    assert_eq!(ids(&app).len(), 250);
+    assert_eq!(ids(&app)[249], "r000");
+    press(&mut app, KeyCode::Char('G'));
+    assert!(queued(&mut app).is_empty(), "nothing older");
 }
