@@ -165,16 +165,18 @@ pub struct StartRunForm {
 
 impl StartRunForm {
     pub fn new(flow_id: &str) -> StartRunForm {
+        let mut form = Form::new(
+            format!("Start a run of `{flow_id}`"),
+            vec![
+                Field::fixed("flow", "flow", flow_id),
+                Field::text("inputs", "inputs", "")
+                    .hint(r#"JSON, e.g. {"email": "ada@example.com"}"#),
+            ],
+        );
+        form.enter = "starts the run";
         StartRunForm {
             flow_id: flow_id.to_string(),
-            form: Form::new(
-                format!("Start a run of `{flow_id}`"),
-                vec![
-                    Field::fixed("flow", "flow", flow_id),
-                    Field::text("inputs", "inputs", "")
-                        .hint(r#"JSON, e.g. {"email": "ada@example.com"}"#),
-                ],
-            ),
+            form,
         }
     }
 

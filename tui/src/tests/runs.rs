@@ -289,6 +289,7 @@ async fn start_a_run_with_inputs_the_daemon_checks() {
     let fake = flows();
     let mut app = on_tab(&fake, '7').await;
     press(&mut app, KeyCode::Char('r'));
+    assert_screen!("start_run_form", app, 80, 12);
     type_text(&mut app, "{oops");
     press(&mut app, KeyCode::Enter);
     // Not JSON: never leaves.
