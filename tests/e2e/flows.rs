@@ -572,4 +572,5 @@ async fn an_admin_cancels_a_waiting_run_and_cannot_cancel_it_twice() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
     let detail = run_detail(&mut admin, &id).await;
     assert!(log_text(&detail).contains("cancelled by an admin"));
+    assert_eq!(detail.steps[0].state, "cancelled", "the step it waited for");
 }

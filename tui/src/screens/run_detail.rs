@@ -186,6 +186,7 @@ fn step_lines(step: &RunStep, current: &str, width: usize, lines: &mut Vec<Line<
         "failed" => ("✗", state_style(RunState::Failed)),
         "skipped" => ("↷", dim_style()),
         "waiting" => ("◷", state_style(RunState::Waiting)),
+        "cancelled" => ("⊘", state_style(RunState::Cancelled)),
         _ if step.id == current => ("▶", state_style(RunState::Running)),
         _ => ("·", dim_style()),
     };
