@@ -23,6 +23,14 @@ mod crash;
 mod duplicates;
 #[path = "e2e/errors.rs"]
 mod errors;
+#[path = "e2e/faults_backlog.rs"]
+mod faults_backlog;
+#[path = "e2e/faults_disk.rs"]
+mod faults_disk;
+#[path = "e2e/faults_kill.rs"]
+mod faults_kill;
+#[path = "e2e/faults_sink.rs"]
+mod faults_sink;
 #[path = "e2e/flow_examples.rs"]
 mod flow_examples;
 #[path = "e2e/flows.rs"]

@@ -104,6 +104,8 @@ pub struct TestConfig {
     subscriptions: Vec<Value>,
     sources: Vec<Value>,
     trusted_proxies: Vec<String>,
+    memory_queue: usize,
+    data_dir: Option<PathBuf>,
     flows: Vec<Value>,
     flow_files: Vec<String>,
     time_scale: f64,
@@ -120,6 +122,8 @@ impl TestConfig {
             subscriptions: Vec::new(),
             sources: Vec::new(),
             trusted_proxies: Vec::new(),
+            memory_queue: 20_000,
+            data_dir: None,
             flows: Vec::new(),
             flow_files: Vec::new(),
             time_scale: 1.0,
@@ -226,6 +230,18 @@ impl TestConfig {
         self
     }
 
+    /// Deliveries the dispatcher may hold in memory; the rest wait in storage.
+    pub fn memory_queue(mut self, deliveries: usize) -> TestConfig {
+        self.memory_queue = deliveries;
+        self
+    }
+
+    /// Keeps the data (database, admin token) in `dir` instead of the temp dir.
+    pub fn data_dir(mut self, dir: &Path) -> TestConfig {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// JSON is YAML, and serde_json does the quoting.
     fn render(&self, data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> String {
         let allow: &[&str] = if self.allow_private_targets {
@@ -249,6 +265,7 @@ impl TestConfig {
                 "retry_schedule": ["0s", "5s", "5m"],
                 "timeout": "10s",
                 "max_in_flight": 16,
+                "memory_queue": self.memory_queue,
             },
             "endpoints": self.endpoints.iter().map(EndpointSpec::render).collect::<Vec<_>>(),
             "subscriptions": self.subscriptions,
@@ -372,7 +389,33 @@ impl Daemon {
     }
 
     fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        match &self.config.data_dir {
+            Some(dir) => dir.clone(),
+            None => self.dir.path().join("data"),
+        }
+    }
+
+    /// The running daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("a running daemon")
+    }
+
+    /// `(VmRSS, VmHWM)` of the daemon in KiB: current and peak resident memory.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {path}"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     fn log_path(&self) -> PathBuf {

@@ -67,7 +67,15 @@ pub struct Dispatcher {
     /// Retries not yet due were left in storage; look for the next one.
     storage_deferred: bool,
     next_scan: Option<Instant>,
+    /// Send tasks report here when their request is over, which frees the
+    /// endpoint's slot before the result is committed.
+    attempt_done_tx: mpsc::Sender<Arc<str>>,
+    attempt_done_rx: Option<mpsc::Receiver<Arc<str>>>,
 }
+
+/// Attempts whose end the dispatcher has not read yet; a send task waits when
+/// it is full.
+const ATTEMPT_DONE_QUEUE: usize = 1024;
 
 #[derive(Default)]
 struct Lane {
@@ -85,6 +93,7 @@ impl Dispatcher {
         feed: LiveFeed,
     ) -> crate::store::Result<Dispatcher> {
         let max_seen_id = store.max_delivery_id().await?;
+        let (attempt_done_tx, attempt_done_rx) = mpsc::channel(ATTEMPT_DONE_QUEUE);
         Ok(Dispatcher {
             config,
             store,
@@ -101,6 +110,8 @@ impl Dispatcher {
             storage_dirty: true,
             storage_deferred: true,
             next_scan: None,
+            attempt_done_tx,
+            attempt_done_rx: Some(attempt_done_rx),
         })
     }
 
@@ -110,12 +121,16 @@ impl Dispatcher {
         mut control: mpsc::Receiver<Control>,
         shutdown: CancellationToken,
     ) {
+        let Some(mut attempt_done) = self.attempt_done_rx.take() else {
+            return;
+        };
         loop {
             self.reload_from_storage().await;
             let next_scan = self.next_scan;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(message) = committed.recv() => self.on_committed(message),
+                Some(endpoint_id) = attempt_done.recv() => self.release_slot(&endpoint_id),
                 Some(message) = control.recv() => self.on_control(message),
                 Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
                     let delivery = expired.into_inner();
@@ -149,7 +164,9 @@ impl Dispatcher {
             }
             Committed::SettleFailed(results) => {
                 for settled in results {
-                    self.release_slot(&settled.delivery.endpoint_id);
+                    if settled.endpoint_gone {
+                        self.release_slot(&settled.delivery.endpoint_id);
+                    }
                     self.owned.remove(&settled.delivery.id);
                 }
                 // Storage still has them as they were; try again after a pause
@@ -186,8 +203,8 @@ impl Dispatcher {
     fn on_settled(&mut self, settled: Settled) {
         if settled.endpoint_gone {
             self.reload_catalog();
+            self.release_slot(&settled.delivery.endpoint_id);
         }
-        self.release_slot(&settled.delivery.endpoint_id);
         self.announce(&settled.delivery, settled.status, Some(&settled));
         let retry_at = match (settled.status, settled.next_attempt_ms) {
             (DeliveryStatus::Failed, Some(at)) => Some(at),
@@ -239,7 +256,6 @@ impl Dispatcher {
         };
         let Some(endpoint) = endpoint.filter(|e| e.state == EndpointState::Enabled) else {
             let abandoned: Vec<_> = lane.ready.drain(..).collect();
-            lane.in_flight += abandoned.len() as u32;
             for delivery in abandoned {
                 self.abandon(delivery, &endpoint_id);
             }
@@ -269,6 +285,7 @@ impl Dispatcher {
     fn spawn_attempt(&self, delivery: DueDelivery, endpoint: Arc<Endpoint>) {
         let sender = self.sender.clone();
         let writer = self.writer.clone();
+        let attempt_done = self.attempt_done_tx.clone();
         let schedule = endpoint
             .retry_schedule
             .clone()
@@ -277,6 +294,15 @@ impl Dispatcher {
             let report = sender.attempt(&delivery, &endpoint).await;
             let settled = settle(delivery, report, &schedule, rand::random());
             log_attempt(&settled, &endpoint.id);
+            // The endpoint's slot is free as soon as its request is over; the
+            // delivery itself stays owned until its result is committed. After
+            // a 410 the slot stays taken until the endpoint is marked gone, so
+            // nothing else is sent to it meanwhile.
+            if !settled.endpoint_gone {
+                let _ = attempt_done
+                    .send(settled.delivery.endpoint_id.clone())
+                    .await;
+            }
             if writer.settle(settled).await.is_err() {
                 tracing::warn!(endpoint = %endpoint.id, "Writer stopped; the attempt result is lost and the delivery will be retried.");
             }

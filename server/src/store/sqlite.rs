@@ -4,7 +4,12 @@
 //! writers queueing on it. WAL with `synchronous=FULL`: a commit is on disk when
 //! it returns.
 
-use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
 
 use sqlx::{
     sqlite::{
@@ -21,7 +26,7 @@ use super::{
 use crate::flows::run::Run;
 use crate::model::{
     now_ms, Attempt, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint,
-    EndpointState, EventEnvelope, NewEvent, Published, StoredEvent, Subscription,
+    EndpointState, EventEnvelope, NewEvent, Published, Route, StoredEvent, Subscription,
 };
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -665,16 +670,50 @@ pub(super) async fn commit_batch(
         flow_answers: Vec::with_capacity(flow_ops.len()),
         runs: Vec::new(),
     };
+    let events: Vec<&NewEvent> = publishes.iter().flat_map(|p| p.iter()).collect();
+    let inserted = insert_events(&mut tx, &events, now).await?;
+    let mut claimed: HashSet<&str> = HashSet::with_capacity(inserted.len());
+    let mut routed: Vec<(Arc<EventEnvelope>, &Route)> = Vec::new();
     for events in publishes {
         let mut outcome = Vec::with_capacity(events.len());
         for event in *events {
-            outcome.push(insert_event(&mut tx, event, now, &mut done).await?);
+            // The first of several events with one id is the one inserted;
+            // the others are duplicates of it or conflicts with it.
+            let seq = match inserted.get(event.id.as_str()) {
+                Some(&seq) if claimed.insert(event.id.as_str()) => seq,
+                _ => {
+                    outcome.push(existing_event_outcome(&mut tx, event).await?);
+                    continue;
+                }
+            };
+            if !event.routes.is_empty() {
+                let envelope = Arc::new(EventEnvelope {
+                    seq: seq as u64,
+                    id: event.id.clone(),
+                    name: event.name.clone(),
+                    tenant_id: event.tenant_id.clone(),
+                    time_ms: event.time_ms,
+                    payload: event.payload.clone(),
+                });
+                routed.extend(event.routes.iter().map(|r| (envelope.clone(), r)));
+            }
+            // Flow runs start and cancel in event order, as published.
+            for start in &event.flow_starts {
+                flows::start_run(&mut tx, start, now, &mut done.runs).await?;
+            }
+            for cancel in &event.cancels {
+                flows::cancel_by_key(&mut tx, cancel, now, &mut done.runs).await?;
+            }
+            outcome.push(Ok(Published {
+                seq: seq as u64,
+                duplicate: false,
+                matched: matched(event),
+            }));
         }
         done.outcomes.push(outcome);
     }
-    for settled in settles {
-        record_settled(&mut tx, settled, now).await?;
-    }
+    done.due = insert_deliveries(&mut tx, &routed, now).await?;
+    record_settled(&mut tx, settles, now).await?;
     for op in flow_ops {
         let answer = apply_flow_op(&mut tx, op, now, &mut done.runs).await;
         done.flow_answers.push(match answer {
@@ -704,77 +743,137 @@ async fn apply_flow_op(
     })
 }
 
-async fn insert_event(
+/// Subscriptions and flows the event was routed to.
+fn matched(e: &NewEvent) -> u32 {
+    (e.routes.len() + e.flow_starts.len()) as u32
+}
+
+/// Rows per multi-row INSERT. Chunks are powers of two up to this, so only a
+/// few distinct statements reach the prepared-statement cache.
+const MAX_ROWS_PER_INSERT: usize = 256;
+
+/// Splits `len` rows into chunks of decreasing powers of two.
+fn chunk_sizes(mut len: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if len == 0 {
+            return None;
+        }
+        let size = if len >= MAX_ROWS_PER_INSERT {
+            MAX_ROWS_PER_INSERT
+        } else {
+            1 << (usize::BITS - 1 - len.leading_zeros())
+        };
+        len -= size;
+        Some(size)
+    })
+}
+
+/// `(?, ?, …), (?, ?, …), …`: `rows` groups of `columns` placeholders.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let group = format!("({})", vec!["?"; columns].join(", "));
+    vec![group; rows].join(", ")
+}
+
+/// Inserts the events with one statement per chunk (each statement is a trip
+/// to SQLite's worker thread, and one row per trip made those trips the
+/// writer's main cost). Returns the seq of each id that was inserted; ids
+/// already taken are left out (`ON CONFLICT DO NOTHING`).
+async fn insert_events<'e>(
     conn: &mut SqliteConnection,
-    e: &NewEvent,
+    events: &[&'e NewEvent],
     now: i64,
-    done: &mut Done,
-) -> Result<Result<Published, Rejection>> {
-    let matched = (e.routes.len() + e.flow_starts.len()) as u32;
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO events (id, name, source, tenant_id, time_ms, payload, attributes, body_hash, \
-         matched, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (id) DO NOTHING RETURNING seq",
-    )
-    .bind(&e.id)
-    .bind(&e.name)
-    .bind(&e.source)
-    .bind(&e.tenant_id)
-    .bind(e.time_ms)
-    .bind(&e.payload)
-    .bind(to_json(&e.attributes))
-    .bind(&e.body_hash[..])
-    .bind(matched as i64)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(seq) = inserted else {
-        return existing_event_outcome(conn, e).await;
-    };
-    if !e.routes.is_empty() {
-        let envelope = Arc::new(EventEnvelope {
-            seq: seq as u64,
-            id: e.id.clone(),
-            name: e.name.clone(),
-            tenant_id: e.tenant_id.clone(),
-            time_ms: e.time_ms,
-            payload: e.payload.clone(),
-        });
-        for route in &e.routes {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO deliveries (event_seq, subscription_id, endpoint_id, status, attempts, \
-                 next_attempt_ms, created_ms, updated_ms) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?) \
-                 RETURNING id",
-            )
-            .bind(seq)
-            .bind(&*route.subscription_id)
-            .bind(&*route.endpoint_id)
-            .bind(now)
-            .bind(now)
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await?;
-            done.due.push(DueDelivery {
+) -> Result<HashMap<&'e str, i64>> {
+    let mut inserted = HashMap::with_capacity(events.len());
+    let mut rest = events;
+    for size in chunk_sizes(events.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = format!(
+            "INSERT INTO events (id, name, source, tenant_id, time_ms, payload, attributes, \
+             body_hash, matched, received_ms) VALUES {} ON CONFLICT (id) DO NOTHING \
+             RETURNING id, seq",
+            placeholders(size, 10)
+        );
+        let mut query = sqlx::query(&sql);
+        for e in chunk {
+            query = query
+                .bind(&e.id)
+                .bind(&e.name)
+                .bind(&e.source)
+                .bind(&e.tenant_id)
+                .bind(e.time_ms)
+                .bind(&e.payload)
+                .bind(to_json(&e.attributes))
+                .bind(&e.body_hash[..])
+                .bind(i64::from(matched(e)))
+                .bind(now);
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        let by_id: HashMap<&str, &'e NewEvent> =
+            chunk.iter().map(|e| (e.id.as_str(), *e)).collect();
+        for row in rows {
+            let id: &str = row.try_get("id")?;
+            let seq: i64 = row.try_get("seq")?;
+            if let Some(event) = by_id.get(id) {
+                inserted.insert(event.id.as_str(), seq);
+            }
+        }
+    }
+    Ok(inserted)
+}
+
+/// Inserts one pending delivery per routed event, in chunks, and returns
+/// them due now, in the order given.
+async fn insert_deliveries(
+    conn: &mut SqliteConnection,
+    routed: &[(Arc<EventEnvelope>, &Route)],
+    now: i64,
+) -> Result<Vec<DueDelivery>> {
+    let mut due = Vec::with_capacity(routed.len());
+    let mut rest = routed;
+    for size in chunk_sizes(routed.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = format!(
+            "INSERT INTO deliveries (event_seq, subscription_id, endpoint_id, status, attempts, \
+             next_attempt_ms, created_ms, updated_ms) VALUES {} RETURNING id, event_seq, subscription_id",
+            vec!["(?, ?, ?, 'pending', 0, ?, ?, ?)"; size].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (event, route) in chunk {
+            query = query
+                .bind(event.seq as i64)
+                .bind(&*route.subscription_id)
+                .bind(&*route.endpoint_id)
+                .bind(now)
+                .bind(now)
+                .bind(now);
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        let mut ids: HashMap<(i64, String), i64> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            ids.insert(
+                (row.try_get("event_seq")?, row.try_get("subscription_id")?),
+                row.try_get("id")?,
+            );
+        }
+        for (event, route) in chunk {
+            let key = (event.seq as i64, route.subscription_id.to_string());
+            let id = ids
+                .get(&key)
+                .copied()
+                .ok_or_else(|| corrupt("deliveries", "an inserted delivery was not returned"))?;
+            due.push(DueDelivery {
                 id: id as u64,
                 subscription_id: route.subscription_id.clone(),
                 endpoint_id: route.endpoint_id.clone(),
                 attempts: 0,
                 due_ms: now,
-                event: envelope.clone(),
+                event: event.clone(),
             });
         }
     }
-    for start in &e.flow_starts {
-        flows::start_run(conn, start, now, &mut done.runs).await?;
-    }
-    for cancel in &e.cancels {
-        flows::cancel_by_key(conn, cancel, now, &mut done.runs).await?;
-    }
-    Ok(Ok(Published {
-        seq: seq as u64,
-        duplicate: false,
-        matched,
-    }))
+    Ok(due)
 }
 
 /// The id is taken: the same body is a duplicate (answered, not routed
@@ -799,45 +898,70 @@ async fn existing_event_outcome(
     })
 }
 
-async fn record_settled(conn: &mut SqliteConnection, s: &Settled, now: i64) -> Result<()> {
-    let id = s.delivery.id as i64;
-    if let Some(a) = &s.attempt {
-        sqlx::query(
+/// Records attempt results: the attempts and the deliveries' new states
+/// with one statement per chunk each, like the events.
+async fn record_settled(conn: &mut SqliteConnection, settles: &[Settled], now: i64) -> Result<()> {
+    let attempts: Vec<(i64, &Attempt)> = settles
+        .iter()
+        .filter_map(|s| s.attempt.as_ref().map(|a| (s.delivery.id as i64, a)))
+        .collect();
+    let mut rest = attempts.as_slice();
+    for size in chunk_sizes(attempts.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = format!(
             "INSERT OR REPLACE INTO attempts (delivery_id, number, started_ms, duration_ms, \
-             status_code, error, response_body, request_headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(a.number as i64)
-        .bind(a.started_ms)
-        .bind(a.duration_ms as i64)
-        .bind(a.status_code.map(i64::from))
-        .bind(&a.error)
-        .bind(&a.response_body)
-        .bind(to_json(&a.request_headers))
-        .execute(&mut *conn)
-        .await?;
+             status_code, error, response_body, request_headers) VALUES {}",
+            placeholders(size, 8)
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, a) in chunk {
+            query = query
+                .bind(id)
+                .bind(a.number as i64)
+                .bind(a.started_ms)
+                .bind(a.duration_ms as i64)
+                .bind(a.status_code.map(i64::from))
+                .bind(&a.error)
+                .bind(&a.response_body)
+                .bind(to_json(&a.request_headers));
+        }
+        query.execute(&mut *conn).await?;
     }
-    sqlx::query(
-        "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_ms = ?, \
-         last_status_code = COALESCE(?, last_status_code), last_error = ?, \
-         last_duration_ms = COALESCE(?, last_duration_ms), updated_ms = ? WHERE id = ?",
-    )
-    .bind(s.status.as_str())
-    .bind(s.delivery.attempts as i64)
-    .bind(s.next_attempt_ms)
-    .bind(
-        s.attempt
-            .as_ref()
-            .and_then(|a| a.status_code)
-            .map(i64::from),
-    )
-    .bind(&s.last_error)
-    .bind(s.attempt.as_ref().map(|a| a.duration_ms as i64))
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    if s.endpoint_gone {
+    let mut rest = settles;
+    for size in chunk_sizes(settles.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        // v.column1 … v.column7: id, status, attempts, next attempt, status
+        // code, error, duration.
+        let sql = format!(
+            "UPDATE deliveries SET status = v.column2, attempts = v.column3, \
+             next_attempt_ms = v.column4, \
+             last_status_code = COALESCE(v.column5, deliveries.last_status_code), \
+             last_error = v.column6, \
+             last_duration_ms = COALESCE(v.column7, deliveries.last_duration_ms), updated_ms = ? \
+             FROM (VALUES {}) AS v WHERE deliveries.id = v.column1",
+            placeholders(size, 7)
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for s in chunk {
+            query = query
+                .bind(s.delivery.id as i64)
+                .bind(s.status.as_str())
+                .bind(s.delivery.attempts as i64)
+                .bind(s.next_attempt_ms)
+                .bind(
+                    s.attempt
+                        .as_ref()
+                        .and_then(|a| a.status_code)
+                        .map(i64::from),
+                )
+                .bind(&s.last_error)
+                .bind(s.attempt.as_ref().map(|a| a.duration_ms as i64));
+        }
+        query.execute(&mut *conn).await?;
+    }
+    for s in settles.iter().filter(|s| s.endpoint_gone) {
         sqlx::query(
             "UPDATE endpoints SET state = 'gone', version = version + 1, updated_ms = ? \
              WHERE id = ? AND state = 'enabled'",

@@ -1,0 +1,195 @@
+//! Starts the real `hookyard` binary (release build) in a temp data dir on
+//! ephemeral ports, with a config written for the scenario. A separate
+//! process, not `hookyard_server::start` in the harness: the daemon then has
+//! its own tokio runtime as in production instead of sharing threads with the
+//! load generator, and its memory (`VmRSS`, `VmHWM` in `/proc/<pid>/status`)
+//! is its own.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// The parts of the config a scenario chooses.
+#[derive(Debug, Clone)]
+pub struct DaemonSpec {
+    pub endpoints: Vec<Value>,
+    pub subscriptions: Vec<Value>,
+    pub memory_queue: usize,
+    pub max_in_flight: u32,
+}
+
+impl Default for DaemonSpec {
+    fn default() -> DaemonSpec {
+        DaemonSpec {
+            endpoints: Vec::new(),
+            subscriptions: Vec::new(),
+            memory_queue: 20_000,
+            max_in_flight: 64,
+        }
+    }
+}
+
+impl DaemonSpec {
+    /// Adds endpoint `id` at `url` and a subscription of `patterns` to it.
+    pub fn route(
+        mut self,
+        id: &str,
+        url: &str,
+        patterns: &[&str],
+        retry_schedule: &[&str],
+    ) -> DaemonSpec {
+        self.endpoints.push(json!({
+            "id": id,
+            "url": url,
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "retry_schedule": retry_schedule,
+            "timeout": "10s",
+            "max_in_flight": self.max_in_flight,
+        }));
+        self.subscriptions.push(json!({
+            "name": format!("to-{id}"),
+            "patterns": patterns,
+            "target": format!("endpoint:{id}"),
+        }));
+        self
+    }
+}
+
+pub struct Daemon {
+    child: Child,
+    pub listen: SocketAddr,
+    pub pid: u32,
+    dir: TempDir,
+}
+
+impl Daemon {
+    pub async fn start(binary: &Path, spec: &DaemonSpec) -> anyhow::Result<Daemon> {
+        if !binary.exists() {
+            bail!(
+                "{} is missing; build it first: cargo build --release -p hookyard-server",
+                binary.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("hookyard-bench-")
+            .tempdir()?;
+        let config = json!({
+            "listen": "127.0.0.1:0",
+            "admin_listen": "127.0.0.1:0",
+            "data_dir": dir.path().join("data"),
+            "api_keys": [{"name": "bench", "key": crate::API_KEY}],
+            "delivery": {
+                "allow_private_targets": ["127.0.0.0/8"],
+                "memory_queue": spec.memory_queue,
+                "max_in_flight": spec.max_in_flight,
+            },
+            "endpoints": spec.endpoints,
+            "subscriptions": spec.subscriptions,
+        });
+        let config_path = dir.path().join("hookyard.yaml");
+        std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
+        let log = std::fs::File::create(dir.path().join("hookyard.log"))?;
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HOOKYARD_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command.spawn().context("start hookyard")?;
+        let pid = child.id().context("the daemon's pid")?;
+        let stdout = child.stdout.take().context("the daemon's stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let log_path = dir.path().join("hookyard.log");
+        let log_tail = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .with_context(|| {
+                format!(
+                    "the daemon was not ready within 30 s; its log:\n{}",
+                    log_tail()
+                )
+            })??
+            .with_context(|| {
+                format!(
+                    "the daemon exited before it was ready; its log:\n{}",
+                    log_tail()
+                )
+            })?;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let listen = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .context("listen= in the ready line")?
+            .parse()?;
+        Ok(Daemon {
+            child,
+            listen,
+            pid,
+            dir,
+        })
+    }
+
+    /// Current and peak resident memory, in KiB.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// CPU time (user + system) the daemon used so far, from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        // USER_HZ is 100 on Linux.
+        Some(Duration::from_millis((utime + stime) * 10))
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The release `hookyard` next to this executable, unless `HOOKYARD_BIN` says.
+pub fn default_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("HOOKYARD_BIN") {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("hookyard")))
+        .unwrap_or_else(|| PathBuf::from("target/release/hookyard"))
+}

@@ -1,0 +1,23 @@
+//! Hookyard's benchmark harness as a library: the binary `hookyard-bench`
+//! runs the scenarios; the end-to-end fault tests reuse the sink.
+//!
+//! # Layout
+//! - `load`: the load generator (HTTP/1.1 keep-alive and gRPC; closed loop or
+//!   open loop at a fixed rate, latency from the intended send time).
+//! - `sink`: the webhook receiver that records arrivals per `webhook-id` and
+//!   can fail, slow down or drop connections.
+//! - `ceiling`: a bare server that reads the body and answers, storing
+//!   nothing: what the machine can do with the same load.
+//! - `daemon`: starts the real `hookyard` binary in a temp data dir.
+//! - `report`: latency summaries, the table on stdout and the JSON file.
+//! - `scenarios`: one function per command.
+
+pub mod ceiling;
+pub mod daemon;
+pub mod load;
+pub mod report;
+pub mod scenarios;
+pub mod sink;
+
+/// The API key every benchmark daemon accepts.
+pub const API_KEY: &str = "hy_bench_key_0123456789abcdef";

@@ -1,0 +1,267 @@
+//! `hookyard-bench`: one command per scenario. Each starts what it needs (the
+//! release `hookyard` binary in a temp data dir, the ceiling server, the
+//! sink), prints a table and writes JSON (`target/bench/<scenario>.json`
+//! unless `--json` says otherwise).
+//!
+//! cargo build --release -p hookyard-bench -p hookyard-server
+//! target/release/hookyard-bench intake-http
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use hookyard_bench::{
+    daemon,
+    scenarios::{self, backlog, end_to_end, fanout, intake, Common},
+};
+
+#[derive(Parser)]
+#[command(name = "hookyard-bench", about = "Hookyard's benchmark scenarios")]
+struct Cli {
+    #[command(subcommand)]
+    command: Scenario,
+}
+
+#[derive(Args, Clone)]
+struct CommonArgs {
+    /// Measured time (e.g. 10s, 500ms, 2m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Load before measuring.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// The daemon binary (default: `hookyard` beside this one, or $HOOKYARD_BIN).
+    #[arg(long)]
+    hookyard: Option<PathBuf>,
+    /// Where the JSON goes (default: target/bench/<scenario>.json).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// HTTP POST /v1/events, closed loop (or --rate), vs the ceiling.
+    IntakeHttp {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+        /// Requests per second (open loop).
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// gRPC Publish, vs the ceiling.
+    IntakeGrpc {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// gRPC PublishBatch, vs the ceiling.
+    IntakeGrpcBatch {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 256)]
+        payload: usize,
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Fixed-rate publishing, latency until the sink receives the webhook.
+    EndToEnd {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Events per second, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        rates: Vec<f64>,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+    },
+    /// One event to 10 endpoints.
+    Fanout {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long, default_value_t = 10)]
+        endpoints: usize,
+        /// Events per second published.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+    },
+    /// Route lookup cost with 10 / 1 000 / 100 000 subscriptions (criterion).
+    Routing {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Endpoint down while N events arrive, then up: drain rate, peak RSS.
+    Backlog {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 256)]
+        payload: usize,
+    },
+    /// The ceiling server alone (the scenarios start it themselves).
+    #[command(hide = true)]
+    Ceiling,
+}
+
+fn common(name: &str, args: &CommonArgs) -> Common {
+    Common {
+        hookyard: args.hookyard.clone().unwrap_or_else(daemon::default_binary),
+        warmup: args.warmup,
+        duration: args.duration,
+        json: args
+            .json
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("target/bench/{name}.json"))),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        match cli.command {
+            Scenario::Ceiling => hookyard_bench::ceiling::serve().await,
+            Scenario::IntakeHttp {
+                common: c,
+                connections,
+                payload,
+                rate,
+            } => {
+                let args = intake::IntakeArgs {
+                    protocol: intake::Protocol::Http,
+                    connections,
+                    concurrency: connections,
+                    batch: 1,
+                    payload,
+                    rate,
+                };
+                intake::run("intake-http", &common("intake-http", &c), &args).await
+            }
+            Scenario::IntakeGrpc {
+                common: c,
+                connections,
+                concurrency,
+                payload,
+                rate,
+            } => {
+                let args = intake::IntakeArgs {
+                    protocol: intake::Protocol::Grpc,
+                    connections,
+                    concurrency,
+                    batch: 1,
+                    payload,
+                    rate,
+                };
+                intake::run("intake-grpc", &common("intake-grpc", &c), &args).await
+            }
+            Scenario::IntakeGrpcBatch {
+                common: c,
+                batch,
+                connections,
+                concurrency,
+                payload,
+                rate,
+            } => {
+                let args = intake::IntakeArgs {
+                    protocol: intake::Protocol::Grpc,
+                    connections,
+                    concurrency,
+                    batch,
+                    payload,
+                    rate,
+                };
+                intake::run("intake-grpc-batch", &common("intake-grpc-batch", &c), &args).await
+            }
+            Scenario::EndToEnd {
+                common: c,
+                rates,
+                connections,
+                payload,
+            } => {
+                let args = end_to_end::EndToEndArgs {
+                    rates,
+                    connections,
+                    payload,
+                };
+                end_to_end::run(&common("end-to-end", &c), &args).await
+            }
+            Scenario::Fanout {
+                common: c,
+                endpoints,
+                rate,
+                connections,
+                payload,
+            } => {
+                let args = fanout::FanoutArgs {
+                    endpoints,
+                    rate,
+                    connections,
+                    payload,
+                };
+                fanout::run(&common("fanout", &c), &args).await
+            }
+            Scenario::Routing { common: c } => scenarios::routing::run(&common("routing", &c)),
+            Scenario::Backlog {
+                common: c,
+                events,
+                batch,
+                concurrency,
+                payload,
+            } => {
+                let args = backlog::BacklogArgs {
+                    events,
+                    batch,
+                    concurrency,
+                    payload,
+                };
+                backlog::run(&common("backlog", &c), &args).await
+            }
+        }
+    })
+}
+
+/// `10s`, `500ms`, `2m`, or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| Duration::from_secs_f64(v * scale))
+        .ok_or_else(|| format!("`{text}` is not a duration like 10s, 500ms or 2m"))
+}

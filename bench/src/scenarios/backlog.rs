@@ -1,0 +1,178 @@
+//! `backlog`: the endpoint is down (nothing listens on its port) while N
+//! events arrive over gRPC PublishBatch; then the sink comes up on that port.
+//! Reports the intake rate while the endpoint is down, the drain rate once it
+//! is up (deliveries from the sink's first request to its last, since the
+//! first retries fall due up to 5 s after it comes up), and the daemon's resident memory throughout (sampled `VmRSS` and
+//! the kernel's peak, `VmHWM`).
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use super::{run_prefix, Common};
+use crate::{
+    daemon::{Daemon, DaemonSpec},
+    load::{self, GrpcWorker, Plan},
+    report::{self, Table},
+    sink::{Sink, SinkConfig},
+};
+
+const DRAIN_LIMIT: Duration = Duration::from_secs(600);
+
+pub struct BacklogArgs {
+    pub events: u64,
+    pub batch: usize,
+    pub concurrency: usize,
+    pub payload: usize,
+}
+
+pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
+    // A port with nothing on it yet; the sink takes it later.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let url = format!("http://{addr}/hook");
+    // 20 retries (the most an endpoint may have) 5 s apart: while the
+    // endpoint is down every attempt fails fast (connection refused) and is
+    // recorded; once it is up, everything is due again within 5 s.
+    let schedule = vec!["5s"; 20];
+    let spec = DaemonSpec::default().route("down", &url, &["backlog.*"], &schedule);
+    let daemon = Daemon::start(&common.hookyard, &spec).await?;
+
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (peak, pid) = (peak.clone(), daemon.pid);
+        tokio::spawn(async move {
+            loop {
+                if let Some(rss) = rss_kib(pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let prefix = run_prefix("backlog");
+    let channel = load::grpc_channel(daemon.listen)?;
+    let workers = (0..args.concurrency)
+        .map(|_| {
+            GrpcWorker::new(
+                channel.clone(),
+                "backlog.item",
+                &prefix,
+                args.batch,
+                args.payload,
+            )
+        })
+        .collect();
+    let requests = args.events.div_ceil(args.batch as u64);
+    let plan = Plan {
+        workers: args.concurrency,
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(3600),
+        rate: None,
+        limit: Some(requests),
+    };
+    let outcome = load::run(plan, workers).await;
+    let intake_rate = report::rate(outcome.events, outcome.elapsed);
+    let rss_down = peak.load(Ordering::Relaxed);
+    println!(
+        "backlog: {} events acknowledged in {:.1} s ({} errors); peak RSS so far {} MiB; starting the sink",
+        outcome.events,
+        outcome.elapsed.as_secs_f64(),
+        outcome.errors,
+        rss_down / 1024
+    );
+
+    let sink = Sink::start_on(addr, SinkConfig::default()).await?;
+    let up = Instant::now();
+    let mut progress = Vec::new();
+    let target = outcome.events;
+    let mut complete = false;
+    while up.elapsed() < DRAIN_LIMIT {
+        if sink.wait_delivered(target, Duration::from_secs(5)).await {
+            complete = true;
+            break;
+        }
+        progress.push((up.elapsed().as_secs_f64(), sink.delivered()));
+        println!(
+            "  {:>5.1} s: {} delivered, RSS {} MiB",
+            up.elapsed().as_secs_f64(),
+            sink.delivered(),
+            rss_kib(daemon.pid).unwrap_or(0) / 1024
+        );
+    }
+    let drain = up.elapsed();
+    sampler.abort();
+    let first = sink.first_arrival().unwrap_or(up);
+    let last = sink.last_delivery().unwrap_or(up);
+    let busy = last.saturating_duration_since(first);
+    let hwm = daemon.memory_kib().map(|m| m.1).unwrap_or(0);
+    let peak_rss = peak.load(Ordering::Relaxed).max(hwm);
+    let unique = sink.first_delivered().len() as u64;
+    daemon.stop().await;
+    let drain_rate = report::rate(sink.delivered(), busy);
+
+    let mut table = Table::new(&[
+        "events",
+        "intake ev/s (down)",
+        "first after s",
+        "drain s",
+        "drain deliveries/s",
+        "peak RSS MiB",
+        "unique delivered",
+        "requests to sink",
+    ]);
+    table.row(vec![
+        outcome.events.to_string(),
+        report::thousands(intake_rate),
+        format!("{:.1}", first.saturating_duration_since(up).as_secs_f64()),
+        format!("{:.1}", busy.as_secs_f64()),
+        report::thousands(drain_rate),
+        format!("{:.0}", peak_rss as f64 / 1024.0),
+        unique.to_string(),
+        sink.requests().to_string(),
+    ]);
+    println!(
+        "\nbacklog: {} events (PublishBatch of {}, {} in flight) while the endpoint is down, then up{}\n{}",
+        args.events,
+        args.batch,
+        args.concurrency,
+        if complete { "" } else { " (drain NOT complete)" },
+        table.render()
+    );
+    report::write_json(
+        &common.json,
+        &json!({
+            "scenario": "backlog",
+            "events": outcome.events,
+            "publish_errors": outcome.errors,
+            "intake_events_per_s": intake_rate,
+            "up_to_all_delivered_s": drain.as_secs_f64(),
+            "first_delivery_after_up_s": first.saturating_duration_since(up).as_secs_f64(),
+            "first_to_last_delivery_s": busy.as_secs_f64(),
+            "drain_deliveries_per_s": drain_rate,
+            "complete": complete,
+            "unique_delivered": unique,
+            "sink_requests": sink.requests(),
+            "peak_rss_kib": peak_rss,
+            "peak_rss_while_down_kib": rss_down,
+            "progress": progress,
+        }),
+    )?;
+    println!("wrote {}", common.json.display());
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}

@@ -1,0 +1,125 @@
+//! `end-to-end`: HTTP publishes at a fixed rate (open loop) to a daemon that
+//! delivers every event to the sink. Reports intake latency (intended send →
+//! 202) and end-to-end latency (202 → the sink received the webhook, and
+//! intended send → received), per rate.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde_json::json;
+
+use super::{run_prefix, Common};
+use crate::{
+    daemon::{Daemon, DaemonSpec},
+    load::{self, event_id, HttpWorker, Plan},
+    report::{self, Latency, Table, LATENCY_HEADERS},
+    sink::{Sink, SinkConfig},
+};
+
+/// How long the sink may take to receive everything acknowledged.
+const SETTLE: Duration = Duration::from_secs(60);
+
+pub struct EndToEndArgs {
+    pub rates: Vec<f64>,
+    pub connections: usize,
+    pub payload: usize,
+}
+
+pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
+    let mut headers = vec!["rate/s", "measure"];
+    headers.extend(LATENCY_HEADERS);
+    headers.extend(["count", "lost"]);
+    let mut table = Table::new(&headers);
+    let mut results = Vec::new();
+    for &rate in &args.rates {
+        let sink = Sink::start(SinkConfig::default()).await?;
+        let spec = DaemonSpec::default().route(
+            "sink",
+            &sink.url("/hook"),
+            &["bench.*"],
+            &["0s", "1s", "1s"],
+        );
+        let daemon = Daemon::start(&common.hookyard, &spec).await?;
+        let prefix = run_prefix("e2e");
+        let workers = (0..args.connections)
+            .map(|_| {
+                HttpWorker::new(daemon.listen, "bench.e2e", &prefix, args.payload).record_acks()
+            })
+            .collect();
+        let plan = Plan {
+            workers: args.connections,
+            warmup: common.warmup,
+            duration: common.duration,
+            rate: Some(rate),
+            limit: None,
+        };
+        let outcome = load::run(plan, workers).await;
+        let start = outcome.start;
+        let measure_from = start + common.warmup;
+        // Every acknowledged event, with its ack time and intended send time.
+        let mut acked: HashMap<String, (std::time::Instant, std::time::Instant)> = HashMap::new();
+        for worker in &outcome.workers {
+            for &(i, at) in worker.acks.iter().flatten() {
+                let intended = start + Duration::from_secs_f64(i as f64 / rate);
+                acked.insert(event_id(&prefix, i, 0), (intended, at));
+            }
+        }
+        sink.wait_delivered(acked.len() as u64, SETTLE).await;
+        let arrived = sink.first_delivered();
+        let (mut from_ack, mut from_send) = (report::histogram(), report::histogram());
+        let mut lost = 0u64;
+        for (id, (intended, ack)) in &acked {
+            match arrived.get(id) {
+                Some(&at) if *intended >= measure_from => {
+                    report::record(&mut from_ack, at.saturating_duration_since(*ack));
+                    report::record(&mut from_send, at.saturating_duration_since(*intended));
+                }
+                Some(_) => {}
+                None => lost += 1,
+            }
+        }
+        daemon.stop().await;
+        let rows = [
+            (
+                "intake (send→202)",
+                Latency::of(&outcome.latency),
+                outcome.errors,
+            ),
+            ("e2e (202→sink)", Latency::of(&from_ack), lost),
+            ("e2e (send→sink)", Latency::of(&from_send), lost),
+        ];
+        for (label, latency, bad) in &rows {
+            let mut row = vec![format!("{rate}"), label.to_string()];
+            row.extend(latency.cells());
+            row.push(latency.count.to_string());
+            row.push(bad.to_string());
+            table.row(row);
+        }
+        if let Some(error) = &outcome.first_error {
+            println!("rate {rate}: first error of {}: {error}", outcome.errors);
+        }
+        results.push(json!({
+            "rate": rate,
+            "published": outcome.requests,
+            "publish_errors": outcome.errors,
+            "acknowledged": acked.len(),
+            "lost": lost,
+            "intake": Latency::of(&outcome.latency),
+            "e2e_from_ack": Latency::of(&from_ack),
+            "e2e_from_send": Latency::of(&from_send),
+        }));
+    }
+    println!(
+        "\nend-to-end: HTTP open loop over {} connections, payload {} B, {:?} per rate after {:?} warm-up\n{}",
+        args.connections,
+        args.payload,
+        common.duration,
+        common.warmup,
+        table.render()
+    );
+    report::write_json(
+        &common.json,
+        &json!({"scenario": "end-to-end", "connections": args.connections, "duration_s": common.duration.as_secs_f64(), "runs": results}),
+    )?;
+    println!("wrote {}", common.json.display());
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `fanout`: every event goes to 10 endpoints (10 subscriptions of the same
+//! pattern, each to its own endpoint on the sink). HTTP publishes at a fixed
+//! rate; reports delivery throughput and the latency of each delivery from
+//! the publisher's 202.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde_json::json;
+
+use super::{run_prefix, Common};
+use crate::{
+    daemon::{Daemon, DaemonSpec},
+    load::{self, event_id, HttpWorker, Plan},
+    report::{self, Latency, Table, LATENCY_HEADERS},
+    sink::{Sink, SinkConfig},
+};
+
+const SETTLE: Duration = Duration::from_secs(120);
+
+pub struct FanoutArgs {
+    pub endpoints: usize,
+    pub rate: f64,
+    pub connections: usize,
+    pub payload: usize,
+}
+
+pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
+    let sink = Sink::start(SinkConfig::default()).await?;
+    let mut spec = DaemonSpec::default();
+    for k in 0..args.endpoints {
+        spec = spec.route(
+            &format!("ep{k}"),
+            &sink.url(&format!("/hook/{k}")),
+            &["fan.*"],
+            &["0s", "1s", "1s"],
+        );
+    }
+    let daemon = Daemon::start(&common.hookyard, &spec).await?;
+    let prefix = run_prefix("fanout");
+    let workers = (0..args.connections)
+        .map(|_| HttpWorker::new(daemon.listen, "fan.out", &prefix, args.payload).record_acks())
+        .collect();
+    let plan = Plan {
+        workers: args.connections,
+        warmup: Duration::ZERO,
+        duration: common.duration,
+        rate: Some(args.rate),
+        limit: None,
+    };
+    let started = std::time::Instant::now();
+    let outcome = load::run(plan, workers).await;
+    let mut acked: HashMap<String, std::time::Instant> = HashMap::new();
+    for worker in &outcome.workers {
+        for &(i, at) in worker.acks.iter().flatten() {
+            acked.insert(event_id(&prefix, i, 0), at);
+        }
+    }
+    let expected = acked.len() as u64 * args.endpoints as u64;
+    let complete = sink.wait_delivered(expected, SETTLE).await;
+    let drained = started.elapsed();
+    let memory = daemon.memory_kib();
+    daemon.stop().await;
+    let delivered = sink.all_delivered();
+    let mut latency = report::histogram();
+    let mut last = started;
+    let mut short = 0u64;
+    for (id, ack) in &acked {
+        let arrivals = delivered.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        let mut seen = arrivals.to_vec();
+        seen.sort();
+        seen.truncate(args.endpoints);
+        short += (args.endpoints - seen.len()) as u64;
+        for at in seen {
+            last = last.max(at);
+            report::record(&mut latency, at.saturating_duration_since(*ack));
+        }
+    }
+    let throughput = report::rate(sink.delivered(), last.saturating_duration_since(started));
+    let lat = Latency::of(&latency);
+    let mut headers = vec!["events/s", "deliveries/s"];
+    headers.extend(LATENCY_HEADERS);
+    headers.extend(["deliveries", "missing"]);
+    let mut table = Table::new(&headers);
+    let mut row = vec![
+        report::thousands(report::rate(outcome.events, outcome.elapsed)),
+        report::thousands(throughput),
+    ];
+    row.extend(lat.cells());
+    row.push(sink.delivered().to_string());
+    row.push(short.to_string());
+    table.row(row);
+    println!(
+        "\nfanout: {} endpoints, HTTP open loop at {} events/s over {} connections for {:?}; latency 202 → each delivery{}\n{}",
+        args.endpoints,
+        args.rate,
+        args.connections,
+        common.duration,
+        if complete { "" } else { " (NOT all delivered in time)" },
+        table.render()
+    );
+    if let Some(error) = &outcome.first_error {
+        println!("first publish error of {}: {error}", outcome.errors);
+    }
+    report::write_json(
+        &common.json,
+        &json!({
+            "scenario": "fanout",
+            "endpoints": args.endpoints,
+            "rate": args.rate,
+            "acknowledged": acked.len(),
+            "publish_errors": outcome.errors,
+            "deliveries": sink.delivered(),
+            "missing": short,
+            "deliveries_per_s": throughput,
+            "all_delivered_after_s": drained.as_secs_f64(),
+            "latency_from_ack": lat,
+            "daemon_rss_kib": memory.map(|m| m.0),
+        }),
+    )?;
+    println!("wrote {}", common.json.display());
+    Ok(())
+}

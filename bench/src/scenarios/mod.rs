@@ -1,0 +1,27 @@
+//! One function per scenario. Each prints a table and writes its JSON.
+
+pub mod backlog;
+pub mod end_to_end;
+pub mod fanout;
+pub mod intake;
+pub mod routing;
+
+use std::{path::PathBuf, time::Duration};
+
+/// Settings every scenario shares.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub hookyard: PathBuf,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub json: PathBuf,
+}
+
+/// A unique prefix for event ids, so two runs never collide as duplicates.
+pub fn run_prefix(scenario: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{scenario}-{:x}", nanos % 0xffff_ffff)
+}
