@@ -27,6 +27,7 @@ pub struct DaemonSpec {
     pub subscriptions: Vec<Value>,
     pub memory_queue: usize,
     pub max_in_flight: u32,
+    pub flows: Vec<Value>,
 }
 
 impl Default for DaemonSpec {
@@ -36,6 +37,7 @@ impl Default for DaemonSpec {
             subscriptions: Vec::new(),
             memory_queue: 20_000,
             max_in_flight: 64,
+            flows: Vec::new(),
         }
     }
 }
@@ -96,6 +98,7 @@ impl Daemon {
             },
             "endpoints": spec.endpoints,
             "subscriptions": spec.subscriptions,
+            "flows": spec.flows,
         });
         let config_path = dir.path().join("hookyard.yaml");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;

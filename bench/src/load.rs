@@ -172,13 +172,22 @@ pub fn event_id(prefix: &str, i: u64, j: usize) -> String {
     format!("{prefix}-{i}-{j}")
 }
 
-/// One HTTP/1.1 keep-alive connection posting `POST /v1/events`; reconnects
-/// after an error.
+/// What an `HttpWorker` posts.
+#[derive(Debug, Clone)]
+enum Target {
+    /// `POST /v1/events`, an event of this name.
+    Events { name: String },
+    /// `POST /v1/flows/{flow}/runs`, with input `n` naming the request.
+    FlowRuns { path: String },
+}
+
+/// One HTTP/1.1 keep-alive connection posting `POST /v1/events` (or starting
+/// flow runs); reconnects after an error.
 pub struct HttpWorker {
     addr: SocketAddr,
+    target: Target,
     sender: Option<SendRequest<Full<Bytes>>>,
     authorization: HeaderValue,
-    name: String,
     prefix: String,
     /// Size of the whole body, about.
     body_bytes: usize,
@@ -194,15 +203,27 @@ impl HttpWorker {
                 .len();
         HttpWorker {
             addr,
+            target: Target::Events {
+                name: name.to_string(),
+            },
             sender: None,
             authorization: HeaderValue::from_str(&format!("Bearer {}", crate::API_KEY))
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
-            name: name.to_string(),
             prefix: prefix.to_string(),
             body_bytes,
             pad: "x".repeat(body_bytes.saturating_sub(overhead).max(1)),
             acks: None,
         }
+    }
+
+    /// Starts runs of `flow` instead, each with input `n` = the request's
+    /// event id (so a step can send it on as its `webhook-id`).
+    pub fn flow_runs(addr: SocketAddr, flow: &str, prefix: &str) -> HttpWorker {
+        let mut worker = HttpWorker::new(addr, "", prefix, 0);
+        worker.target = Target::FlowRuns {
+            path: format!("/v1/flows/{flow}/runs"),
+        };
+        worker
     }
 
     pub fn record_acks(mut self) -> HttpWorker {
@@ -232,13 +253,18 @@ impl HttpWorker {
     }
 
     async fn post(&mut self, i: u64) -> Result<u64, String> {
-        let body = format!(
-            r#"{{"id":"{}","name":"{}","payload":{{"pad":"{}"}}}}"#,
-            event_id(&self.prefix, i, 0),
-            self.name,
-            self.pad
-        );
-        let request = Request::post("/v1/events")
+        let id = event_id(&self.prefix, i, 0);
+        let (path, body) = match &self.target {
+            Target::Events { name } => (
+                "/v1/events",
+                format!(
+                    r#"{{"id":"{id}","name":"{name}","payload":{{"pad":"{}"}}}}"#,
+                    self.pad
+                ),
+            ),
+            Target::FlowRuns { path } => (path.as_str(), format!(r#"{{"inputs":{{"n":"{id}"}}}}"#)),
+        };
+        let request = Request::post(path)
             .header(header::HOST, "hookyard")
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::AUTHORIZATION, self.authorization.clone())

@@ -11,7 +11,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use hookyard_bench::{
     daemon,
-    scenarios::{self, backlog, end_to_end, fanout, intake, Common},
+    scenarios::{self, backlog, end_to_end, fanout, flows, intake, Common},
 };
 
 #[derive(Parser)]
@@ -104,6 +104,20 @@ enum Scenario {
         connections: usize,
         #[arg(long, default_value_t = 1024)]
         payload: usize,
+    },
+    /// Flow runs started over HTTP: runs/s closed loop, then start and
+    /// first-step latency at fixed rates.
+    Flows {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Runs per second, one phase each.
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        rates: Vec<f64>,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Runs started first that wait for a day (e.g. 100000).
+        #[arg(long, default_value_t = 0)]
+        waiting: u64,
     },
     /// Route lookup cost with 10 / 1 000 / 100 000 subscriptions (criterion).
     Routing {
@@ -224,6 +238,19 @@ fn main() -> anyhow::Result<()> {
                     payload,
                 };
                 fanout::run(&common("fanout", &c), &args).await
+            }
+            Scenario::Flows {
+                common: c,
+                rates,
+                connections,
+                waiting,
+            } => {
+                let args = flows::FlowsArgs {
+                    rates,
+                    connections,
+                    waiting,
+                };
+                flows::run(&common("flows", &c), &args).await
             }
             Scenario::Routing { common: c } => scenarios::routing::run(&common("routing", &c)),
             Scenario::Backlog {

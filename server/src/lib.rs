@@ -176,6 +176,7 @@ pub async fn start(
                 writer,
                 feed: signals.feed,
             },
+            shutdown.clone(),
         ),
         &admin_token,
     )

@@ -303,7 +303,7 @@ async fn cancel_on_during_a_delay_cancels_the_waiting_run() {
         "inputs": {"email": {"type": "email", "required": true}},
         "correlate_by": "{{ inputs.email }}",
         "cancel_on": [{"event": "lead.call_booked", "key": "{{ event.payload.email }}"}],
-        "steps": [{"id": "mail", "delay": "2s", "http": {"url": sink.url()}}]
+        "steps": [{"id": "mail", "delay": "3s", "http": {"url": sink.url()}}]
     });
     let daemon = Daemon::start(TestConfig::new().flow(flow)).await;
     let mut admin = daemon.admin_client();
@@ -335,7 +335,7 @@ async fn concurrency_policies_skip_replace_and_queue() {
             "inputs": {"email": {"type": "email", "required": true}, "n": {"type": "integer"}},
             "correlate_by": "{{ inputs.email }}",
             "concurrency": {"per_key": 1, "on_conflict": policy},
-            "steps": [{"id": "mail", "delay": "1s", "http": {"url": sink.url(), "body": {"flow": id, "n": "{{ inputs.n }}"}}}]
+            "steps": [{"id": "mail", "delay": "2s", "http": {"url": sink.url(), "body": {"flow": id, "n": "{{ inputs.n }}"}}}]
         })
     };
     let config = TestConfig::new()
@@ -572,4 +572,5 @@ async fn an_admin_cancels_a_waiting_run_and_cannot_cancel_it_twice() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
     let detail = run_detail(&mut admin, &id).await;
     assert!(log_text(&detail).contains("cancelled by an admin"));
+    assert_eq!(detail.steps[0].state, "cancelled", "the step it waited for");
 }

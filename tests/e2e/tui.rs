@@ -1,6 +1,7 @@
 //! The real `hookyard-tui` binary in a real pseudo-terminal against a real
 //! daemon: an event shows up on Live, a subscription made through the form
-//! routes the next event. The screen is read by a terminal emulator
+//! routes the next event; a flow run started through the API shows up on
+//! Runs, opens with its steps and is cancelled. The screen is read by a terminal emulator
 //! (`vt100`), and every wait is on the screen's contents with a deadline.
 
 use std::{
@@ -14,6 +15,7 @@ use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize}
 use crate::{
     api::{http_event, publish_http},
     harness::{built_binary, Daemon, TestConfig, WAIT},
+    runs::started,
     sink::{Behaviour, TestReceiver},
 };
 
@@ -224,4 +226,74 @@ async fn live_view_and_a_subscription_made_in_the_form_route_the_next_event() {
     let status = tui.wait_for_exit().await;
     assert!(status.success(), "hookyard-tui exited with {status:?}");
     tui.wait_until_restored().await;
+}
+
+#[tokio::test]
+async fn runs_screen_follows_a_run_started_through_the_api_and_cancels_it() {
+    let drip = serde_json::json!({
+        "id": "drip",
+        "description": "Mails a lead an hour later",
+        "inputs": {"email": {"type": "email", "required": true}},
+        "correlate_by": "{{ inputs.email }}",
+        "steps": [
+            {"id": "later", "delay": "1h", "log": "mail {{ inputs.email }}"},
+            {"id": "done", "log": "done"}
+        ]
+    });
+    let daemon = Daemon::start(TestConfig::new().flow(drip)).await;
+    let addr = format!("http://{}", daemon.admin_addr());
+    let token = daemon.admin_token();
+    let mut tui = Terminal::start(&["--addr", &addr, "--token", &token]);
+    tui.wait_for_line(&["1 Live", "● live"]).await;
+
+    tui.send("6");
+    tui.wait_for_line(&["no runs yet"]).await;
+    tui.wait_for_line(&["filter:", "● live"]).await;
+    // Started after the screen opened: it arrives through WatchRuns.
+    started(
+        &daemon,
+        "drip",
+        serde_json::json!({"email": "ada@example.com"}),
+    )
+    .await;
+    tui.wait_for_line(&["drip", "waiting", "ada@example.com", "later"])
+        .await;
+
+    tui.send("\r");
+    tui.wait_for_line(&["Steps (2)"]).await;
+    tui.wait_for_line(&["later", "waiting"]).await;
+    tui.send("c");
+    tui.wait_for_line(&["Cancel run"]).await;
+    tui.send("y");
+    tui.wait_for_line(&["cancelled"]).await;
+    tui.wait_for_line(&["Run ", "cancelled", "flow drip"]).await;
+
+    // A second cancel: the daemon says it is over, and the footer says so.
+    tui.send("c");
+    tui.wait_for_line(&["Cancel run"]).await;
+    tui.send("y");
+    tui.wait_for_line(&["not cancelled", "already finished"])
+        .await;
+
+    // Esc alone: followed at once by a key, a terminal reads Alt-<key>.
+    tui.send("\x1b");
+    tui.wait_for_line(&["drip", "cancelled", "ada@example.com"])
+        .await;
+    tui.send("7");
+    tui.wait_for_line(&[
+        "drip",
+        "v1",
+        "Mails a lead an hour later",
+        "2: later → done",
+        "no",
+    ])
+    .await;
+    tui.send("v");
+    tui.wait_for_line(&["Flow drip v1", "definition"]).await;
+
+    tui.send("\x1b");
+    tui.wait_for_line(&["id", "version", "description"]).await;
+    tui.send("q");
+    let status = tui.wait_for_exit().await;
+    assert!(status.success(), "hookyard-tui exited with {status:?}");
 }

@@ -67,3 +67,19 @@ async fn a_name_filter_only_streams_matching_deliveries() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_open_watch_does_not_hold_up_shutdown() {
+    let sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let mut daemon = Daemon::start(TestConfig::crm(&sink.url())).await;
+    let mut admin = daemon.admin_client();
+    let _deliveries = Watch::all(&mut admin).await;
+    let _runs = crate::runs::RunWatch::open(&mut admin).await;
+    let asked = std::time::Instant::now();
+    daemon.stop().await;
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(3),
+        "stopping took {:?} with watchers open",
+        asked.elapsed()
+    );
+}

@@ -6,8 +6,9 @@
 
 use futures::{future::BoxFuture, stream::BoxStream};
 use hookyard::v1::{
-    Delivery, DeliveryDetail, DeliveryFilter, DeliveryUpdate, Endpoint, GetStatsResponse, Source,
-    SourceWithToken, Subscription,
+    Delivery, DeliveryDetail, DeliveryFilter, DeliveryUpdate, Endpoint, Flow, GetStatsResponse,
+    ListRunsRequest, ListRunsResponse, Run, RunDetail, RunUpdate, Source, SourceWithToken,
+    StartRunResponse, Subscription, WatchRunsRequest,
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -15,6 +16,7 @@ use tonic_types::StatusExt;
 pub type ApiResult<T> = Result<T, ApiError>;
 pub type Call<T> = BoxFuture<'static, ApiResult<T>>;
 pub type UpdateStream = BoxStream<'static, ApiResult<DeliveryUpdate>>;
+pub type RunStream = BoxStream<'static, ApiResult<RunUpdate>>;
 
 /// Everything the TUI asks of the daemon.
 pub trait AdminApi: Send + Sync + 'static {
@@ -50,6 +52,17 @@ pub trait AdminApi: Send + Sync + 'static {
     fn suspend_source(&self, id: String) -> Call<Source>;
     fn resume_source(&self, id: String) -> Call<Source>;
     fn delete_source(&self, id: String) -> Call<()>;
+
+    fn list_flows(&self) -> Call<Vec<Flow>>;
+    /// `inputs` is a JSON object; bad inputs are INVALID_ARGUMENT naming
+    /// `inputs.<field>`.
+    fn start_run(&self, flow_id: String, inputs: Vec<u8>) -> Call<StartRunResponse>;
+    /// Newest first.
+    fn list_runs(&self, request: ListRunsRequest) -> Call<ListRunsResponse>;
+    fn get_run(&self, id: String) -> Call<RunDetail>;
+    /// FAILED_PRECONDITION when the run already finished.
+    fn cancel_run(&self, id: String) -> Call<Run>;
+    fn watch_runs(&self, request: WatchRunsRequest) -> Call<RunStream>;
 }
 
 /// A failed call: the gRPC code, the server's message and, for

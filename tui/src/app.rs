@@ -15,7 +15,10 @@ use crate::{
         dead::DeadScreen,
         detail::DetailView,
         endpoints::{EndpointForm, EndpointsScreen},
+        flows::{FlowYaml, FlowsScreen, StartRunForm},
         live::{self, LiveScreen},
+        run_detail::RunView,
+        runs::{self, RunsScreen},
         sources::{SourceForm, SourcesScreen},
         subscriptions::{SubscriptionForm, SubscriptionsScreen},
         Ctx, EventState,
@@ -33,15 +36,19 @@ pub enum Tab {
     Endpoints,
     Dead,
     Sources,
+    Runs,
+    Flows,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 7] = [
         Tab::Live,
         Tab::Subscriptions,
         Tab::Endpoints,
         Tab::Dead,
         Tab::Sources,
+        Tab::Runs,
+        Tab::Flows,
     ];
 
     pub fn title(self) -> &'static str {
@@ -51,6 +58,8 @@ impl Tab {
             Tab::Endpoints => "Endpoints",
             Tab::Dead => "Dead letters",
             Tab::Sources => "Sources",
+            Tab::Runs => "Runs",
+            Tab::Flows => "Flows",
         }
     }
 
@@ -62,6 +71,8 @@ impl Tab {
             Tab::Endpoints => "Endpoints",
             Tab::Dead => "Dead",
             Tab::Sources => "Sources",
+            Tab::Runs => "Runs",
+            Tab::Flows => "Flows",
         }
     }
 
@@ -77,7 +88,8 @@ impl Tab {
         Tab::ALL[(self.index() + Tab::ALL.len() - 1) % Tab::ALL.len()]
     }
 
-    /// What loads this tab's data.
+    /// What loads this tab's data (Runs asks its screen, which knows the
+    /// filter and whether its stream runs).
     fn load(self) -> Vec<Command> {
         match self {
             Tab::Live => vec![],
@@ -85,6 +97,8 @@ impl Tab {
             Tab::Endpoints => vec![Command::LoadEndpoints, Command::LoadStats],
             Tab::Dead => vec![Command::LoadDead],
             Tab::Sources => vec![Command::LoadSources],
+            Tab::Runs => vec![],
+            Tab::Flows => vec![Command::LoadFlows],
         }
     }
 
@@ -106,11 +120,21 @@ pub enum Mode {
         error: Option<String>,
     },
     Detail(Box<DetailView>),
-    /// `y` runs the command.
+    /// `y` runs the command; `after` is the mode to go back to (the run
+    /// detail a cancel was asked from), drawn beneath the question.
     Confirm {
         question: String,
         command: Box<Command>,
+        after: Option<Box<Mode>>,
     },
+    /// Editing the Runs filter.
+    RunFilter {
+        input: TextInput,
+        error: Option<String>,
+    },
+    RunDetail(Box<RunView>),
+    FlowYaml(Box<FlowYaml>),
+    StartRun(Box<StartRunForm>),
     SubscriptionForm(Box<SubscriptionForm>),
     TestRoute(Box<Form>),
     EndpointForm(Box<EndpointForm>),
@@ -139,6 +163,8 @@ pub struct App {
     pub endpoints: EndpointsScreen,
     pub dead: DeadScreen,
     pub sources: SourcesScreen,
+    pub runs: RunsScreen,
+    pub flows: FlowsScreen,
     /// `GetStats`, for the subscriptions' and endpoints' tables; a failure
     /// leaves those columns blank rather than hiding the table.
     pub stats: Option<GetStatsResponse>,
@@ -165,6 +191,8 @@ impl App {
             endpoints: EndpointsScreen::default(),
             dead: DeadScreen::default(),
             sources: SourcesScreen::default(),
+            runs: RunsScreen::default(),
+            flows: FlowsScreen::default(),
             stats: None,
             flash: None,
             addr: addr.into(),
@@ -197,10 +225,18 @@ impl App {
             Mode::SubscriptionForm(f) => f.form.saving,
             Mode::EndpointForm(f) => f.form.saving,
             Mode::SourceForm(f) => f.form.saving,
+            Mode::StartRun(f) => f.form.saving,
             Mode::Detail(d) => d.is_loading(),
+            Mode::RunDetail(r) => r.is_loading(),
             _ => false,
         };
+        let runs_waiting = self.tab == Tab::Runs
+            && matches!(
+                self.runs.conn,
+                ConnState::Connecting | ConnState::Reconnecting { .. }
+            );
         form_saving
+            || runs_waiting
             || matches!(
                 self.conn,
                 ConnState::Connecting | ConnState::Reconnecting { .. }
@@ -242,6 +278,8 @@ impl App {
                 Tab::Endpoints => self.endpoints.handle_key(&key, &mut ctx),
                 Tab::Dead => self.dead.handle_key(&key, &mut ctx),
                 Tab::Sources => self.sources.handle_key(&key, &mut ctx),
+                Tab::Runs => self.runs.handle_key(&key, &mut ctx),
+                Tab::Flows => self.flows.handle_key(&key, &mut ctx),
             };
             let (next_mode, flash, live_filter) = (ctx.next_mode, ctx.flash, ctx.live_filter);
             if let Some(mode) = next_mode {
@@ -261,6 +299,16 @@ impl App {
     pub fn switch(&mut self, tab: Tab) {
         self.tab = tab;
         self.commands.extend(tab.load());
+        if tab == Tab::Runs {
+            self.commands.extend(self.runs.load());
+        }
+    }
+
+    /// Shows Runs filtered by `text` (`flow:X state:waiting key:K`).
+    pub fn filter_runs(&mut self, text: String) -> Result<(), String> {
+        let filter = runs::parse_filter(&text)?;
+        self.commands.extend(self.runs.set_filter(text, filter));
+        Ok(())
     }
 
     /// Shows Live filtered by `text` (the `/` syntax).

@@ -133,3 +133,87 @@ pub fn detail(id: u64) -> DeliveryDetail {
         delivery: Some(d),
     }
 }
+
+pub fn run(id: &str, flow: &str, state: hookyard::v1::RunState, offset: i64) -> hookyard::v1::Run {
+    use hookyard::v1::RunState;
+    let (step, wake_at, error) = match state {
+        RunState::Waiting => ("email2", ts(offset + 86_400), ""),
+        RunState::Running | RunState::Created => ("email1", None, ""),
+        RunState::Failed => ("", None, "step `email1`: HTTP 500 after 3 tries"),
+        _ => ("", None, ""),
+    };
+    hookyard::v1::Run {
+        id: id.to_string(),
+        flow_id: flow.to_string(),
+        flow_version: 2,
+        state: state.into(),
+        correlation_key: format!("{id}@example.com"),
+        current_step: step.to_string(),
+        wake_at,
+        trigger: "event:0193a5f0-0000-7000-8000-000000000001".to_string(),
+        inputs: format!(r#"{{"email":"{id}@example.com","first_name":"Ada"}}"#).into_bytes(),
+        error: error.to_string(),
+        created_at: ts(offset),
+        updated_at: ts(offset + 5),
+    }
+}
+
+pub fn run_detail(run: hookyard::v1::Run) -> hookyard::v1::RunDetail {
+    use hookyard::v1::{RunLogLine, RunStep};
+    let step = |id: &str, state: &str, attempts, code, at: Option<i64>, error: &str| RunStep {
+        id: id.to_string(),
+        state: state.to_string(),
+        attempts,
+        status_code: code,
+        output: Vec::new(),
+        error: error.to_string(),
+        finished_at: at.and_then(ts),
+    };
+    let log = |at, step: &str, message: &str| RunLogLine {
+        time: ts(at),
+        step_id: step.to_string(),
+        message: message.to_string(),
+    };
+    hookyard::v1::RunDetail {
+        steps: vec![
+            step("email1", "succeeded", 2, 200, Some(301), ""),
+            step("wait_1d", "waiting", 0, 0, None, ""),
+            step("email2", "pending", 0, 0, None, ""),
+            step("notify", "skipped", 0, 0, Some(302), ""),
+        ],
+        log: vec![
+            log(0, "", "started by event lead.noshow"),
+            log(
+                300,
+                "email1",
+                "POST https://mail.example.com/send: HTTP 503, retrying",
+            ),
+            log(
+                301,
+                "email1",
+                "POST https://mail.example.com/send: HTTP 200",
+            ),
+            log(302, "wait_1d", "waiting until the next day"),
+        ],
+        run: Some(run),
+    }
+}
+
+pub fn flow(id: &str, steps: &[&str], webhook: bool) -> hookyard::v1::Flow {
+    let step_yaml: String = steps
+        .iter()
+        .map(|s| format!("  - id: {s}\n    log: \"{s} for {{{{ inputs.email }}}}\"\n"))
+        .collect();
+    hookyard::v1::Flow {
+        id: id.to_string(),
+        version: 3,
+        definition_yaml: format!(
+            "id: {id}\ndescription: Follow up with {id} leads\ninputs:\n  email: {{type: email, required: true}}\nsteps:\n{step_yaml}"
+        ),
+        description: format!("Follow up with {id} leads"),
+        step_ids: steps.iter().map(|s| s.to_string()).collect(),
+        has_webhook_key: webhook,
+        created_at: ts(0),
+        updated_at: ts(0),
+    }
+}

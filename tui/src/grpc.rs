@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use hookyard::v1::{
-    admin_client::AdminClient, CreateEndpointRequest, CreateSourceRequest,
+    admin_client::AdminClient, CancelRunRequest, CreateEndpointRequest, CreateSourceRequest,
     CreateSubscriptionRequest, DeleteEndpointRequest, DeleteSourceRequest,
-    DeleteSubscriptionRequest, Delivery, DeliveryDetail, DeliveryFilter, Endpoint,
-    GetDeliveryRequest, GetEndpointRequest, GetStatsRequest, GetStatsResponse,
-    GetSubscriptionRequest, ListDeliveriesRequest, ListEndpointsRequest, ListSourcesRequest,
-    ListSubscriptionsRequest, ResumeSourceRequest, RetryDeliveryRequest, RotateSourceTokenRequest,
-    Source, SourceWithToken, Subscription, SuspendSourceRequest, TestRouteRequest,
-    UpdateEndpointRequest, UpdateSubscriptionRequest, WatchDeliveriesRequest,
+    DeleteSubscriptionRequest, Delivery, DeliveryDetail, DeliveryFilter, Endpoint, Flow,
+    GetDeliveryRequest, GetEndpointRequest, GetRunRequest, GetStatsRequest, GetStatsResponse,
+    GetSubscriptionRequest, ListDeliveriesRequest, ListEndpointsRequest, ListFlowsRequest,
+    ListRunsRequest, ListRunsResponse, ListSourcesRequest, ListSubscriptionsRequest,
+    ResumeSourceRequest, RetryDeliveryRequest, RotateSourceTokenRequest, Run, RunDetail, Source,
+    SourceWithToken, StartRunRequest, StartRunResponse, Subscription, SuspendSourceRequest,
+    TestRouteRequest, UpdateEndpointRequest, UpdateSubscriptionRequest, WatchDeliveriesRequest,
+    WatchRunsRequest,
 };
 use tonic::{
     metadata::{Ascii, MetadataValue},
@@ -22,7 +24,7 @@ use tonic::{
     Code, Request, Status,
 };
 
-use crate::api::{AdminApi, ApiError, Call, UpdateStream};
+use crate::api::{AdminApi, ApiError, Call, RunStream, UpdateStream};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Unary calls only; the watch stream lives as long as the daemon does.
@@ -333,5 +335,63 @@ impl AdminApi for GrpcAdmin {
             |mut c, r| async move { c.delete_source(r).await },
             unit,
         )
+    }
+
+    fn list_flows(&self) -> Call<Vec<Flow>> {
+        unary(
+            &self.client,
+            ListFlowsRequest {},
+            |mut c, r| async move { c.list_flows(r).await },
+            |r| r.flows,
+        )
+    }
+
+    fn start_run(&self, flow_id: String, inputs: Vec<u8>) -> Call<StartRunResponse> {
+        unary(
+            &self.client,
+            StartRunRequest { flow_id, inputs },
+            |mut c, r| async move { c.start_run(r).await },
+            |r| r,
+        )
+    }
+
+    fn list_runs(&self, request: ListRunsRequest) -> Call<ListRunsResponse> {
+        unary(
+            &self.client,
+            request,
+            |mut c, r| async move { c.list_runs(r).await },
+            |r| r,
+        )
+    }
+
+    fn get_run(&self, id: String) -> Call<RunDetail> {
+        unary(
+            &self.client,
+            GetRunRequest { id },
+            |mut c, r| async move { c.get_run(r).await },
+            |r| r,
+        )
+    }
+
+    fn cancel_run(&self, id: String) -> Call<Run> {
+        unary(
+            &self.client,
+            CancelRunRequest { id },
+            |mut c, r| async move { c.cancel_run(r).await },
+            |r| r,
+        )
+    }
+
+    fn watch_runs(&self, request: WatchRunsRequest) -> Call<RunStream> {
+        let mut client = self.client.clone();
+        async move {
+            let stream = client
+                .watch_runs(request)
+                .await
+                .map_err(ApiError::from)?
+                .into_inner();
+            Ok(stream.map(|item| item.map_err(ApiError::from)).boxed())
+        }
+        .boxed()
     }
 }

@@ -69,6 +69,9 @@ pub struct KeyBindings {
     pub next_field: Binding,
     pub prev_field: Binding,
     pub save: Binding,
+    pub cancel: Binding,
+    pub view: Binding,
+    pub start: Binding,
 }
 
 impl Default for KeyBindings {
@@ -109,6 +112,9 @@ impl Default for KeyBindings {
             next_field: Binding::new(Tab, "Tab/↓", "next field").or(Down),
             prev_field: Binding::new(BackTab, "S-Tab/↑", "previous field").or(Up),
             save: Binding::new(Enter, "Enter", "save"),
+            cancel: Binding::new(Char('c'), "c", "cancel the run (asks first)"),
+            view: Binding::new(Char('v'), "Enter/v", "view the definition (YAML)"),
+            start: Binding::new(Char('r'), "r", "start a run with JSON inputs"),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::{
     app::{parse_filter, App, Flash, Mode},
     forms::FormAction,
     net::Command,
-    screens::EventState,
+    screens::{flows::StartRunForm, runs, EventState},
 };
 
 impl App {
@@ -53,15 +53,69 @@ impl App {
                     view.handle_key(keys, key);
                 }
             }
-            Mode::Confirm { command, .. } => {
-                if keys.yes.matches(key) {
-                    let command = (**command).clone();
-                    self.commands.push(command);
-                    self.mode = Mode::Browse;
-                } else if keys.back.matches(key) || keys.quit.matches(key) || is_no(key) {
-                    self.mode = Mode::Browse;
+            Mode::Confirm { command, after, .. } => {
+                let yes = keys.yes.matches(key);
+                if yes || keys.back.matches(key) || keys.quit.matches(key) || is_no(key) {
+                    if yes {
+                        self.commands.push((**command).clone());
+                    }
+                    self.mode = after.take().map_or(Mode::Browse, |mode| *mode);
                 }
             }
+            Mode::RunFilter { input, error } => {
+                if keys.back.matches(key) {
+                    self.mode = Mode::Browse;
+                } else if keys.open.matches(key) {
+                    let text = input.value().trim().to_string();
+                    match runs::parse_filter(&text) {
+                        Ok(filter) => {
+                            let commands = self.runs.set_filter(text, filter);
+                            self.commands.extend(commands);
+                            self.mode = Mode::Browse;
+                        }
+                        Err(e) => *error = Some(e),
+                    }
+                } else {
+                    input.handle_key(key);
+                    *error = None;
+                }
+            }
+            Mode::RunDetail(view) => {
+                if keys.back.matches(key) || keys.quit.matches(key) {
+                    self.mode = Mode::Browse;
+                } else if keys.cancel.matches(key) {
+                    let id = view.id.clone();
+                    let detail = std::mem::take(&mut self.mode);
+                    self.mode = Mode::Confirm {
+                        question: runs::cancel_question(&id),
+                        command: Box::new(Command::CancelRun(id)),
+                        after: Some(Box::new(detail)),
+                    };
+                } else if keys.reload.matches(key) {
+                    self.commands.push(Command::LoadRun(view.id.clone()));
+                } else {
+                    view.handle_key(keys, key);
+                }
+            }
+            Mode::FlowYaml(view) => {
+                if keys.back.matches(key) || keys.quit.matches(key) {
+                    self.mode = Mode::Browse;
+                } else if keys.start.matches(key) {
+                    let form = StartRunForm::new(&view.flow.id);
+                    self.mode = Mode::StartRun(Box::new(form));
+                } else {
+                    view.handle_key(keys, key);
+                }
+            }
+            Mode::StartRun(start) => match start.form.handle_key(keys, key) {
+                FormAction::None | FormAction::Reload => {}
+                FormAction::Cancel => self.mode = Mode::Browse,
+                FormAction::Save => {
+                    if let Some(command) = start.save_command() {
+                        self.commands.push(command);
+                    }
+                }
+            },
             Mode::Reveal { .. } => {
                 if keys.back.matches(key) || keys.open.matches(key) || keys.quit.matches(key) {
                     self.mode = Mode::Browse;

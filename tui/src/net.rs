@@ -6,20 +6,26 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{stream::BoxStream, StreamExt};
 use hookyard::v1::{
-    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint,
-    GetStatsResponse, Source, SourceWithToken, Subscription,
+    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, Flow,
+    GetStatsResponse, ListRunsRequest, ListRunsResponse, Run, RunDetail, RunUpdate, Source,
+    SourceWithToken, StartRunResponse, Subscription, WatchRunsRequest,
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 use tonic::Code;
 
-use crate::api::{AdminApi, ApiResult};
+use crate::{
+    api::{AdminApi, ApiResult, Call},
+    screens::runs::RunFilter,
+};
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Dead letters loaded at once.
 pub const DEAD_PAGE: u32 = 500;
+/// Runs loaded at once (newest first); the stream keeps them current.
+pub const RUNS_PAGE: u32 = 200;
 
 /// A request from the app to the daemon.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +61,21 @@ pub enum Command {
     SuspendSource(String),
     ResumeSource(String),
     DeleteSource(String),
+    LoadFlows,
+    StartRun {
+        flow_id: String,
+        inputs: Vec<u8>,
+    },
+    LoadRuns(RunFilter),
+    /// The next page of runs, older than those on screen.
+    MoreRuns {
+        filter: RunFilter,
+        page_token: String,
+    },
+    /// (Re)starts the runs stream for this filter.
+    WatchRuns(RunFilter),
+    LoadRun(String),
+    CancelRun(String),
 }
 
 /// The state of the live stream, as the header shows it.
@@ -97,13 +118,22 @@ pub enum Update {
     Sources(ApiResult<Vec<Source>>),
     SourceToken(ApiResult<SourceWithToken>),
     SourceChanged(ApiResult<()>),
+    Flows(ApiResult<Vec<Flow>>),
+    RunStarted(ApiResult<StartRunResponse>),
+    Runs(ApiResult<ListRunsResponse>),
+    MoreRuns(ApiResult<ListRunsResponse>),
+    /// The runs stream's state, shown on the Runs screen.
+    RunsConn(ConnState),
+    Run(RunUpdate),
+    RunDetail(String, ApiResult<RunDetail>),
+    RunCancelled(String, ApiResult<Run>),
 }
 
 /// Runs one command to its answer. The watch command is the runner's
 /// business and answers nothing here.
 pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
     let update = match command {
-        Command::Watch(_) => return None,
+        Command::Watch(_) | Command::WatchRuns(_) => return None,
         Command::LoadDetail(id) => Update::Detail(id, api.get_delivery(id).await),
         Command::Retry(ids) => {
             let mut ok = 0;
@@ -158,8 +188,36 @@ pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
         Command::SuspendSource(id) => Update::SourceChanged(api.suspend_source(id).await.map(drop)),
         Command::ResumeSource(id) => Update::SourceChanged(api.resume_source(id).await.map(drop)),
         Command::DeleteSource(id) => Update::SourceChanged(api.delete_source(id).await),
+        Command::LoadFlows => Update::Flows(api.list_flows().await),
+        Command::StartRun { flow_id, inputs } => {
+            Update::RunStarted(api.start_run(flow_id, inputs).await)
+        }
+        Command::LoadRuns(filter) => {
+            Update::Runs(api.list_runs(runs_request(filter, String::new())).await)
+        }
+        Command::MoreRuns { filter, page_token } => {
+            Update::MoreRuns(api.list_runs(runs_request(filter, page_token)).await)
+        }
+        Command::LoadRun(id) => {
+            let result = api.get_run(id.clone()).await;
+            Update::RunDetail(id, result)
+        }
+        Command::CancelRun(id) => {
+            let result = api.cancel_run(id.clone()).await;
+            Update::RunCancelled(id, result)
+        }
     };
     Some(update)
+}
+
+fn runs_request(filter: RunFilter, page_token: String) -> ListRunsRequest {
+    ListRunsRequest {
+        flow_id: filter.flow_id,
+        state: filter.state.into(),
+        correlation_key: filter.key,
+        page_size: RUNS_PAGE,
+        page_token,
+    }
 }
 
 /// Spawns commands and owns the live stream's task.
@@ -167,6 +225,7 @@ pub struct Runner {
     api: Arc<dyn AdminApi>,
     tx: mpsc::Sender<Update>,
     watch: Option<JoinHandle<()>>,
+    watch_runs: Option<JoinHandle<()>>,
 }
 
 impl Runner {
@@ -175,6 +234,7 @@ impl Runner {
             api,
             tx,
             watch: None,
+            watch_runs: None,
         }
     }
 
@@ -187,7 +247,33 @@ impl Runner {
                     }
                     let api = Arc::clone(&self.api);
                     let tx = self.tx.clone();
-                    self.watch = Some(tokio::spawn(watch_loop(api, filter, tx)));
+                    let open = move || api.watch_deliveries(filter.clone());
+                    self.watch = Some(tokio::spawn(follow(
+                        open,
+                        Update::Delivery,
+                        Update::Conn,
+                        tx,
+                    )));
+                }
+                Command::WatchRuns(filter) => {
+                    if let Some(old) = self.watch_runs.take() {
+                        old.abort();
+                    }
+                    let api = Arc::clone(&self.api);
+                    let tx = self.tx.clone();
+                    // The state filter stays on this side: a run leaving the
+                    // state must still be seen, to take it off the table.
+                    let request = WatchRunsRequest {
+                        flow_id: filter.flow_id,
+                        state: 0,
+                    };
+                    let open = move || api.watch_runs(request.clone());
+                    self.watch_runs = Some(tokio::spawn(follow(
+                        open,
+                        Update::Run,
+                        Update::RunsConn,
+                        tx,
+                    )));
                 }
                 command => {
                     let api = Arc::clone(&self.api);
@@ -206,32 +292,44 @@ impl Runner {
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        if let Some(watch) = self.watch.take() {
+        for watch in [self.watch.take(), self.watch_runs.take()]
+            .into_iter()
+            .flatten()
+        {
             watch.abort();
         }
     }
 }
 
-/// Follows `WatchDeliveries` for as long as the UI lives, reconnecting with
-/// exponential backoff whenever the stream breaks.
-async fn watch_loop(api: Arc<dyn AdminApi>, filter: DeliveryFilter, tx: mpsc::Sender<Update>) {
+/// Follows a server stream (`WatchDeliveries`, `WatchRuns`) for as long as
+/// the UI lives, reconnecting with exponential backoff whenever it breaks;
+/// `item` wraps what it carries and `conn` its state.
+async fn follow<T, Open>(
+    open: Open,
+    item: fn(T) -> Update,
+    conn: fn(ConnState) -> Update,
+    tx: mpsc::Sender<Update>,
+) where
+    T: Send + 'static,
+    Open: Fn() -> Call<BoxStream<'static, ApiResult<T>>>,
+{
     let mut attempt: u32 = 0;
     let mut backoff = BACKOFF_START;
-    if tx.send(Update::Conn(ConnState::Connecting)).await.is_err() {
+    if tx.send(conn(ConnState::Connecting)).await.is_err() {
         return;
     }
     loop {
-        let error = match api.watch_deliveries(filter.clone()).await {
+        let error = match open().await {
             Ok(mut stream) => {
                 attempt = 0;
                 backoff = BACKOFF_START;
-                if tx.send(Update::Conn(ConnState::Live)).await.is_err() {
+                if tx.send(conn(ConnState::Live)).await.is_err() {
                     return;
                 }
                 loop {
                     match stream.next().await {
                         Some(Ok(update)) => {
-                            if tx.send(Update::Delivery(update)).await.is_err() {
+                            if tx.send(item(update)).await.is_err() {
                                 return;
                             }
                         }
@@ -247,16 +345,14 @@ async fn watch_loop(api: Arc<dyn AdminApi>, filter: DeliveryFilter, tx: mpsc::Se
                     Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied
                 ) =>
             {
-                let _ = tx
-                    .send(Update::Conn(ConnState::Refused(e.describe())))
-                    .await;
+                let _ = tx.send(conn(ConnState::Refused(e.describe()))).await;
                 return;
             }
             Err(e) => e.describe(),
         };
         attempt += 1;
         let state = ConnState::Reconnecting { attempt, error };
-        if tx.send(Update::Conn(state)).await.is_err() {
+        if tx.send(conn(state)).await.is_err() {
             return;
         }
         tokio::time::sleep(backoff).await;

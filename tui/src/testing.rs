@@ -7,15 +7,16 @@ use std::{collections::BTreeMap, sync::Mutex};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use futures::{FutureExt, StreamExt};
 use hookyard::v1::{
-    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint,
-    GetStatsResponse, Source, SourceStatus, SourceWithToken, Subscription,
+    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, Flow,
+    GetStatsResponse, ListRunsRequest, ListRunsResponse, Run, RunDetail, RunState, RunUpdate,
+    Source, SourceStatus, SourceWithToken, StartRunResponse, Subscription, WatchRunsRequest,
 };
 use ratatui::{backend::TestBackend, Terminal};
 use tonic::Code;
 
 pub use crate::fixtures::*;
 use crate::{
-    api::{AdminApi, ApiError, ApiResult, Call, UpdateStream},
+    api::{AdminApi, ApiError, ApiResult, Call, RunStream, UpdateStream},
     app::App,
     net::{execute, Command},
     ui,
@@ -36,6 +37,13 @@ pub struct FakeState {
     pub stats: GetStatsResponse,
     pub watch_failures: u32,
     pub watch_updates: Vec<DeliveryUpdate>,
+    pub flows: BTreeMap<String, Flow>,
+    /// Any order; `list_runs` sorts newest first.
+    pub runs: Vec<Run>,
+    pub run_details: BTreeMap<String, RunDetail>,
+    pub run_updates: Vec<RunUpdate>,
+    /// Inputs of the runs started, as JSON.
+    pub started: Vec<(String, serde_json::Value)>,
     next_id: u64,
 }
 
@@ -287,6 +295,128 @@ impl AdminApi for FakeAdmin {
                 .ok_or_else(|| not_found("source", &id))
         })
     }
+
+    fn list_flows(&self) -> Call<Vec<Flow>> {
+        self.read(|s| Ok(s.flows.values().cloned().collect()))
+    }
+
+    fn start_run(&self, flow_id: String, inputs: Vec<u8>) -> Call<StartRunResponse> {
+        self.write(|s| start_run(s, flow_id, &inputs))
+    }
+
+    /// Pages of `page_size`; the token is the offset.
+    fn list_runs(&self, r: ListRunsRequest) -> Call<ListRunsResponse> {
+        self.read(|s| {
+            let mut runs: Vec<Run> = s
+                .runs
+                .iter()
+                .filter(|run| r.flow_id.is_empty() || run.flow_id == r.flow_id)
+                .filter(|run| r.state == 0 || run.state == r.state)
+                .filter(|run| {
+                    r.correlation_key.is_empty() || run.correlation_key == r.correlation_key
+                })
+                .cloned()
+                .collect();
+            runs.sort_by_key(|run| std::cmp::Reverse(run.created_at.map(|t| t.seconds)));
+            let from: usize = r.page_token.parse().unwrap_or(0);
+            let size = if r.page_size == 0 {
+                50
+            } else {
+                r.page_size as usize
+            };
+            let next = from + size;
+            Ok(ListRunsResponse {
+                next_page_token: if next < runs.len() {
+                    next.to_string()
+                } else {
+                    String::new()
+                },
+                runs: runs.into_iter().skip(from).take(size).collect(),
+            })
+        })
+    }
+
+    fn get_run(&self, id: String) -> Call<RunDetail> {
+        self.read(|s| {
+            s.run_details
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| not_found("run", &id))
+        })
+    }
+
+    fn cancel_run(&self, id: String) -> Call<Run> {
+        self.write(|s| cancel_run(s, &id))
+    }
+
+    /// Streams `run_updates` and ends.
+    fn watch_runs(&self, _request: WatchRunsRequest) -> Call<RunStream> {
+        self.read(|s| {
+            let updates: Vec<_> = std::mem::take(&mut s.run_updates)
+                .into_iter()
+                .map(Ok)
+                .collect();
+            Ok(futures::stream::iter(updates).boxed())
+        })
+    }
+}
+
+/// The fake's flows all require an `email` input.
+fn start_run(s: &mut FakeState, flow_id: String, inputs: &[u8]) -> ApiResult<StartRunResponse> {
+    if !s.flows.contains_key(&flow_id) {
+        return Err(not_found("flow", &flow_id));
+    }
+    let inputs: serde_json::Value = serde_json::from_slice(inputs)
+        .map_err(|e| ApiError::new(Code::InvalidArgument, e.to_string()))?;
+    match inputs.get("email").and_then(|e| e.as_str()) {
+        None => return Err(ApiError::invalid(&[("inputs.email", "is required")])),
+        Some(email) if !email.contains('@') => {
+            return Err(ApiError::invalid(&[("inputs.email", "is not an email")]))
+        }
+        Some(_) => {}
+    }
+    s.next_id += 1;
+    let id = format!("run-new-{}", s.next_id);
+    s.started.push((flow_id.clone(), inputs));
+    s.runs.push(Run {
+        id: id.clone(),
+        flow_id,
+        state: RunState::Created.into(),
+        trigger: "admin".to_string(),
+        ..Run::default()
+    });
+    Ok(StartRunResponse {
+        id,
+        state: RunState::Created.into(),
+    })
+}
+
+fn cancel_run(s: &mut FakeState, id: &str) -> ApiResult<Run> {
+    let run = s
+        .runs
+        .iter_mut()
+        .find(|r| r.id == id)
+        .ok_or_else(|| not_found("run", id))?;
+    if matches!(
+        run.state(),
+        RunState::Succeeded | RunState::Failed | RunState::Cancelled
+    ) {
+        return Err(ApiError::new(
+            Code::FailedPrecondition,
+            format!(
+                "run `{id}` has already finished ({})",
+                run.state().as_str_name()
+            ),
+        ));
+    }
+    run.state = RunState::Cancelled.into();
+    run.current_step.clear();
+    run.error = "cancelled by an admin".to_string();
+    let run = run.clone();
+    if let Some(detail) = s.run_details.get_mut(id) {
+        detail.run = Some(run.clone());
+    }
+    Ok(run)
 }
 
 fn set_source_status(s: &mut FakeState, id: &str, status: SourceStatus) -> ApiResult<Source> {
@@ -318,7 +448,7 @@ pub async fn settle(app: &mut App, api: &dyn AdminApi) {
 pub fn queued(app: &mut App) -> Vec<Command> {
     app.take_commands()
         .into_iter()
-        .filter(|c| !matches!(c, Command::Watch(_)))
+        .filter(|c| !matches!(c, Command::Watch(_) | Command::WatchRuns(_)))
         .collect()
 }
 

@@ -31,6 +31,15 @@ pub fn render(app: &App, frame: &mut Frame) {
             view.render(frame, body, app.tick, endpoints)
         }
         Mode::TestRoute(form) => subscriptions::render_route_test(frame, body, form, app),
+        Mode::RunDetail(view) => view.render(frame, body, app.tick),
+        Mode::Confirm {
+            after: Some(after), ..
+        } if matches!(**after, Mode::RunDetail(_)) => {
+            if let Mode::RunDetail(view) = &**after {
+                view.render(frame, body, app.tick);
+            }
+        }
+        Mode::FlowYaml(view) => view.render(frame, body),
         _ => render_tab(app, frame, body),
     }
     render_footer(app, frame, footer);
@@ -39,6 +48,7 @@ pub fn render(app: &App, frame: &mut Frame) {
         Mode::SubscriptionForm(f) => f.form.render(frame, body, app.tick),
         Mode::EndpointForm(f) => f.form.render(frame, body, app.tick),
         Mode::SourceForm(f) => f.form.render(frame, body, app.tick),
+        Mode::StartRun(f) => f.form.render(frame, body, app.tick),
         Mode::Confirm { question, .. } => {
             let lines = vec![
                 Line::from(question.clone()),
@@ -78,14 +88,37 @@ fn render_tab(app: &App, frame: &mut Frame, area: Rect) {
         ),
         Tab::Dead => app.dead.render(frame, area, app.tick),
         Tab::Sources => app.sources.render(frame, area, app.tick),
+        Tab::Runs => app.runs.render(frame, area, app.tick),
+        Tab::Flows => app.flows.render(frame, area, app.tick),
     }
 }
 
 fn render_top(app: &App, frame: &mut Frame, area: Rect) {
-    let narrow = area.width < 100;
+    // Full titles and the address when both fit, then short titles, then
+    // short titles without the address.
+    let full = tab_line(app, false);
+    let with_addr = conn_line(app, false);
+    let (tabs, conn) = if full.width() + with_addr.width() <= area.width as usize {
+        (full, with_addr)
+    } else {
+        let short = tab_line(app, true);
+        if short.width() + with_addr.width() <= area.width as usize {
+            (short, with_addr)
+        } else {
+            (short, conn_line(app, true))
+        }
+    };
+    let width = conn.width() as u16;
+    let [left, right] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(area);
+    frame.render_widget(Paragraph::new(tabs), left);
+    frame.render_widget(Paragraph::new(conn), right);
+}
+
+fn tab_line(app: &App, short: bool) -> Line<'static> {
     let mut spans = Vec::new();
     for (i, tab) in Tab::ALL.iter().enumerate() {
-        let title = if narrow {
+        let title = if short {
             tab.short_title()
         } else {
             tab.title()
@@ -101,13 +134,7 @@ fn render_top(app: &App, frame: &mut Frame, area: Rect) {
         };
         spans.push(Span::styled(label, style));
     }
-    let tabs = Line::from(spans);
-    let conn = conn_line(app, narrow);
-    let width = conn.width() as u16;
-    let [left, right] =
-        Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(area);
-    frame.render_widget(Paragraph::new(tabs), left);
-    frame.render_widget(Paragraph::new(conn), right);
+    Line::from(spans)
 }
 
 fn conn_line(app: &App, narrow: bool) -> Line<'static> {
@@ -130,8 +157,12 @@ fn conn_line(app: &App, narrow: bool) -> Line<'static> {
 }
 
 fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
-    if let Mode::Filter { input, error } = &app.mode {
-        let prompt = "filter / ";
+    let filtering = match &app.mode {
+        Mode::Filter { input, error } => Some(("filter / ", input, error)),
+        Mode::RunFilter { input, error } => Some(("runs / ", input, error)),
+        _ => None,
+    };
+    if let Some((prompt, input, error)) = filtering {
         let mut spans = vec![
             Span::styled(prompt, Style::default().fg(Color::Cyan)),
             Span::raw(input.value().to_string()),
@@ -197,6 +228,13 @@ fn hints(app: &App) -> String {
             "? keys",
         ],
         (Mode::Browse, Tab::Sources) => &["n new", "r rotate", "s suspend", "d delete", "? keys"],
+        (Mode::RunDetail(_), _) => &["c cancel", "R reload", "↑↓ scroll", "Esc back"],
+        (Mode::FlowYaml(_), _) => &["r start a run", "↑↓ scroll", "Esc back"],
+        (Mode::RunFilter { .. }, _) => &["Enter apply", "Esc close"],
+        (Mode::Browse, Tab::Runs) => {
+            &["/ filter", "Enter detail", "c cancel", "R reload", "? keys"]
+        }
+        (Mode::Browse, Tab::Flows) => &["Enter/v YAML", "r start a run", "R reload", "? keys"],
         _ => &[],
     };
     hints.join("  ")

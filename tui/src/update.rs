@@ -2,12 +2,16 @@
 //! asked (closing it, or showing field errors or the stale-version banner);
 //! every successful change reloads the list it changed.
 
+use tonic::Code;
+
 use crate::{
     api::{ApiError, ApiResult},
     app::{App, Flash, Mode, Tab},
     forms::Banner,
     net::{Command, ConnState, Update},
-    screens::{endpoints::EndpointForm, subscriptions::SubscriptionForm},
+    screens::{
+        endpoints::EndpointForm, run_detail::RunView, runs, subscriptions::SubscriptionForm,
+    },
 };
 
 impl App {
@@ -94,6 +98,109 @@ impl App {
             Update::SourceChanged(result) => {
                 self.done(result, "source updated", Command::LoadSources)
             }
+            Update::Flows(result) => self.flows.loaded(result),
+            Update::RunStarted(result) => self.run_started(result),
+            Update::Runs(result) => self.runs.loaded(result),
+            Update::MoreRuns(result) => {
+                if let Err(e) = self.runs.more_loaded(result) {
+                    self.flash = Some(Flash::Error(format!(
+                        "loading older runs: {}",
+                        e.describe()
+                    )));
+                }
+            }
+            Update::RunsConn(state) => {
+                // Back after a break: what changed meanwhile was not streamed.
+                let back = state == ConnState::Live
+                    && matches!(self.runs.conn, ConnState::Reconnecting { .. });
+                self.runs.conn = state;
+                if back {
+                    self.commands
+                        .push(Command::LoadRuns(self.runs.filter.clone()));
+                }
+            }
+            Update::Run(update) => {
+                let id = update.run.as_ref().map(|r| r.id.clone());
+                self.runs.apply(update);
+                if let (Some(id), Some(view)) = (id, self.run_view()) {
+                    if view.id == id {
+                        self.commands.push(Command::LoadRun(id));
+                    }
+                }
+            }
+            Update::RunDetail(id, result) => {
+                if let Some(view) = self.run_view() {
+                    if let Some(error) = view.loaded(&id, result) {
+                        self.flash = Some(Flash::Error(format!("reloading the run: {error}")));
+                    }
+                }
+            }
+            Update::RunCancelled(id, result) => match result {
+                Ok(run) => {
+                    self.flash = Some(Flash::Info(format!(
+                        "run {} cancelled",
+                        runs::short_id(&id)
+                    )));
+                    self.runs.upsert(run);
+                    if self.run_view().is_some() {
+                        self.commands.push(Command::LoadRun(id));
+                    }
+                }
+                Err(e) => {
+                    // The daemon's message repeats the whole id; the state
+                    // the table had is enough.
+                    let why = if e.code == Code::FailedPrecondition {
+                        let state = self
+                            .runs
+                            .list
+                            .loaded()
+                            .and_then(|runs| runs.iter().find(|r| r.id == id))
+                            .map(|r| format!(" ({})", runs::state_name(r.state())))
+                            .unwrap_or_default();
+                        // What was on screen was stale.
+                        self.commands
+                            .push(Command::LoadRuns(self.runs.filter.clone()));
+                        format!("it has already finished{state}")
+                    } else {
+                        e.describe()
+                    };
+                    self.flash = Some(Flash::Error(format!(
+                        "run {} not cancelled: {why}",
+                        runs::short_id(&id)
+                    )));
+                }
+            },
+        }
+    }
+
+    /// The open run detail, also while a cancel is being confirmed over it.
+    fn run_view(&mut self) -> Option<&mut RunView> {
+        match &mut self.mode {
+            Mode::RunDetail(view) => Some(view),
+            Mode::Confirm {
+                after: Some(after), ..
+            } => match after.as_mut() {
+                Mode::RunDetail(view) => Some(view),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn run_started(&mut self, result: ApiResult<hookyard::v1::StartRunResponse>) {
+        match (result, &mut self.mode) {
+            (Ok(started), _) => {
+                let state = runs::state_name(started.state());
+                self.flash = Some(Flash::Info(format!(
+                    "started run {} ({state}); 6 shows it on Runs",
+                    runs::short_id(&started.id)
+                )));
+                if matches!(self.mode, Mode::StartRun(_)) {
+                    self.mode = Mode::Browse;
+                }
+            }
+            (Err(e), Mode::StartRun(form)) => form.form.show_error(&e),
+            (Err(e), _) => self.flash = Some(Flash::Error(e.describe())),
         }
     }
 
@@ -105,6 +212,8 @@ impl App {
             Tab::Endpoints => self.endpoints.list.is_failed(),
             Tab::Dead => self.dead.list.is_failed(),
             Tab::Sources => self.sources.list.is_failed(),
+            Tab::Runs => self.runs.list.is_failed(),
+            Tab::Flows => self.flows.list.is_failed(),
         };
         if failed {
             self.switch(self.tab);

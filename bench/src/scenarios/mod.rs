@@ -3,6 +3,7 @@
 pub mod backlog;
 pub mod end_to_end;
 pub mod fanout;
+pub mod flows;
 pub mod intake;
 pub mod routing;
 

@@ -261,11 +261,7 @@ impl AdminService {
                 let r = records.get(id).cloned().unwrap_or_default();
                 pb::RunStep {
                     id: id.clone(),
-                    state: if r.state.is_empty() {
-                        "pending".into()
-                    } else {
-                        r.state
-                    },
+                    state: shown_state(&r.state, run.state),
                     attempts: r.attempts,
                     status_code: r.status.map(u32::from).unwrap_or(0),
                     output: r
@@ -303,6 +299,7 @@ impl AdminService {
         let catalog = self.flows.catalog.clone();
         tokio::spawn(super::watch::forward(
             changes,
+            self.shutdown.clone(),
             tx,
             move |change: &RunChange, missed| {
                 let run = &change.run;
@@ -329,6 +326,17 @@ impl AdminService {
             .unwrap_or_default();
         flow_to_pb(stored, &description, steps)
     }
+}
+
+/// A step record's state as an admin should read it: a step that was
+/// waiting when its run was cancelled was cancelled, not still waiting.
+fn shown_state(recorded: &str, run: RunState) -> String {
+    match recorded {
+        "" => "pending",
+        "waiting" if run == RunState::Cancelled => "cancelled",
+        other => other,
+    }
+    .to_string()
 }
 
 fn step_ids(flow: &crate::flows::compiled::CompiledFlow) -> Vec<String> {

@@ -7,6 +7,7 @@ use futures::Stream;
 use hookyard::v1::{self as pb, admin_server::Admin};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -32,6 +33,8 @@ pub struct AdminService {
     control: mpsc::Sender<Control>,
     pub(super) sources: Arc<SourceRegistry>,
     pub(super) flows: super::flows::FlowAdmin,
+    /// Ends the watch streams, so a watcher does not hold up shutdown.
+    pub(super) shutdown: CancellationToken,
 }
 
 impl AdminService {
@@ -42,6 +45,7 @@ impl AdminService {
         control: mpsc::Sender<Control>,
         sources: Arc<SourceRegistry>,
         flows: super::flows::FlowAdmin,
+        shutdown: CancellationToken,
     ) -> AdminService {
         AdminService {
             store,
@@ -50,6 +54,7 @@ impl AdminService {
             control,
             sources,
             flows,
+            shutdown,
         }
     }
 
@@ -343,6 +348,7 @@ impl Admin for AdminService {
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(super::watch::forward(
             changes,
+            self.shutdown.clone(),
             tx,
             move |change: &super::feed::DeliveryChange, missed| {
                 filter

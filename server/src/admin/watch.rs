@@ -1,11 +1,13 @@
 //! Forwarding a broadcast feed (deliveries, runs) to one watcher's stream:
 //! only what its filter keeps, never blocking the feed. A watcher too slow
 //! for its buffer, or for the broadcast, loses those changes and is told how
-//! many with the next one it gets.
+//! many with the next one it gets. Shutdown ends every stream, so a
+//! watcher never holds up the daemon's exit.
 
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// Copies changes to `tx` until the watcher goes away. `update` turns a
@@ -13,6 +15,7 @@ use tonic::Status;
 /// `None` when the watcher's filter leaves it out.
 pub async fn forward<C, U>(
     mut changes: broadcast::Receiver<Arc<C>>,
+    shutdown: CancellationToken,
     tx: mpsc::Sender<Result<U, Status>>,
     update: impl Fn(&C, u64) -> Option<U>,
 ) {
@@ -20,6 +23,7 @@ pub async fn forward<C, U>(
     loop {
         let change = tokio::select! {
             _ = tx.closed() => return,
+            _ = shutdown.cancelled() => return,
             change = changes.recv() => change,
         };
         match change {

@@ -71,7 +71,7 @@ pub async fn execute(
                 Ok(Some(until_ms)) => {
                     return Transition::Wait {
                         until_ms,
-                        log: format!("waiting {} ms", until_ms - now),
+                        log: format!("waiting until {}", rfc3339(until_ms)),
                     }
                 }
                 Ok(None) => {}
@@ -131,6 +131,14 @@ fn wake_time(
     Ok(Some(
         now + env.scaled(Duration::from_millis(nominal_ms as u64)),
     ))
+}
+
+/// `2026-11-30T05:08:54.120Z`, for log lines.
+fn rfc3339(ms: i64) -> String {
+    humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+    )
+    .to_string()
 }
 
 fn record(
@@ -287,10 +295,10 @@ async fn call(
                 record: failed,
                 until_ms,
                 log: format!(
-                    "{target} → {error} in {took} ms; retry {} of {} in {} ms",
+                    "{target} → {error} in {took} ms; retry {} of {} at {}",
                     run.attempt + 1,
                     schedule.len(),
-                    until_ms - now_ms()
+                    rfc3339(until_ms)
                 ),
             }
         }

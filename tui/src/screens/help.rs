@@ -26,7 +26,12 @@ fn keys(bindings: &[Binding]) -> Vec<(String, &'static str)> {
 fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
     let everywhere = vec![
         (
-            format!("{}/{}/1-5", k.next_tab.label, k.prev_tab.label),
+            format!(
+                "{}/{}/1-{}",
+                k.next_tab.label,
+                k.prev_tab.label,
+                Tab::ALL.len()
+            ),
             "switch screens",
         ),
         (k.help.label.to_string(), k.help.action),
@@ -70,12 +75,38 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
             "Sources",
             keys(&[k.new, k.rotate, k.suspend, k.delete, k.reload]),
         ),
+        Tab::Runs => {
+            let mut runs = vec![(
+                k.filter.label.to_string(),
+                "filter: flow:X state:waiting key:K",
+            )];
+            runs.extend(keys(&[k.cancel, k.reload]));
+            runs.push((k.open.label.to_string(), "open the run"));
+            ("Runs", runs)
+        }
+        Tab::Flows => ("Flows", keys(&[k.view, k.start, k.reload])),
     };
     screen.push(lists);
     out.push((title, screen));
     match tab {
         Tab::Live | Tab::Dead => out.push(detail),
         Tab::Subscriptions | Tab::Endpoints | Tab::Sources => out.push(forms),
+        Tab::Runs => out.push((
+            "Run detail",
+            vec![
+                (k.cancel.label.to_string(), k.cancel.action),
+                (k.reload.label.to_string(), k.reload.action),
+                ("↑↓ PgUp PgDn".to_string(), "scroll"),
+            ],
+        )),
+        Tab::Flows => out.push((
+            "Definition and the start form",
+            vec![
+                ("↑↓ PgUp PgDn g G".to_string(), "scroll the YAML"),
+                (k.next_field.label.to_string(), k.next_field.action),
+                (k.save.label.to_string(), "start the run"),
+            ],
+        )),
     }
     out
 }

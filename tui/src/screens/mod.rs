@@ -5,8 +5,11 @@
 pub mod dead;
 pub mod detail;
 pub mod endpoints;
+pub mod flows;
 pub mod help;
 pub mod live;
+pub mod run_detail;
+pub mod runs;
 pub mod sources;
 pub mod subscriptions;
 
@@ -48,6 +51,7 @@ impl Ctx<'_> {
         self.next_mode = Some(Mode::Confirm {
             question,
             command: Box::new(command),
+            after: None,
         });
     }
 

@@ -4,4 +4,5 @@
 mod live;
 mod net;
 mod others;
+mod runs;
 mod subscriptions;

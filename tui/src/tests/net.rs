@@ -87,3 +87,30 @@ async fn a_refused_token_is_said_once_and_not_retried() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(rx.try_recv().is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_runs_stream_reports_its_own_state_and_reconnects() {
+    let fake = Arc::new(FakeAdmin::with(|s| {
+        s.run_updates = vec![hookyard::v1::RunUpdate {
+            run: Some(run("ada", "drip", hookyard::v1::RunState::Waiting, 0)),
+            ..Default::default()
+        }];
+    }));
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut runner = Runner::new(fake, tx);
+    runner.run(vec![Command::WatchRuns(Default::default())]);
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        seen.push(rx.recv().await.expect("the watch task runs"));
+    }
+    assert!(matches!(seen[0], Update::RunsConn(ConnState::Connecting)));
+    assert!(matches!(seen[1], Update::RunsConn(ConnState::Live)));
+    assert!(matches!(&seen[2], Update::Run(u) if u.run.as_ref().unwrap().id == "ada"));
+    // The fake's stream ended, as a daemon going away would end it.
+    assert!(matches!(
+        &seen[3],
+        Update::RunsConn(ConnState::Reconnecting { attempt: 1, .. })
+    ));
+    // The deliveries' stream is not this one: it was never started.
+    assert!(!seen.iter().any(|u| matches!(u, Update::Conn(_))));
+}
