@@ -89,6 +89,8 @@ impl Engine {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
         loop {
+            // A finished task keeps its memory until it is joined.
+            while tasks.try_join_next().is_some() {}
             let now = now_ms();
             let next_wake = match self.start_due(now, &mut tasks).await {
                 Ok(next) => next,
