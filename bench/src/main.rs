@@ -136,6 +136,9 @@ enum Scenario {
         concurrency: usize,
         #[arg(long, default_value_t = 256)]
         payload: usize,
+        /// The daemon's `delivery.memory_queue`.
+        #[arg(long, default_value_t = 20_000)]
+        memory_queue: usize,
     },
     /// The ceiling server alone (the scenarios start it themselves).
     #[command(hide = true)]
@@ -259,12 +262,14 @@ fn main() -> anyhow::Result<()> {
                 batch,
                 concurrency,
                 payload,
+                memory_queue,
             } => {
                 let args = backlog::BacklogArgs {
                     events,
                     batch,
                     concurrency,
                     payload,
+                    memory_queue,
                 };
                 backlog::run(&common("backlog", &c), &args).await
             }

@@ -26,6 +26,7 @@ use crate::{
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
 pub struct BacklogArgs {
+    pub memory_queue: usize,
     pub events: u64,
     pub batch: usize,
     pub concurrency: usize,
@@ -40,7 +41,11 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
     // endpoint is down every attempt fails fast (connection refused) and is
     // recorded; once it is up, everything is due again within 5 s.
     let schedule = vec!["5s"; 20];
-    let spec = DaemonSpec::default().route("down", &url, &["backlog.*"], &schedule);
+    let spec = DaemonSpec {
+        memory_queue: args.memory_queue,
+        ..DaemonSpec::default()
+    }
+    .route("down", &url, &["backlog.*"], &schedule);
     let daemon = Daemon::start(&common.hookyard, &spec).await?;
 
     let peak = Arc::new(AtomicU64::new(0));
