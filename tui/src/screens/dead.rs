@@ -8,47 +8,41 @@ use crossterm::event::KeyEvent;
 use hookyard::v1::Delivery;
 use ratatui::{
     layout::{Constraint, Rect},
-    widgets::{Cell, Row, Table, TableState},
+    widgets::{Cell, Row, Table},
     Frame,
 };
 
-use super::{move_selection, Ctx, EventState};
+use super::{list::ListView, Ctx, EventState};
 use crate::{
-    api::{ApiResult, Remote},
+    api::ApiResult,
     net::Command,
-    widgets::{self, clamp, error_style, header_style, remote_body, selected_style},
+    widgets::{self, error_style, header_style, remote_body, selected_style},
 };
 
 #[derive(Debug, Default)]
 pub struct DeadScreen {
-    pub list: Remote<Vec<Delivery>>,
-    selected: usize,
+    pub list: ListView<Delivery>,
     /// Marked for a retry together.
     pub marked: BTreeSet<u64>,
 }
 
 impl DeadScreen {
     pub fn loaded(&mut self, result: ApiResult<Vec<Delivery>>) {
-        self.list = Remote::from_result(result);
+        self.list.set(result);
         let ids: BTreeSet<u64> = self
             .list
             .loaded()
             .map(|l| l.iter().map(|d| d.id).collect())
             .unwrap_or_default();
         self.marked.retain(|id| ids.contains(id));
-        self.selected = clamp(self.selected, ids.len());
     }
 
     pub fn handle_key(&mut self, key: &KeyEvent, ctx: &mut Ctx) -> EventState {
         let keys = ctx.keys;
-        let len = self.list.loaded().map_or(0, Vec::len);
-        let current = self
-            .list
-            .loaded()
-            .and_then(|l| l.get(self.selected))
-            .map(|d| d.id);
+        let len = self.list.len();
+        let current = self.list.selected().map(|d| d.id);
         if keys.reload.matches(key) {
-            self.list = Remote::Loading;
+            self.list.reload();
             ctx.commands.push(Command::LoadDead);
         } else if let Some(id) = current {
             if keys.select_all.matches(key) {
@@ -61,7 +55,7 @@ impl DeadScreen {
                 if !self.marked.remove(&id) {
                     self.marked.insert(id);
                 }
-                self.selected = clamp(self.selected + 1, len);
+                self.list.select_next();
             } else if keys.retry.matches(key) {
                 let ids: Vec<u64> = if self.marked.is_empty() {
                     vec![id]
@@ -72,7 +66,7 @@ impl DeadScreen {
                 ctx.commands.push(Command::Retry(ids));
             } else if keys.open.matches(key) {
                 ctx.open_detail(id);
-            } else if !move_selection(keys, key, &mut self.selected, len) {
+            } else if !self.list.move_selection(keys, key) {
                 return EventState::NotConsumed;
             }
         } else {
@@ -83,7 +77,7 @@ impl DeadScreen {
 
     pub fn render(&self, frame: &mut Frame, area: Rect, tick: u64) {
         let empty = "no dead letters: every delivery succeeded or is still trying";
-        let Some(deliveries) = remote_body(frame, area, &self.list, tick, empty) else {
+        let Some(deliveries) = remote_body(frame, area, &self.list.items, tick, empty) else {
             return;
         };
         let rows = deliveries.iter().map(|d| {
@@ -116,7 +110,7 @@ impl DeadScreen {
         )
         .header(header)
         .row_highlight_style(selected_style());
-        let mut state = TableState::default().with_selected(Some(self.selected));
+        let mut state = self.list.table_state();
         frame.render_stateful_widget(table, area, &mut state);
     }
 }

@@ -12,47 +12,36 @@ use rand::RngCore;
 use ratatui::{
     layout::{Constraint, Rect},
     style::{Color, Style},
-    widgets::{Cell, Row, Table, TableState},
+    widgets::{Cell, Row, Table},
     Frame,
 };
 
-use super::{move_selection, Ctx, EventState};
+use super::{list::ListView, Ctx, EventState};
 use crate::{
-    api::{ApiResult, Remote},
+    api::ApiResult,
     app::Mode,
     forms::{Field, Form},
     net::Command,
-    widgets::{self, clamp, error_style, header_style, remote_body, selected_style},
+    widgets::{self, error_style, header_style, remote_body, selected_style},
 };
 
 #[derive(Debug, Default)]
 pub struct EndpointsScreen {
-    pub list: Remote<Vec<Endpoint>>,
-    selected: usize,
+    pub list: ListView<Endpoint>,
 }
 
 impl EndpointsScreen {
     pub fn loaded(&mut self, result: ApiResult<Vec<Endpoint>>) {
-        self.list = Remote::from_result(result.map(|mut endpoints| {
-            endpoints.sort_by(|a, b| a.id.cmp(&b.id));
-            endpoints
-        }));
-        let len = self.list.loaded().map_or(0, Vec::len);
-        self.selected = clamp(self.selected, len);
+        self.list.set_sorted(result, |a, b| a.id.cmp(&b.id));
     }
 
     pub fn handle_key(&mut self, key: &KeyEvent, ctx: &mut Ctx) -> EventState {
         let keys = ctx.keys;
-        let len = self.list.loaded().map_or(0, Vec::len);
-        let selected = self
-            .list
-            .loaded()
-            .and_then(|l| l.get(self.selected))
-            .cloned();
+        let selected = self.list.selected().cloned();
         if keys.new.matches(key) {
             ctx.next_mode = Some(Mode::EndpointForm(Box::new(EndpointForm::new(None))));
         } else if keys.reload.matches(key) {
-            self.list = Remote::Loading;
+            self.list.reload();
             ctx.commands.push(Command::LoadEndpoints);
             ctx.commands.push(Command::LoadStats);
         } else if let Some(endpoint) = selected {
@@ -83,7 +72,7 @@ impl EndpointsScreen {
                     },
                     create: false,
                 });
-            } else if !move_selection(keys, key, &mut self.selected, len) {
+            } else if !self.list.move_selection(keys, key) {
                 return EventState::NotConsumed;
             }
         } else {
@@ -102,7 +91,7 @@ impl EndpointsScreen {
         in_flight: &HashMap<String, u64>,
     ) {
         let empty = "no endpoints yet: n creates one";
-        let Some(endpoints) = remote_body(frame, area, &self.list, tick, empty) else {
+        let Some(endpoints) = remote_body(frame, area, &self.list.items, tick, empty) else {
             return;
         };
         let numbers =
@@ -176,7 +165,7 @@ impl EndpointsScreen {
         )
         .header(header)
         .row_highlight_style(selected_style());
-        let mut state = TableState::default().with_selected(Some(self.selected));
+        let mut state = self.list.table_state();
         frame.render_stateful_widget(table, area, &mut state);
     }
 }

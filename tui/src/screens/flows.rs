@@ -8,53 +8,42 @@ use ratatui::{
     layout::{Constraint, Rect},
     style::Modifier,
     text::{Line, Span},
-    widgets::{Cell, Paragraph, Row, Table, TableState},
+    widgets::{Cell, Paragraph, Row, Table},
     Frame,
 };
 
-use super::{move_selection, Ctx, EventState};
+use super::{list::ListView, Ctx, EventState};
 use crate::{
-    api::{ApiResult, Remote},
+    api::ApiResult,
     app::Mode,
     forms::{Field, Form},
     keys::KeyBindings,
     net::Command,
-    widgets::{clamp, dim_style, header_style, remote_body, selected_style},
+    widgets::{dim_style, header_style, remote_body, selected_style},
 };
 
 #[derive(Debug, Default)]
 pub struct FlowsScreen {
-    pub list: Remote<Vec<Flow>>,
-    selected: usize,
+    pub list: ListView<Flow>,
 }
 
 impl FlowsScreen {
     pub fn loaded(&mut self, result: ApiResult<Vec<Flow>>) {
-        self.list = Remote::from_result(result.map(|mut flows| {
-            flows.sort_by(|a, b| a.id.cmp(&b.id));
-            flows
-        }));
-        let len = self.list.loaded().map_or(0, Vec::len);
-        self.selected = clamp(self.selected, len);
+        self.list.set_sorted(result, |a, b| a.id.cmp(&b.id));
     }
 
     pub fn handle_key(&mut self, key: &KeyEvent, ctx: &mut Ctx) -> EventState {
         let keys = ctx.keys;
-        let len = self.list.loaded().map_or(0, Vec::len);
-        let selected = self
-            .list
-            .loaded()
-            .and_then(|l| l.get(self.selected))
-            .cloned();
+        let selected = self.list.selected().cloned();
         if keys.reload.matches(key) {
-            self.list = Remote::Loading;
+            self.list.reload();
             ctx.commands.push(Command::LoadFlows);
         } else if let Some(flow) = selected {
             if keys.open.matches(key) || keys.view.matches(key) {
                 ctx.next_mode = Some(Mode::FlowYaml(Box::new(FlowYaml::new(flow))));
             } else if keys.start.matches(key) {
                 ctx.next_mode = Some(Mode::StartRun(Box::new(StartRunForm::new(&flow.id))));
-            } else if !move_selection(keys, key, &mut self.selected, len) {
+            } else if !self.list.move_selection(keys, key) {
                 return EventState::NotConsumed;
             }
         } else {
@@ -65,7 +54,7 @@ impl FlowsScreen {
 
     pub fn render(&self, frame: &mut Frame, area: Rect, tick: u64) {
         let empty = "no flows: declare them under `flows:` in the config or with CreateFlow";
-        let Some(flows) = remote_body(frame, area, &self.list, tick, empty) else {
+        let Some(flows) = remote_body(frame, area, &self.list.items, tick, empty) else {
             return;
         };
         let rows = flows.iter().map(|f| {
@@ -91,7 +80,7 @@ impl FlowsScreen {
         )
         .header(header)
         .row_highlight_style(selected_style());
-        let mut state = TableState::default().with_selected(Some(self.selected));
+        let mut state = self.list.table_state();
         frame.render_stateful_widget(table, area, &mut state);
     }
 }

@@ -7,47 +7,36 @@ use hookyard::v1::{event_name_rule::Rule, EventNameRule, Source, SourceStatus};
 use ratatui::{
     layout::{Constraint, Rect},
     style::{Color, Style},
-    widgets::{Cell, Row, Table, TableState},
+    widgets::{Cell, Row, Table},
     Frame,
 };
 
-use super::{move_selection, Ctx, EventState};
+use super::{list::ListView, Ctx, EventState};
 use crate::{
-    api::{ApiResult, Remote},
+    api::ApiResult,
     app::Mode,
     forms::{Field, Form},
     net::Command,
-    widgets::{clamp, header_style, remote_body, selected_style},
+    widgets::{header_style, remote_body, selected_style},
 };
 
 #[derive(Debug, Default)]
 pub struct SourcesScreen {
-    pub list: Remote<Vec<Source>>,
-    selected: usize,
+    pub list: ListView<Source>,
 }
 
 impl SourcesScreen {
     pub fn loaded(&mut self, result: ApiResult<Vec<Source>>) {
-        self.list = Remote::from_result(result.map(|mut sources| {
-            sources.sort_by(|a, b| a.name.cmp(&b.name));
-            sources
-        }));
-        let len = self.list.loaded().map_or(0, Vec::len);
-        self.selected = clamp(self.selected, len);
+        self.list.set_sorted(result, |a, b| a.name.cmp(&b.name));
     }
 
     pub fn handle_key(&mut self, key: &KeyEvent, ctx: &mut Ctx) -> EventState {
         let keys = ctx.keys;
-        let len = self.list.loaded().map_or(0, Vec::len);
-        let selected = self
-            .list
-            .loaded()
-            .and_then(|l| l.get(self.selected))
-            .cloned();
+        let selected = self.list.selected().cloned();
         if keys.new.matches(key) {
             ctx.next_mode = Some(Mode::SourceForm(Box::default()));
         } else if keys.reload.matches(key) {
-            self.list = Remote::Loading;
+            self.list.reload();
             ctx.commands.push(Command::LoadSources);
         } else if let Some(source) = selected {
             if keys.rotate.matches(key) {
@@ -79,7 +68,7 @@ impl SourcesScreen {
                     ),
                     Command::DeleteSource(source.id),
                 );
-            } else if !move_selection(keys, key, &mut self.selected, len) {
+            } else if !self.list.move_selection(keys, key) {
                 return EventState::NotConsumed;
             }
         } else {
@@ -90,7 +79,7 @@ impl SourcesScreen {
 
     pub fn render(&self, frame: &mut Frame, area: Rect, tick: u64) {
         let empty = "no sources yet: n creates one";
-        let Some(sources) = remote_body(frame, area, &self.list, tick, empty) else {
+        let Some(sources) = remote_body(frame, area, &self.list.items, tick, empty) else {
             return;
         };
         let rows = sources.iter().map(|s| {
@@ -129,7 +118,7 @@ impl SourcesScreen {
         )
         .header(header)
         .row_highlight_style(selected_style());
-        let mut state = TableState::default().with_selected(Some(self.selected));
+        let mut state = self.list.table_state();
         frame.render_stateful_widget(table, area, &mut state);
     }
 }

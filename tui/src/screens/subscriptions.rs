@@ -10,50 +10,43 @@ use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
     text::Line,
-    widgets::{Cell, Paragraph, Row, Table, TableState},
+    widgets::{Cell, Paragraph, Row, Table},
     Frame,
 };
 
-use super::{move_selection, Ctx, EventState};
+use super::{list::ListView, Ctx, EventState};
 use crate::{
-    api::{ApiResult, Remote},
+    api::ApiResult,
     app::{App, Mode},
     forms::{Field, Form},
     net::Command,
-    widgets::{clamp, dim_style, header_style, remote_body, selected_style},
+    widgets::{dim_style, header_style, remote_body, selected_style},
 };
 
 #[derive(Debug, Default)]
 pub struct SubscriptionsScreen {
-    pub list: Remote<Vec<Subscription>>,
-    selected: usize,
+    pub list: ListView<Subscription>,
     /// Ids the last routing test matched; `None` when no test is shown.
     pub matched: Option<HashSet<String>>,
 }
 
 impl SubscriptionsScreen {
     pub fn loaded(&mut self, result: ApiResult<Vec<Subscription>>) {
-        self.list = Remote::from_result(result.map(|mut subs| {
-            subs.sort_by(|a, b| a.name.cmp(&b.name));
-            subs
-        }));
-        let len = self.list.loaded().map_or(0, Vec::len);
-        self.selected = clamp(self.selected, len);
+        self.list.set_sorted(result, |a, b| a.name.cmp(&b.name));
     }
 
     pub fn selected(&self) -> Option<&Subscription> {
-        self.list.loaded().and_then(|l| l.get(self.selected))
+        self.list.selected()
     }
 
     pub fn handle_key(&mut self, key: &KeyEvent, ctx: &mut Ctx) -> EventState {
         let keys = ctx.keys;
-        let len = self.list.loaded().map_or(0, Vec::len);
         if keys.new.matches(key) {
             ctx.next_mode = Some(Mode::SubscriptionForm(Box::new(SubscriptionForm::new(
                 None,
             ))));
         } else if keys.reload.matches(key) {
-            self.list = Remote::Loading;
+            self.list.reload();
             ctx.commands.push(Command::LoadSubscriptions);
             ctx.commands.push(Command::LoadStats);
         } else if keys.test.matches(key) {
@@ -81,7 +74,7 @@ impl SubscriptionsScreen {
                     subscription: Subscription { enabled, ..sub },
                     create: false,
                 });
-            } else if !move_selection(keys, key, &mut self.selected, len) {
+            } else if !self.list.move_selection(keys, key) {
                 return EventState::NotConsumed;
             }
         } else {
@@ -109,7 +102,7 @@ impl SubscriptionsScreen {
                     .to_string(),
             }
         };
-        let Some(subs) = remote_body(frame, area, &self.list, tick, empty) else {
+        let Some(subs) = remote_body(frame, area, &self.list.items, tick, empty) else {
             return;
         };
         let rows = subs.iter().map(|s| {
@@ -150,7 +143,7 @@ impl SubscriptionsScreen {
         )
         .header(header)
         .row_highlight_style(selected_style().add_modifier(Modifier::BOLD));
-        let mut state = TableState::default().with_selected(Some(self.selected));
+        let mut state = self.list.table_state();
         frame.render_stateful_widget(table, area, &mut state);
     }
 }

@@ -53,7 +53,7 @@ async fn table_and_its_states() {
     let mut empty = on_subscriptions(&FakeAdmin::default()).await;
     assert_screen!("subscriptions_empty", empty, 80, 6);
     empty.switch(Tab::Subscriptions);
-    empty.subscriptions.list = crate::api::Remote::Loading;
+    empty.subscriptions.list.reload();
     assert_screen!("subscriptions_loading", empty, 80, 6);
 
     let down = FakeAdmin::with(|s| {
