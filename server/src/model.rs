@@ -255,3 +255,20 @@ pub struct DueDelivery {
     pub due_ms: i64,
     pub event: Arc<EventEnvelope>,
 }
+
+impl DueDelivery {
+    /// Where this delivery sits in due order, for paging through storage.
+    pub fn cursor(&self) -> DueCursor {
+        DueCursor {
+            due_ms: self.due_ms,
+            id: self.id,
+        }
+    }
+}
+
+/// A position in due order: (due time, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DueCursor {
+    pub due_ms: i64,
+    pub id: u64,
+}

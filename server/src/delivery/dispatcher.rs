@@ -5,6 +5,10 @@
 //! left in storage and reloaded, oldest due first, when there is room again,
 //! and on start — so a restart or a huge backlog loses nothing and costs no RAM.
 //!
+//! Reloads read storage a page at a time in the background, following a
+//! cursor through due order, so sending never stops while a page is read and
+//! no read returns rows an earlier page of the same pass already returned.
+//!
 //! The dispatcher never waits on the writer (the writer waits on it); attempt
 //! results go to the writer from the send tasks.
 
@@ -19,18 +23,23 @@ use tokio::{sync::mpsc, time::Instant};
 use tokio_util::{sync::CancellationToken, time::DelayQueue};
 
 use super::{
+    breaker::{self, Allowance, Breaker},
     retry::{self, Outcome},
     sender::{Report, Sender},
 };
 use crate::{
     admin::feed::{DeliveryChange, LiveFeed},
     catalog::CatalogHandle,
-    model::{now_ms, Delivery, DeliveryStatus, DueDelivery, Endpoint, EndpointState},
+    model::{now_ms, Delivery, DeliveryStatus, DueCursor, DueDelivery, Endpoint, EndpointState},
     store::{Committed, Settled, Store, Writer},
 };
 
 /// How long to wait before reloading after storage refused to record results.
 const STORAGE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Deliveries read from storage per page: enough that reads are few, small
+/// enough that one read adds little to memory and returns quickly.
+const RELOAD_PAGE: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -62,25 +71,61 @@ pub struct Dispatcher {
     /// Highest delivery id announced by the writer; storage rows above it are
     /// still on their way through the channel and must not be loaded twice.
     max_seen_id: u64,
-    /// Due deliveries may wait in storage that are not in memory.
-    storage_dirty: bool,
+    reload: Reload,
+    pages_tx: mpsc::Sender<Page>,
+    pages_rx: Option<mpsc::Receiver<Page>>,
     /// Retries not yet due were left in storage; look for the next one.
     storage_deferred: bool,
     next_scan: Option<Instant>,
     /// Send tasks report here when their request is over, which frees the
     /// endpoint's slot before the result is committed.
-    attempt_done_tx: mpsc::Sender<Arc<str>>,
-    attempt_done_rx: Option<mpsc::Receiver<Arc<str>>>,
+    attempt_done_tx: mpsc::Sender<AttemptEnd>,
+    attempt_done_rx: Option<mpsc::Receiver<AttemptEnd>>,
+    /// Paused endpoints, keyed to when their probe may go out.
+    resumes: DelayQueue<Arc<str>>,
+    resuming: HashSet<Arc<str>>,
+}
+
+/// A request is over: the endpoint's slot is free.
+struct AttemptEnd {
+    endpoint_id: Arc<str>,
+    /// The endpoint answered (anything but 502/503/504).
+    reached: bool,
 }
 
 /// Attempts whose end the dispatcher has not read yet; a send task waits when
 /// it is full.
 const ATTEMPT_DONE_QUEUE: usize = 1024;
 
+/// Where reloading from storage stands. A pass reads due order from the
+/// start, a page at a time, until a page comes back short.
+#[derive(Default)]
+struct Reload {
+    /// Due deliveries may wait in storage that are not in memory.
+    dirty: bool,
+    /// Storage was marked dirty since the current pass began, possibly behind
+    /// its cursor: another pass is needed after this one.
+    marked: bool,
+    /// A page is being read.
+    reading: bool,
+    /// The last delivery the current pass handled; `None` between passes.
+    cursor: Option<DueCursor>,
+    /// Deliveries released while a page was being read: the page may show
+    /// them as they were before their result was committed.
+    released: HashSet<u64>,
+}
+
+/// A page read from storage, and how many rows were asked for.
+struct Page {
+    asked: usize,
+    due: crate::store::Result<Vec<DueDelivery>>,
+}
+
 #[derive(Default)]
 struct Lane {
     in_flight: u32,
     ready: VecDeque<DueDelivery>,
+    breaker: Breaker,
 }
 
 impl Dispatcher {
@@ -94,6 +139,7 @@ impl Dispatcher {
     ) -> crate::store::Result<Dispatcher> {
         let max_seen_id = store.max_delivery_id().await?;
         let (attempt_done_tx, attempt_done_rx) = mpsc::channel(ATTEMPT_DONE_QUEUE);
+        let (pages_tx, pages_rx) = mpsc::channel(1);
         Ok(Dispatcher {
             config,
             store,
@@ -107,11 +153,18 @@ impl Dispatcher {
             timer_keys: HashMap::new(),
             max_seen_id,
             // Whatever the last run left behind is due or will be.
-            storage_dirty: true,
+            reload: Reload {
+                dirty: true,
+                ..Reload::default()
+            },
+            pages_tx,
+            pages_rx: Some(pages_rx),
             storage_deferred: true,
             next_scan: None,
             attempt_done_tx,
             attempt_done_rx: Some(attempt_done_rx),
+            resumes: DelayQueue::new(),
+            resuming: HashSet::new(),
         })
     }
 
@@ -121,17 +174,26 @@ impl Dispatcher {
         mut control: mpsc::Receiver<Control>,
         shutdown: CancellationToken,
     ) {
-        let Some(mut attempt_done) = self.attempt_done_rx.take() else {
+        let (Some(mut attempt_done), Some(mut pages)) =
+            (self.attempt_done_rx.take(), self.pages_rx.take())
+        else {
             return;
         };
         loop {
-            self.reload_from_storage().await;
+            self.look_for_next_retry().await;
+            self.read_next_page();
             let next_scan = self.next_scan;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(message) = committed.recv() => self.on_committed(message),
-                Some(endpoint_id) = attempt_done.recv() => self.release_slot(&endpoint_id),
+                Some(page) = pages.recv() => self.on_page(page),
+                Some(end) = attempt_done.recv() => self.on_attempt_end(end),
                 Some(message) = control.recv() => self.on_control(message),
+                Some(expired) = self.resumes.next(), if !self.resumes.is_empty() => {
+                    let endpoint_id = expired.into_inner();
+                    self.resuming.remove(&endpoint_id);
+                    self.pump(endpoint_id);
+                }
                 Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
                     let delivery = expired.into_inner();
                     self.timer_keys.remove(&delivery.id);
@@ -140,7 +202,7 @@ impl Dispatcher {
                 _ = sleep_until(next_scan), if next_scan.is_some() => {
                     self.next_scan = None;
                     // Load what fell due, then find the retry after it.
-                    self.storage_dirty = true;
+                    self.mark_dirty();
                     self.storage_deferred = true;
                 }
             }
@@ -167,7 +229,7 @@ impl Dispatcher {
                     if settled.endpoint_gone {
                         self.release_slot(&settled.delivery.endpoint_id);
                     }
-                    self.owned.remove(&settled.delivery.id);
+                    self.release(settled.delivery.id);
                 }
                 // Storage still has them as they were; try again after a pause
                 // rather than hammering the endpoint while storage is down.
@@ -192,7 +254,7 @@ impl Dispatcher {
     /// in storage for a later reload.
     fn adopt(&mut self, delivery: DueDelivery) {
         if self.owned.len() >= self.config.memory_queue {
-            self.storage_dirty = true;
+            self.mark_dirty();
             return;
         }
         if self.owned.insert(delivery.id) {
@@ -220,13 +282,31 @@ impl Dispatcher {
                 self.timer_keys.insert(id, key);
             }
             Some(_) => {
-                self.owned.remove(&settled.delivery.id);
+                self.release(settled.delivery.id);
                 self.storage_deferred = true;
             }
-            None => {
-                self.owned.remove(&settled.delivery.id);
-            }
+            None => self.release(settled.delivery.id),
         }
+    }
+
+    /// The delivery is no longer held in memory; storage has its state.
+    fn release(&mut self, id: u64) {
+        self.owned.remove(&id);
+        if self.reload.reading {
+            self.reload.released.insert(id);
+        }
+    }
+
+    fn mark_dirty(&mut self) {
+        self.reload.dirty = true;
+        self.reload.marked = true;
+    }
+
+    fn on_attempt_end(&mut self, end: AttemptEnd) {
+        if let Some(lane) = self.lanes.get_mut(&end.endpoint_id) {
+            lane.breaker.record(end.reached, Instant::now());
+        }
+        self.release_slot(&end.endpoint_id);
     }
 
     fn release_slot(&mut self, endpoint_id: &Arc<str>) {
@@ -261,10 +341,19 @@ impl Dispatcher {
             }
             return;
         };
-        let limit = endpoint
-            .max_in_flight
-            .unwrap_or(self.config.max_in_flight)
-            .max(1);
+        let limit = match lane.breaker.allowance(Instant::now()) {
+            Allowance::Open => endpoint
+                .max_in_flight
+                .unwrap_or(self.config.max_in_flight)
+                .max(1),
+            Allowance::Probe => 1,
+            Allowance::Paused { until } => {
+                if self.resuming.insert(endpoint_id.clone()) {
+                    self.resumes.insert_at(endpoint_id, until);
+                }
+                return;
+            }
+        };
         let mut started = Vec::new();
         while lane.in_flight < limit {
             let Some(delivery) = lane.ready.pop_front() else {
@@ -273,7 +362,7 @@ impl Dispatcher {
             lane.in_flight += 1;
             started.push(delivery);
         }
-        if lane.in_flight == 0 && lane.ready.is_empty() {
+        if lane.in_flight == 0 && lane.ready.is_empty() && lane.breaker.is_healthy() {
             self.lanes.remove(&endpoint_id);
         }
         for delivery in started {
@@ -291,7 +380,9 @@ impl Dispatcher {
             .clone()
             .unwrap_or_else(|| self.config.retry_schedule.clone());
         tokio::spawn(async move {
-            let report = sender.attempt(&delivery, &endpoint).await;
+            // Boxed so the task, which may wait on the writer long after the
+            // request is over, does not keep the request's state inline.
+            let report = Box::pin(sender.attempt(&delivery, &endpoint)).await;
             let settled = settle(delivery, report, &schedule, rand::random());
             log_attempt(&settled, &endpoint.id);
             // The endpoint's slot is free as soon as its request is over; the
@@ -299,9 +390,11 @@ impl Dispatcher {
             // a 410 the slot stays taken until the endpoint is marked gone, so
             // nothing else is sent to it meanwhile.
             if !settled.endpoint_gone {
-                let _ = attempt_done
-                    .send(settled.delivery.endpoint_id.clone())
-                    .await;
+                let end = AttemptEnd {
+                    endpoint_id: settled.delivery.endpoint_id.clone(),
+                    reached: breaker::reached(settled.attempt.as_ref().and_then(|a| a.status_code)),
+                };
+                let _ = attempt_done.send(end).await;
             }
             if writer.settle(settled).await.is_err() {
                 tracing::warn!(endpoint = %endpoint.id, "Writer stopped; the attempt result is lost and the delivery will be retried.");
@@ -340,51 +433,90 @@ impl Dispatcher {
         });
     }
 
-    /// Loads due deliveries that wait only in storage, when memory has room.
-    async fn reload_from_storage(&mut self) {
-        if self.storage_deferred && self.next_scan.is_none() {
-            self.storage_deferred = false;
-            match self.store.next_due_after(now_ms()).await {
-                Ok(Some(at)) => {
-                    let delay = Duration::from_millis((at - now_ms()).max(0) as u64);
-                    self.schedule_scan(Instant::now() + delay);
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "Could not look up the next retry; trying again shortly.");
-                    self.storage_deferred = true;
-                    self.schedule_scan(Instant::now() + STORAGE_BACKOFF);
-                }
+    /// Finds when the earliest retry left in storage falls due.
+    async fn look_for_next_retry(&mut self) {
+        if !self.storage_deferred || self.next_scan.is_some() {
+            return;
+        }
+        self.storage_deferred = false;
+        match self.store.next_due_after(now_ms()).await {
+            Ok(Some(at)) => {
+                let delay = Duration::from_millis((at - now_ms()).max(0) as u64);
+                self.schedule_scan(Instant::now() + delay);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "Could not look up the next retry; trying again shortly.");
+                self.storage_deferred = true;
+                self.schedule_scan(Instant::now() + STORAGE_BACKOFF);
             }
         }
-        while self.storage_dirty && self.owned.len() < self.config.memory_queue / 2 {
-            let limit = self.config.memory_queue;
-            let due = match self.store.load_due(now_ms(), self.max_seen_id, limit).await {
-                Ok(due) => due,
-                Err(error) => {
-                    tracing::warn!(%error, "Could not reload deliveries from storage; trying again shortly.");
-                    self.schedule_scan(Instant::now() + STORAGE_BACKOFF);
-                    self.storage_dirty = false;
-                    return;
+    }
+
+    fn page_size(&self) -> usize {
+        RELOAD_PAGE.min(self.config.memory_queue / 2).max(1)
+    }
+
+    /// Starts reading the next page of due deliveries that wait only in
+    /// storage, if there may be some and memory has room for a page.
+    fn read_next_page(&mut self) {
+        let asked = self.page_size();
+        let reload = &mut self.reload;
+        if !reload.dirty || reload.reading || self.owned.len() + asked > self.config.memory_queue {
+            return;
+        }
+        if reload.cursor.is_none() {
+            reload.marked = false;
+        }
+        reload.reading = true;
+        reload.released.clear();
+        let (store, pages) = (self.store.clone(), self.pages_tx.clone());
+        let (max_id, after) = (self.max_seen_id, reload.cursor);
+        tokio::spawn(async move {
+            let due = store.load_due(now_ms(), max_id, after, asked).await;
+            let _ = pages.send(Page { asked, due }).await;
+        });
+    }
+
+    /// Takes a page's deliveries into memory, skipping those already held or
+    /// released while it was read, and moves the cursor past what it handled.
+    fn on_page(&mut self, page: Page) {
+        self.reload.reading = false;
+        let due = match page.due {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "Could not reload deliveries from storage; trying again shortly.");
+                self.reload.dirty = false;
+                self.reload.cursor = None;
+                self.schedule_scan(Instant::now() + STORAGE_BACKOFF);
+                return;
+            }
+        };
+        let short = due.len() < page.asked;
+        let mut adopted = 0usize;
+        let mut full = false;
+        for delivery in due {
+            let cursor = delivery.cursor();
+            let held =
+                self.owned.contains(&delivery.id) || self.reload.released.contains(&delivery.id);
+            if !held {
+                if self.owned.len() >= self.config.memory_queue {
+                    full = true;
+                    break;
                 }
-            };
-            let complete = due.len() < limit;
-            let mut adopted = 0usize;
-            for delivery in due {
-                if !self.owned.contains(&delivery.id) && self.owned.len() < self.config.memory_queue
-                {
-                    adopted += 1;
-                    self.adopt(delivery);
-                }
+                adopted += 1;
+                self.adopt(delivery);
             }
-            if adopted > 0 {
-                tracing::debug!(adopted, "Reloaded deliveries from storage.");
-            }
-            self.storage_dirty = !complete;
-            if adopted == 0 {
-                // Everything due is already in memory; wait for room.
-                break;
-            }
+            self.reload.cursor = Some(cursor);
+        }
+        self.reload.released.clear();
+        if adopted > 0 {
+            tracing::debug!(adopted, "Reloaded deliveries from storage.");
+        }
+        if short && !full {
+            // The pass reached the end of what is due.
+            self.reload.cursor = None;
+            self.reload.dirty = self.reload.marked;
         }
     }
 

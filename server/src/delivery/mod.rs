@@ -1,8 +1,9 @@
 //! Delivery: getting committed deliveries to tenant endpoints. The dispatcher
 //! decides when each delivery is attempted; the sender makes one signed HTTP
-//! attempt; the retry policy, signing and the SSRF guard are pure pieces the
-//! two share.
+//! attempt; the retry policy, the circuit breaker, signing and the SSRF guard
+//! are pure pieces the two share.
 
+pub mod breaker;
 pub mod dispatcher;
 pub mod retry;
 pub mod sender;

@@ -20,8 +20,8 @@ pub use writer::{
 };
 
 use crate::model::{
-    Attempt, Delivery, DeliveryFilter, DueDelivery, Endpoint, EndpointState, StoredEvent,
-    Subscription,
+    Attempt, Delivery, DeliveryFilter, DueCursor, DueDelivery, Endpoint, EndpointState,
+    StoredEvent, Subscription,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -187,15 +187,18 @@ impl Store {
         dispatch!(self.schedule_retry(id))
     }
 
-    /// Deliveries due at `now_ms` (pending, or failed with a retry due), oldest
-    /// due first, up to `limit`, with ids no higher than `max_id`.
+    /// Deliveries due at `now_ms` (pending, or failed with a retry due), in
+    /// due order after `after` (from the start when `None`), up to `limit`,
+    /// with ids no higher than `max_id`. Paging by cursor keeps each read
+    /// small and never rereads what an earlier page returned.
     pub async fn load_due(
         &self,
         now_ms: i64,
         max_id: u64,
+        after: Option<DueCursor>,
         limit: usize,
     ) -> Result<Vec<DueDelivery>> {
-        dispatch!(self.load_due(now_ms, max_id, limit))
+        dispatch!(self.load_due(now_ms, max_id, after, limit))
     }
 
     /// The earliest retry due after `now_ms`, if any.
