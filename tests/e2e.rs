@@ -15,6 +15,8 @@ mod webhooks;
 
 #[path = "e2e/admin.rs"]
 mod admin;
+#[path = "e2e/breaker.rs"]
+mod breaker;
 #[path = "e2e/cloudevents.rs"]
 mod cloudevents;
 #[path = "e2e/crash.rs"]
