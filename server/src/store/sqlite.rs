@@ -49,12 +49,19 @@ pub(super) fn connect_options(path: &Path) -> SqliteConnectOptions {
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true)
+        // Rows come back from SQLite's worker thread through a channel of
+        // this size; at sqlx's default (50) a 256-row `RETURNING` or a
+        // 1 024-row reload page blocks the worker every 50 rows, and each
+        // block is a pair of thread wake-ups.
+        .row_buffer_size(ROW_BUFFER)
 }
+
+const ROW_BUFFER: usize = 1024;
 
 impl SqliteStore {
     /// Opens the database, migrates it, and returns the store plus the
     /// connection reserved for the writer.
-    pub async fn open(path: &Path) -> Result<(SqliteStore, SqliteConnection)> {
+    pub async fn open(path: &Path) -> Result<(SqliteStore, WriterConn)> {
         let options = connect_options(path);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -62,7 +69,7 @@ impl SqliteStore {
             .await?;
         MIGRATIONS.run(&pool).await?;
         let writer = SqliteConnection::connect_with(&options).await?;
-        Ok((SqliteStore { pool }, writer))
+        Ok((SqliteStore { pool }, WriterConn::new(writer)))
     }
 
     pub(super) fn pool(&self) -> &SqlitePool {
@@ -668,16 +675,77 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 
 // ---- the writer's transaction ----
 
+/// The writer's connection, and the next event seq and delivery id it will
+/// hand out. The writer is the only one to insert events and deliveries, so
+/// it can number them itself and insert without `RETURNING`: reading every
+/// inserted row back from SQLite's worker thread cost more than the insert.
+/// Both are read from storage at the start of the first batch and again after
+/// any failed batch, so a rollback never leaves a gap or a reuse behind.
+pub struct WriterConn {
+    conn: SqliteConnection,
+    next: Option<NextIds>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NextIds {
+    seq: i64,
+    delivery: i64,
+}
+
+impl WriterConn {
+    fn new(conn: SqliteConnection) -> WriterConn {
+        WriterConn { conn, next: None }
+    }
+}
+
+/// Past the highest ever used, deleted rows included (`AUTOINCREMENT` keeps
+/// that in `sqlite_sequence`).
+async fn read_next_ids(conn: &mut SqliteConnection) -> Result<NextIds> {
+    let next = |table: &'static str, column: &'static str| {
+        format!(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{table}'), 0), \
+             COALESCE((SELECT MAX({column}) FROM {table}), 0)) + 1"
+        )
+    };
+    let seq: i64 = sqlx::query_scalar(&next("events", "seq"))
+        .fetch_one(&mut *conn)
+        .await?;
+    let delivery: i64 = sqlx::query_scalar(&next("deliveries", "id"))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(NextIds { seq, delivery })
+}
+
 /// Commits one group: every event with its deliveries and flow runs, every
 /// attempt result and every flow op, in a single transaction.
 pub(super) async fn commit_batch(
-    conn: &mut SqliteConnection,
+    writer: &mut WriterConn,
     publishes: &[&[NewEvent]],
     settles: &[Settled],
     flow_ops: &[FlowOp],
 ) -> Result<Done> {
+    let next = writer.next.take();
+    let result = commit_numbered(&mut writer.conn, next, publishes, settles, flow_ops).await;
+    // After a failure the numbers are read again from what was committed.
+    result.map(|(done, next)| {
+        writer.next = Some(next);
+        done
+    })
+}
+
+async fn commit_numbered(
+    conn: &mut SqliteConnection,
+    next: Option<NextIds>,
+    publishes: &[&[NewEvent]],
+    settles: &[Settled],
+    flow_ops: &[FlowOp],
+) -> Result<(Done, NextIds)> {
     let now = now_ms();
     let mut tx = conn.begin().await?;
+    let mut next = match next {
+        Some(next) => next,
+        None => read_next_ids(&mut tx).await?,
+    };
     let mut done = Done {
         outcomes: Vec::with_capacity(publishes.len()),
         due: Vec::new(),
@@ -685,7 +753,7 @@ pub(super) async fn commit_batch(
         runs: Vec::new(),
     };
     let events: Vec<&NewEvent> = publishes.iter().flat_map(|p| p.iter()).collect();
-    let inserted = insert_events(&mut tx, &events, now).await?;
+    let inserted = insert_events(&mut tx, &events, now, &mut next).await?;
     let mut claimed: HashSet<&str> = HashSet::with_capacity(inserted.len());
     let mut routed: Vec<(Arc<EventEnvelope>, &Route)> = Vec::new();
     for events in publishes {
@@ -726,7 +794,7 @@ pub(super) async fn commit_batch(
         }
         done.outcomes.push(outcome);
     }
-    done.due = insert_deliveries(&mut tx, &routed, now).await?;
+    done.due = insert_deliveries(&mut tx, &routed, now, &mut next).await?;
     record_settled(&mut tx, settles, now).await?;
     for op in flow_ops {
         let answer = apply_flow_op(&mut tx, op, now, &mut done.runs).await;
@@ -737,7 +805,7 @@ pub(super) async fn commit_batch(
         });
     }
     tx.commit().await?;
-    Ok(done)
+    Ok((done, next))
 }
 
 async fn apply_flow_op(
@@ -790,93 +858,126 @@ fn placeholders(rows: usize, columns: usize) -> String {
 
 /// Inserts the events with one statement per chunk (each statement is a trip
 /// to SQLite's worker thread, and one row per trip made those trips the
-/// writer's main cost). Returns the seq of each id that was inserted; ids
-/// already taken are left out (`ON CONFLICT DO NOTHING`).
+/// writer's main cost), numbered by the writer. Returns the seq of each id
+/// that was inserted; ids already taken are left out.
 async fn insert_events<'e>(
     conn: &mut SqliteConnection,
     events: &[&'e NewEvent],
     now: i64,
+    next: &mut NextIds,
 ) -> Result<HashMap<&'e str, i64>> {
     let mut inserted = HashMap::with_capacity(events.len());
     let mut rest = events;
     for size in chunk_sizes(events.len()) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        let sql = format!(
-            "INSERT INTO events (id, name, source, tenant_id, time_ms, payload, attributes, \
-             body_hash, matched, received_ms) VALUES {} ON CONFLICT (id) DO NOTHING \
-             RETURNING id, seq",
-            placeholders(size, 10)
-        );
-        let mut query = sqlx::query(&sql);
-        for e in chunk {
-            query = query
-                .bind(&e.id)
-                .bind(&e.name)
-                .bind(&e.source)
-                .bind(&e.tenant_id)
-                .bind(e.time_ms)
-                .bind(&e.payload)
-                .bind(to_json(&e.attributes))
-                .bind(&e.body_hash[..])
-                .bind(i64::from(matched(e)))
-                .bind(now);
-        }
-        let rows = query.fetch_all(&mut *conn).await?;
-        let by_id: HashMap<&str, &'e NewEvent> =
-            chunk.iter().map(|e| (e.id.as_str(), *e)).collect();
-        for row in rows {
-            let id: &str = row.try_get("id")?;
-            let seq: i64 = row.try_get("seq")?;
-            if let Some(event) = by_id.get(id) {
-                inserted.insert(event.id.as_str(), seq);
+        match insert_numbered_events(conn, chunk, now, next.seq).await {
+            Ok(()) => {
+                for (seq, e) in (next.seq..).zip(chunk) {
+                    inserted.insert(e.id.as_str(), seq);
+                }
+                next.seq += size as i64;
             }
+            // An id is taken (a duplicate, rare): SQLite backed out just
+            // this statement; insert the chunk again, skipping taken ids.
+            Err(error) if is_unique_violation(&error) => {
+                insert_events_skipping_taken(conn, chunk, now, &mut inserted).await?;
+                *next = read_next_ids(conn).await?;
+            }
+            Err(error) => return Err(error.into()),
         }
     }
     Ok(inserted)
 }
 
-/// Inserts one pending delivery per routed event, in chunks, and returns
-/// them due now, in the order given.
+const EVENT_COLUMNS: &str =
+    "id, name, source, tenant_id, time_ms, payload, attributes, body_hash, matched, received_ms";
+
+fn bind_event<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    e: &'q NewEvent,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(&e.id)
+        .bind(&e.name)
+        .bind(&e.source)
+        .bind(&e.tenant_id)
+        .bind(e.time_ms)
+        .bind(&e.payload)
+        .bind(to_json(&e.attributes))
+        .bind(&e.body_hash[..])
+        .bind(i64::from(matched(e)))
+        .bind(now)
+}
+
+async fn insert_numbered_events(
+    conn: &mut SqliteConnection,
+    chunk: &[&NewEvent],
+    now: i64,
+    first_seq: i64,
+) -> std::result::Result<(), sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO events (seq, {EVENT_COLUMNS}) VALUES {}",
+        placeholders(chunk.len(), 11)
+    );
+    let mut query = sqlx::query(&sql);
+    for (seq, e) in (first_seq..).zip(chunk) {
+        query = bind_event(query.bind(seq), e, now);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+async fn insert_events_skipping_taken<'e>(
+    conn: &mut SqliteConnection,
+    chunk: &[&'e NewEvent],
+    now: i64,
+    inserted: &mut HashMap<&'e str, i64>,
+) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO events ({EVENT_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING \
+         RETURNING id, seq",
+        placeholders(chunk.len(), 10)
+    );
+    let mut query = sqlx::query(&sql);
+    for e in chunk {
+        query = bind_event(query, e, now);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    let by_id: HashMap<&str, &'e NewEvent> = chunk.iter().map(|e| (e.id.as_str(), *e)).collect();
+    for row in rows {
+        let id: &str = row.try_get("id")?;
+        let seq: i64 = row.try_get("seq")?;
+        if let Some(event) = by_id.get(id) {
+            inserted.insert(event.id.as_str(), seq);
+        }
+    }
+    Ok(())
+}
+
+/// Inserts one pending delivery per routed event, in chunks, numbered by the
+/// writer, and returns them due now, in the order given.
 async fn insert_deliveries(
     conn: &mut SqliteConnection,
     routed: &[(Arc<EventEnvelope>, &Route)],
     now: i64,
+    next: &mut NextIds,
 ) -> Result<Vec<DueDelivery>> {
     let mut due = Vec::with_capacity(routed.len());
     let mut rest = routed;
     for size in chunk_sizes(routed.len()) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        let sql = format!(
-            "INSERT INTO deliveries (event_seq, subscription_id, endpoint_id, status, attempts, \
-             next_attempt_ms, created_ms, updated_ms) VALUES {} RETURNING id, event_seq, subscription_id",
-            vec!["(?, ?, ?, 'pending', 0, ?, ?, ?)"; size].join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for (event, route) in chunk {
-            query = query
-                .bind(event.seq as i64)
-                .bind(&*route.subscription_id)
-                .bind(&*route.endpoint_id)
-                .bind(now)
-                .bind(now)
-                .bind(now);
+        if let Err(error) = insert_numbered_deliveries(conn, chunk, now, next.delivery).await {
+            if !is_unique_violation(&error) {
+                return Err(error.into());
+            }
+            // Someone else numbered deliveries: read the numbers again.
+            *next = read_next_ids(conn).await?;
+            insert_numbered_deliveries(conn, chunk, now, next.delivery).await?;
         }
-        let rows = query.fetch_all(&mut *conn).await?;
-        let mut ids: HashMap<(i64, String), i64> = HashMap::with_capacity(rows.len());
-        for row in rows {
-            ids.insert(
-                (row.try_get("event_seq")?, row.try_get("subscription_id")?),
-                row.try_get("id")?,
-            );
-        }
-        for (event, route) in chunk {
-            let key = (event.seq as i64, route.subscription_id.to_string());
-            let id = ids
-                .get(&key)
-                .copied()
-                .ok_or_else(|| corrupt("deliveries", "an inserted delivery was not returned"))?;
+        for (id, (event, route)) in (next.delivery..).zip(chunk) {
             due.push(DueDelivery {
                 id: id as u64,
                 subscription_id: route.subscription_id.clone(),
@@ -886,8 +987,35 @@ async fn insert_deliveries(
                 event: event.clone(),
             });
         }
+        next.delivery += size as i64;
     }
     Ok(due)
+}
+
+async fn insert_numbered_deliveries(
+    conn: &mut SqliteConnection,
+    chunk: &[(Arc<EventEnvelope>, &Route)],
+    now: i64,
+    first_id: i64,
+) -> std::result::Result<(), sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO deliveries (id, event_seq, subscription_id, endpoint_id, status, attempts, \
+         next_attempt_ms, created_ms, updated_ms) VALUES {}",
+        vec!["(?, ?, ?, ?, 'pending', 0, ?, ?, ?)"; chunk.len()].join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for (id, (event, route)) in (first_id..).zip(chunk) {
+        query = query
+            .bind(id)
+            .bind(event.seq as i64)
+            .bind(&*route.subscription_id)
+            .bind(&*route.endpoint_id)
+            .bind(now)
+            .bind(now)
+            .bind(now);
+    }
+    query.execute(conn).await?;
+    Ok(())
 }
 
 /// The id is taken: the same body is a duplicate (answered, not routed
@@ -1003,6 +1131,80 @@ mod tests {
             .map(|r| r.get::<String, _>("detail"))
             .collect::<Vec<_>>()
             .join("; ")
+    }
+
+    fn event(id: &str, routes: usize) -> NewEvent {
+        NewEvent {
+            id: id.to_string(),
+            name: "lead.created".to_string(),
+            source: "test".to_string(),
+            tenant_id: None,
+            time_ms: 1,
+            payload: "{}".to_string(),
+            attributes: Default::default(),
+            body_hash: [7; 32],
+            routes: (0..routes)
+                .map(|i| Route {
+                    subscription_id: Arc::from(format!("sub-{i}")),
+                    endpoint_id: Arc::from("crm"),
+                })
+                .collect(),
+            flow_starts: Vec::new(),
+            cancels: Vec::new(),
+        }
+    }
+
+    fn seqs(done: &Done) -> Vec<Vec<(u64, bool)>> {
+        done.outcomes
+            .iter()
+            .map(|o| {
+                o.iter()
+                    .map(|r| r.as_ref().map(|p| (p.seq, p.duplicate)).expect("accepted"))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_writer_numbers_rows_itself_and_recovers_from_duplicates_and_outside_inserts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, mut writer) = SqliteStore::open(&dir.path().join("ids.db"))
+            .await
+            .expect("open");
+        let (a, b, a_again) = (event("a", 2), event("b", 2), event("a", 2));
+        let done = commit_batch(&mut writer, &[&[a, b], &[a_again]], &[], &[])
+            .await
+            .expect("commit");
+        // The duplicate inside the group falls back to reading ids back.
+        assert_eq!(seqs(&done), [vec![(1, false), (2, false)], vec![(1, true)]]);
+        let ids: Vec<u64> = done.due.iter().map(|d| d.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
+
+        // Rows numbered by someone else are stepped over, not collided with.
+        sqlx::query(
+            "INSERT INTO events (seq, id, name, source, time_ms, payload, attributes, \
+             body_hash, matched, received_ms) VALUES (3, 'outside', 'x', 's', 1, '{}', '{}', x'00', 0, 1)",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("outside event");
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_seq, subscription_id, endpoint_id, status, \
+             created_ms, updated_ms) VALUES (5, 3, 's', 'e', 'dead', 1, 1)",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("outside delivery");
+        let done = commit_batch(&mut writer, &[&[event("c", 1)]], &[], &[])
+            .await
+            .expect("commit after outside inserts");
+        assert_eq!(seqs(&done), [vec![(4, false)]]);
+        assert_eq!(done.due.iter().map(|d| d.id).collect::<Vec<_>>(), [6]);
+        let done = commit_batch(&mut writer, &[&[event("d", 1)]], &[], &[])
+            .await
+            .expect("commit");
+        assert_eq!(seqs(&done), [vec![(5, false)]]);
+        assert_eq!(done.due.iter().map(|d| d.id).collect::<Vec<_>>(), [7]);
     }
 
     #[tokio::test]

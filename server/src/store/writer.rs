@@ -7,7 +7,6 @@
 //! The queue is bounded: when it is full, intake answers 503 / UNAVAILABLE
 //! instead of letting memory grow.
 
-use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{sqlite, Error};
@@ -95,7 +94,7 @@ pub enum SubmitError {
 }
 
 pub(super) enum Backend {
-    Sqlite(SqliteConnection),
+    Sqlite(sqlite::WriterConn),
 }
 
 /// The handle intake and the dispatcher use to reach the writer.
