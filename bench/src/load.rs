@@ -172,6 +172,46 @@ pub fn event_id(prefix: &str, i: u64, j: usize) -> String {
     format!("{prefix}-{i}-{j}")
 }
 
+/// How event ids are made: in order (`<run>-<request>-<n>`, neighbours in a
+/// B-tree), or spread like random UUIDs (v4), as many publishers send them:
+/// each insert then lands on a different page of the id index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ids {
+    #[default]
+    Ordered,
+    Random,
+}
+
+impl Ids {
+    pub fn make(self, prefix: &str, i: u64, j: usize) -> String {
+        match self {
+            Ids::Ordered => event_id(prefix, i, j),
+            Ids::Random => uuid_like(prefix, i, j),
+        }
+    }
+}
+
+/// A UUID v4 layout filled from a hash of the run, request and position:
+/// unique within a run, spread evenly, and cheap for the load generator.
+fn uuid_like(prefix: &str, i: u64, j: usize) -> String {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let state = std::hash::RandomState::new();
+    let half = |salt: u8| {
+        let mut h = state.build_hasher();
+        (prefix, i, j, salt).hash(&mut h);
+        h.finish()
+    };
+    let (a, b) = (half(0), half(1));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0x3fff | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
 /// What an `HttpWorker` posts.
 #[derive(Debug, Clone)]
 enum Target {
@@ -189,6 +229,7 @@ pub struct HttpWorker {
     sender: Option<SendRequest<Full<Bytes>>>,
     authorization: HeaderValue,
     prefix: String,
+    ids: Ids,
     /// Size of the whole body, about.
     body_bytes: usize,
     pad: String,
@@ -210,6 +251,7 @@ impl HttpWorker {
             authorization: HeaderValue::from_str(&format!("Bearer {}", crate::API_KEY))
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
             prefix: prefix.to_string(),
+            ids: Ids::Ordered,
             body_bytes,
             pad: "x".repeat(body_bytes.saturating_sub(overhead).max(1)),
             acks: None,
@@ -228,6 +270,11 @@ impl HttpWorker {
 
     pub fn record_acks(mut self) -> HttpWorker {
         self.acks = Some(Vec::new());
+        self
+    }
+
+    pub fn with_ids(mut self, ids: Ids) -> HttpWorker {
+        self.ids = ids;
         self
     }
 
@@ -253,7 +300,7 @@ impl HttpWorker {
     }
 
     async fn post(&mut self, i: u64) -> Result<u64, String> {
-        let id = event_id(&self.prefix, i, 0);
+        let id = self.ids.make(&self.prefix, i, 0);
         let (path, body) = match &self.target {
             Target::Events { name } => (
                 "/v1/events",
@@ -312,6 +359,7 @@ pub struct GrpcWorker {
     authorization: MetadataValue<Ascii>,
     name: String,
     prefix: String,
+    ids: Ids,
     batch: usize,
     payload: Bytes,
     pub acks: Option<Vec<(u64, Instant)>>,
@@ -340,10 +388,16 @@ impl GrpcWorker {
                 .unwrap_or_else(|_| MetadataValue::from_static("")),
             name: name.to_string(),
             prefix: prefix.to_string(),
+            ids: Ids::Ordered,
             batch: batch.max(1),
             payload: Bytes::from(payload(payload_bytes)),
             acks: None,
         }
+    }
+
+    pub fn with_ids(mut self, ids: Ids) -> GrpcWorker {
+        self.ids = ids;
+        self
     }
 
     pub fn record_acks(mut self) -> GrpcWorker {
@@ -353,7 +407,7 @@ impl GrpcWorker {
 
     fn event(&self, i: u64, j: usize) -> Event {
         Event {
-            id: event_id(&self.prefix, i, j),
+            id: self.ids.make(&self.prefix, i, j),
             name: self.name.clone(),
             payload: self.payload.to_vec(),
             ..Event::default()

@@ -10,7 +10,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use hookyard_bench::{
-    daemon,
+    daemon, load,
     scenarios::{self, backlog, end_to_end, fanout, flows, intake, Common},
 };
 
@@ -50,6 +50,9 @@ enum Scenario {
         /// Requests per second (open loop).
         #[arg(long)]
         rate: Option<f64>,
+        /// Event ids spread like random UUIDs instead of in order.
+        #[arg(long)]
+        random_ids: bool,
     },
     /// gRPC Publish, vs the ceiling.
     IntakeGrpc {
@@ -63,6 +66,9 @@ enum Scenario {
         payload: usize,
         #[arg(long)]
         rate: Option<f64>,
+        /// Event ids spread like random UUIDs instead of in order.
+        #[arg(long)]
+        random_ids: bool,
     },
     /// gRPC PublishBatch, vs the ceiling.
     IntakeGrpcBatch {
@@ -78,6 +84,9 @@ enum Scenario {
         payload: usize,
         #[arg(long)]
         rate: Option<f64>,
+        /// Event ids spread like random UUIDs instead of in order.
+        #[arg(long)]
+        random_ids: bool,
     },
     /// Fixed-rate publishing, latency until the sink receives the webhook.
     EndToEnd {
@@ -168,6 +177,7 @@ fn main() -> anyhow::Result<()> {
                 connections,
                 payload,
                 rate,
+                random_ids,
             } => {
                 let args = intake::IntakeArgs {
                     protocol: intake::Protocol::Http,
@@ -176,6 +186,7 @@ fn main() -> anyhow::Result<()> {
                     batch: 1,
                     payload,
                     rate,
+                    ids: ids(random_ids),
                 };
                 intake::run("intake-http", &common("intake-http", &c), &args).await
             }
@@ -185,6 +196,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency,
                 payload,
                 rate,
+                random_ids,
             } => {
                 let args = intake::IntakeArgs {
                     protocol: intake::Protocol::Grpc,
@@ -193,6 +205,7 @@ fn main() -> anyhow::Result<()> {
                     batch: 1,
                     payload,
                     rate,
+                    ids: ids(random_ids),
                 };
                 intake::run("intake-grpc", &common("intake-grpc", &c), &args).await
             }
@@ -203,6 +216,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency,
                 payload,
                 rate,
+                random_ids,
             } => {
                 let args = intake::IntakeArgs {
                     protocol: intake::Protocol::Grpc,
@@ -211,6 +225,7 @@ fn main() -> anyhow::Result<()> {
                     batch,
                     payload,
                     rate,
+                    ids: ids(random_ids),
                 };
                 intake::run("intake-grpc-batch", &common("intake-grpc-batch", &c), &args).await
             }
@@ -296,4 +311,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .filter(|v| v.is_finite() && *v >= 0.0)
         .map(|v| Duration::from_secs_f64(v * scale))
         .ok_or_else(|| format!("`{text}` is not a duration like 10s, 500ms or 2m"))
+}
+
+fn ids(random: bool) -> load::Ids {
+    if random {
+        load::Ids::Random
+    } else {
+        load::Ids::Ordered
+    }
 }

@@ -11,7 +11,7 @@ use super::{run_prefix, Common};
 use crate::{
     ceiling::Ceiling,
     daemon::{Daemon, DaemonSpec},
-    load::{self, GrpcWorker, HttpWorker, Plan},
+    load::{self, GrpcWorker, HttpWorker, Ids, Plan},
     report::{self, Latency, Table, LATENCY_HEADERS},
 };
 
@@ -33,6 +33,7 @@ pub struct IntakeArgs {
     pub payload: usize,
     /// Requests per second (open loop); closed loop when `None`.
     pub rate: Option<f64>,
+    pub ids: Ids,
 }
 
 struct Measured {
@@ -61,7 +62,9 @@ async fn measure(
     let outcome = match args.protocol {
         Protocol::Http => {
             let workers = (0..args.connections)
-                .map(|_| HttpWorker::new(addr, "bench.intake", &prefix, args.payload))
+                .map(|_| {
+                    HttpWorker::new(addr, "bench.intake", &prefix, args.payload).with_ids(args.ids)
+                })
                 .collect();
             let o = load::run(plan, workers).await;
             (
@@ -86,6 +89,7 @@ async fn measure(
                         args.batch,
                         args.payload,
                     )
+                    .with_ids(args.ids)
                 })
                 .collect();
             let o = load::run(plan, workers).await;
