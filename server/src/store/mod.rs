@@ -7,6 +7,7 @@
 //! second variant next to SQLite with the same methods and the same tests; the
 //! rest of the daemon never sees a connection.
 
+mod checkpoint;
 pub mod flows;
 mod sources;
 mod sqlite;

@@ -68,8 +68,18 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         MIGRATIONS.run(&pool).await?;
-        let writer = SqliteConnection::connect_with(&options).await?;
-        Ok((SqliteStore { pool }, WriterConn::new(writer)))
+        let checkpoints = super::checkpoint::spawn(&options).await?;
+        let writer_options = options
+            .pragma(
+                "wal_autocheckpoint",
+                super::checkpoint::WRITER_AUTOCHECKPOINT.to_string(),
+            )
+            .pragma(
+                "journal_size_limit",
+                super::checkpoint::WAL_SIZE_LIMIT.to_string(),
+            );
+        let writer = SqliteConnection::connect_with(&writer_options).await?;
+        Ok((SqliteStore { pool }, WriterConn::new(writer, checkpoints)))
     }
 
     pub(super) fn pool(&self) -> &SqlitePool {
@@ -684,6 +694,8 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 pub struct WriterConn {
     conn: SqliteConnection,
     next: Option<NextIds>,
+    /// Told of each commit, so the log is copied back off this path.
+    checkpoints: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -693,8 +705,12 @@ struct NextIds {
 }
 
 impl WriterConn {
-    fn new(conn: SqliteConnection) -> WriterConn {
-        WriterConn { conn, next: None }
+    fn new(conn: SqliteConnection, checkpoints: tokio::sync::watch::Sender<u64>) -> WriterConn {
+        WriterConn {
+            conn,
+            next: None,
+            checkpoints,
+        }
     }
 }
 
@@ -729,6 +745,7 @@ pub(super) async fn commit_batch(
     // After a failure the numbers are read again from what was committed.
     result.map(|(done, next)| {
         writer.next = Some(next);
+        writer.checkpoints.send_modify(|commits| *commits += 1);
         done
     })
 }
@@ -1205,6 +1222,34 @@ mod tests {
             .expect("commit");
         assert_eq!(seqs(&done), [vec![(5, false)]]);
         assert_eq!(done.due.iter().map(|d| d.id).collect::<Vec<_>>(), [7]);
+    }
+
+    #[tokio::test]
+    async fn committed_pages_are_copied_into_the_database_file_off_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("checkpoint.db");
+        let (_store, mut writer) = SqliteStore::open(&path).await.expect("open");
+        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let before = size();
+        let events: Vec<NewEvent> = (0..500)
+            .map(|i| NewEvent {
+                payload: format!(r#"{{"pad":"{}"}}"#, "x".repeat(1000)),
+                ..event(&format!("e{i}"), 0)
+            })
+            .collect();
+        commit_batch(&mut writer, &[&events], &[], &[])
+            .await
+            .expect("commit");
+        // Far below the writer's own threshold: only the checkpointer copies.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while size() < before + 400_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file is still {} bytes (was {before})",
+                size()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
