@@ -194,13 +194,9 @@ impl Ids {
 /// A UUID v4 layout filled from a hash of the run, request and position:
 /// unique within a run, spread evenly, and cheap for the load generator.
 fn uuid_like(prefix: &str, i: u64, j: usize) -> String {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::BuildHasher;
     let state = std::hash::RandomState::new();
-    let half = |salt: u8| {
-        let mut h = state.build_hasher();
-        (prefix, i, j, salt).hash(&mut h);
-        h.finish()
-    };
+    let half = |salt: u8| state.hash_one((prefix, i, j, salt));
     let (a, b) = (half(0), half(1));
     format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
