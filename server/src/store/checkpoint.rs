@@ -6,11 +6,23 @@
 //! copy of everything written since the last one, and the single writer does
 //! nothing else meanwhile. Here a separate connection (with its own SQLite
 //! thread) checkpoints after commits, alongside the writer: a passive
-//! checkpoint neither blocks nor waits for the writer. The writer keeps
-//! SQLite's own checkpoint as a safety net at a higher threshold, should
-//! this one fall behind.
+//! checkpoint neither blocks nor waits for the writer.
+//!
+//! The log starts over from its beginning only when a write transaction
+//! begins with every frame already copied, which a busy writer never sees
+//! behind a checkpoint on another connection. So once the log is long, the
+//! checkpointer asks the writer to checkpoint once between two transactions:
+//! it copies only what was committed since the checkpointer's last pass, and
+//! its next commit starts the log over. The writer also keeps SQLite's own
+//! checkpoint, at a higher threshold, as a safety net should this task stop.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use sqlx::{sqlite::SqliteConnectOptions, Connection, SqliteConnection};
 use tokio::sync::watch;
@@ -20,32 +32,67 @@ use tokio::sync::watch;
 /// commits in between is copied once.
 const SPACING: Duration = Duration::from_millis(100);
 
+/// Log frames (pages) past which the writer is asked to start the log over.
+pub(super) const RESTART_AT: i64 = 4_000;
+
 /// Log pages past which the writer checkpoints by itself (SQLite's default
-/// is 1 000): only reached if the checkpointer falls behind.
-pub(super) const WRITER_AUTOCHECKPOINT: u32 = 10_000;
+/// is 1 000): only reached if the checkpointer stops.
+pub(super) const WRITER_AUTOCHECKPOINT: u32 = 20_000;
 
 /// Bytes the log file is cut back to when it starts over: without it, it
 /// stays as large as it ever grew.
 pub(super) const WAL_SIZE_LIMIT: u64 = 64 << 20;
 
-/// Starts the checkpointer. Each commit bumps the returned counter; the
-/// checkpointer stops when it is dropped.
-pub(super) async fn spawn(options: &SqliteConnectOptions) -> super::Result<watch::Sender<u64>> {
+/// The writer's side of the checkpointer.
+pub(super) struct Checkpoints {
+    commits: watch::Sender<u64>,
+    restart_wanted: Arc<AtomicBool>,
+}
+
+impl Checkpoints {
+    /// After each commit.
+    pub(super) fn committed(&self) {
+        self.commits.send_modify(|commits| *commits += 1);
+    }
+
+    /// Before a transaction: the writer should checkpoint now, once.
+    pub(super) fn take_restart(&self) -> bool {
+        self.restart_wanted.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// Starts the checkpointer; it stops when the returned handle is dropped.
+pub(super) async fn spawn(options: &SqliteConnectOptions) -> super::Result<Checkpoints> {
     let mut conn = SqliteConnection::connect_with(options).await?;
     let (commits_tx, mut commits) = watch::channel(0u64);
+    let restart_wanted = Arc::new(AtomicBool::new(false));
+    let wanted = restart_wanted.clone();
     tokio::spawn(async move {
         // A burst of commits during one checkpoint is caught by the next.
         while commits.changed().await.is_ok() {
             commits.mark_unchanged();
-            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&mut conn)
-                .await
-            {
-                tracing::warn!(%error, "WAL checkpoint failed; the writer will checkpoint instead.");
+            match passive_checkpoint(&mut conn).await {
+                Ok(frames) if frames >= RESTART_AT => wanted.store(true, Ordering::Relaxed),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "WAL checkpoint failed; the writer will checkpoint instead.")
+                }
             }
             tokio::time::sleep(SPACING).await;
         }
         let _ = conn.close().await;
     });
-    Ok(commits_tx)
+    Ok(Checkpoints {
+        commits: commits_tx,
+        restart_wanted,
+    })
+}
+
+/// Copies what it can of the log; returns how many frames the log holds.
+pub(super) async fn passive_checkpoint(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+    // (busy, frames in the log, frames copied)
+    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(conn)
+        .await?;
+    Ok(frames)
 }

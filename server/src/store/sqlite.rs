@@ -695,7 +695,7 @@ pub struct WriterConn {
     conn: SqliteConnection,
     next: Option<NextIds>,
     /// Told of each commit, so the log is copied back off this path.
-    checkpoints: tokio::sync::watch::Sender<u64>,
+    checkpoints: super::checkpoint::Checkpoints,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -705,7 +705,7 @@ struct NextIds {
 }
 
 impl WriterConn {
-    fn new(conn: SqliteConnection, checkpoints: tokio::sync::watch::Sender<u64>) -> WriterConn {
+    fn new(conn: SqliteConnection, checkpoints: super::checkpoint::Checkpoints) -> WriterConn {
         WriterConn {
             conn,
             next: None,
@@ -740,12 +740,19 @@ pub(super) async fn commit_batch(
     settles: &[Settled],
     flow_ops: &[FlowOp],
 ) -> Result<Done> {
+    if writer.checkpoints.take_restart() {
+        // The log is long: copy its tail here, so the next commit starts it
+        // over. A failure only means it stays long a while.
+        if let Err(error) = super::checkpoint::passive_checkpoint(&mut writer.conn).await {
+            tracing::warn!(%error, "WAL checkpoint failed.");
+        }
+    }
     let next = writer.next.take();
     let result = commit_numbered(&mut writer.conn, next, publishes, settles, flow_ops).await;
     // After a failure the numbers are read again from what was committed.
     result.map(|(done, next)| {
         writer.next = Some(next);
-        writer.checkpoints.send_modify(|commits| *commits += 1);
+        writer.checkpoints.committed();
         done
     })
 }
@@ -1250,6 +1257,35 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn the_log_starts_over_while_commits_keep_coming() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("restart.db");
+        let (_store, mut writer) = SqliteStore::open(&path).await.expect("open");
+        // About 12 000 pages of events, committed back to back: the log never
+        // gets to start over by itself.
+        for batch in 0..48 {
+            let events: Vec<NewEvent> = (0..1000)
+                .map(|i| NewEvent {
+                    payload: format!(r#"{{"pad":"{}"}}"#, "x".repeat(1000)),
+                    ..event(&format!("e{batch}-{i}"), 0)
+                })
+                .collect();
+            commit_batch(&mut writer, &[&events], &[], &[])
+                .await
+                .expect("commit");
+        }
+        // The log file is as long as the log ever was.
+        let wal = std::fs::metadata(dir.path().join("restart.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let pages = wal / 4096;
+        assert!(
+            pages < 2 * super::super::checkpoint::RESTART_AT as u64,
+            "the log grew to {pages} pages"
+        );
     }
 
     #[tokio::test]
