@@ -1,8 +1,11 @@
 //! The group-commit writer: the only task that writes events and delivery
 //! results. It takes whatever is waiting in its queue (up to a batch limit),
-//! commits all of it in one transaction, and only then answers the publishers
-//! and tells the dispatcher what became due or settled. One fsync is shared by
-//! every publisher in the batch, which is what makes durable intake fast.
+//! commits all of it in one transaction, and hands the batch to the syncer,
+//! which makes it durable (one fsync of the log for every commit written
+//! since the last) and only then answers the publishers and tells the
+//! dispatcher and the flow engine what became due or settled. So one fsync is
+//! shared by every publisher in several batches, and the writer is already
+//! writing the next batch while the disk flushes the last.
 //!
 //! The queue is bounded: when it is full, intake answers 503 / UNAVAILABLE
 //! instead of letting memory grow.
@@ -20,6 +23,9 @@ use crate::{
 
 /// How many times the writer lets other tasks run while gathering a batch.
 const GATHER_YIELDS: u32 = 4;
+
+/// Committed batches that may wait for the syncer; past it the writer waits.
+const SYNC_QUEUE: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
@@ -193,6 +199,8 @@ struct Outputs {
 }
 
 async fn run(mut backend: Backend, config: WriterConfig, mut inputs: Inputs, outputs: Outputs) {
+    let (synced_tx, synced_rx) = mpsc::channel(SYNC_QUEUE);
+    let syncer = tokio::spawn(sync(backend.wal(), synced_rx, outputs));
     loop {
         let mut batch = Batch::default();
         tokio::select! {
@@ -220,9 +228,70 @@ async fn run(mut backend: Backend, config: WriterConfig, mut inputs: Inputs, out
                 break;
             }
         }
-        commit(&mut backend, batch, &outputs).await;
+        let written = write(&mut backend, batch).await;
+        if synced_tx.send(written).await.is_err() {
+            break;
+        }
     }
+    drop(synced_tx);
+    // Whatever was written is made durable and answered before stopping.
+    let _ = syncer.await;
     tracing::info!("Writer stopped.");
+}
+
+impl Backend {
+    fn wal(&self) -> Wal {
+        match self {
+            Backend::Sqlite(conn) => Wal::Sqlite(conn.wal()),
+        }
+    }
+}
+
+/// What makes written batches durable.
+enum Wal {
+    Sqlite(std::sync::Arc<sqlite::WalFile>),
+}
+
+impl Wal {
+    async fn sync(&self) -> Result<(), String> {
+        match self {
+            Wal::Sqlite(file) => {
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || file.sync())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("could not flush the log to disk: {e}"))
+            }
+        }
+    }
+}
+
+/// A batch after its transaction: committed (not yet durable), or not.
+struct Written {
+    batch: Batch,
+    result: Result<Done, Error>,
+}
+
+/// Takes written batches in order; syncs once for all that are waiting, then
+/// answers them. A batch that did not commit needs no sync but keeps its
+/// place, so answers and reports stay in commit order.
+async fn sync(wal: Wal, mut written: mpsc::Receiver<Written>, outputs: Outputs) {
+    let mut waiting = Vec::new();
+    while written.recv_many(&mut waiting, SYNC_QUEUE).await > 0 {
+        let synced = if waiting.iter().any(|w| w.result.is_ok()) {
+            wal.sync().await
+        } else {
+            Ok(())
+        };
+        for Written { batch, result } in waiting.drain(..) {
+            let result = match (result, &synced) {
+                (Ok(done), Ok(())) => Ok(done),
+                (Ok(_), Err(error)) => Err(Error::Unavailable(error.clone())),
+                (Err(error), _) => Err(error),
+            };
+            answer(batch, result, &outputs).await;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -250,18 +319,29 @@ impl Batch {
     }
 }
 
-async fn commit(backend: &mut Backend, batch: Batch, outputs: &Outputs) {
+async fn write(backend: &mut Backend, batch: Batch) -> Written {
+    let events: Vec<&[NewEvent]> = batch
+        .publishes
+        .iter()
+        .map(|p| p.events.as_slice())
+        .collect();
+    let result = match backend {
+        Backend::Sqlite(conn) => {
+            sqlite::commit_batch(conn, &events, &batch.settles, &batch.flows).await
+        }
+    };
+    drop(events);
+    Written { batch, result }
+}
+
+/// Answers a batch once it is durable (or failed) and reports what it changed.
+async fn answer(batch: Batch, result: Result<Done, Error>, outputs: &Outputs) {
     let Batch {
         publishes,
         settles,
         flows,
         ..
     } = batch;
-    let events: Vec<&[NewEvent]> = publishes.iter().map(|p| p.events.as_slice()).collect();
-    let result = match backend {
-        Backend::Sqlite(conn) => sqlite::commit_batch(conn, &events, &settles, &flows).await,
-    };
-    drop(events);
     match result {
         Ok(done) => {
             for (publish, outcome) in publishes.into_iter().zip(done.outcomes) {
