@@ -5,9 +5,10 @@
 //! it returns.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap, HashSet},
     path::Path,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -942,11 +943,86 @@ fn chunk_sizes(mut len: usize) -> impl Iterator<Item = usize> {
     })
 }
 
-/// `(?, ?, …), (?, ?, …), …`: `rows` groups of `columns` placeholders.
-fn placeholders(rows: usize, columns: usize) -> String {
-    let group = format!("({})", vec!["?"; columns].join(", "));
-    vec![group; rows].join(", ")
+/// A multi-row statement: `head`, then `rows` copies of `group`, then
+/// `tail`. The text for each chunk size is made once and kept, so building a
+/// chunk's statement costs no formatting and the prepared-statement cache
+/// finds it by the same text.
+struct MultiRow {
+    head: &'static str,
+    group: &'static str,
+    tail: &'static str,
+    /// One per power of two up to `MAX_ROWS_PER_INSERT`.
+    texts: [OnceLock<String>; CHUNK_SIZES],
 }
+
+const CHUNK_SIZES: usize = MAX_ROWS_PER_INSERT.trailing_zeros() as usize + 1;
+
+impl MultiRow {
+    const fn new(head: &'static str, group: &'static str, tail: &'static str) -> MultiRow {
+        MultiRow {
+            head,
+            group,
+            tail,
+            texts: [const { OnceLock::new() }; CHUNK_SIZES],
+        }
+    }
+
+    fn sql(&'static self, rows: usize) -> Cow<'static, str> {
+        let text = || {
+            format!(
+                "{}{}{}",
+                self.head,
+                vec![self.group; rows].join(", "),
+                self.tail
+            )
+        };
+        if !rows.is_power_of_two() || rows > MAX_ROWS_PER_INSERT {
+            return Cow::Owned(text());
+        }
+        Cow::Borrowed(self.texts[rows.trailing_zeros() as usize].get_or_init(text))
+    }
+}
+
+static INSERT_NUMBERED_EVENTS: MultiRow = MultiRow::new(
+    "INSERT INTO events (seq, id, name, source, tenant_id, time_ms, payload, attributes, \
+     body_hash, matched, received_ms) VALUES ",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "",
+);
+
+static INSERT_EVENTS_SKIPPING_TAKEN: MultiRow = MultiRow::new(
+    "INSERT INTO events (id, name, source, tenant_id, time_ms, payload, attributes, \
+     body_hash, matched, received_ms) VALUES ",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    " ON CONFLICT (id) DO NOTHING RETURNING id, seq",
+);
+
+static INSERT_NUMBERED_DELIVERIES: MultiRow = MultiRow::new(
+    "INSERT INTO deliveries (id, event_seq, subscription_id, endpoint_id, status, attempts, \
+     next_attempt_ms, created_ms, updated_ms) VALUES ",
+    "(?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+    "",
+);
+
+static INSERT_ATTEMPTS: MultiRow = MultiRow::new(
+    "INSERT OR REPLACE INTO attempts (delivery_id, number, started_ms, duration_ms, \
+     status_code, error, response_body, request_headers) VALUES ",
+    "(?, ?, ?, ?, ?, ?, ?, ?)",
+    "",
+);
+
+// v.column1 … v.column7: id, status, attempts, next attempt, status code,
+// error, duration.
+static UPDATE_SETTLED_DELIVERIES: MultiRow = MultiRow::new(
+    "UPDATE deliveries SET status = v.column2, attempts = v.column3, \
+     next_attempt_ms = v.column4, \
+     last_status_code = COALESCE(v.column5, deliveries.last_status_code), \
+     last_error = v.column6, \
+     last_duration_ms = COALESCE(v.column7, deliveries.last_duration_ms), updated_ms = ? \
+     FROM (VALUES ",
+    "(?, ?, ?, ?, ?, ?, ?)",
+    ") AS v WHERE deliveries.id = v.column1",
+);
 
 /// Inserts the events with one statement per chunk (each statement is a trip
 /// to SQLite's worker thread, and one row per trip made those trips the
@@ -982,9 +1058,6 @@ async fn insert_events<'e>(
     Ok(inserted)
 }
 
-const EVENT_COLUMNS: &str =
-    "id, name, source, tenant_id, time_ms, payload, attributes, body_hash, matched, received_ms";
-
 fn bind_event<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
     e: &'q NewEvent,
@@ -1009,10 +1082,7 @@ async fn insert_numbered_events(
     now: i64,
     first_seq: i64,
 ) -> std::result::Result<(), sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO events (seq, {EVENT_COLUMNS}) VALUES {}",
-        placeholders(chunk.len(), 11)
-    );
+    let sql = INSERT_NUMBERED_EVENTS.sql(chunk.len());
     let mut query = sqlx::query(&sql);
     for (seq, e) in (first_seq..).zip(chunk) {
         query = bind_event(query.bind(seq), e, now);
@@ -1027,11 +1097,7 @@ async fn insert_events_skipping_taken<'e>(
     now: i64,
     inserted: &mut HashMap<&'e str, i64>,
 ) -> Result<()> {
-    let sql = format!(
-        "INSERT INTO events ({EVENT_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING \
-         RETURNING id, seq",
-        placeholders(chunk.len(), 10)
-    );
+    let sql = INSERT_EVENTS_SKIPPING_TAKEN.sql(chunk.len());
     let mut query = sqlx::query(&sql);
     for e in chunk {
         query = bind_event(query, e, now);
@@ -1090,11 +1156,7 @@ async fn insert_numbered_deliveries(
     now: i64,
     first_id: i64,
 ) -> std::result::Result<(), sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO deliveries (id, event_seq, subscription_id, endpoint_id, status, attempts, \
-         next_attempt_ms, created_ms, updated_ms) VALUES {}",
-        vec!["(?, ?, ?, ?, 'pending', 0, ?, ?, ?)"; chunk.len()].join(", ")
-    );
+    let sql = INSERT_NUMBERED_DELIVERIES.sql(chunk.len());
     let mut query = sqlx::query(&sql);
     for (id, (event, route)) in (first_id..).zip(chunk) {
         query = query
@@ -1143,11 +1205,7 @@ async fn record_settled(conn: &mut SqliteConnection, settles: &[Settled], now: i
     for size in chunk_sizes(attempts.len()) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        let sql = format!(
-            "INSERT OR REPLACE INTO attempts (delivery_id, number, started_ms, duration_ms, \
-             status_code, error, response_body, request_headers) VALUES {}",
-            placeholders(size, 8)
-        );
+        let sql = INSERT_ATTEMPTS.sql(size);
         let mut query = sqlx::query(&sql);
         for (id, a) in chunk {
             query = query
@@ -1166,17 +1224,7 @@ async fn record_settled(conn: &mut SqliteConnection, settles: &[Settled], now: i
     for size in chunk_sizes(settles.len()) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        // v.column1 … v.column7: id, status, attempts, next attempt, status
-        // code, error, duration.
-        let sql = format!(
-            "UPDATE deliveries SET status = v.column2, attempts = v.column3, \
-             next_attempt_ms = v.column4, \
-             last_status_code = COALESCE(v.column5, deliveries.last_status_code), \
-             last_error = v.column6, \
-             last_duration_ms = COALESCE(v.column7, deliveries.last_duration_ms), updated_ms = ? \
-             FROM (VALUES {}) AS v WHERE deliveries.id = v.column1",
-            placeholders(size, 7)
-        );
+        let sql = UPDATE_SETTLED_DELIVERIES.sql(size);
         let mut query = sqlx::query(&sql).bind(now);
         for s in chunk {
             query = query
@@ -1354,6 +1402,16 @@ mod tests {
             pages < 3 * super::super::checkpoint::RESTART_AT as u64,
             "the log grew to {pages} pages"
         );
+    }
+
+    #[test]
+    fn multi_row_statements_have_one_group_per_row() {
+        static S: MultiRow = MultiRow::new("INSERT INTO t VALUES ", "(?, ?)", " RETURNING a");
+        assert_eq!(S.sql(1), "INSERT INTO t VALUES (?, ?) RETURNING a");
+        assert_eq!(S.sql(4).matches("(?, ?)").count(), 4);
+        assert!(matches!(S.sql(4), Cow::Borrowed(_)), "kept");
+        assert_eq!(S.sql(3).matches("(?, ?)").count(), 3);
+        assert_eq!(S.sql(512).matches("(?, ?)").count(), 512);
     }
 
     #[tokio::test]
