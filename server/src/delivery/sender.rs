@@ -42,6 +42,9 @@ impl Sender {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
             .redirect(redirect::Policy::none())
+            // One request per recorded attempt: retries are the dispatcher's,
+            // on the endpoint's schedule, never the client's.
+            .retry(reqwest::retry::never())
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
