@@ -68,9 +68,9 @@ pub(super) async fn spawn(options: &SqliteConnectOptions) -> super::Result<Check
     let restart_wanted = Arc::new(AtomicBool::new(false));
     let wanted = restart_wanted.clone();
     tokio::spawn(async move {
-        // A burst of commits during one checkpoint is caught by the next.
+        // `changed` marks the count seen; commits during a checkpoint or the
+        // pause after it are caught by the next one.
         while commits.changed().await.is_ok() {
-            commits.mark_unchanged();
             match passive_checkpoint(&mut conn).await {
                 Ok(frames) if frames >= RESTART_AT => wanted.store(true, Ordering::Relaxed),
                 Ok(_) => {}

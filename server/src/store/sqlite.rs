@@ -726,9 +726,7 @@ impl WriterConn {
             checkpoints,
         }
     }
-}
 
-impl WriterConn {
     /// What makes this writer's commits durable.
     pub(super) fn wal(&self) -> Arc<WalFile> {
         self.wal.clone()
