@@ -89,7 +89,7 @@ pub(super) async fn spawn(options: &SqliteConnectOptions) -> super::Result<Check
 }
 
 /// Copies what it can of the log; returns how many frames the log holds.
-pub(super) async fn passive_checkpoint(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+async fn passive_checkpoint(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
     // (busy, frames in the log, frames copied)
     let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(conn)

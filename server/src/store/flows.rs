@@ -1,5 +1,6 @@
 //! Storage of flows and runs. Reads go through the pool; every change to a
-//! run goes through the writer (`writer.rs`), in the same group commit as
+//! run goes through the writer (`writer.rs`, applied by `committer::runs`),
+//! in the same group commit as
 //! events, so a run starts in the transaction of the event that started it,
 //! `cancel_on` cancels in the transaction of the cancelling event, and the
 //! engine's step results share fsyncs.
@@ -7,18 +8,15 @@
 //! Due runs are found by the partial index over `wake_ms`; runs to cancel by
 //! the index over `(flow_id, correlation_key)`. Nothing scans runs.
 
-use sqlx::{sqlite::SqliteRow, Row, SqliteConnection, SqlitePool};
+use sqlx::{sqlite::SqliteRow, Row, SqlitePool};
 
 use super::{Backend, Error, Result, Store};
 use crate::{
-    flows::{
-        definition::OnConflict,
-        run::{Advance, LogLine, NewRun, Run, RunCancel, RunState, StartOutcome},
-    },
+    flows::run::{LogLine, Run, RunState},
     model::now_ms,
 };
 
-const ACTIVE: &str = "state IN ('CREATED', 'RUNNING', 'WAITING')";
+pub(super) const ACTIVE: &str = "state IN ('CREATED', 'RUNNING', 'WAITING')";
 
 /// A flow's current version, as stored.
 #[derive(Debug, Clone)]
@@ -307,244 +305,4 @@ fn not_found(what: &'static str, id: &str) -> Error {
         what,
         id: id.to_string(),
     }
-}
-
-// ---- writes, inside the writer's transaction ----
-
-/// Creates a run, applying the flow's concurrency policy for its key.
-pub(super) async fn start_run(
-    conn: &mut SqliteConnection,
-    new: &NewRun,
-    now: i64,
-    changed: &mut Vec<Run>,
-) -> Result<StartOutcome> {
-    let mut wake = Some(now);
-    if let (Some(policy), Some(key), None) = (&new.concurrency, &new.key, &new.failed) {
-        let active: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM flow_runs WHERE flow_id = ? AND correlation_key = ? AND {ACTIVE} \
-             AND wake_ms IS NOT NULL ORDER BY created_ms"
-        ))
-        .bind(&new.flow_id)
-        .bind(key)
-        .fetch_all(&mut *conn)
-        .await?;
-        if active.len() >= policy.per_key as usize {
-            match policy.on_conflict {
-                OnConflict::Skip => {
-                    return Ok(StartOutcome::Skipped {
-                        active: active.into_iter().next().unwrap_or_default(),
-                    })
-                }
-                OnConflict::Queue => wake = None,
-                OnConflict::Replace => {
-                    let reason = format!("replaced by run {}", new.id);
-                    for id in active {
-                        if let Some(run) = cancel_one(conn, &id, &reason, now).await? {
-                            changed.push(run);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let (state, error) = match &new.failed {
-        Some(error) => (RunState::Failed, Some(error.as_str())),
-        None => (RunState::Created, None),
-    };
-    let row = sqlx::query(
-        "INSERT INTO flow_runs (id, flow_id, flow_version, state, correlation_key, inputs, trigger, \
-         trigger_data, step_index, step_waited, attempt, attempt_group, wake_ms, steps, error, \
-         created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 1, ?, '{}', ?, ?, ?) \
-         ON CONFLICT (id) DO NOTHING RETURNING *",
-    )
-    .bind(&new.id)
-    .bind(&new.flow_id)
-    .bind(new.flow_version as i64)
-    .bind(state.as_str())
-    .bind(&new.key)
-    .bind(&new.inputs)
-    .bind(&new.trigger)
-    .bind(&new.trigger_data)
-    .bind(if state == RunState::Failed { None } else { wake })
-    .bind(error)
-    .bind(now)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let run = match row {
-        Some(row) => run_from_row(&row)?,
-        // The same run id again (an emitted or retried start): the first stands.
-        None => {
-            let row = sqlx::query("SELECT * FROM flow_runs WHERE id = ?")
-                .bind(&new.id)
-                .fetch_one(&mut *conn)
-                .await?;
-            return Ok(StartOutcome::Started(Box::new(run_from_row(&row)?)));
-        }
-    };
-    changed.push(run.clone());
-    Ok(StartOutcome::Started(Box::new(run)))
-}
-
-/// Cancels every active run of a flow with a key.
-pub(super) async fn cancel_by_key(
-    conn: &mut SqliteConnection,
-    cancel: &RunCancel,
-    now: i64,
-    changed: &mut Vec<Run>,
-) -> Result<()> {
-    let rows = sqlx::query(&format!(
-        "UPDATE flow_runs SET state = 'CANCELLED', wake_ms = NULL, error = ?, updated_ms = ? \
-         WHERE flow_id = ? AND correlation_key = ? AND {ACTIVE} RETURNING *"
-    ))
-    .bind(&cancel.reason)
-    .bind(now)
-    .bind(&cancel.flow_id)
-    .bind(&cancel.key)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &rows {
-        let run = run_from_row(row)?;
-        log(conn, &run.id, now, "", &cancel.reason).await?;
-        changed.push(run);
-    }
-    Ok(())
-}
-
-/// Cancels one run (an admin's CancelRun); the next queued run with its key starts.
-pub(super) async fn cancel_run(
-    conn: &mut SqliteConnection,
-    id: &str,
-    reason: &str,
-    now: i64,
-    changed: &mut Vec<Run>,
-) -> Result<Run> {
-    match cancel_one(conn, id, reason, now).await? {
-        Some(run) => {
-            changed.push(run.clone());
-            promote_queued(conn, &run, now, changed).await?;
-            Ok(run)
-        }
-        None => {
-            let row = sqlx::query("SELECT state FROM flow_runs WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            match row {
-                None => Err(not_found("run", id)),
-                Some(row) => Err(Error::FailedPrecondition(format!(
-                    "run `{id}` has already finished ({})",
-                    row.try_get::<String, _>("state")?
-                ))),
-            }
-        }
-    }
-}
-
-async fn cancel_one(
-    conn: &mut SqliteConnection,
-    id: &str,
-    reason: &str,
-    now: i64,
-) -> Result<Option<Run>> {
-    let row = sqlx::query(&format!(
-        "UPDATE flow_runs SET state = 'CANCELLED', wake_ms = NULL, error = ?, updated_ms = ? \
-         WHERE id = ? AND {ACTIVE} RETURNING *"
-    ))
-    .bind(reason)
-    .bind(now)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match row {
-        Some(row) => {
-            log(conn, id, now, "", reason).await?;
-            Ok(Some(run_from_row(&row)?))
-        }
-        None => Ok(None),
-    }
-}
-
-/// Applies a step's result if the run is still where the engine left it.
-pub(super) async fn advance(
-    conn: &mut SqliteConnection,
-    a: &Advance,
-    now: i64,
-    changed: &mut Vec<Run>,
-) -> Result<Option<Run>> {
-    let row = sqlx::query(&format!(
-        "UPDATE flow_runs SET state = ?, step_index = ?, step_waited = ?, attempt = ?, \
-         attempt_group = ?, wake_ms = ?, steps = ?, error = ?, updated_ms = ? \
-         WHERE id = ? AND step_index = ? AND attempt = ? AND {ACTIVE} RETURNING *"
-    ))
-    .bind(a.state.as_str())
-    .bind(a.step_index as i64)
-    .bind(a.step_waited)
-    .bind(a.attempt as i64)
-    .bind(a.attempt_group as i64)
-    .bind(a.wake_ms)
-    .bind(&a.steps)
-    .bind(&a.error)
-    .bind(now)
-    .bind(&a.run_id)
-    .bind(a.from_step as i64)
-    .bind(a.from_attempt as i64)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let run = run_from_row(&row)?;
-    for line in &a.log {
-        log(conn, &run.id, line.time_ms, &line.step_id, &line.message).await?;
-    }
-    changed.push(run.clone());
-    if run.state.is_finished() {
-        promote_queued(conn, &run, now, changed).await?;
-    }
-    Ok(Some(run))
-}
-
-/// A run with a key finished: the oldest run queued behind it may start.
-async fn promote_queued(
-    conn: &mut SqliteConnection,
-    finished: &Run,
-    now: i64,
-    changed: &mut Vec<Run>,
-) -> Result<()> {
-    let Some(key) = &finished.key else {
-        return Ok(());
-    };
-    let row = sqlx::query(
-        "UPDATE flow_runs SET wake_ms = ?, updated_ms = ? WHERE id = (SELECT id FROM flow_runs \
-         WHERE flow_id = ? AND correlation_key = ? AND state = 'CREATED' AND wake_ms IS NULL \
-         ORDER BY created_ms, id LIMIT 1) RETURNING *",
-    )
-    .bind(now)
-    .bind(now)
-    .bind(&finished.flow_id)
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = row {
-        changed.push(run_from_row(&row)?);
-    }
-    Ok(())
-}
-
-async fn log(
-    conn: &mut SqliteConnection,
-    run_id: &str,
-    time_ms: i64,
-    step_id: &str,
-    message: &str,
-) -> Result<()> {
-    sqlx::query("INSERT INTO flow_run_log (run_id, time_ms, step_id, message) VALUES (?, ?, ?, ?)")
-        .bind(run_id)
-        .bind(time_ms)
-        .bind(step_id)
-        .bind(message)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }

@@ -8,6 +8,7 @@
 //! rest of the daemon never sees a connection.
 
 mod checkpoint;
+mod committer;
 pub mod flows;
 mod sources;
 mod sqlite;
@@ -48,6 +49,12 @@ pub enum Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        Error::Unavailable(e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
         Error::Unavailable(e.to_string())
     }
 }

@@ -12,7 +12,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{sqlite, Error};
+use super::{committer::Committer, Error};
 use crate::{
     flows::{
         run::{Advance, NewRun, Run, StartOutcome},
@@ -100,7 +100,7 @@ pub enum SubmitError {
 }
 
 pub(super) enum Backend {
-    Sqlite(sqlite::WriterConn),
+    Sqlite(Committer),
 }
 
 /// The handle intake and the dispatcher use to reach the writer.
@@ -198,7 +198,7 @@ struct Outputs {
     flows: FlowSignals,
 }
 
-async fn run(mut backend: Backend, config: WriterConfig, mut inputs: Inputs, outputs: Outputs) {
+async fn run(backend: Backend, config: WriterConfig, mut inputs: Inputs, outputs: Outputs) {
     let (synced_tx, synced_rx) = mpsc::channel(SYNC_QUEUE);
     let syncer = tokio::spawn(sync(backend.wal(), synced_rx, outputs));
     loop {
@@ -228,7 +228,10 @@ async fn run(mut backend: Backend, config: WriterConfig, mut inputs: Inputs, out
                 break;
             }
         }
-        let written = write(&mut backend, batch).await;
+        let Some(written) = write(&backend, batch).await else {
+            tracing::error!("The commit thread stopped; the writer stops.");
+            break;
+        };
         if synced_tx.send(written).await.is_err() {
             break;
         }
@@ -242,14 +245,14 @@ async fn run(mut backend: Backend, config: WriterConfig, mut inputs: Inputs, out
 impl Backend {
     fn wal(&self) -> Wal {
         match self {
-            Backend::Sqlite(conn) => Wal::Sqlite(conn.wal()),
+            Backend::Sqlite(committer) => Wal::Sqlite(committer.wal()),
         }
     }
 }
 
 /// What makes written batches durable.
 enum Wal {
-    Sqlite(std::sync::Arc<sqlite::WalFile>),
+    Sqlite(std::sync::Arc<super::committer::WalFile>),
 }
 
 impl Wal {
@@ -319,19 +322,25 @@ impl Batch {
     }
 }
 
-async fn write(backend: &mut Backend, batch: Batch) -> Written {
-    let events: Vec<&[NewEvent]> = batch
-        .publishes
-        .iter()
-        .map(|p| p.events.as_slice())
-        .collect();
-    let result = match backend {
-        Backend::Sqlite(conn) => {
-            sqlite::commit_batch(conn, &events, &batch.settles, &batch.flows).await
+/// Commits a batch; `None` when the backend can no longer commit at all
+/// (the batch's callers are then told the writer stopped).
+async fn write(backend: &Backend, batch: Batch) -> Option<Written> {
+    match backend {
+        Backend::Sqlite(committer) => {
+            committer
+                .run(move |db| {
+                    let events: Vec<&[NewEvent]> = batch
+                        .publishes
+                        .iter()
+                        .map(|p| p.events.as_slice())
+                        .collect();
+                    let result = db.commit(&events, &batch.settles, &batch.flows);
+                    drop(events);
+                    Written { batch, result }
+                })
+                .await
         }
-    };
-    drop(events);
-    Written { batch, result }
+    }
 }
 
 /// Answers a batch once it is durable (or failed) and reports what it changed.
