@@ -1,11 +1,13 @@
 //! The group-commit writer: the only task that writes events and delivery
-//! results. It takes whatever is waiting in its queue (up to a batch limit),
-//! commits all of it in one transaction, and hands the batch to the syncer,
-//! which makes it durable (one fsync of the log for every commit written
-//! since the last) and only then answers the publishers and tells the
-//! dispatcher and the flow engine what became due or settled. So one fsync is
-//! shared by every publisher in several batches, and the writer is already
-//! writing the next batch while the disk flushes the last.
+//! results. It hands batches to the committer (SQLite's write connection, on
+//! a thread of its own) one at a time; while one is being committed, what
+//! arrives gathers into the next, which starts as soon as the first is
+//! written. Written batches go to the syncer, which makes them durable (one
+//! fsync of the log for every commit written since the last) and only then
+//! answers the publishers and tells the dispatcher and the flow engine what
+//! became due or settled. So one fsync is shared by every publisher in
+//! several batches, and the next batch is being written while the disk
+//! flushes the last.
 //!
 //! The queue is bounded: when it is full, intake answers 503 / UNAVAILABLE
 //! instead of letting memory grow.
@@ -20,9 +22,6 @@ use crate::{
     },
     model::{Attempt, DeliveryStatus, DueDelivery, NewEvent, Published},
 };
-
-/// How many times the writer lets other tasks run while gathering a batch.
-const GATHER_YIELDS: u32 = 4;
 
 /// Committed batches that may wait for the syncer; past it the writer waits.
 const SYNC_QUEUE: usize = 16;
@@ -198,48 +197,90 @@ struct Outputs {
     flows: FlowSignals,
 }
 
+/// Commits back to back: a batch starts as soon as the previous one is
+/// written, with everything that arrived meanwhile (this is the group in
+/// group commit), and an idle writer commits what arrives at once. Written
+/// batches go to the syncer in order.
 async fn run(backend: Backend, config: WriterConfig, mut inputs: Inputs, outputs: Outputs) {
     let (synced_tx, synced_rx) = mpsc::channel(SYNC_QUEUE);
     let syncer = tokio::spawn(sync(backend.wal(), synced_rx, outputs));
+    let mut next = Batch::default();
+    let mut writing: Option<oneshot::Receiver<Written>> = None;
+    let mut open = true;
     loop {
-        let mut batch = Batch::default();
-        tokio::select! {
-            Some(op) = inputs.publish_rx.recv() => batch.push_publish(op),
-            Some(settled) = inputs.settle_rx.recv() => batch.push_settle(settled),
-            Some(op) = inputs.flow_rx.recv() => batch.push_flow(op),
-            else => break,
-        };
-        // Take what is already waiting: this is the group in group commit.
-        // Publishers answered by the last commit are sending their next
-        // events right now; yielding a few times lets those already running
-        // join this batch instead of waiting a whole fsync for the next one.
-        let mut yields = 0;
-        while batch.events < config.max_batch {
-            if let Ok(op) = inputs.publish_rx.try_recv() {
-                batch.push_publish(op);
-            } else if let Ok(settled) = inputs.settle_rx.try_recv() {
-                batch.push_settle(settled);
-            } else if let Ok(op) = inputs.flow_rx.try_recv() {
-                batch.push_flow(op);
-            } else if yields < GATHER_YIELDS {
-                yields += 1;
-                tokio::task::yield_now().await;
-            } else {
+        inputs.take_waiting(&mut next, config.max_batch);
+        if writing.is_none() && !next.is_empty() {
+            writing = start_write(&backend, std::mem::take(&mut next));
+            if writing.is_none() {
+                tracing::error!("The commit thread stopped; the writer stops.");
                 break;
             }
         }
-        let Some(written) = write(&backend, batch).await else {
-            tracing::error!("The commit thread stopped; the writer stops.");
-            break;
+        let Some(in_flight) = writing.as_mut() else {
+            if !open {
+                break;
+            }
+            match inputs.recv().await {
+                Some(op) => next.push(op),
+                None => open = false,
+            }
+            continue;
         };
-        if synced_tx.send(written).await.is_err() {
-            break;
+        tokio::select! {
+            written = in_flight => {
+                writing = None;
+                let Ok(written) = written else {
+                    tracing::error!("The commit thread stopped; the writer stops.");
+                    break;
+                };
+                if synced_tx.send(written).await.is_err() {
+                    break;
+                }
+            }
+            op = inputs.recv(), if open && next.events < config.max_batch => match op {
+                Some(op) => next.push(op),
+                None => open = false,
+            },
         }
     }
     drop(synced_tx);
     // Whatever was written is made durable and answered before stopping.
     let _ = syncer.await;
     tracing::info!("Writer stopped.");
+}
+
+/// Something for the writer to commit.
+enum Op {
+    Publish(PublishOp),
+    Settle(Box<Settled>),
+    Flow(FlowOp),
+}
+
+impl Inputs {
+    /// The next op from any input; `None` once every input is closed.
+    async fn recv(&mut self) -> Option<Op> {
+        tokio::select! {
+            Some(op) = self.publish_rx.recv() => Some(Op::Publish(op)),
+            Some(settled) = self.settle_rx.recv() => Some(Op::Settle(settled)),
+            Some(op) = self.flow_rx.recv() => Some(Op::Flow(op)),
+            else => None,
+        }
+    }
+
+    /// Moves what is already waiting into `batch`, up to `max` events.
+    fn take_waiting(&mut self, batch: &mut Batch, max: usize) {
+        while batch.events < max {
+            if let Ok(op) = self.publish_rx.try_recv() {
+                batch.push(Op::Publish(op));
+            } else if let Ok(settled) = self.settle_rx.try_recv() {
+                batch.push(Op::Settle(settled));
+            } else if let Ok(op) = self.flow_rx.try_recv() {
+                batch.push(Op::Flow(op));
+            } else {
+                break;
+            }
+        }
+    }
 }
 
 impl Backend {
@@ -306,40 +347,37 @@ struct Batch {
 }
 
 impl Batch {
-    fn push_publish(&mut self, op: PublishOp) {
-        self.events += op.events.len().max(1);
-        self.publishes.push(op);
+    fn push(&mut self, op: Op) {
+        self.events += match &op {
+            Op::Publish(publish) => publish.events.len().max(1),
+            Op::Settle(_) | Op::Flow(_) => 1,
+        };
+        match op {
+            Op::Publish(publish) => self.publishes.push(publish),
+            Op::Settle(settled) => self.settles.push(*settled),
+            Op::Flow(op) => self.flows.push(op),
+        }
     }
 
-    fn push_settle(&mut self, settled: Box<Settled>) {
-        self.events += 1;
-        self.settles.push(*settled);
-    }
-
-    fn push_flow(&mut self, op: FlowOp) {
-        self.events += 1;
-        self.flows.push(op);
+    fn is_empty(&self) -> bool {
+        self.publishes.is_empty() && self.settles.is_empty() && self.flows.is_empty()
     }
 }
 
-/// Commits a batch; `None` when the backend can no longer commit at all
-/// (the batch's callers are then told the writer stopped).
-async fn write(backend: &Backend, batch: Batch) -> Option<Written> {
+/// Starts committing a batch; `None` when the backend can no longer commit
+/// at all (the batch's callers are then told the writer stopped).
+fn start_write(backend: &Backend, batch: Batch) -> Option<oneshot::Receiver<Written>> {
     match backend {
-        Backend::Sqlite(committer) => {
-            committer
-                .run(move |db| {
-                    let events: Vec<&[NewEvent]> = batch
-                        .publishes
-                        .iter()
-                        .map(|p| p.events.as_slice())
-                        .collect();
-                    let result = db.commit(&events, &batch.settles, &batch.flows);
-                    drop(events);
-                    Written { batch, result }
-                })
-                .await
-        }
+        Backend::Sqlite(committer) => committer.submit(move |db| {
+            let events: Vec<&[NewEvent]> = batch
+                .publishes
+                .iter()
+                .map(|p| p.events.as_slice())
+                .collect();
+            let result = db.commit(&events, &batch.settles, &batch.flows);
+            drop(events);
+            Written { batch, result }
+        }),
     }
 }
 

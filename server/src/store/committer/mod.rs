@@ -62,17 +62,18 @@ impl Committer {
         })
     }
 
-    /// Runs `work` on the committer's thread. `None` when the thread is gone.
-    pub(super) async fn run<T: Send + 'static>(
+    /// Hands `work` to the committer's thread; its result arrives on the
+    /// receiver. `None` when the thread is gone.
+    pub(super) fn submit<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Db) -> T + Send + 'static,
-    ) -> Option<T> {
+    ) -> Option<oneshot::Receiver<T>> {
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move |db| {
             let _ = answer.send(work(db));
         });
         self.jobs.send(job).ok()?;
-        answered.await.ok()
+        Some(answered)
     }
 
     /// What makes this connection's commits durable.
@@ -395,13 +396,14 @@ mod tests {
     use crate::{model::Route, store::sqlite::SqliteStore};
 
     async fn commit(committer: &Committer, publishes: Vec<Vec<NewEvent>>) -> Done {
-        committer
-            .run(move |db| {
-                let events: Vec<&[NewEvent]> = publishes.iter().map(Vec::as_slice).collect();
-                db.commit(&events, &[], &[])
-            })
-            .await
+        let committed = committer.submit(move |db| {
+            let events: Vec<&[NewEvent]> = publishes.iter().map(Vec::as_slice).collect();
+            db.commit(&events, &[], &[])
+        });
+        committed
             .expect("the commit thread runs")
+            .await
+            .expect("an answer")
             .expect("commit")
     }
 
