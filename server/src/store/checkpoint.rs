@@ -35,6 +35,9 @@ const SPACING: Duration = Duration::from_millis(100);
 /// Log frames (pages) past which the writer is asked to start the log over.
 pub(super) const RESTART_AT: i64 = 4_000;
 
+/// Extra passes before the writer is asked to start the log over.
+const CATCH_UP_PASSES: usize = 2;
+
 /// Log pages past which the writer checkpoints by itself (SQLite's default
 /// is 1 000): only reached if the checkpointer stops.
 pub(super) const WRITER_AUTOCHECKPOINT: u32 = 20_000;
@@ -72,7 +75,10 @@ pub(super) async fn spawn(options: &SqliteConnectOptions) -> super::Result<Check
         // pause after it are caught by the next one.
         while commits.changed().await.is_ok() {
             match passive_checkpoint(&mut conn).await {
-                Ok(frames) if frames >= RESTART_AT => wanted.store(true, Ordering::Relaxed),
+                Ok(frames) if frames >= RESTART_AT => {
+                    catch_up(&mut conn).await;
+                    wanted.store(true, Ordering::Relaxed)
+                }
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, "WAL checkpoint failed; the writer will checkpoint instead.")
@@ -86,6 +92,20 @@ pub(super) async fn spawn(options: &SqliteConnectOptions) -> super::Result<Check
         commits: commits_tx,
         restart_wanted,
     })
+}
+
+/// Copies, pass after pass, what the writer committed during the previous
+/// pass. Each pass is shorter than the one before, so what the writer is
+/// then left to copy itself, holding up its commits, is small: after a
+/// single pass it was whatever came in during that pass, 13-22 ms of copying
+/// and syncing on the writer's thread under full load.
+async fn catch_up(conn: &mut SqliteConnection) {
+    for _ in 0..CATCH_UP_PASSES {
+        if let Err(error) = passive_checkpoint(conn).await {
+            tracing::warn!(%error, "WAL checkpoint failed.");
+            return;
+        }
+    }
 }
 
 /// Copies what it can of the log; returns how many frames the log holds.
