@@ -39,6 +39,25 @@ pub async fn run_detail(admin: &mut Admin, id: &str) -> RunDetail {
         .into_inner()
 }
 
+/// Waits until run `id` is in `state`, asking GetRun: for a run that may
+/// have changed before a WatchRuns stream could be opened (right after a
+/// restart, say).
+pub async fn poll_until(admin: &mut Admin, id: &str, state: RunState) -> RunDetail {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let detail = run_detail(admin, id).await;
+        if detail.run.as_ref().is_some_and(|r| r.state() == state) {
+            return detail;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {id} did not reach {state:?} within {WAIT:?}: {:?}",
+            detail.run
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The log of a run as one string, for `contains` checks.
 pub fn log_text(detail: &RunDetail) -> String {
     detail
