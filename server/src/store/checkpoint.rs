@@ -11,9 +11,10 @@
 //! The log starts over from its beginning only when a write transaction
 //! begins with every frame already copied, which a busy writer never sees
 //! behind a checkpoint on another connection. So once the log is long, the
-//! checkpointer asks the writer to checkpoint once between two transactions:
-//! it copies only what was committed since the checkpointer's last pass, and
-//! its next commit starts the log over. The writer also keeps SQLite's own
+//! checkpointer catches up (a few passes back to back, each shorter than the
+//! last) and then asks the writer to checkpoint once between two
+//! transactions: it copies only the little committed since that last pass,
+//! and its next commit starts the log over. The writer also keeps SQLite's own
 //! checkpoint, at a higher threshold, as a safety net should this task stop.
 
 use std::{

@@ -40,9 +40,9 @@ pub(super) fn connect_options(path: &Path) -> SqliteConnectOptions {
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true)
         // Rows come back from SQLite's worker thread through a channel of
-        // this size; at sqlx's default (50) a 256-row `RETURNING` or a
-        // 1 024-row reload page blocks the worker every 50 rows, and each
-        // block is a pair of thread wake-ups.
+        // this size; at sqlx's default (50) a 1 024-row reload page blocks
+        // the worker every 50 rows, and each block is a pair of thread
+        // wake-ups.
         .row_buffer_size(ROW_BUFFER)
 }
 
@@ -663,8 +663,6 @@ fn corrupt(what: &str, value: &str) -> Error {
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
-
-// ---- the writer's transaction ----
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,8 @@
 mod runs;
 
 use std::{
+    borrow::Cow,
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{mpsc, Arc, Mutex},
     time::Duration,
@@ -29,7 +31,7 @@ use super::{
     writer::{Done, FlowAnswer, FlowOp, Rejection, Settled},
     Error, Result,
 };
-use crate::model::{now_ms, EventEnvelope, NewEvent, Published};
+use crate::model::{now_ms, DueDelivery, EventEnvelope, NewEvent, Published};
 
 /// Prepared statements kept: every statement the committer runs, with room.
 const STATEMENT_CACHE: usize = 64;
@@ -198,7 +200,7 @@ fn insert_events(
             event.tenant_id,
             event.time_ms,
             event.payload,
-            super::sqlite::to_json(&event.attributes),
+            attributes_json(&event.attributes),
             &event.body_hash[..],
             matched(event),
             now,
@@ -224,7 +226,7 @@ fn insert_events(
                     &*route.endpoint_id,
                     now
                 ])?;
-                done.due.push(crate::model::DueDelivery {
+                done.due.push(DueDelivery {
                     id: tx.last_insert_rowid() as u64,
                     subscription_id: route.subscription_id.clone(),
                     endpoint_id: route.endpoint_id.clone(),
@@ -247,6 +249,16 @@ fn insert_events(
         }));
     }
     Ok(outcome)
+}
+
+/// Most events carry no attributes: those cost no allocation here, on the
+/// one thread every event goes through.
+fn attributes_json(attributes: &BTreeMap<String, String>) -> Cow<'static, str> {
+    if attributes.is_empty() {
+        Cow::Borrowed("{}")
+    } else {
+        Cow::Owned(super::sqlite::to_json(attributes))
+    }
 }
 
 /// Subscriptions and flows the event was routed to.
