@@ -167,14 +167,13 @@ impl Daemon {
 
     /// CPU time (user + system) the daemon used so far, from `/proc/<pid>/stat`.
     pub fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // Fields after the command name, which is in parentheses.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        // USER_HZ is 100 on Linux.
-        Some(Duration::from_millis((utime + stime) * 10))
+        self.cpu_clock().read()
+    }
+
+    /// Reads the daemon's CPU time from anywhere, e.g. a task that samples it
+    /// when a warm-up ends.
+    pub fn cpu_clock(&self) -> CpuClock {
+        CpuClock { pid: self.pid }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -195,4 +194,23 @@ pub fn default_binary() -> PathBuf {
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("hookyard")))
         .unwrap_or_else(|| PathBuf::from("target/release/hookyard"))
+}
+
+/// A process's CPU time (user + system), from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuClock {
+    pid: u32,
+}
+
+impl CpuClock {
+    pub fn read(self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        // USER_HZ is 100 on Linux.
+        Some(Duration::from_millis((utime + stime) * 10))
+    }
 }

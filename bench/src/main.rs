@@ -60,8 +60,9 @@ enum Scenario {
         common: CommonArgs,
         #[arg(long, default_value_t = 4)]
         connections: usize,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
+        /// Requests in flight; a list (`16,64`) runs one level each.
+        #[arg(long, value_delimiter = ',', default_value = "64")]
+        concurrency: Vec<usize>,
         #[arg(long, default_value_t = 1024)]
         payload: usize,
         #[arg(long)]
@@ -78,8 +79,9 @@ enum Scenario {
         batch: usize,
         #[arg(long, default_value_t = 4)]
         connections: usize,
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
+        /// Requests in flight; a list (`16,64`) runs one level each.
+        #[arg(long, value_delimiter = ',', default_value = "16,64")]
+        concurrency: Vec<usize>,
         #[arg(long, default_value_t = 256)]
         payload: usize,
         #[arg(long)]
@@ -182,7 +184,7 @@ fn main() -> anyhow::Result<()> {
                 let args = intake::IntakeArgs {
                     protocol: intake::Protocol::Http,
                     connections,
-                    concurrency: connections,
+                    in_flight: vec![connections],
                     batch: 1,
                     payload,
                     rate,
@@ -201,7 +203,7 @@ fn main() -> anyhow::Result<()> {
                 let args = intake::IntakeArgs {
                     protocol: intake::Protocol::Grpc,
                     connections,
-                    concurrency,
+                    in_flight: concurrency,
                     batch: 1,
                     payload,
                     rate,
@@ -221,7 +223,7 @@ fn main() -> anyhow::Result<()> {
                 let args = intake::IntakeArgs {
                     protocol: intake::Protocol::Grpc,
                     connections,
-                    concurrency,
+                    in_flight: concurrency,
                     batch,
                     payload,
                     rate,

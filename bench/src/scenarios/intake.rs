@@ -3,7 +3,7 @@
 //! every event (a subscription exists) but no pattern matches, so intake is
 //! measured alone; delivery has its own scenarios.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use serde_json::json;
 
@@ -26,8 +26,8 @@ pub struct IntakeArgs {
     pub protocol: Protocol,
     /// TCP connections.
     pub connections: usize,
-    /// Requests in flight (HTTP: one per connection).
-    pub concurrency: usize,
+    /// Requests in flight, one run per level (HTTP: one per connection).
+    pub in_flight: Vec<usize>,
     /// Events per request (gRPC PublishBatch when above 1).
     pub batch: usize,
     pub payload: usize,
@@ -43,16 +43,18 @@ struct Measured {
     errors: u64,
     first_error: Option<String>,
     requests: u64,
+    elapsed: Duration,
 }
 
 async fn measure(
     common: &Common,
     args: &IntakeArgs,
+    in_flight: usize,
     addr: SocketAddr,
     label: &str,
 ) -> anyhow::Result<Measured> {
     let plan = Plan {
-        workers: args.concurrency,
+        workers: in_flight,
         warmup: common.warmup,
         duration: common.duration,
         rate: args.rate,
@@ -80,7 +82,7 @@ async fn measure(
             let channels = (0..args.connections.max(1))
                 .map(|_| load::grpc_channel(addr))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let workers = (0..args.concurrency)
+            let workers = (0..in_flight)
                 .map(|k| {
                     GrpcWorker::new(
                         channels[k % channels.len()].clone(),
@@ -111,96 +113,160 @@ async fn measure(
         errors,
         first_error,
         requests,
+        elapsed,
     })
 }
 
 pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Result<()> {
-    let args = IntakeArgs {
-        concurrency: if args.protocol == Protocol::Http {
-            args.connections
-        } else {
-            args.concurrency
-        },
-        ..args.clone()
-    };
-    let ceiling = Ceiling::spawn().await?;
-    let ceiling_addr = match args.protocol {
-        Protocol::Http => ceiling.http,
-        Protocol::Grpc => ceiling.grpc,
-    };
-    let top = measure(common, &args, ceiling_addr, "ceiling").await?;
-    drop(ceiling);
+    let mut levels = Vec::with_capacity(args.in_flight.len());
+    for &in_flight in &args.in_flight {
+        levels.push(measure_level(common, args, in_flight).await?);
+    }
 
-    let spec = DaemonSpec::default().route("nowhere", "http://127.0.0.1:9/", &["other.*"], &["0s"]);
-    let daemon = Daemon::start(&common.hookyard, &spec).await?;
-    let cpu_before = daemon.cpu_time();
-    let got = measure(common, &args, daemon.listen, "daemon").await?;
-    let cpu = daemon
-        .cpu_time()
-        .zip(cpu_before)
-        .map(|(after, before)| after.saturating_sub(before));
-    let memory = daemon.memory_kib();
-    daemon.stop().await;
-
-    let mut headers = vec!["server", "req/s", "events/s", "ratio"];
+    let mut headers = vec!["in flight", "server", "req/s", "events/s", "ratio"];
     headers.extend(LATENCY_HEADERS);
-    headers.push("errors");
+    headers.extend(["errors", "cpu us/ev"]);
     let mut table = Table::new(&headers);
-    for (label, m) in [("ceiling", &top), ("hookyard", &got)] {
-        let mut row = vec![
-            label.to_string(),
-            report::thousands(m.requests_per_s),
-            report::thousands(m.events_per_s),
-            format!("{:.2}", m.events_per_s / top.events_per_s.max(1.0)),
-        ];
-        row.extend(m.latency.cells());
-        row.push(m.errors.to_string());
-        table.row(row);
+    for level in &levels {
+        for (label, m, cpu) in [
+            ("ceiling", &level.ceiling, None),
+            ("hookyard", &level.hookyard, level.cpu_per_event_us()),
+        ] {
+            let mut row = vec![
+                level.in_flight.to_string(),
+                label.to_string(),
+                report::thousands(m.requests_per_s),
+                report::thousands(m.events_per_s),
+                format!("{:.2}", level.ratio_of(m)),
+            ];
+            row.extend(m.latency.cells());
+            row.push(m.errors.to_string());
+            row.push(cpu.map_or_else(|| "-".to_string(), |us| format!("{us:.2}")));
+            table.row(row);
+        }
     }
     let mode = match args.rate {
         Some(rate) => format!("open loop at {rate} req/s"),
         None => "closed loop".to_string(),
     };
     println!(
-        "\n{name}: {} connections, {} in flight, batch {}, payload {} B, {mode}, {:?} after {:?} warm-up\n{}",
+        "\n{name}: {} connections, batch {}, payload {} B, {mode}, {:?} after {:?} warm-up\n{}",
         args.connections,
-        args.concurrency,
         args.batch,
         args.payload,
         common.duration,
         common.warmup,
         table.render()
     );
-    for (label, m) in [("ceiling", &top), ("hookyard", &got)] {
-        if let Some(error) = &m.first_error {
-            println!("{label}: first error of {}: {error}", m.errors);
+    println!(
+        "cpu us/ev: the daemon's CPU time (user + system) over the measured window, per event."
+    );
+    for level in &levels {
+        for (label, m) in [("ceiling", &level.ceiling), ("hookyard", &level.hookyard)] {
+            if let Some(error) = &m.first_error {
+                println!(
+                    "{label} at {} in flight: first error of {}: {error}",
+                    level.in_flight, m.errors
+                );
+            }
         }
     }
-    let summary = |m: &Measured| {
-        json!({
-            "requests": m.requests,
-            "requests_per_s": m.requests_per_s,
-            "events_per_s": m.events_per_s,
-            "errors": m.errors,
-            "first_error": m.first_error,
-            "latency": m.latency,
-        })
-    };
     let value = json!({
         "scenario": name,
         "connections": args.connections,
-        "concurrency": args.concurrency,
         "batch": args.batch,
         "payload_bytes": args.payload,
         "rate": args.rate,
         "duration_s": common.duration.as_secs_f64(),
-        "ceiling": summary(&top),
-        "hookyard": summary(&got),
-        "ratio": got.events_per_s / top.events_per_s.max(1.0),
-        "daemon_cpu_s": cpu.map(|c| c.as_secs_f64()),
-        "daemon_rss_kib": memory.map(|m| m.0),
+        "levels": levels.iter().map(Level::to_json).collect::<Vec<_>>(),
     });
     report::write_json(&common.json, &value)?;
     println!("wrote {}", common.json.display());
     Ok(())
+}
+
+/// One load level: the ceiling and the daemon with the same requests in
+/// flight.
+struct Level {
+    in_flight: usize,
+    ceiling: Measured,
+    hookyard: Measured,
+    /// The daemon's CPU time over the measured window (not the warm-up).
+    daemon_cpu: Option<Duration>,
+    daemon_rss_kib: Option<u64>,
+}
+
+impl Level {
+    fn ratio_of(&self, m: &Measured) -> f64 {
+        m.events_per_s / self.ceiling.events_per_s.max(1.0)
+    }
+
+    fn cpu_per_event_us(&self) -> Option<f64> {
+        let events = self.hookyard.events_per_s * self.hookyard.elapsed.as_secs_f64();
+        self.daemon_cpu
+            .filter(|_| events >= 1.0)
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / events)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let summary = |m: &Measured| {
+            json!({
+                "requests": m.requests,
+                "requests_per_s": m.requests_per_s,
+                "events_per_s": m.events_per_s,
+                "errors": m.errors,
+                "first_error": m.first_error,
+                "latency": m.latency,
+            })
+        };
+        json!({
+            "in_flight": self.in_flight,
+            "ceiling": summary(&self.ceiling),
+            "hookyard": summary(&self.hookyard),
+            "ratio": self.ratio_of(&self.hookyard),
+            "daemon_cpu_s": self.daemon_cpu.map(|c| c.as_secs_f64()),
+            "daemon_cpu_us_per_event": self.cpu_per_event_us(),
+            "daemon_rss_kib": self.daemon_rss_kib,
+        })
+    }
+}
+
+/// The ceiling, then a fresh daemon, under the same load.
+async fn measure_level(
+    common: &Common,
+    args: &IntakeArgs,
+    in_flight: usize,
+) -> anyhow::Result<Level> {
+    let ceiling = Ceiling::spawn().await?;
+    let ceiling_addr = match args.protocol {
+        Protocol::Http => ceiling.http,
+        Protocol::Grpc => ceiling.grpc,
+    };
+    let top = measure(common, args, in_flight, ceiling_addr, "ceiling").await?;
+    drop(ceiling);
+
+    let spec = DaemonSpec::default().route("nowhere", "http://127.0.0.1:9/", &["other.*"], &["0s"]);
+    let daemon = Daemon::start(&common.hookyard, &spec).await?;
+    let clock = daemon.cpu_clock();
+    // Read the daemon's CPU time when the warm-up ends, alongside the load.
+    let warmup = common.warmup;
+    let at_start = tokio::spawn(async move {
+        tokio::time::sleep(warmup).await;
+        clock.read()
+    });
+    let got = measure(common, args, in_flight, daemon.listen, "daemon").await?;
+    let at_end = clock.read();
+    let at_start = at_start.await.ok().flatten();
+    let daemon_cpu = at_end
+        .zip(at_start)
+        .map(|(end, start)| end.saturating_sub(start));
+    let daemon_rss_kib = daemon.memory_kib().map(|m| m.0);
+    daemon.stop().await;
+    Ok(Level {
+        in_flight,
+        ceiling: top,
+        hookyard: got,
+        daemon_cpu,
+        daemon_rss_kib,
+    })
 }
