@@ -117,3 +117,51 @@ fn is_rfc3339(s: &str) -> bool {
             || s.ends_with('z')
             || s.get(19..).is_some_and(|zone| zone.contains(['+', '-'])))
 }
+
+/// The payload reaches the endpoint as the publisher wrote it, less the
+/// whitespace between tokens: keys in their order, numbers digit for digit
+/// (past what a 64-bit float holds), through both doors.
+#[tokio::test]
+async fn payloads_arrive_as_sent_with_keys_in_order_and_numbers_exact() {
+    let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let daemon = Daemon::start(TestConfig::crm(&sink.url())).await;
+    let mut events = daemon.events_client();
+
+    let body = "{\"name\": \"lead.created\",\n \"payload\": { \"z\": 1, \
+                \"order\": 123456789012345678901234, \"amount\": 10.10, \"note\": \"a  b\" }}";
+    let response = daemon
+        .post_events()
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("POST /v1/events");
+    assert_eq!(response.status().as_u16(), 202);
+    let answer: Value = response.json().await.expect("a JSON answer");
+    let over_http = answer["id"].as_str().expect("an id").to_string();
+
+    let mut event = grpc_event("lead.created");
+    event.payload = br#"{"z":2,"order":-123456789012345678901234,"rate":1e-7}"#.to_vec();
+    let over_grpc = publish_grpc(&mut events, event).await.id;
+
+    let received = sink
+        .until_ids(&[over_http.as_str(), over_grpc.as_str()], WAIT)
+        .await;
+    let payload_of = |id: &str| {
+        let request = received
+            .iter()
+            .find(|r| r.webhook_id() == id)
+            .expect("received");
+        let body = String::from_utf8_lossy(&request.body).into_owned();
+        let start = body.find("\"payload\":").expect("a payload field") + "\"payload\":".len();
+        body[start..body.len() - 1].to_string()
+    };
+    assert_eq!(
+        payload_of(&over_http),
+        r#"{"z":1,"order":123456789012345678901234,"amount":10.10,"note":"a  b"}"#
+    );
+    assert_eq!(
+        payload_of(&over_grpc),
+        r#"{"z":2,"order":-123456789012345678901234,"rate":1e-7}"#
+    );
+}

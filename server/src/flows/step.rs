@@ -191,7 +191,7 @@ async fn emit_event(
             name: name.trim().to_string(),
             source: Some(format!("flow:{}", flow.def.id)),
             tenant_id,
-            payload,
+            payload: crate::intake::payload::from_map(payload),
             ..event::Draft::default()
         })
     })();

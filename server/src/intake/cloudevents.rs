@@ -275,7 +275,7 @@ fn build(
         source: context.remove("source"),
         tenant_id: context.remove(TENANT_EXTENSION),
         time_ms,
-        payload,
+        payload: super::payload::from_map(payload),
         attributes: context
             .into_iter()
             .filter(|(k, _)| !CORE.contains(&k.as_str()))

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde::de::IgnoredAny;
+use serde_json::{value::RawValue, Value};
 use sha2::{Digest, Sha256};
 
+use super::payload;
 use crate::{
     model::{now_ms, NewEvent},
     routing::validate_name,
@@ -73,28 +75,47 @@ pub struct Draft {
     pub source: Option<String>,
     pub tenant_id: Option<String>,
     pub time_ms: Option<i64>,
-    pub payload: Map<String, Value>,
+    /// Compact JSON text of an object (see `payload`).
+    pub payload: String,
     pub attributes: BTreeMap<String, String>,
 }
 
-/// Parses and validates `POST /v1/events`.
+/// Parses and validates `POST /v1/events`. Each field is read from its own
+/// slice of the body, so the payload is kept as sent.
 pub fn from_json(body: &[u8], key_name: &str) -> Result<NewEvent, Invalid> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| Invalid::Malformed {
+    let malformed = |e: serde_json::Error| Invalid::Malformed {
         line: e.line(),
         column: e.column(),
         message: e.to_string(),
-    })?;
-    let Value::Object(object) = value else {
+    };
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        serde_json::from_slice::<IgnoredAny>(body).map_err(malformed)?;
         return Err(Invalid::Fields(vec![FieldError::new(
             &[],
             "the body must be a JSON object",
         )]));
-    };
+    }
+    let object: BTreeMap<String, &RawValue> = serde_json::from_slice(body).map_err(malformed)?;
     let mut errors = Vec::new();
     let mut draft = Draft::default();
     let mut saw_name = false;
     let mut saw_payload = false;
-    for (key, value) in object {
+    for (key, raw) in object {
+        if key == "payload" {
+            saw_payload = true;
+            match payload::from_text(raw.get().to_string()) {
+                Ok(text) => draft.payload = text,
+                Err(e) => errors.push(FieldError::new(&["payload"], e.to_string())),
+            }
+            continue;
+        }
+        let value: Value = match serde_json::from_str(raw.get()) {
+            Ok(value) => value,
+            Err(e) => {
+                errors.push(FieldError::new(&[&key], format!("is not valid JSON: {e}")));
+                continue;
+            }
+        };
         match key.as_str() {
             "id" => draft.id = optional_string(&value, "id", &mut errors),
             "name" => {
@@ -105,13 +126,6 @@ pub fn from_json(body: &[u8], key_name: &str) -> Result<NewEvent, Invalid> {
             "source" => draft.source = optional_string(&value, "source", &mut errors),
             "tenant_id" => draft.tenant_id = optional_string(&value, "tenant_id", &mut errors),
             "time" => draft.time_ms = json_time(&value, &mut errors),
-            "payload" => {
-                saw_payload = true;
-                match value {
-                    Value::Object(map) => draft.payload = map,
-                    _ => errors.push(FieldError::new(&["payload"], "must be a JSON object")),
-                }
-            }
             "attributes" => draft.attributes = json_attributes(value, &mut errors),
             other => errors.push(FieldError::new(
                 &[other],
@@ -135,24 +149,10 @@ pub fn from_json(body: &[u8], key_name: &str) -> Result<NewEvent, Invalid> {
 pub fn from_proto(event: hookyard::v1::Event, key_name: &str) -> Result<NewEvent, Vec<FieldError>> {
     let mut errors = Vec::new();
     check_name(&event.name, &mut errors);
-    let payload = if event.payload.is_empty() {
-        Map::new()
-    } else {
-        match serde_json::from_slice::<Value>(&event.payload) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => {
-                errors.push(FieldError::new(&["payload"], "must be a JSON object"));
-                Map::new()
-            }
-            Err(e) => {
-                errors.push(FieldError::new(
-                    &["payload"],
-                    format!("is not valid JSON: {e}"),
-                ));
-                Map::new()
-            }
-        }
-    };
+    let payload = payload::from_bytes(event.payload).unwrap_or_else(|e| {
+        errors.push(FieldError::new(&["payload"], e.to_string()));
+        String::new()
+    });
     let time_ms = event
         .time
         .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
@@ -198,7 +198,7 @@ pub fn finish(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let payload = Value::Object(draft.payload).to_string();
+    let payload = draft.payload;
     let source = draft.source.unwrap_or_else(|| key_name.to_string());
     let body_hash = body_hash(
         &draft.name,
@@ -373,7 +373,7 @@ mod tests {
         let e = from_json(br#"{"name":"lead.created","payload":{"b":1,"a":2}}"#, "crm")
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(e.source, "crm");
-        assert_eq!(e.payload, r#"{"a":2,"b":1}"#);
+        assert_eq!(e.payload, r#"{"b":1,"a":2}"#);
         assert_eq!(e.id.len(), 36);
     }
 
@@ -415,10 +415,16 @@ mod tests {
         let a = from_json(br#"{"id":"x","name":"a.b","payload":{"n":1}}"#, "k").ok();
         let b = from_json(br#"{"payload":{"n":1},"name":"a.b","id":"x"}"#, "k").ok();
         let c = from_json(br#"{"id":"x","name":"a.b","payload":{"n":2}}"#, "k").ok();
+        let d = from_json(
+            b"{\"id\":\"x\",\"name\":\"a.b\",\"payload\":{ \"n\" :\n 1 }}",
+            "k",
+        )
+        .ok();
         let hash = |e: Option<NewEvent>| e.map(|e| e.body_hash);
-        let (a, b, c) = (hash(a), hash(b), hash(c));
+        let (a, b, c, d) = (hash(a), hash(b), hash(c), hash(d));
         assert!(a.is_some());
         assert_eq!(a, b);
+        assert_eq!(a, d, "whitespace between tokens is not part of the body");
         assert_ne!(a, c);
     }
 

@@ -13,6 +13,7 @@ pub mod event;
 pub mod flows;
 pub mod grpc;
 pub mod http;
+pub mod payload;
 pub mod sources;
 
 use std::sync::Arc;

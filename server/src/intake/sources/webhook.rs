@@ -208,7 +208,7 @@ fn to_event(
         name,
         source: Some(source.source.id.clone()),
         tenant_id: source.source.tenant_id.clone(),
-        payload,
+        payload: crate::intake::payload::from_map(payload),
         ..Draft::default()
     };
     if let Some(key) = replay {
