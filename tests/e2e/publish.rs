@@ -7,6 +7,7 @@ use crate::{
     api::{grpc_event, http_event, publish_grpc, publish_http},
     harness::{Daemon, TestConfig, SECRET, WAIT},
     sink::{assert_signed, Behaviour, Received, TestReceiver},
+    webhooks::{post, source, token_for},
 };
 
 #[tokio::test]
@@ -120,33 +121,49 @@ fn is_rfc3339(s: &str) -> bool {
 
 /// The payload reaches the endpoint as the publisher wrote it, less the
 /// whitespace between tokens: keys in their order, numbers digit for digit
-/// (past what a 64-bit float holds), through both doors.
+/// (past what a 64-bit float holds), through every door: HTTP, gRPC, a
+/// source's webhook URL and a structured CloudEvent.
 #[tokio::test]
 async fn payloads_arrive_as_sent_with_keys_in_order_and_numbers_exact() {
     let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
-    let daemon = Daemon::start(TestConfig::crm(&sink.url())).await;
+    let config = TestConfig::crm(&sink.url()).source(source("partner", "lead.created", json!({})));
+    let daemon = Daemon::start(config).await;
     let mut events = daemon.events_client();
 
-    let body = "{\"name\": \"lead.created\",\n \"payload\": { \"z\": 1, \
-                \"order\": 123456789012345678901234, \"amount\": 10.10, \"note\": \"a  b\" }}";
-    let response = daemon
-        .post_events()
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("POST /v1/events");
-    assert_eq!(response.status().as_u16(), 202);
-    let answer: Value = response.json().await.expect("a JSON answer");
-    let over_http = answer["id"].as_str().expect("an id").to_string();
+    let over_http = post_raw(
+        daemon.post_events(),
+        "application/json",
+        "{\"name\": \"lead.created\",\n \"payload\": { \"z\": 1, \
+         \"order\": 123456789012345678901234, \"amount\": 10.10, \"note\": \"a  b\" }}",
+    )
+    .await;
 
     let mut event = grpc_event("lead.created");
     event.payload = br#"{"z":2,"order":-123456789012345678901234,"rate":1e-7}"#.to_vec();
     let over_grpc = publish_grpc(&mut events, event).await.id;
 
-    let received = sink
-        .until_ids(&[over_http.as_str(), over_grpc.as_str()], WAIT)
-        .await;
+    let over_source = post_raw(
+        post(&daemon, &token_for("partner")),
+        "application/json",
+        "{ \"z\": 3, \"order\": 123456789012345678901236 }",
+    )
+    .await;
+
+    let over_cloudevents = post_raw(
+        daemon.post_events(),
+        "application/cloudevents+json",
+        r#"{"specversion":"1.0","id":"ce-as-sent","source":"/crm","type":"lead.created",
+            "data": {"z": 4, "order": 123456789012345678901237}}"#,
+    )
+    .await;
+
+    let ids = [
+        over_http.as_str(),
+        over_grpc.as_str(),
+        over_source.as_str(),
+        over_cloudevents.as_str(),
+    ];
+    let received = sink.until_ids(&ids, WAIT).await;
     let payload_of = |id: &str| {
         let request = received
             .iter()
@@ -164,4 +181,30 @@ async fn payloads_arrive_as_sent_with_keys_in_order_and_numbers_exact() {
         payload_of(&over_grpc),
         r#"{"z":2,"order":-123456789012345678901234,"rate":1e-7}"#
     );
+    assert_eq!(
+        payload_of(&over_source),
+        r#"{"z":3,"order":123456789012345678901236}"#
+    );
+    assert_eq!(
+        payload_of(&over_cloudevents),
+        r#"{"z":4,"order":123456789012345678901237}"#
+    );
+}
+
+/// Posts `body` as it is and returns the accepted event's id.
+async fn post_raw(
+    request: reqwest::RequestBuilder,
+    content_type: &str,
+    body: &'static str,
+) -> String {
+    let response = request
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.expect("a JSON answer");
+    assert_eq!(status, 202, "{answer}");
+    answer["id"].as_str().expect("an id").to_string()
 }

@@ -14,11 +14,11 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, value::RawValue, Value};
 
 use super::{
     event::{self, Draft, FieldError},
-    ApiError, Intake, MAX_BATCH,
+    payload, ApiError, Intake, MAX_BATCH,
 };
 use crate::{model::NewEvent, routing::validate_name};
 
@@ -95,7 +95,9 @@ pub async fn publish(
     Ok((StatusCode::ACCEPTED, Json(json!({"events": results}))).into_response())
 }
 
-fn parse(body: &[u8]) -> Result<Value, ApiError> {
+/// Checks the body is JSON (a 400 naming the line and column if not) and
+/// keeps it as text, so `data` can be kept as sent.
+fn parse(body: &[u8]) -> Result<&RawValue, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::Malformed {
         line: e.line(),
         column: e.column(),
@@ -103,10 +105,12 @@ fn parse(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-fn batch(value: Value, key: &str) -> Result<Vec<NewEvent>, ApiError> {
-    let Value::Array(items) = value else {
-        return Err(invalid(&[], "a batch must be a JSON array of CloudEvents"));
-    };
+fn batch(raw: &RawValue, key: &str) -> Result<Vec<NewEvent>, ApiError> {
+    let not_array = || invalid(&[], "a batch must be a JSON array of CloudEvents");
+    if !raw.get().starts_with('[') {
+        return Err(not_array());
+    }
+    let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| not_array())?;
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(invalid(
             &[],
@@ -135,14 +139,15 @@ fn invalid(path: &[&str], message: &str) -> ApiError {
     ApiError::Validation(vec![FieldError::new(path, message)])
 }
 
-/// One structured-mode CloudEvent (a JSON object).
-fn structured(value: Value, key: &str) -> Result<NewEvent, Vec<FieldError>> {
-    let Value::Object(mut object) = value else {
-        return Err(vec![FieldError::new(
-            &[],
-            "a CloudEvent must be a JSON object",
-        )]);
-    };
+/// One structured-mode CloudEvent (a JSON object). `data` is kept as sent;
+/// the other attributes are read as values.
+fn structured(raw: &RawValue, key: &str) -> Result<NewEvent, Vec<FieldError>> {
+    let not_object = || vec![FieldError::new(&[], "a CloudEvent must be a JSON object")];
+    if !raw.get().starts_with('{') {
+        return Err(not_object());
+    }
+    let object: BTreeMap<String, &RawValue> =
+        serde_json::from_str(raw.get()).map_err(|_| not_object())?;
     let mut errors = Vec::new();
     if object.contains_key("data_base64") {
         errors.push(FieldError::new(
@@ -150,9 +155,20 @@ fn structured(value: Value, key: &str) -> Result<NewEvent, Vec<FieldError>> {
             "binary data is not supported; send JSON `data`",
         ));
     }
-    let data = object.remove("data");
+    let mut data = None;
     let mut context = BTreeMap::new();
-    for (name, value) in object {
+    for (name, raw) in object {
+        if name == "data" {
+            data = Some(raw);
+            continue;
+        }
+        let value = match serde_json::from_str::<Value>(raw.get()) {
+            Ok(value) => value,
+            Err(e) => {
+                errors.push(FieldError::new(&[&name], format!("is not valid JSON: {e}")));
+                continue;
+            }
+        };
         match value {
             Value::String(s) => {
                 context.insert(name, s);
@@ -167,13 +183,12 @@ fn structured(value: Value, key: &str) -> Result<NewEvent, Vec<FieldError>> {
             )),
         }
     }
-    let payload = match data {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(map)) => map,
-        Some(_) => {
-            errors.push(FieldError::new(&["data"], "must be a JSON object"));
-            Map::new()
-        }
+    let payload = match data.map(RawValue::get) {
+        None | Some("null") => "{}".to_string(),
+        Some(text) => payload::from_text(text.to_string()).unwrap_or_else(|e| {
+            errors.push(FieldError::new(&["data"], e.to_string()));
+            String::new()
+        }),
     };
     build(context, payload, key, errors)
 }
@@ -198,13 +213,11 @@ fn binary(headers: &HeaderMap, body: &[u8], key: &str) -> Result<NewEvent, ApiEr
     }
     let media = content_type(headers);
     let payload = if body.is_empty() {
-        Map::new()
+        "{}".to_string()
     } else if media.eq_ignore_ascii_case("application/json") || media.ends_with("+json") {
         context.insert("datacontenttype".into(), media.to_string());
-        match parse(body)? {
-            Value::Object(map) => map,
-            _ => return Err(invalid(&["data"], "must be a JSON object")),
-        }
+        let text = parse(body)?.get().to_string();
+        payload::from_text(text).map_err(|e| invalid(&["data"], &e.to_string()))?
     } else {
         return Err(ApiError::UnsupportedMediaType(format!(
             "binary-mode data of type `{media}` is not supported; send application/json"
@@ -234,7 +247,7 @@ fn percent_decode(value: &str) -> Option<String> {
 /// Checks the context attributes and turns them into an event.
 fn build(
     mut context: BTreeMap<String, String>,
-    payload: Map<String, Value>,
+    payload: String,
     key: &str,
     mut errors: Vec<FieldError>,
 ) -> Result<NewEvent, Vec<FieldError>> {
@@ -275,7 +288,7 @@ fn build(
         source: context.remove("source"),
         tenant_id: context.remove(TENANT_EXTENSION),
         time_ms,
-        payload: super::payload::from_map(payload),
+        payload,
         attributes: context
             .into_iter()
             .filter(|(k, _)| !CORE.contains(&k.as_str()))
@@ -337,13 +350,16 @@ pub async fn options(headers: HeaderMap) -> Response {
 mod tests {
     use super::*;
 
+    fn structured_text(text: &str) -> Result<NewEvent, Vec<FieldError>> {
+        structured(serde_json::from_str(text).unwrap(), "k")
+    }
+
     #[test]
     fn a_structured_event_maps_its_fields() {
-        let event = structured(
-            json!({"specversion": "1.0", "id": "A234-1234", "source": "/crm", "type": "lead.created",
+        let event = structured_text(
+            r#"{"specversion": "1.0", "id": "A234-1234", "source": "/crm", "type": "lead.created",
                 "time": "2026-01-31T12:00:00Z", "subject": "ada", "tenantid": "acme", "priority": 3,
-                "data": {"email": "ada@example.com"}}),
-            "k",
+                "data": {"email": "ada@example.com", "amount": 12345678901234567890.25}}"#,
         )
         .unwrap();
         assert_eq!(event.id, "A234-1234");
@@ -351,7 +367,10 @@ mod tests {
         assert_eq!(event.source, "/crm");
         assert_eq!(event.tenant_id.as_deref(), Some("acme"));
         assert_eq!(event.time_ms, 1_769_860_800_000);
-        assert_eq!(event.payload, r#"{"email":"ada@example.com"}"#);
+        assert_eq!(
+            event.payload, r#"{"email":"ada@example.com","amount":12345678901234567890.25}"#,
+            "data is kept as sent"
+        );
         assert_eq!(
             event.attributes.get("subject").map(String::as_str),
             Some("ada")
@@ -374,7 +393,7 @@ mod tests {
 
     #[test]
     fn every_missing_attribute_is_named() {
-        let errors = structured(json!({"data": []}), "k").unwrap_err();
+        let errors = structured_text(r#"{"data": []}"#).unwrap_err();
         let pointers: Vec<String> = errors.iter().map(FieldError::pointer).collect();
         for p in ["/specversion", "/id", "/source", "/type", "/data"] {
             assert!(pointers.contains(&p.to_string()), "{pointers:?}");

@@ -9,9 +9,10 @@
 //! text is checked in place instead: one pass that keeps nothing, then one
 //! that drops whitespace outside strings, allocating only if there is any.
 //!
-//! Doors that already hold the payload as a tree (CloudEvents `data`, a
-//! source's form or JSON body, a flow's `emit` step) print it with
-//! [`from_map`].
+//! Every door keeps the text: `POST /v1/events`, gRPC, CloudEvents `data`
+//! and a source's JSON body. What never was JSON text (a source's form
+//! fields, a flow's `emit` step rendered from templates) is printed from
+//! its tree with [`from_map`].
 
 use std::fmt;
 

@@ -29,7 +29,7 @@ use crate::{
     intake::{
         event::{self, Draft, FieldError},
         http::read_body,
-        ApiError, Intake,
+        payload, ApiError, Intake,
     },
     model::now_ms,
 };
@@ -112,7 +112,8 @@ async fn accept(
         .verifier
         .verify(headers, &bytes, now_ms() / 1000)
         .map_err(ApiError::BadSignature)?;
-    let event = to_event(source, parsed, headers)?;
+    let as_sent = (kind == Kind::Json).then_some(&bytes[..]);
+    let event = to_event(source, parsed, as_sent, headers)?;
     let (id, published) = state.intake.publish_one(event).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -177,10 +178,12 @@ fn check_rate(source: &Compiled) -> Result<(), Rejected> {
 }
 
 /// Validates the body against the source's schema, derives the name, and
-/// builds the event.
+/// builds the event. A JSON body (`as_sent`) becomes the payload as it was
+/// sent; a form becomes the object it was parsed into.
 fn to_event(
     source: &Compiled,
     parsed: Value,
+    as_sent: Option<&[u8]>,
     headers: &HeaderMap,
 ) -> Result<crate::model::NewEvent, Rejected> {
     let Value::Object(payload) = parsed else {
@@ -208,13 +211,23 @@ fn to_event(
         name,
         source: Some(source.source.id.clone()),
         tenant_id: source.source.tenant_id.clone(),
-        payload: crate::intake::payload::from_map(payload),
+        payload: payload_text(as_sent, payload),
         ..Draft::default()
     };
     if let Some(key) = replay {
         draft.attributes.insert("delivery_id".into(), truncate(key));
     }
     event::finish(draft, &source.source.id, Vec::new()).map_err(|e| ApiError::Validation(e).into())
+}
+
+/// The JSON body as it was sent (less whitespace between tokens), so a
+/// partner's keys keep their order and its numbers every digit; a form's
+/// fields printed as an object.
+fn payload_text(as_sent: Option<&[u8]>, parsed: serde_json::Map<String, Value>) -> String {
+    as_sent
+        .and_then(|raw| String::from_utf8(raw.to_vec()).ok())
+        .and_then(|text| payload::from_text(text).ok())
+        .unwrap_or_else(|| payload::from_map(parsed))
 }
 
 /// What identifies this delivery: a replay header, or a Stripe event's id.
