@@ -122,12 +122,17 @@ impl Events for NoopEvents {
 
 /// The ceiling process, started from this same executable.
 pub struct Ceiling {
-    _child: Child,
+    child: Child,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
 }
 
 impl Ceiling {
+    /// The ceiling process's CPU time, to set beside the daemon's.
+    pub fn cpu_clock(&self) -> Option<crate::daemon::CpuClock> {
+        self.child.id().map(crate::daemon::CpuClock::of)
+    }
+
     pub async fn spawn() -> anyhow::Result<Ceiling> {
         let exe = std::env::current_exe().context("the harness's own path")?;
         let mut child = Command::new(exe)
@@ -156,7 +161,7 @@ impl Ceiling {
         Ok(Ceiling {
             http: field("http=")?,
             grpc: field("grpc=")?,
-            _child: child,
+            child,
         })
     }
 }

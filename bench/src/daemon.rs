@@ -165,11 +165,6 @@ impl Daemon {
         Some((field("VmRSS:")?, field("VmHWM:")?))
     }
 
-    /// CPU time (user + system) the daemon used so far, from `/proc/<pid>/stat`.
-    pub fn cpu_time(&self) -> Option<Duration> {
-        self.cpu_clock().read()
-    }
-
     /// Reads the daemon's CPU time from anywhere, e.g. a task that samples it
     /// when a warm-up ends.
     pub fn cpu_clock(&self) -> CpuClock {
@@ -203,6 +198,10 @@ pub struct CpuClock {
 }
 
 impl CpuClock {
+    pub fn of(pid: u32) -> CpuClock {
+        CpuClock { pid }
+    }
+
     pub fn read(self) -> Option<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
         // Fields after the command name, which is in parentheses.

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{run_prefix, Common};
 use crate::{
     ceiling::Ceiling,
-    daemon::{Daemon, DaemonSpec},
+    daemon::{CpuClock, Daemon, DaemonSpec},
     load::{self, GrpcWorker, HttpWorker, Ids, Plan},
     report::{self, Latency, Table, LATENCY_HEADERS},
 };
@@ -44,6 +44,17 @@ struct Measured {
     first_error: Option<String>,
     requests: u64,
     elapsed: Duration,
+    /// The server's CPU time (user + system) over the measured window.
+    cpu: Option<Duration>,
+}
+
+impl Measured {
+    fn cpu_per_event_us(&self) -> Option<f64> {
+        let events = self.events_per_s * self.elapsed.as_secs_f64();
+        self.cpu
+            .filter(|_| events >= 1.0)
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / events)
+    }
 }
 
 async fn measure(
@@ -114,6 +125,7 @@ async fn measure(
         first_error,
         requests,
         elapsed,
+        cpu: None,
     })
 }
 
@@ -128,10 +140,8 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
     headers.extend(["errors", "cpu us/ev"]);
     let mut table = Table::new(&headers);
     for level in &levels {
-        for (label, m, cpu) in [
-            ("ceiling", &level.ceiling, None),
-            ("hookyard", &level.hookyard, level.cpu_per_event_us()),
-        ] {
+        for (label, m) in [("ceiling", &level.ceiling), ("hookyard", &level.hookyard)] {
+            let cpu = m.cpu_per_event_us();
             let mut row = vec![
                 level.in_flight.to_string(),
                 label.to_string(),
@@ -159,7 +169,7 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
         table.render()
     );
     println!(
-        "cpu us/ev: the daemon's CPU time (user + system) over the measured window, per event."
+        "cpu us/ev: the server's CPU time (user + system) over the measured window, per event."
     );
     for level in &levels {
         for (label, m) in [("ceiling", &level.ceiling), ("hookyard", &level.hookyard)] {
@@ -191,21 +201,12 @@ struct Level {
     in_flight: usize,
     ceiling: Measured,
     hookyard: Measured,
-    /// The daemon's CPU time over the measured window (not the warm-up).
-    daemon_cpu: Option<Duration>,
     daemon_rss_kib: Option<u64>,
 }
 
 impl Level {
     fn ratio_of(&self, m: &Measured) -> f64 {
         m.events_per_s / self.ceiling.events_per_s.max(1.0)
-    }
-
-    fn cpu_per_event_us(&self) -> Option<f64> {
-        let events = self.hookyard.events_per_s * self.hookyard.elapsed.as_secs_f64();
-        self.daemon_cpu
-            .filter(|_| events >= 1.0)
-            .map(|cpu| cpu.as_secs_f64() * 1e6 / events)
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -217,6 +218,8 @@ impl Level {
                 "errors": m.errors,
                 "first_error": m.first_error,
                 "latency": m.latency,
+                "cpu_s": m.cpu.map(|c| c.as_secs_f64()),
+                "cpu_us_per_event": m.cpu_per_event_us(),
             })
         };
         json!({
@@ -224,8 +227,6 @@ impl Level {
             "ceiling": summary(&self.ceiling),
             "hookyard": summary(&self.hookyard),
             "ratio": self.ratio_of(&self.hookyard),
-            "daemon_cpu_s": self.daemon_cpu.map(|c| c.as_secs_f64()),
-            "daemon_cpu_us_per_event": self.cpu_per_event_us(),
             "daemon_rss_kib": self.daemon_rss_kib,
         })
     }
@@ -242,31 +243,58 @@ async fn measure_level(
         Protocol::Http => ceiling.http,
         Protocol::Grpc => ceiling.grpc,
     };
-    let top = measure(common, args, in_flight, ceiling_addr, "ceiling").await?;
+    let top = measure_with_cpu(
+        common,
+        args,
+        in_flight,
+        ceiling_addr,
+        "ceiling",
+        ceiling.cpu_clock(),
+    )
+    .await?;
     drop(ceiling);
 
     let spec = DaemonSpec::default().route("nowhere", "http://127.0.0.1:9/", &["other.*"], &["0s"]);
     let daemon = Daemon::start(&common.hookyard, &spec).await?;
-    let clock = daemon.cpu_clock();
-    // Read the daemon's CPU time when the warm-up ends, alongside the load.
-    let warmup = common.warmup;
-    let at_start = tokio::spawn(async move {
-        tokio::time::sleep(warmup).await;
-        clock.read()
-    });
-    let got = measure(common, args, in_flight, daemon.listen, "daemon").await?;
-    let at_end = clock.read();
-    let at_start = at_start.await.ok().flatten();
-    let daemon_cpu = at_end
-        .zip(at_start)
-        .map(|(end, start)| end.saturating_sub(start));
+    let got = measure_with_cpu(
+        common,
+        args,
+        in_flight,
+        daemon.listen,
+        "daemon",
+        Some(daemon.cpu_clock()),
+    )
+    .await?;
     let daemon_rss_kib = daemon.memory_kib().map(|m| m.0);
     daemon.stop().await;
     Ok(Level {
         in_flight,
         ceiling: top,
         hookyard: got,
-        daemon_cpu,
         daemon_rss_kib,
     })
+}
+
+/// `measure`, with the server's CPU time read when the warm-up ends and
+/// when the measurement does.
+async fn measure_with_cpu(
+    common: &Common,
+    args: &IntakeArgs,
+    in_flight: usize,
+    addr: SocketAddr,
+    label: &str,
+    clock: Option<CpuClock>,
+) -> anyhow::Result<Measured> {
+    let warmup = common.warmup;
+    let at_start = tokio::spawn(async move {
+        tokio::time::sleep(warmup).await;
+        clock.and_then(CpuClock::read)
+    });
+    let mut measured = measure(common, args, in_flight, addr, label).await?;
+    let at_end = clock.and_then(CpuClock::read);
+    let at_start = at_start.await.ok().flatten();
+    measured.cpu = at_end
+        .zip(at_start)
+        .map(|(end, start)| end.saturating_sub(start));
+    Ok(measured)
 }
