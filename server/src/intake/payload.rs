@@ -187,6 +187,8 @@ fn string_end(bytes: &[u8], mut from: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn ok(text: &str) -> String {
@@ -245,5 +247,43 @@ mod tests {
             unreachable!("an object literal")
         };
         assert_eq!(from_map(map), r#"{"a":"x","b":[1,2]}"#);
+    }
+
+    /// Any JSON value, with strings full of what compaction must leave
+    /// alone: spaces, newlines, quotes, backslashes, non-ASCII.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let text = "[ a\\n\"\\\\\t:,{}\\[\\]é€😀]{0,12}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e12f64..1e12).prop_map(Value::from),
+            text.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(text, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Pretty or compact, a payload comes out as serde_json's compact
+        /// printing of the same value, and reads back as that value.
+        #[test]
+        fn compaction_keeps_every_token(
+            fields in prop::collection::btree_map("[a-z ]{1,6}", json_value(), 0..6)
+        ) {
+            let value = Value::Object(fields.into_iter().collect());
+            let compact = value.to_string();
+            let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
+            prop_assert_eq!(from_text(pretty), Ok(compact.clone()));
+            prop_assert_eq!(from_text(compact.clone()), Ok(compact.clone()));
+            let back: Value = serde_json::from_str(&compact).unwrap_or_default();
+            prop_assert_eq!(back, value);
+        }
     }
 }
