@@ -39,6 +39,8 @@ mod flow_examples;
 mod flows;
 #[path = "e2e/health.rs"]
 mod health;
+#[path = "e2e/isolation.rs"]
+mod isolation;
 #[path = "e2e/publish.rs"]
 mod publish;
 #[path = "e2e/retry.rs"]

@@ -177,6 +177,8 @@ pub struct CatalogHandle {
     secrets: Arc<Secrets>,
     /// Serialises reloads so an older snapshot never replaces a newer one.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Counts swaps, so the dispatcher learns that endpoints changed.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl CatalogHandle {
@@ -187,6 +189,7 @@ impl CatalogHandle {
             store,
             secrets,
             reload_lock: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -199,7 +202,13 @@ impl CatalogHandle {
         let _guard = self.reload_lock.lock().await;
         let catalog = read(&self.store, &self.secrets).await?;
         self.current.store(Arc::new(catalog));
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Marked changed after every swap.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }
 

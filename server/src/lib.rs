@@ -131,7 +131,9 @@ pub async fn start(
     let dispatcher = Dispatcher::new(
         DispatcherConfig {
             memory_queue: config.delivery.memory_queue,
+            window: config.delivery.window,
             max_in_flight: config.delivery.max_in_flight,
+            max_concurrent: config.delivery.max_concurrent,
             retry_schedule: config.delivery.retry_schedule.clone(),
         },
         store.clone(),

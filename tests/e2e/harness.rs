@@ -66,6 +66,7 @@ pub struct EndpointSpec {
     id: String,
     url: String,
     retry_schedule: Vec<String>,
+    timeout: String,
 }
 
 impl EndpointSpec {
@@ -74,7 +75,13 @@ impl EndpointSpec {
             id: id.to_string(),
             url: url.to_string(),
             retry_schedule: to_strings(&["0s", "200ms", "200ms"]),
+            timeout: "5s".to_string(),
         }
+    }
+
+    pub fn timeout(mut self, timeout: &str) -> EndpointSpec {
+        self.timeout = timeout.to_string();
+        self
     }
 
     pub fn retry_schedule(mut self, delays: &[&str]) -> EndpointSpec {
@@ -89,7 +96,7 @@ impl EndpointSpec {
             "secret": SECRET,
             "headers": {"X-Env": "test"},
             "retry_schedule": self.retry_schedule,
-            "timeout": "5s",
+            "timeout": self.timeout,
             "max_in_flight": 8,
         })
     }

@@ -123,6 +123,11 @@ pub struct DeliveryConfig {
     pub max_in_flight: u32,
     /// Deliveries the dispatcher keeps in memory; the rest wait in storage.
     pub memory_queue: usize,
+    /// Deliveries one endpoint may hold in memory (at least twice its
+    /// `max_in_flight`); the rest of its backlog is claimed from storage.
+    pub window: usize,
+    /// Requests in flight over all endpoints, shared round robin.
+    pub max_concurrent: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +267,15 @@ impl Config {
         }
         if self.delivery.max_in_flight == 0 {
             bail!("delivery.max_in_flight must be greater than 0");
+        }
+        for (key, value) in [
+            ("delivery.memory_queue", self.delivery.memory_queue),
+            ("delivery.window", self.delivery.window),
+            ("delivery.max_concurrent", self.delivery.max_concurrent),
+        ] {
+            if !(1..=10_000_000).contains(&value) {
+                bail!("{key} must be between 1 and 10000000, not {value}");
+            }
         }
         for (i, key) in self.api_keys.iter().enumerate() {
             if key.key.len() < 16 {

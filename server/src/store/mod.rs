@@ -195,23 +195,31 @@ impl Store {
         dispatch!(self.schedule_retry(id))
     }
 
-    /// Deliveries due at `now_ms` (pending, or failed with a retry due), in
-    /// due order after `after` (from the start when `None`), up to `limit`,
-    /// with ids no higher than `max_id`. Paging by cursor keeps each read
-    /// small and never rereads what an earlier page returned.
-    pub async fn load_due(
+    /// One endpoint's deliveries due at `now_ms` (pending, or failed with a
+    /// retry due), in due order after `after` (from the start when `None`),
+    /// up to `limit`, with ids no higher than `max_id`: the dispatcher's unit
+    /// of work. Paging by cursor keeps each read small and never rereads what
+    /// an earlier page returned.
+    pub async fn claim_due(
         &self,
+        endpoint_id: &str,
         now_ms: i64,
         max_id: u64,
         after: Option<DueCursor>,
         limit: usize,
     ) -> Result<Vec<DueDelivery>> {
-        dispatch!(self.load_due(now_ms, max_id, after, limit))
+        dispatch!(self.claim_due(endpoint_id, now_ms, max_id, after, limit))
     }
 
-    /// The earliest retry due after `now_ms`, if any.
-    pub async fn next_due_after(&self, now_ms: i64) -> Result<Option<i64>> {
-        dispatch!(self.next_due_after(now_ms))
+    /// When the endpoint's earliest delivery due after `after_ms` falls due.
+    pub async fn next_due(&self, endpoint_id: &str, after_ms: i64) -> Result<Option<i64>> {
+        dispatch!(self.next_due(endpoint_id, after_ms))
+    }
+
+    /// Every endpoint with deliveries still to attempt, and when its earliest
+    /// falls due.
+    pub async fn due_endpoints(&self) -> Result<Vec<(String, i64)>> {
+        dispatch!(self.due_endpoints())
     }
 
     /// The highest delivery id stored so far (0 when none).

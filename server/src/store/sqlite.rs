@@ -410,8 +410,9 @@ impl SqliteStore {
         Ok((delivery, due))
     }
 
-    pub async fn load_due(
+    pub async fn claim_due(
         &self,
+        endpoint_id: &str,
         now_ms: i64,
         max_id: u64,
         after: Option<DueCursor>,
@@ -421,7 +422,8 @@ impl SqliteStore {
             due_ms: i64::MIN,
             id: 0,
         });
-        let rows = sqlx::query(LOAD_DUE)
+        let rows = sqlx::query(CLAIM_DUE)
+            .bind(endpoint_id)
             .bind(now_ms)
             .bind(max_id as i64)
             .bind(after.due_ms)
@@ -441,12 +443,20 @@ impl SqliteStore {
         Ok(due_from_rows(&rows))
     }
 
-    pub async fn next_due_after(&self, now_ms: i64) -> Result<Option<i64>> {
+    pub async fn next_due(&self, endpoint_id: &str, after_ms: i64) -> Result<Option<i64>> {
         let next: Option<i64> = sqlx::query_scalar(NEXT_DUE)
-            .bind(now_ms)
+            .bind(endpoint_id)
+            .bind(after_ms)
             .fetch_one(&self.pool)
             .await?;
         Ok(next)
+    }
+
+    pub async fn due_endpoints(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(DUE_ENDPOINTS).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("endpoint_id")?, row.try_get("due")?)))
+            .collect()
     }
 
     pub async fn max_delivery_id(&self) -> Result<u64> {
@@ -468,18 +478,23 @@ const DUE_SELECT: &str = "SELECT d.id, d.subscription_id, d.endpoint_id, d.attem
     d.next_attempt_ms, e.seq, e.id AS event_id, e.name, e.tenant_id, e.time_ms, e.payload \
     FROM deliveries d JOIN events e ON e.seq = d.event_seq";
 
-// The due queries name their index: without statistics the planner prefers
-// `deliveries_status`, which means reading and sorting every pending row (a
+// The due queries name their index: without statistics the planner may
+// prefer another, which means reading and sorting every pending row (a
 // million in a backlog) for each page.
-const LOAD_DUE: &str = "SELECT d.id, d.subscription_id, d.endpoint_id, d.attempts, \
+const CLAIM_DUE: &str = "SELECT d.id, d.subscription_id, d.endpoint_id, d.attempts, \
     d.next_attempt_ms, e.seq, e.id AS event_id, e.name, e.tenant_id, e.time_ms, e.payload \
-    FROM deliveries d INDEXED BY deliveries_due JOIN events e ON e.seq = d.event_seq \
-    WHERE d.status IN ('pending', 'failed') AND d.next_attempt_ms <= ? \
+    FROM deliveries d INDEXED BY deliveries_endpoint_due JOIN events e ON e.seq = d.event_seq \
+    WHERE d.endpoint_id = ? AND d.status IN ('pending', 'failed') AND d.next_attempt_ms <= ? \
     AND d.id <= ? AND (d.next_attempt_ms, d.id) > (?, ?) \
     ORDER BY d.next_attempt_ms, d.id LIMIT ?";
 
-const NEXT_DUE: &str = "SELECT MIN(next_attempt_ms) FROM deliveries INDEXED BY deliveries_due \
-    WHERE status IN ('pending', 'failed') AND next_attempt_ms > ?";
+const NEXT_DUE: &str = "SELECT MIN(next_attempt_ms) FROM deliveries \
+    INDEXED BY deliveries_endpoint_due \
+    WHERE endpoint_id = ? AND status IN ('pending', 'failed') AND next_attempt_ms > ?";
+
+const DUE_ENDPOINTS: &str = "SELECT endpoint_id, MIN(next_attempt_ms) AS due FROM deliveries \
+    INDEXED BY deliveries_endpoint_due WHERE status IN ('pending', 'failed') \
+    GROUP BY endpoint_id";
 
 fn bind_endpoint<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
@@ -687,9 +702,9 @@ mod tests {
         let (store, _writer) = SqliteStore::open(&dir.path().join("plan.db"))
             .await
             .expect("open");
-        for (sql, args) in [(LOAD_DUE, 5), (NEXT_DUE, 1)] {
+        for (sql, args) in [(CLAIM_DUE, 6), (NEXT_DUE, 2), (DUE_ENDPOINTS, 0)] {
             let plan = plan(&store, sql, args).await;
-            assert!(plan.contains("deliveries_due"), "{plan}");
+            assert!(plan.contains("deliveries_endpoint_due"), "{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         }
     }

@@ -63,7 +63,7 @@ impl Store {
             e.failed = count(&row, "bad")?;
         }
 
-        // Same condition as the partial index `deliveries_due`, which serves it.
+        // Same condition as the partial index `deliveries_endpoint_due`, which serves it.
         let rows = sqlx::query(
             "SELECT endpoint_id, COUNT(*) AS n FROM deliveries \
              WHERE status IN ('pending', 'failed') GROUP BY endpoint_id",

@@ -1,0 +1,306 @@
+//! The dispatcher: gets committed deliveries to their endpoints. It runs the
+//! scheduler (`schedule`: windows, claims, fairness, breakers, timers; no
+//! I/O) and carries out what it decides: attempts as tasks of their own
+//! (`attempt`), claims as reads of one endpoint's due deliveries from
+//! storage, and dead letters for endpoints that no longer exist.
+//!
+//! New deliveries arrive in memory from the writer right after their commit
+//! (no polling); storage is read back on start, for an endpoint's backlog
+//! beyond its window, and when a retry left in storage falls due. The
+//! dispatcher never waits on the writer (the writer waits on it); attempt
+//! results go to the writer from the attempt tasks.
+
+mod attempt;
+mod lane;
+pub mod schedule;
+#[cfg(test)]
+mod tests;
+
+use std::{sync::Arc, time::Duration};
+
+pub use attempt::settle;
+use attempt::{AttemptEnd, AttemptTask};
+use schedule::{Action, Claimed, Clock, Endpoints, Limits, Scheduler};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::sender::Sender;
+use crate::{
+    admin::feed::{DeliveryChange, LiveFeed},
+    catalog::{Catalog, CatalogHandle},
+    model::{now_ms, Delivery, DeliveryStatus, DueCursor, DueDelivery, Endpoint},
+    store::{Committed, Settled, Store, Writer},
+};
+
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    pub memory_queue: usize,
+    pub window: usize,
+    pub max_in_flight: u32,
+    pub max_concurrent: usize,
+    pub retry_schedule: Vec<Duration>,
+}
+
+/// Requests from the Admin API.
+#[derive(Debug)]
+pub enum Control {
+    /// Attempt this delivery now (it was marked due in storage).
+    RetryNow(DueDelivery),
+}
+
+impl Endpoints for Catalog {
+    fn endpoint(&self, id: &str) -> Option<&Arc<Endpoint>> {
+        Catalog::endpoint(self, id)
+    }
+}
+
+pub struct Dispatcher {
+    scheduler: Scheduler,
+    store: Store,
+    writer: Writer,
+    catalog: Arc<CatalogHandle>,
+    sender: Arc<Sender>,
+    feed: LiveFeed,
+    default_schedule: Arc<[Duration]>,
+    /// Highest delivery id announced by the writer; storage rows above it are
+    /// still on their way through the channel and must not be claimed too.
+    max_seen_id: u64,
+    claims_tx: mpsc::Sender<Claimed>,
+    claims_rx: mpsc::Receiver<Claimed>,
+    /// Attempt tasks report the end of their request here (one message per
+    /// task, so the channel holds at most one per request in flight).
+    ends_tx: mpsc::UnboundedSender<AttemptEnd>,
+    ends_rx: mpsc::UnboundedReceiver<AttemptEnd>,
+    actions: Vec<Action>,
+}
+
+impl Dispatcher {
+    pub async fn new(
+        config: DispatcherConfig,
+        store: Store,
+        writer: Writer,
+        catalog: Arc<CatalogHandle>,
+        sender: Arc<Sender>,
+        feed: LiveFeed,
+    ) -> crate::store::Result<Dispatcher> {
+        let max_seen_id = store.max_delivery_id().await?;
+        let backlog = store.due_endpoints().await?;
+        let limits = Limits {
+            memory_queue: config.memory_queue.max(1),
+            window: config.window.max(1),
+            max_in_flight: config.max_in_flight.max(1),
+            max_concurrent: config.max_concurrent.max(1),
+        };
+        let mut scheduler = Scheduler::new(limits, Clock::wall());
+        // Whatever the last run left behind is due or will be.
+        scheduler.stored(backlog, &**catalog.get());
+        let (claims_tx, claims_rx) = mpsc::channel(schedule::MAX_CLAIMS);
+        let (ends_tx, ends_rx) = mpsc::unbounded_channel();
+        Ok(Dispatcher {
+            scheduler,
+            store,
+            writer,
+            catalog,
+            sender,
+            feed,
+            default_schedule: config.retry_schedule.into(),
+            max_seen_id,
+            claims_tx,
+            claims_rx,
+            ends_tx,
+            ends_rx,
+            actions: Vec::new(),
+        })
+    }
+
+    pub async fn run(
+        mut self,
+        mut committed: mpsc::Receiver<Committed>,
+        mut control: mpsc::Receiver<Control>,
+        shutdown: CancellationToken,
+    ) {
+        let mut changes: watch::Receiver<u64> = self.catalog.changes();
+        loop {
+            self.carry_out();
+            let catalog = self.catalog.clone();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(message) = committed.recv() => self.on_committed(message),
+                Some(claimed) = self.claims_rx.recv() => {
+                    self.scheduler.claimed(claimed, &**catalog.get());
+                }
+                Some(end) = self.ends_rx.recv() => {
+                    self.scheduler.attempt_ended(&end.endpoint_id, end.reached, end.gone, &**catalog.get());
+                }
+                Some(Control::RetryNow(delivery)) = control.recv() => {
+                    self.scheduler.retry_now(delivery, &**catalog.get());
+                }
+                Some(fired) = self.scheduler.next_timer() => {
+                    self.scheduler.on_timer(fired, &**catalog.get());
+                }
+                Ok(()) = changes.changed() => self.scheduler.catalog_changed(&**catalog.get()),
+            }
+        }
+        tracing::info!(
+            in_memory = self.scheduler.held(),
+            in_flight = self.scheduler.in_flight(),
+            "Dispatcher stopped."
+        );
+    }
+
+    fn on_committed(&mut self, message: Committed) {
+        let catalog = self.catalog.get();
+        match message {
+            Committed::Deliveries(deliveries) => {
+                for delivery in deliveries {
+                    self.max_seen_id = self.max_seen_id.max(delivery.id);
+                    self.announce(&delivery, DeliveryStatus::Pending, None);
+                    self.scheduler.deliver(delivery, &**catalog);
+                }
+            }
+            Committed::Settled(results) => {
+                if results.iter().any(|s| s.endpoint_gone) {
+                    self.reload_catalog();
+                }
+                for settled in &results {
+                    self.announce(&settled.delivery, settled.status, Some(settled));
+                }
+                self.scheduler.settled(&results, &**catalog);
+            }
+            Committed::SettleFailed(results) => {
+                tracing::warn!(
+                    results = results.len(),
+                    "Attempt results could not be stored; sending pauses and the deliveries are attempted again later."
+                );
+                self.scheduler.settle_failed(&results, &**catalog);
+            }
+        }
+    }
+
+    /// Does what the scheduler decided.
+    fn carry_out(&mut self) {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.scheduler.take_actions(&mut actions);
+        for action in actions.drain(..) {
+            match action {
+                Action::Send { delivery, endpoint } => {
+                    self.announce(&delivery, DeliveryStatus::InFlight, None);
+                    AttemptTask {
+                        sender: self.sender.clone(),
+                        writer: self.writer.clone(),
+                        ends: self.ends_tx.clone(),
+                        default_schedule: self.default_schedule.clone(),
+                    }
+                    .spawn(delivery, endpoint);
+                }
+                Action::Claim {
+                    endpoint_id,
+                    after,
+                    limit,
+                    now_ms,
+                } => self.claim(endpoint_id, after, limit, now_ms),
+                Action::Abandon { delivery, reason } => self.abandon(delivery, reason),
+            }
+        }
+        self.actions = actions;
+    }
+
+    /// Reads a page of one endpoint's due deliveries in the background.
+    fn claim(&self, endpoint_id: Arc<str>, after: Option<DueCursor>, limit: usize, now_ms: i64) {
+        let (store, claims) = (self.store.clone(), self.claims_tx.clone());
+        let max_id = self.max_seen_id;
+        tokio::spawn(async move {
+            let read = async {
+                let rows = store
+                    .claim_due(&endpoint_id, now_ms, max_id, after, limit)
+                    .await?;
+                let next_due = if rows.len() < limit {
+                    store.next_due(&endpoint_id, now_ms).await?
+                } else {
+                    None
+                };
+                Ok::<_, crate::store::Error>((rows, next_due))
+            };
+            let claimed = match read.await {
+                Ok((rows, next_due)) => Claimed {
+                    endpoint_id,
+                    asked: limit,
+                    rows: Ok(rows),
+                    next_due,
+                },
+                Err(error) => {
+                    tracing::warn!(%error, endpoint = %endpoint_id, "Could not read deliveries from storage; trying again shortly.");
+                    Claimed {
+                        endpoint_id,
+                        asked: limit,
+                        rows: Err(()),
+                        next_due: None,
+                    }
+                }
+            };
+            let _ = claims.send(claimed).await;
+        });
+    }
+
+    /// The endpoint no longer exists: the delivery cannot be made.
+    fn abandon(&self, mut delivery: DueDelivery, reason: String) {
+        let writer = self.writer.clone();
+        delivery.due_ms = now_ms();
+        tokio::spawn(async move {
+            let settled = Settled {
+                delivery,
+                attempt: None,
+                status: DeliveryStatus::Dead,
+                next_attempt_ms: None,
+                last_error: Some(reason),
+                endpoint_gone: false,
+            };
+            let _ = writer.settle(settled).await;
+        });
+    }
+
+    /// An endpoint was disabled by its answer: routing and the lanes must see it.
+    fn reload_catalog(&self) {
+        let catalog = self.catalog.clone();
+        tokio::spawn(async move {
+            if let Err(error) = catalog.reload().await {
+                tracing::warn!(%error, "Could not reload the catalog after disabling an endpoint.");
+            }
+        });
+    }
+
+    /// Tells watchers about a state change, if anyone watches.
+    fn announce(&self, delivery: &DueDelivery, status: DeliveryStatus, settled: Option<&Settled>) {
+        if !self.feed.is_watched() {
+            return;
+        }
+        let catalog = self.catalog.get();
+        let subscription_name = catalog
+            .subscription(&delivery.subscription_id)
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let attempt = settled.and_then(|s| s.attempt.as_ref());
+        let now = now_ms();
+        self.feed.publish(DeliveryChange {
+            time_ms: now,
+            delivery: Delivery {
+                id: delivery.id,
+                event_seq: delivery.event.seq,
+                event_id: delivery.event.id.clone(),
+                event_name: delivery.event.name.clone(),
+                tenant_id: delivery.event.tenant_id.clone(),
+                subscription_id: delivery.subscription_id.to_string(),
+                subscription_name,
+                endpoint_id: delivery.endpoint_id.to_string(),
+                status,
+                attempts: delivery.attempts,
+                last_status_code: attempt.and_then(|a| a.status_code),
+                last_error: settled.and_then(|s| s.last_error.clone()),
+                last_duration_ms: attempt.map(|a| a.duration_ms),
+                next_attempt_ms: settled.and_then(|s| s.next_attempt_ms),
+                created_ms: now,
+                updated_ms: now,
+            },
+        });
+    }
+}
