@@ -249,6 +249,15 @@ async fn admin_app(service: AdminService, token: &str) -> anyhow::Result<axum::R
     .into_axum_router())
 }
 
+/// The message a panic carried, for the record of what it broke.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
 fn reflection() -> anyhow::Result<
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,

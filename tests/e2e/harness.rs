@@ -117,6 +117,7 @@ pub struct TestConfig {
     flow_files: Vec<String>,
     time_scale: f64,
     secrets: Vec<(String, String)>,
+    env: Vec<(String, String)>,
 }
 
 impl TestConfig {
@@ -135,6 +136,7 @@ impl TestConfig {
             flow_files: Vec::new(),
             time_scale: 1.0,
             secrets: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -244,6 +246,12 @@ impl TestConfig {
     }
 
     /// Keeps the data (database, admin token) in `dir` instead of the temp dir.
+    /// An environment variable for the daemon (e.g. a debug build's fault hook).
+    pub fn env(mut self, key: &str, value: &str) -> TestConfig {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     pub fn data_dir(mut self, dir: &Path) -> TestConfig {
         self.data_dir = Some(dir.to_path_buf());
         self
@@ -471,6 +479,7 @@ impl Daemon {
                 command.env_remove(key);
             }
         }
+        command.envs(self.config.env.iter().map(|(k, v)| (k, v)));
         let mut child = command.spawn().expect("spawn the hookyard binary");
         let stdout = child.stdout.take().expect("piped stdout");
         self.child = Some(child);

@@ -169,3 +169,51 @@ fn unused_port_url() -> String {
         .expect("reserve a port");
     format!("http://{addr}/hook")
 }
+
+/// The name the debug build's fault hook makes every attempt panic on.
+const PANICKING_EVENT: &str = "isolation.panics_in_the_sender";
+
+#[tokio::test]
+async fn an_attempt_that_panics_is_recorded_and_frees_its_slot() {
+    let sink = Sink::start(SinkConfig::default()).await.expect("sink");
+    let daemon = Daemon::start(
+        TestConfig::new()
+            .endpoint(EndpointSpec::new("crm", &sink.url("/hook")).retry_schedule(&["1h"]))
+            .subscription("all", &["isolation.**"], &[], "endpoint:crm")
+            .env("HOOKYARD_FAULT_PANIC_EVENT", PANICKING_EVENT),
+    )
+    .await;
+    let mut events = daemon.events_client();
+    let mut admin = daemon.admin_client();
+    let mut watch = crate::api::Watch::all(&mut admin).await;
+    // More than the endpoint's eight slots: leaked slots would jam it.
+    let panicking: Vec<Event> = (0..20)
+        .map(|i| event(&format!("panic-{i}"), PANICKING_EVENT))
+        .collect();
+    events
+        .publish_batch(PublishBatchRequest { events: panicking })
+        .await
+        .expect("PublishBatch");
+    let fine: Vec<Event> = (0..5)
+        .map(|i| event(&format!("fine-{i}"), "isolation.fine"))
+        .collect();
+    events
+        .publish_batch(PublishBatchRequest { events: fine })
+        .await
+        .expect("PublishBatch");
+    assert!(
+        sink.wait_delivered(5, Duration::from_secs(10)).await,
+        "delivered {} of 5 after 20 panicking attempts",
+        sink.delivered()
+    );
+    let failed = watch
+        .until("panic-19", &[hookyard::v1::DeliveryStatus::Failed])
+        .await;
+    let detail = crate::api::get_delivery(&mut admin, failed.id).await;
+    let error = detail
+        .attempts
+        .first()
+        .map(|a| a.error.clone())
+        .unwrap_or_default();
+    assert!(error.contains("internal error while sending"), "{error}");
+}

@@ -76,6 +76,8 @@ impl Sender {
     /// Sends `delivery` to `endpoint` once. Never fails: every problem becomes
     /// part of the recorded attempt.
     pub async fn attempt(&self, delivery: &DueDelivery, endpoint: &Endpoint) -> Report {
+        #[cfg(debug_assertions)]
+        fault::panic_if_asked(&delivery.event.name);
         let started_ms = now_ms();
         let started = Instant::now();
         let number = delivery.attempts + 1;
@@ -243,6 +245,22 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// Debug builds only: `HOOKYARD_FAULT_PANIC_EVENT=<event name>` makes every
+/// attempt of that event's deliveries panic, so the end-to-end tests can show
+/// that a panicking attempt neither leaks its slot nor stops delivery.
+#[cfg(debug_assertions)]
+mod fault {
+    use std::sync::OnceLock;
+
+    pub fn panic_if_asked(event_name: &str) {
+        static NAME: OnceLock<Option<String>> = OnceLock::new();
+        let name = NAME.get_or_init(|| std::env::var("HOOKYARD_FAULT_PANIC_EVENT").ok());
+        if name.as_deref() == Some(event_name) {
+            panic!("injected fault: HOOKYARD_FAULT_PANIC_EVENT={event_name}");
+        }
+    }
 }
 
 #[cfg(test)]

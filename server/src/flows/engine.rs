@@ -7,10 +7,12 @@
 
 use std::{
     collections::HashSet,
+    panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use futures::FutureExt;
 use serde_json::{json, Value};
 use tokio::{
     sync::{Notify, Semaphore},
@@ -129,12 +131,14 @@ impl Engine {
             if !self.claim(&run.id) {
                 continue;
             }
-            let engine = self.clone();
+            let claim = RunClaim {
+                engine: self.clone(),
+                run_id: run.id.clone(),
+            };
             tasks.spawn(async move {
-                let id = run.id.clone();
-                engine.execute(run).await;
-                engine.release(&id);
-                drop(permit);
+                claim.engine.execute(run).await;
+                // The claim and the permit are released however the task ends.
+                drop((claim, permit));
             });
         }
         self.store.next_run_wake_after(now).await
@@ -185,7 +189,14 @@ impl Engine {
             };
             let mut records: StepRecords = serde_json::from_str(&run.steps).unwrap_or_default();
             let ctx = context(&run, &records);
-            let transition = step::execute(&env, &flow, step, &run, &ctx).await;
+            let transition = AssertUnwindSafe(step::execute(&env, &flow, step, &run, &ctx))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let message = crate::panic_message(&*panic);
+                    tracing::error!(run_id = %run.id, step = %step.id, %message, "A step panicked; the run fails.");
+                    step::crashed(&run, &message)
+                });
             let advance = match transition {
                 Transition::Defer(error) => {
                     tracing::warn!(run_id = %run.id, step = %step.id, %error, "Step deferred.");
@@ -217,6 +228,19 @@ impl Engine {
                 None
             }
         }
+    }
+}
+
+/// A run this engine is executing; released when dropped, so a task that
+/// ends any way at all (a panic included) never leaves its run claimed.
+struct RunClaim {
+    engine: Arc<Engine>,
+    run_id: String,
+}
+
+impl Drop for RunClaim {
+    fn drop(&mut self) {
+        self.engine.release(&self.run_id);
     }
 }
 

@@ -158,6 +158,12 @@ fn record(
     }
 }
 
+/// A step whose execution panicked fails like any other failed step, so the
+/// run ends with the reason instead of staying claimed forever.
+pub fn crashed(run: &Run, message: &str) -> Transition {
+    fail(run, None, format!("internal error in this step: {message}"))
+}
+
 fn fail(run: &Run, status: Option<u16>, error: String) -> Transition {
     Transition::Fail {
         record: record(run, "failed", status, None, Some(error.clone())),

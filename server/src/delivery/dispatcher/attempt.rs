@@ -82,7 +82,10 @@ impl AttemptTask {
         let sent = AssertUnwindSafe(Box::pin(self.sender.attempt(&delivery, &endpoint)))
             .catch_unwind()
             .await;
-        let report = sent.unwrap_or_else(|panic| panicked(&delivery, panic_message(&*panic)));
+        // A panic is ours, not the endpoint's: it must not trip the breaker.
+        let crashed = sent.is_err();
+        let report =
+            sent.unwrap_or_else(|panic| panicked(&delivery, crate::panic_message(&*panic)));
         let schedule = endpoint
             .retry_schedule
             .as_deref()
@@ -92,7 +95,7 @@ impl AttemptTask {
         // The slot is free as soon as the request is over; the delivery stays
         // held until its result is committed.
         let status = settled.attempt.as_ref().and_then(|a| a.status_code);
-        slot.free(breaker::reached(status), settled.endpoint_gone);
+        slot.free(crashed || breaker::reached(status), settled.endpoint_gone);
         if self.writer.settle(settled).await.is_err() {
             tracing::warn!(endpoint = %endpoint.id, "Writer stopped; the attempt result is lost and the delivery will be retried.");
         }
@@ -115,14 +118,6 @@ fn panicked(delivery: &DueDelivery, message: String) -> Report {
         },
         outcome: Outcome::Retryable { retry_after: None },
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 /// What an attempt means for the delivery: done, retry at a time, or dead.
