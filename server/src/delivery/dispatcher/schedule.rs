@@ -53,6 +53,8 @@ const IN_MEMORY_RETRY: Duration = Duration::from_secs(10);
 /// or to read a claim; doubled on each failure in a row.
 const FIRST_STORAGE_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_STORAGE_BACKOFF: Duration = Duration::from_secs(60);
+/// What an idle lane's buffers shrink back to.
+const IDLE_CAPACITY: usize = 16;
 /// Timers lie at most this far ahead; a later due time is re-armed when the
 /// timer fires (the timer wheel does not take arbitrary deadlines).
 const MAX_TIMER: Duration = Duration::from_secs(3600);
@@ -262,7 +264,7 @@ impl Scheduler {
         } else {
             lane.backlog.note(delivery.due_ms, now);
         }
-        self.refresh([&id], eps);
+        self.refresh(&id, eps);
     }
 
     /// An attempt's request is over: its slot is free.
@@ -279,7 +281,7 @@ impl Scheduler {
             lane.breaker.record(reached, Instant::now());
             lane.gone |= gone;
         }
-        self.refresh([endpoint_id], eps);
+        self.refresh(endpoint_id, eps);
     }
 
     /// Attempt results are stored.
@@ -348,7 +350,7 @@ impl Scheduler {
                 lane.backlog.due =
                     Some(now.saturating_add(self.storage_backoff.as_millis() as i64));
                 self.storage_backoff = (self.storage_backoff * 2).min(MAX_STORAGE_BACKOFF);
-                self.refresh([&id], eps);
+                self.refresh(&id, eps);
                 return;
             }
         };
@@ -378,7 +380,7 @@ impl Scheduler {
             }
             lane.backlog.due = Some(now);
         }
-        self.refresh([&id], eps);
+        self.refresh(&id, eps);
     }
 
     /// Endpoints changed (an Admin edit, an endpoint disabled by a 410).
@@ -407,19 +409,19 @@ impl Scheduler {
                     Some(lane) => lane.ready.push_back(delivery),
                     None => return,
                 }
-                self.refresh([&id], eps);
+                self.refresh(&id, eps);
             }
             Timer::Backlog(id) => {
                 if let Some(lane) = self.lanes.get_mut(&id) {
                     lane.backlog.timer = None;
                 }
-                self.refresh([&id], eps);
+                self.refresh(&id, eps);
             }
             Timer::Resume(id) => {
                 if let Some(lane) = self.lanes.get_mut(&id) {
                     lane.resume_armed = false;
                 }
-                self.refresh([&id], eps);
+                self.refresh(&id, eps);
             }
             Timer::StorageResume => {
                 self.storage_pause = None;
@@ -428,24 +430,31 @@ impl Scheduler {
         }
     }
 
-    /// Re-plans these lanes after a change: send what they may, claim what
-    /// they can take, drop those with nothing left.
-    fn refresh<'a>(&mut self, ids: impl IntoIterator<Item = &'a Arc<str>>, eps: &impl Endpoints) {
-        let ids: Vec<Arc<str>> = ids.into_iter().cloned().collect();
+    /// Re-plans a lane after a change: send what it may, claim what it can
+    /// take, forget it when nothing is left.
+    fn refresh(&mut self, id: &Arc<str>, eps: &impl Endpoints) {
         self.serve_send_queue(eps);
-        for id in &ids {
+        self.pump(id, eps);
+        self.plan_backlog(id, eps);
+        self.start_claims(eps);
+        self.remove_if_idle(id, eps);
+    }
+
+    fn refresh_many(&mut self, ids: &[Arc<str>], eps: &impl Endpoints) {
+        self.serve_send_queue(eps);
+        for id in ids {
             self.pump(id, eps);
             self.plan_backlog(id, eps);
         }
         self.start_claims(eps);
-        for id in &ids {
-            self.remove_if_idle(id);
+        for id in ids {
+            self.remove_if_idle(id, eps);
         }
     }
 
     fn refresh_all(&mut self, eps: &impl Endpoints) {
         let ids: Vec<Arc<str>> = self.lanes.keys().cloned().collect();
-        self.refresh(&ids, eps);
+        self.refresh_many(&ids, eps);
     }
 
     /// An Admin retry of a delivery held on a retry timer: due now.
@@ -515,7 +524,7 @@ impl Scheduler {
         ids.sort_unstable();
         ids.dedup();
         let ids: Vec<Arc<str>> = ids.into_iter().cloned().collect();
-        self.refresh(&ids, eps);
+        self.refresh_many(&ids, eps);
     }
 
     /// Starts what the lane may send now, or puts it in line for a slot.
@@ -654,14 +663,17 @@ impl Scheduler {
     /// Puts the lane in line for a claim when its backlog is due and it can
     /// take some, or arms a timer for when it falls due.
     fn plan_backlog(&mut self, id: &Arc<str>, eps: &impl Endpoints) {
+        let Some(lane) = self.lanes.get(id) else {
+            return;
+        };
+        if lane.backlog.claim.is_some() || lane.backlog.is_empty() {
+            return;
+        }
         let now = self.now_ms();
         let may_claim = self.may_claim(id, eps);
         let Some(lane) = self.lanes.get_mut(id) else {
             return;
         };
-        if lane.backlog.claim.is_some() {
-            return;
-        }
         match lane.backlog.due {
             None => {
                 if let Some(key) = lane.backlog.timer.take() {
@@ -735,7 +747,7 @@ impl Scheduler {
             lane.in_claim_queue = false;
             let due_now = lane.backlog.due.is_some_and(|d| d <= now);
             if !may_claim || !due_now || lane.backlog.claim.is_some() {
-                self.remove_if_idle(&id);
+                self.remove_if_idle(&id, eps);
                 continue;
             }
             let limit = if probing {
@@ -754,8 +766,20 @@ impl Scheduler {
         }
     }
 
-    fn remove_if_idle(&mut self, id: &str) {
-        if self.lanes.get(id).is_some_and(Lane::is_idle) {
+    /// An idle lane of an existing endpoint is kept (bounded by the
+    /// catalog), so a steady trickle of deliveries does not build a lane per
+    /// delivery; its buffers shrink back to a small size.
+    fn remove_if_idle(&mut self, id: &str, eps: &impl Endpoints) {
+        let Some(lane) = self.lanes.get_mut(id) else {
+            return;
+        };
+        if !lane.is_idle() {
+            return;
+        }
+        if eps.endpoint(id).is_some() {
+            lane.held.shrink_to(IDLE_CAPACITY);
+            lane.ready.shrink_to(IDLE_CAPACITY);
+        } else {
             self.lanes.remove(id);
         }
     }
