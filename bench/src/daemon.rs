@@ -9,6 +9,10 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -18,6 +22,7 @@ use tempfile::TempDir;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
+    task::JoinHandle,
 };
 
 /// The parts of the config a scenario chooses.
@@ -165,6 +170,11 @@ impl Daemon {
         Some((field("VmRSS:")?, field("VmHWM:")?))
     }
 
+    /// Samples the daemon's resident memory every 100 ms until dropped.
+    pub fn rss_sampler(&self) -> RssSampler {
+        RssSampler::start(self.pid)
+    }
+
     /// Reads the daemon's CPU time from anywhere, e.g. a task that samples it
     /// when a warm-up ends.
     pub fn cpu_clock(&self) -> CpuClock {
@@ -189,6 +199,53 @@ pub fn default_binary() -> PathBuf {
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("hookyard")))
         .unwrap_or_else(|| PathBuf::from("target/release/hookyard"))
+}
+
+/// The highest resident memory seen by sampling `VmRSS`. The kernel's own
+/// peak (`VmHWM`) catches spikes between samples; this one can be read for a
+/// phase of a run (e.g. while the endpoint is down).
+pub struct RssSampler {
+    peak: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let peak = Arc::new(AtomicU64::new(0));
+        let task = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Some(rss) = rss_kib(pid) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        RssSampler { peak, task }
+    }
+
+    /// KiB.
+    pub fn peak_kib(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A process's current resident memory, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// A process's CPU time (user + system), from `/proc/<pid>/stat`.

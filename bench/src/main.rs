@@ -11,7 +11,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use hookyard_bench::{
     daemon, load,
-    scenarios::{self, backlog, end_to_end, fanout, flows, intake, Common},
+    scenarios::{self, backlog, end_to_end, fanout, flows, intake, isolation, Common},
 };
 
 #[derive(Parser)]
@@ -151,6 +151,31 @@ enum Scenario {
         #[arg(long, default_value_t = 20_000)]
         memory_queue: usize,
     },
+    /// A healthy endpoint's latency while another has a backlog due and
+    /// refuses connections (after a baseline without the backlog).
+    Isolation {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Events routed to the dead endpoint first.
+        #[arg(long, default_value_t = 1_000_000)]
+        backlog: u64,
+        /// PublishBatch size for the backlog.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// PublishBatch calls in flight for the backlog.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Events per second to the healthy endpoint (HTTP, open loop).
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+        /// Skip the run without the backlog.
+        #[arg(long)]
+        no_baseline: bool,
+    },
     /// The ceiling server alone (the scenarios start it themselves).
     #[command(hide = true)]
     Ceiling,
@@ -289,6 +314,27 @@ fn main() -> anyhow::Result<()> {
                     memory_queue,
                 };
                 backlog::run(&common("backlog", &c), &args).await
+            }
+            Scenario::Isolation {
+                common: c,
+                backlog,
+                batch,
+                concurrency,
+                rate,
+                connections,
+                payload,
+                no_baseline,
+            } => {
+                let args = isolation::IsolationArgs {
+                    backlog,
+                    batch,
+                    concurrency,
+                    rate,
+                    connections,
+                    payload,
+                    baseline: !no_baseline,
+                };
+                isolation::run(&common("isolation", &c), &args).await
             }
         }
     })

@@ -5,19 +5,13 @@
 //! first retries fall due up to 5 s after it comes up), and the daemon's resident memory throughout (sampled `VmRSS` and
 //! the kernel's peak, `VmHWM`).
 
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{run_prefix, Common};
+use super::{cpu_per, run_prefix, Common};
 use crate::{
-    daemon::{Daemon, DaemonSpec},
+    daemon::{rss_kib, Daemon, DaemonSpec},
     load::{self, GrpcWorker, Plan},
     report::{self, Table},
     sink::{Sink, SinkConfig},
@@ -48,18 +42,7 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
     .route("down", &url, &["backlog.*"], &schedule);
     let daemon = Daemon::start(&common.hookyard, &spec).await?;
 
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (peak, pid) = (peak.clone(), daemon.pid);
-        tokio::spawn(async move {
-            loop {
-                if let Some(rss) = rss_kib(pid) {
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let sampler = daemon.rss_sampler();
 
     let prefix = run_prefix("backlog");
     let channel = load::grpc_channel(daemon.listen)?;
@@ -84,7 +67,7 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
     };
     let outcome = load::run(plan, workers).await;
     let intake_rate = report::rate(outcome.events, outcome.elapsed);
-    let rss_down = peak.load(Ordering::Relaxed);
+    let rss_down = sampler.peak_kib();
     println!(
         "backlog: {} events acknowledged in {:.1} s ({} errors); peak RSS so far {} MiB; starting the sink",
         outcome.events,
@@ -93,6 +76,8 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
         rss_down / 1024
     );
 
+    let cpu = daemon.cpu_clock();
+    let cpu_before = cpu.read();
     let sink = Sink::start_on(addr, SinkConfig::default()).await?;
     let up = Instant::now();
     let mut progress = Vec::new();
@@ -112,12 +97,14 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
         );
     }
     let drain = up.elapsed();
-    sampler.abort();
+    // Everything the daemon did from the sink's start to the last delivery
+    // (nothing else arrives meanwhile), per delivery.
+    let cpu_us = cpu_per(cpu_before, cpu.read(), sink.delivered());
     let first = sink.first_arrival().unwrap_or(up);
     let last = sink.last_delivery().unwrap_or(up);
     let busy = last.saturating_duration_since(first);
     let hwm = daemon.memory_kib().map(|m| m.1).unwrap_or(0);
-    let peak_rss = peak.load(Ordering::Relaxed).max(hwm);
+    let peak_rss = sampler.peak_kib().max(hwm);
     let unique = sink.first_delivered().len() as u64;
     daemon.stop().await;
     let drain_rate = report::rate(sink.delivered(), busy);
@@ -131,6 +118,7 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
         "peak RSS MiB",
         "unique delivered",
         "requests to sink",
+        "cpu us/delivery",
     ]);
     table.row(vec![
         outcome.events.to_string(),
@@ -141,6 +129,7 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
         format!("{:.0}", peak_rss as f64 / 1024.0),
         unique.to_string(),
         sink.requests().to_string(),
+        cpu_us.map(|c| format!("{c:.1}")).unwrap_or_default(),
     ]);
     println!(
         "\nbacklog: {} events (PublishBatch of {}, {} in flight) while the endpoint is down, then up{}\n{}",
@@ -165,19 +154,11 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
             "unique_delivered": unique,
             "sink_requests": sink.requests(),
             "peak_rss_kib": peak_rss,
+            "drain_cpu_us_per_delivery": cpu_us,
             "peak_rss_while_down_kib": rss_down,
             "progress": progress,
         }),
     )?;
     println!("wrote {}", common.json.display());
     Ok(())
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }

@@ -3,14 +3,18 @@
 //! 202) and end-to-end latency (202 → the sink received the webhook, and
 //! intended send → received), per rate.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
+use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::{run_prefix, Common};
 use crate::{
     daemon::{Daemon, DaemonSpec},
-    load::{self, event_id, HttpWorker, Plan},
+    load::{self, event_id, HttpWorker, Outcome, Plan},
     report::{self, Latency, Table, LATENCY_HEADERS},
     sink::{Sink, SinkConfig},
 };
@@ -53,30 +57,11 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
             limit: None,
         };
         let outcome = load::run(plan, workers).await;
-        let start = outcome.start;
-        let measure_from = start + common.warmup;
-        // Every acknowledged event, with its ack time and intended send time.
-        let mut acked: HashMap<String, (std::time::Instant, std::time::Instant)> = HashMap::new();
-        for worker in &outcome.workers {
-            for &(i, at) in worker.acks.iter().flatten() {
-                let intended = start + Duration::from_secs_f64(i as f64 / rate);
-                acked.insert(event_id(&prefix, i, 0), (intended, at));
-            }
-        }
-        sink.wait_delivered(acked.len() as u64, SETTLE).await;
-        let arrived = sink.first_delivered();
-        let (mut from_ack, mut from_send) = (report::histogram(), report::histogram());
-        let mut lost = 0u64;
-        for (id, (intended, ack)) in &acked {
-            match arrived.get(id) {
-                Some(&at) if *intended >= measure_from => {
-                    report::record(&mut from_ack, at.saturating_duration_since(*ack));
-                    report::record(&mut from_send, at.saturating_duration_since(*intended));
-                }
-                Some(_) => {}
-                None => lost += 1,
-            }
-        }
+        let arrived = delivered(&outcome, &sink, &prefix, rate, common.warmup).await;
+        let (from_ack, from_send) = (
+            Latency::of(&arrived.from_ack),
+            Latency::of(&arrived.from_send),
+        );
         daemon.stop().await;
         let rows = [
             (
@@ -84,8 +69,8 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
                 Latency::of(&outcome.latency),
                 outcome.errors,
             ),
-            ("e2e (202→sink)", Latency::of(&from_ack), lost),
-            ("e2e (send→sink)", Latency::of(&from_send), lost),
+            ("e2e (202→sink)", from_ack, arrived.lost),
+            ("e2e (send→sink)", from_send, arrived.lost),
         ];
         for (label, latency, bad) in &rows {
             let mut row = vec![format!("{rate}"), label.to_string()];
@@ -101,11 +86,11 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
             "rate": rate,
             "published": outcome.requests,
             "publish_errors": outcome.errors,
-            "acknowledged": acked.len(),
-            "lost": lost,
+            "acknowledged": arrived.acknowledged,
+            "lost": arrived.lost,
             "intake": Latency::of(&outcome.latency),
-            "e2e_from_ack": Latency::of(&from_ack),
-            "e2e_from_send": Latency::of(&from_send),
+            "e2e_from_ack": from_ack,
+            "e2e_from_send": from_send,
         }));
     }
     println!(
@@ -122,4 +107,58 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
     )?;
     println!("wrote {}", common.json.display());
     Ok(())
+}
+
+/// What became of the events an open-loop HTTP run had acknowledged.
+pub struct Delivered {
+    pub acknowledged: usize,
+    /// 202 → the sink's first 2xx-answered arrival, for events intended
+    /// after the warm-up.
+    pub from_ack: Histogram<u64>,
+    /// Intended send → the sink's first 2xx-answered arrival.
+    pub from_send: Histogram<u64>,
+    /// Acknowledged but not at the sink within `SETTLE`.
+    pub lost: u64,
+}
+
+/// Waits (up to `SETTLE`) for the sink to receive every event the workers
+/// had acknowledged, then measures each against its intended send time and
+/// its 202.
+pub async fn delivered(
+    outcome: &Outcome<HttpWorker>,
+    sink: &Sink,
+    prefix: &str,
+    rate: f64,
+    warmup: Duration,
+) -> Delivered {
+    let start = outcome.start;
+    let measure_from = start + warmup;
+    // Every acknowledged event, with its intended send time and ack time.
+    let mut acked: HashMap<String, (Instant, Instant)> = HashMap::new();
+    for worker in &outcome.workers {
+        for &(i, at) in worker.acks.iter().flatten() {
+            let intended = start + Duration::from_secs_f64(i as f64 / rate);
+            acked.insert(event_id(prefix, i, 0), (intended, at));
+        }
+    }
+    sink.wait_delivered(acked.len() as u64, SETTLE).await;
+    let arrived = sink.first_delivered();
+    let (mut from_ack, mut from_send) = (report::histogram(), report::histogram());
+    let mut lost = 0u64;
+    for (id, (intended, ack)) in &acked {
+        match arrived.get(id) {
+            Some(&at) if *intended >= measure_from => {
+                report::record(&mut from_ack, at.saturating_duration_since(*ack));
+                report::record(&mut from_send, at.saturating_duration_since(*intended));
+            }
+            Some(_) => {}
+            None => lost += 1,
+        }
+    }
+    Delivered {
+        acknowledged: acked.len(),
+        from_ack,
+        from_send,
+        lost,
+    }
 }

@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 
 use serde_json::json;
 
-use super::{run_prefix, Common};
+use super::{cpu_per, run_prefix, Common};
 use crate::{
     daemon::{Daemon, DaemonSpec},
     load::{self, event_id, HttpWorker, Plan},
@@ -47,6 +47,8 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
         rate: Some(args.rate),
         limit: None,
     };
+    let cpu = daemon.cpu_clock();
+    let cpu_before = cpu.read();
     let started = std::time::Instant::now();
     let outcome = load::run(plan, workers).await;
     let mut acked: HashMap<String, std::time::Instant> = HashMap::new();
@@ -58,6 +60,8 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let expected = acked.len() as u64 * args.endpoints as u64;
     let complete = sink.wait_delivered(expected, SETTLE).await;
     let drained = started.elapsed();
+    // Intake and delivery together, per delivery made.
+    let cpu_us = cpu_per(cpu_before, cpu.read(), sink.delivered());
     let memory = daemon.memory_kib();
     daemon.stop().await;
     let delivered = sink.all_delivered();
@@ -79,7 +83,7 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let lat = Latency::of(&latency);
     let mut headers = vec!["events/s", "deliveries/s"];
     headers.extend(LATENCY_HEADERS);
-    headers.extend(["deliveries", "missing"]);
+    headers.extend(["deliveries", "missing", "cpu us/delivery"]);
     let mut table = Table::new(&headers);
     let mut row = vec![
         report::thousands(report::rate(outcome.events, outcome.elapsed)),
@@ -88,6 +92,7 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     row.extend(lat.cells());
     row.push(sink.delivered().to_string());
     row.push(short.to_string());
+    row.push(cpu_us.map(|c| format!("{c:.1}")).unwrap_or_default());
     table.row(row);
     println!(
         "\nfanout: {} endpoints, HTTP open loop at {} events/s over {} connections for {:?}; latency 202 → each delivery{}\n{}",
@@ -115,6 +120,7 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
             "all_delivered_after_s": drained.as_secs_f64(),
             "latency_from_ack": lat,
             "daemon_rss_kib": memory.map(|m| m.0),
+            "daemon_cpu_us_per_delivery": cpu_us,
         }),
     )?;
     println!("wrote {}", common.json.display());

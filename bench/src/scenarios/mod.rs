@@ -5,6 +5,7 @@ pub mod end_to_end;
 pub mod fanout;
 pub mod flows;
 pub mod intake;
+pub mod isolation;
 pub mod routing;
 
 use std::{path::PathBuf, time::Duration};
@@ -25,4 +26,10 @@ pub fn run_prefix(scenario: &str) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{scenario}-{:x}", nanos % 0xffff_ffff)
+}
+
+/// CPU time between two readings of a `CpuClock`, in µs per unit of work.
+pub fn cpu_per(before: Option<Duration>, after: Option<Duration>, count: u64) -> Option<f64> {
+    let spent = after?.checked_sub(before?)?;
+    (count > 0).then(|| spent.as_secs_f64() * 1e6 / count as f64)
 }
