@@ -36,8 +36,10 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 
 /// How long the listeners stay open after a component failed.
 const LINGER: Duration = Duration::from_secs(3);
-/// How long components get to finish once the listeners close.
-const DRAIN: Duration = Duration::from_secs(10);
+/// How long components get to finish once the listeners close: open
+/// requests, and the writer committing the results of attempts still in
+/// flight (each holds it open until its request ends or times out).
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Whether the daemon takes traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -110,6 +110,7 @@ pub struct TestConfig {
     flow_files: Vec<String>,
     time_scale: f64,
     secrets: Vec<(String, String)>,
+    env: Vec<(String, String)>,
 }
 
 impl TestConfig {
@@ -128,7 +129,14 @@ impl TestConfig {
             flow_files: Vec::new(),
             time_scale: 1.0,
             secrets: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// An environment variable for the daemon (the fault hooks of a debug build).
+    pub fn env(mut self, key: &str, value: &str) -> TestConfig {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Declares a flow (the YAML `flows:` entry, as JSON).
@@ -381,6 +389,27 @@ impl Daemon {
         }
     }
 
+    /// Waits up to `timeout` for the daemon to exit by itself; its status.
+    pub async fn exited(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = tokio::time::timeout(timeout, child.wait()).await.ok()?;
+        self.child = None;
+        Some(status.expect("the daemon's exit status"))
+    }
+
+    /// Everything the daemon logged so far, across restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts again with `config` on the same data dir and ports; stops the
+    /// running daemon first if there is one.
+    pub async fn restart_with(&mut self, config: TestConfig) {
+        self.stop().await;
+        self.config = config;
+        self.spawn().await;
+    }
+
     /// Starts again on the same data dir and the same ports; stops the
     /// running daemon first if there is one.
     pub async fn restart(&mut self) {
@@ -464,6 +493,7 @@ impl Daemon {
                 command.env_remove(key);
             }
         }
+        command.envs(self.config.env.iter().map(|(k, v)| (k, v)));
         let mut child = command.spawn().expect("spawn the hookyard binary");
         let stdout = child.stdout.take().expect("piped stdout");
         self.child = Some(child);

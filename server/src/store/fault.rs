@@ -8,7 +8,7 @@
 //!   succeed again).
 //! - `HOOKYARD_FAULT_PANIC=checkpointer|committer`: that component panics
 //!   the first time it has work (the checkpointer after the first commit,
-//!   the commit thread on its first batch).
+//!   the committer (the commit thread) on its first batch).
 
 /// Syncs that succeed before one fails, if a failure is injected.
 #[cfg(debug_assertions)]

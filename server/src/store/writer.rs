@@ -332,14 +332,14 @@ enum Wal {
 
 impl Wal {
     /// A failure is fatal: the log's state on disk is unknown.
-    async fn sync(&self) -> Result<(), Error> {
+    async fn sync(&self) -> Result<(), String> {
         match self {
             Wal::Sqlite(file) => {
                 let file = file.clone();
                 tokio::task::spawn_blocking(move || file.sync())
                     .await
-                    .map_err(|e| Error::Fatal(format!("the log sync stopped: {e}")))?
-                    .map_err(|e| Error::Fatal(format!("could not flush the log to disk: {e}")))
+                    .map_err(|e| format!("the log sync stopped: {e}"))?
+                    .map_err(|e| format!("could not flush the log to disk: {e}"))
             }
         }
     }
@@ -369,11 +369,11 @@ async fn sync(
             None if waiting.iter().any(|w| w.result.is_ok()) => wal.sync().await,
             None => Ok(()),
         };
-        if let Err(fatal) = failed {
+        if let Err(detail) = failed {
             for Written { batch, .. } in waiting.drain(..) {
-                answer(batch, Err(Error::Unavailable(fatal.to_string())), &outputs).await;
+                answer(batch, Err(Error::Fatal(detail.clone())), &outputs).await;
             }
-            return Err(fatal);
+            return Err(Error::Fatal(detail));
         }
         for Written { batch, result } in waiting.drain(..) {
             answer(batch, result, &outputs).await;
@@ -383,9 +383,9 @@ async fn sync(
 }
 
 /// The first commit among `waiting` that failed leaving the file's state unknown.
-fn fatal_commit(waiting: &[Written]) -> Option<Error> {
+fn fatal_commit(waiting: &[Written]) -> Option<String> {
     waiting.iter().find_map(|w| match &w.result {
-        Err(Error::Fatal(detail)) => Some(Error::Fatal(detail.clone())),
+        Err(Error::Fatal(detail)) => Some(detail.clone()),
         _ => None,
     })
 }

@@ -157,7 +157,7 @@ impl Db {
         flow_ops: &[FlowOp],
     ) -> Result<Done> {
         if self.panic_on_commit {
-            panic!("injected fault: the commit thread panics");
+            panic!("injected fault: the committer panics");
         }
         if self.wal.has_failed() {
             return Err(Error::Fatal(
