@@ -235,3 +235,30 @@ async fn a_checkpointer_that_panics_turns_readiness_off_and_exits_non_zero() {
 async fn a_commit_thread_that_panics_stops_the_writer_and_the_daemon() {
     a_dying_component_stops_the_daemon("committer", "writer").await;
 }
+
+/// The very first sync fails, after the batch was written (and, here, did
+/// reach the disk): the publisher hears 503, yet the event is in the log.
+/// The restart delivers it without any retry (the dispatcher loads what is
+/// due from storage when it starts), and a retry is answered as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stored_but_refused_is_delivered_after_the_restart_and_its_retry_is_a_duplicate() {
+    let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let config = TestConfig::crm(&sink.url());
+    let mut daemon = Daemon::start(config.clone().env("HOOKYARD_FAULT_SYNC_FAIL_AFTER", "0")).await;
+    let mut events = daemon.events_client();
+    let answer = publish(&daemon, &mut events, "stored", 0).await;
+    assert_eq!(answer, Answer::Refused);
+    assert_exits_for_a_restart(&mut daemon, "writer").await;
+
+    daemon.restart_with(config).await;
+    sink.until_ids(&["stored"], WAIT).await;
+    let retry = daemon
+        .post_events()
+        .json(&json!({"id": "stored", "name": "lead.sync", "payload": {"n": 0}}))
+        .send()
+        .await
+        .expect("the retry");
+    assert_eq!(retry.status(), StatusCode::ACCEPTED);
+    let body: Value = retry.json().await.expect("a JSON body");
+    assert_eq!(body["duplicate"], true, "{body}");
+}
