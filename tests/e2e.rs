@@ -25,6 +25,8 @@ mod crash;
 mod duplicates;
 #[path = "e2e/errors.rs"]
 mod errors;
+#[path = "e2e/fail_stop.rs"]
+mod fail_stop;
 #[path = "e2e/faults_backlog.rs"]
 mod faults_backlog;
 #[path = "e2e/faults_disk.rs"]

@@ -12,6 +12,8 @@
 //! - `flows`: flow definitions, run starts and the engine that steps runs.
 //! - `admin`: the Admin gRPC API and the live feed of delivery changes.
 //! - `config`, `bootstrap`, `server`: settings, declared resources, serving.
+//! - `supervise`: notices a component that stops, turns readiness off and
+//!   ends the daemon for a restart.
 
 pub mod admin;
 pub mod bootstrap;
@@ -24,12 +26,13 @@ pub mod model;
 pub mod routing;
 pub mod server;
 pub mod store;
+pub mod supervise;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use hookyard::v1::{admin_server::AdminServer, events_server::EventsServer};
-use tokio::{net::TcpListener, sync::mpsc, task::JoinSet};
+use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
@@ -51,6 +54,7 @@ use crate::{
     },
     server::ConnectionLimits,
     store::{Store, WriterConfig},
+    supervise::{Failure, Health, Supervisor},
 };
 
 /// The two listeners the daemon serves on, bound by the caller.
@@ -67,17 +71,14 @@ pub struct Running {
     pub admin_listen: SocketAddr,
     /// Whether this start created the admin token file.
     pub admin_token_created: bool,
-    tasks: JoinSet<()>,
+    supervisor: Supervisor,
 }
 
 impl Running {
-    /// Waits until the servers stop (after `shutdown` is cancelled).
-    pub async fn wait(mut self) {
-        while let Some(result) = self.tasks.join_next().await {
-            if let Err(error) = result {
-                tracing::error!(%error, "A daemon task failed.");
-            }
-        }
+    /// Waits until every component has stopped, after `shutdown` is
+    /// cancelled or after one stopped by itself (the error: exit non-zero).
+    pub async fn wait(self) -> Result<(), Failure> {
+        self.supervisor.wait().await
     }
 }
 
@@ -102,6 +103,7 @@ pub async fn start(
             )
         })?;
 
+    let mut supervisor = Supervisor::new(shutdown);
     let secrets = Arc::new(Secrets::load(config.flow_runner.secrets_file.as_deref())?);
     let (committed_tx, committed_rx) = mpsc::channel(1024);
     let writer_config = WriterConfig {
@@ -109,7 +111,7 @@ pub async fn start(
         queue: config.storage.queue,
     };
     let signals = FlowSignals::new();
-    let (store, writer) = Store::open_sqlite(
+    let (store, writer, storage_tasks) = Store::open_sqlite(
         &config.database_path(),
         writer_config,
         committed_tx,
@@ -117,6 +119,8 @@ pub async fn start(
     )
     .await
     .with_context(|| format!("could not open {}", config.database_path().display()))?;
+    supervisor.watch("writer", storage_tasks.writer);
+    supervisor.watch("checkpointer", storage_tasks.checkpointer);
     let catalog = Arc::new(CatalogHandle::load(store.clone(), secrets.clone()).await?);
     let flows = Arc::new(FlowCatalog::load(store.clone(), secrets).await?);
     bootstrap::apply_declared(&config, &store, &catalog, &flows).await?;
@@ -165,7 +169,8 @@ pub async fn start(
         sender,
         signals.wake.clone(),
     );
-    let public_app = public_app(&config, intake, store.clone(), sources.clone()).await?;
+    let health = supervisor.health();
+    let public_app = public_app(&config, intake, store.clone(), sources.clone(), &health).await?;
     let admin_app = admin_app(
         AdminService::new(
             store,
@@ -178,9 +183,10 @@ pub async fn start(
                 writer,
                 feed: signals.feed,
             },
-            shutdown.clone(),
+            supervisor.serving(),
         ),
         &admin_token,
+        &health,
     )
     .await?;
 
@@ -190,21 +196,25 @@ pub async fn start(
     };
     let listen = listeners.public.local_addr()?;
     let admin_listen = listeners.admin.local_addr()?;
-    let mut tasks = JoinSet::new();
-    tasks.spawn(dispatcher.run(committed_rx, control_rx, shutdown.clone()));
-    tasks.spawn(engine.run(shutdown.clone()));
-    tasks.spawn(server::serve(
-        listeners.public,
-        public_app,
-        limits,
-        shutdown.clone(),
-    ));
-    tasks.spawn(server::serve(listeners.admin, admin_app, limits, shutdown));
+    let (work, serving) = (supervisor.work(), supervisor.serving());
+    supervisor.spawn(
+        "dispatcher",
+        dispatcher.run(committed_rx, control_rx, work.clone()),
+    );
+    supervisor.spawn("flow engine", engine.run(work));
+    supervisor.spawn(
+        "public server",
+        server::serve(listeners.public, public_app, limits, serving.clone()),
+    );
+    supervisor.spawn(
+        "admin server",
+        server::serve(listeners.admin, admin_app, limits, serving),
+    );
     Ok(Running {
         listen,
         admin_listen,
         admin_token_created,
-        tasks,
+        supervisor,
     })
 }
 
@@ -214,9 +224,14 @@ async fn public_app(
     intake: Arc<Intake>,
     store: Store,
     sources: Arc<SourceRegistry>,
+    readiness: &Health,
 ) -> anyhow::Result<axum::Router> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<EventsServer<EventsService>>().await;
+    tokio::spawn(readiness.clone().mirror_to(
+        health,
+        <EventsServer<EventsService> as tonic::server::NamedService>::NAME,
+    ));
     let grpc = tonic::service::Routes::new(EventsServer::new(EventsService::new(intake.clone())))
         .add_service(health_service)
         .add_service(reflection()?)
@@ -226,7 +241,7 @@ async fn public_app(
         sources,
         trusted_proxies: config.http.trusted_proxies.clone().into(),
     });
-    let http = intake::http::router(intake.clone(), store)
+    let http = intake::http::router(intake.clone(), store, readiness.clone())
         .merge(webhooks)
         .merge(intake::flows::router(intake))
         .layer(TimeoutLayer::with_status_code(
@@ -237,9 +252,17 @@ async fn public_app(
 }
 
 /// gRPC Admin, behind the admin token (health and reflection stay open).
-async fn admin_app(service: AdminService, token: &str) -> anyhow::Result<axum::Router> {
+async fn admin_app(
+    service: AdminService,
+    token: &str,
+    readiness: &Health,
+) -> anyhow::Result<axum::Router> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
+    tokio::spawn(readiness.clone().mirror_to(
+        health,
+        <AdminServer<AdminService> as tonic::server::NamedService>::NAME,
+    ));
     Ok(tonic::service::Routes::new(AdminServer::with_interceptor(
         service,
         AdminAuth::new(token),

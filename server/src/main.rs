@@ -1,13 +1,21 @@
 //! `hookyard`: the daemon's command line. Parses flags and config, sets up
 //! logging, binds the listeners and hands over to `hookyard_server::start`.
+//!
+//! `serve` exits 0 after a shutdown asked for (SIGTERM, Ctrl-C) and 1 when a
+//! component stopped by itself or storage failed (see `supervise`), so a
+//! service manager (`Restart=on-failure`) starts it again.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hookyard_server::{config, Listeners};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// How long blocking work (a sync that hangs on a failing disk) may hold up
+/// the exit once everything else has stopped.
+const BLOCKING_GRACE: Duration = Duration::from_secs(2);
 
 /// glibc's allocator spent a third of the request threads' time in
 /// malloc/free under load (events are allocated on one thread and freed on
@@ -47,7 +55,10 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => {
             let config = config::load_for_serve(config.as_deref())?;
             init_logging(config.log_format);
-            tokio::runtime::Runtime::new()?.block_on(serve(config))
+            let runtime = tokio::runtime::Runtime::new()?;
+            let served = runtime.block_on(serve(config));
+            runtime.shutdown_timeout(BLOCKING_GRACE);
+            served
         }
         Command::CheckConfig { config } => {
             config::load_for_serve(Some(&config))?;
@@ -89,7 +100,8 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         tracing::info!("Shutting down.");
         shutdown.cancel();
     });
-    running.wait().await;
+    running.wait().await?;
+    tracing::info!("Hookyard stopped.");
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! Disk full: the daemon answers 503 (HTTP) and UNAVAILABLE (gRPC) instead of
 //! acknowledging what it cannot store, and recovers by itself once there is
-//! room again.
+//! room again. A full disk is not fail-stop (SQLite refuses the write before
+//! anything is written, so the state is known): the daemon stays up, unlike
+//! after a failed sync (`fail_stop.rs`).
 //!
 //! The data dir is a small tmpfs mounted for the test, and a filler file takes
 //! its free space: SQLite's writes then really fail with SQLITE_FULL, as on a
@@ -127,6 +129,9 @@ async fn a_full_disk_refuses_events_and_recovers() {
         Ok(_) => acked.push("full-grpc".into()),
     }
 
+    // Full, but no component stopped: the daemon neither exits nor restarts.
+    assert_still_serving(&daemon).await;
+
     // Room again: the same daemon accepts again without a restart, and the
     // publishers' retries of what was refused go through.
     std::fs::remove_file(&filler).expect("remove the filler");
@@ -159,5 +164,23 @@ async fn a_full_disk_refuses_events_and_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_still_serving(&daemon).await;
     drop(daemon);
+}
+
+/// Still ready (a stopped component turns readiness off), and nothing was
+/// reported as a component stopping.
+async fn assert_still_serving(daemon: &Daemon) {
+    let ready = daemon
+        .http
+        .get(daemon.url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert!(
+        !daemon.log().contains("A component stopped"),
+        "a full disk stopped a component:\n{}",
+        daemon.log()
+    );
 }

@@ -140,6 +140,12 @@ impl TestConfig {
         }
     }
 
+    /// An environment variable for the daemon (the fault hooks of a debug build).
+    pub fn env(mut self, key: &str, value: &str) -> TestConfig {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Declares a flow (the YAML `flows:` entry, as JSON).
     pub fn flow(mut self, def: Value) -> TestConfig {
         self.flows.push(def);
@@ -394,6 +400,27 @@ impl Daemon {
             self.child = Some(child);
             panic!("the daemon did not exit within {STOP_TIMEOUT:?} of SIGTERM");
         }
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself; its status.
+    pub async fn exited(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = tokio::time::timeout(timeout, child.wait()).await.ok()?;
+        self.child = None;
+        Some(status.expect("the daemon's exit status"))
+    }
+
+    /// Everything the daemon logged so far, across restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts again with `config` on the same data dir and ports; stops the
+    /// running daemon first if there is one.
+    pub async fn restart_with(&mut self, config: TestConfig) {
+        self.stop().await;
+        self.config = config;
+        self.spawn().await;
     }
 
     /// Starts again on the same data dir and the same ports; stops the

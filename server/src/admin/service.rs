@@ -552,7 +552,7 @@ pub(super) fn store_status(error: store::Error) -> Status {
         store::Error::AlreadyExists(m) => Status::already_exists(m),
         store::Error::StaleVersion { .. } => Status::failed_precondition(error.to_string()),
         store::Error::FailedPrecondition(m) => Status::failed_precondition(m),
-        store::Error::Unavailable(detail) => {
+        store::Error::Unavailable(detail) | store::Error::Fatal(detail) => {
             tracing::warn!(%detail, "Admin call failed: storage unavailable.");
             Status::unavailable("storage is unavailable; retry shortly")
         }

@@ -64,7 +64,9 @@ impl From<SubmitError> for ApiError {
                 crate::store::Error::AlreadyExists(m) => ApiError::Conflict(m),
                 crate::store::Error::StaleVersion { .. } => ApiError::Conflict(e.to_string()),
                 crate::store::Error::FailedPrecondition(m) => ApiError::Conflict(m),
-                crate::store::Error::Unavailable(m) => ApiError::Unavailable(m),
+                crate::store::Error::Unavailable(m) | crate::store::Error::Fatal(m) => {
+                    ApiError::Unavailable(m)
+                }
             },
         }
     }

@@ -17,15 +17,19 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 use super::{cloudevents, event, ApiError, Intake};
-use crate::store::Store;
+use crate::{
+    store::Store,
+    supervise::{Health, Readiness},
+};
 
 #[derive(Clone)]
 struct AppState {
     intake: Arc<Intake>,
     store: Store,
+    health: Health,
 }
 
-pub fn router(intake: Arc<Intake>, store: Store) -> Router {
+pub fn router(intake: Arc<Intake>, store: Store, health: Health) -> Router {
     Router::new()
         .route(
             "/v1/events",
@@ -33,7 +37,11 @@ pub fn router(intake: Arc<Intake>, store: Store) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { intake, store })
+        .with_state(AppState {
+            intake,
+            store,
+            health,
+        })
 }
 
 async fn post_event(
@@ -130,14 +138,26 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when storage answers: a daemon that cannot commit should not get traffic.
+/// Ready while every component runs and storage answers: a daemon that
+/// cannot commit or deliver should not get traffic. The reason names the
+/// component, not the detail (that is in the log).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let unavailable = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": reason})),
+        )
+    };
+    match state.health.readiness() {
+        Readiness::Serving => {}
+        Readiness::Stopping => return unavailable("the daemon is shutting down".into()),
+        Readiness::Failed { component } => {
+            return unavailable(format!("the {component} stopped; the daemon is restarting"))
+        }
+    }
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "reason": e.to_string()})),
-        ),
+        Err(e) => unavailable(e.to_string()),
     }
 }
 

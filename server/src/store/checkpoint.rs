@@ -16,6 +16,9 @@
 //! transactions: it copies only the little committed since that last pass,
 //! and its next commit starts the log over. The writer also keeps SQLite's own
 //! checkpoint, at a higher threshold, as a safety net should this task stop.
+//!
+//! A checkpoint syncs the log and the database file; an I/O error there is
+//! fail-stop like a failed sync of the writer's (see `fail_stop`).
 
 use std::{
     sync::{
@@ -26,7 +29,9 @@ use std::{
 };
 
 use sqlx::{sqlite::SqliteConnectOptions, Connection, SqliteConnection};
-use tokio::sync::watch;
+use tokio::{sync::watch, task::JoinHandle};
+
+use super::{fail_stop::is_fatal_sqlx, wal::WalFile};
 
 /// The least time between two checkpoints: each ends with an fsync of the
 /// database file, which competes with the log's, and a page written by many
@@ -65,34 +70,65 @@ impl Checkpoints {
     }
 }
 
-/// Starts the checkpointer; it stops when the returned handle is dropped.
-pub(super) async fn spawn(options: &SqliteConnectOptions) -> super::Result<Checkpoints> {
+/// Starts the checkpointer; it stops when the returned `Checkpoints` is
+/// dropped, and fails (marking the log failed) on an error that leaves the
+/// files' state unknown (see `fail_stop`). Once the log has failed it copies
+/// nothing more: frames whose sync failed must not reach the database file.
+pub(super) async fn spawn(
+    options: &SqliteConnectOptions,
+    wal: Arc<WalFile>,
+) -> super::Result<(Checkpoints, JoinHandle<super::Result<()>>)> {
     let mut conn = SqliteConnection::connect_with(options).await?;
-    let (commits_tx, mut commits) = watch::channel(0u64);
+    let (commits_tx, commits) = watch::channel(0u64);
     let restart_wanted = Arc::new(AtomicBool::new(false));
     let wanted = restart_wanted.clone();
-    tokio::spawn(async move {
-        // `changed` marks the count seen; commits during a checkpoint or the
-        // pause after it are caught by the next one.
-        while commits.changed().await.is_ok() {
-            match passive_checkpoint(&mut conn).await {
-                Ok(frames) if frames >= RESTART_AT => {
-                    catch_up(&mut conn).await;
-                    wanted.store(true, Ordering::Relaxed)
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "WAL checkpoint failed; the writer will checkpoint instead.")
-                }
-            }
-            tokio::time::sleep(SPACING).await;
+    let task = tokio::spawn(async move {
+        let checkpointed = checkpoint_after_commits(&mut conn, commits, &wanted, &wal).await;
+        if checkpointed.is_err() {
+            wal.fail();
         }
         let _ = conn.close().await;
+        checkpointed
     });
-    Ok(Checkpoints {
-        commits: commits_tx,
-        restart_wanted,
-    })
+    Ok((
+        Checkpoints {
+            commits: commits_tx,
+            restart_wanted,
+        },
+        task,
+    ))
+}
+
+async fn checkpoint_after_commits(
+    conn: &mut SqliteConnection,
+    mut commits: watch::Receiver<u64>,
+    restart_wanted: &AtomicBool,
+    wal: &WalFile,
+) -> super::Result<()> {
+    let panic_on_pass = super::fault::panics("checkpointer");
+    // `changed` marks the count seen; commits during a checkpoint or the
+    // pause after it are caught by the next one.
+    while commits.changed().await.is_ok() {
+        if panic_on_pass {
+            panic!("injected fault: the checkpointer panics");
+        }
+        if wal.has_failed() {
+            continue;
+        }
+        match passive_checkpoint(conn).await {
+            Ok(frames) if frames >= RESTART_AT => {
+                catch_up(conn).await?;
+                restart_wanted.store(true, Ordering::Relaxed)
+            }
+            Ok(_) => {}
+            Err(error) if is_fatal_sqlx(&error) => return Err(fatal(error)),
+            Err(error) => {
+                tracing::warn!(%error, "WAL checkpoint failed; the writer will checkpoint instead.")
+            }
+        }
+        tokio::time::sleep(SPACING).await;
+    }
+    Ok(())
 }
 
 /// Copies, pass after pass, what the writer committed during the previous
@@ -100,13 +136,22 @@ pub(super) async fn spawn(options: &SqliteConnectOptions) -> super::Result<Check
 /// then left to copy itself, holding up its commits, is small: after a
 /// single pass it was whatever came in during that pass, 13-22 ms of copying
 /// and syncing on the writer's thread under full load.
-async fn catch_up(conn: &mut SqliteConnection) {
+async fn catch_up(conn: &mut SqliteConnection) -> super::Result<()> {
     for _ in 0..CATCH_UP_PASSES {
-        if let Err(error) = passive_checkpoint(conn).await {
-            tracing::warn!(%error, "WAL checkpoint failed.");
-            return;
+        match passive_checkpoint(conn).await {
+            Ok(_) => {}
+            Err(error) if is_fatal_sqlx(&error) => return Err(fatal(error)),
+            Err(error) => {
+                tracing::warn!(%error, "WAL checkpoint failed.");
+                break;
+            }
         }
     }
+    Ok(())
+}
+
+fn fatal(error: sqlx::Error) -> super::Error {
+    super::Error::Fatal(format!("WAL checkpoint failed: {error}"))
 }
 
 /// Copies what it can of the log; returns how many frames the log holds.

@@ -9,10 +9,13 @@
 
 mod checkpoint;
 mod committer;
+mod fail_stop;
+mod fault;
 pub mod flows;
 mod sources;
 mod sqlite;
 mod stats;
+mod wal;
 pub mod writer;
 
 use std::path::Path;
@@ -45,16 +48,14 @@ pub enum Error {
     },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Storage failed in a way that leaves what is on disk unknown (a failed
+    /// sync, an I/O error, corruption): fail-stop, see `fail_stop`.
+    #[error("storage failed: {0}")]
+    Fatal(String),
 }
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        Error::Unavailable(e.to_string())
-    }
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
         Error::Unavailable(e.to_string())
     }
 }
@@ -66,6 +67,14 @@ impl From<sqlx::migrate::MigrateError> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Storage's long-lived tasks, for the daemon to supervise. Each ends with
+/// [`Error::Fatal`] when storage fails (see `fail_stop`); the writer also
+/// when its commit thread or its syncer stops.
+pub struct Tasks {
+    pub writer: tokio::task::JoinHandle<Result<()>>,
+    pub checkpointer: tokio::task::JoinHandle<Result<()>>,
+}
 
 /// A page of deliveries, newest first.
 #[derive(Debug, Default)]
@@ -102,9 +111,10 @@ impl Store {
         writer_config: writer::WriterConfig,
         committed: tokio::sync::mpsc::Sender<Committed>,
         flows: crate::flows::FlowSignals,
-    ) -> Result<(Store, Writer)> {
-        let (store, conn) = sqlite::SqliteStore::open(path).await?;
-        let writer = writer::spawn(
+    ) -> Result<(Store, Writer, Tasks)> {
+        let (store, mut conn) = sqlite::SqliteStore::open(path).await?;
+        let checkpointer = conn.take_checkpointer()?;
+        let (writer, writer_task) = writer::spawn(
             writer::Backend::Sqlite(conn),
             writer_config,
             committed,
@@ -115,6 +125,10 @@ impl Store {
                 backend: Backend::Sqlite(store),
             },
             writer,
+            Tasks {
+                writer: writer_task,
+                checkpointer,
+            },
         ))
     }
 

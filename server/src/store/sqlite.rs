@@ -58,8 +58,9 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         MIGRATIONS.run(&pool).await?;
-        let checkpoints = super::checkpoint::spawn(&options).await?;
-        let committer = Committer::start(path, checkpoints)?;
+        let wal = Arc::new(super::wal::WalFile::new(path));
+        let (checkpoints, checkpointer) = super::checkpoint::spawn(&options, wal.clone()).await?;
+        let committer = Committer::start(path, wal, checkpoints, checkpointer)?;
         Ok((SqliteStore { pool }, committer))
     }
 

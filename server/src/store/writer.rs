@@ -11,8 +11,18 @@
 //!
 //! The queue is bounded: when it is full, intake answers 503 / UNAVAILABLE
 //! instead of letting memory grow.
+//!
+//! Storage failures are fail-stop (see `fail_stop`): after a failed sync, or
+//! a commit error that leaves the file's state unknown, the syncer answers
+//! every batch still waiting with 503 / UNAVAILABLE and acknowledges nothing
+//! more, and the writer's task ends with [`Error::Fatal`] for the supervisor
+//! to see; so does the death of the commit thread or of the syncer. A full
+//! disk only fails the batch: the writer carries on.
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
 
 use super::{committer::Committer, Error};
 use crate::{
@@ -141,7 +151,7 @@ impl Writer {
             .map_err(|_| SubmitError::Unavailable("the writer has stopped".into()))?;
         match answer.await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(Error::Unavailable(e))) => Err(SubmitError::Unavailable(e)),
+            Ok(Err(Error::Unavailable(e) | Error::Fatal(e))) => Err(SubmitError::Unavailable(e)),
             Ok(Err(other)) => Err(SubmitError::Refused(other)),
             Err(_) => Err(SubmitError::Unavailable("the writer has stopped".into())),
         }
@@ -158,17 +168,19 @@ impl Writer {
     }
 }
 
+/// Starts the writer; its task ends when every `Writer` is dropped, or with
+/// an error when storage fails.
 pub(super) fn spawn(
     backend: Backend,
     config: WriterConfig,
     committed: mpsc::Sender<Committed>,
     flows: FlowSignals,
-) -> Writer {
+) -> (Writer, JoinHandle<Result<(), Error>>) {
     let (publish_tx, publish_rx) = mpsc::channel(config.queue);
     let (settle_tx, settle_rx) = mpsc::channel(config.queue);
     let (flow_tx, flow_rx) = mpsc::channel(config.queue);
     let outputs = Outputs { committed, flows };
-    tokio::spawn(run(
+    let task = tokio::spawn(run(
         backend,
         config,
         Inputs {
@@ -178,11 +190,12 @@ pub(super) fn spawn(
         },
         outputs,
     ));
-    Writer {
+    let writer = Writer {
         publish_tx,
         settle_tx,
         flow_tx,
-    }
+    };
+    (writer, task)
 }
 
 struct Inputs {
@@ -197,32 +210,57 @@ struct Outputs {
     flows: FlowSignals,
 }
 
+/// Runs the writer and its syncer until the inputs close or storage fails.
+async fn run(
+    backend: Backend,
+    config: WriterConfig,
+    inputs: Inputs,
+    outputs: Outputs,
+) -> Result<(), Error> {
+    let (synced_tx, synced_rx) = mpsc::channel(SYNC_QUEUE);
+    let syncer = tokio::spawn(sync(backend.wal(), synced_rx, outputs));
+    let written = write(&backend, config, inputs, synced_tx).await;
+    // Whatever was written is made durable and answered before stopping.
+    let synced = syncer
+        .await
+        .unwrap_or_else(|e| Err(Error::Fatal(format!("the syncer stopped: {e}"))));
+    tracing::info!("Writer stopped.");
+    written.and(synced)
+}
+
 /// Commits back to back: a batch starts as soon as the previous one is
 /// written, with everything that arrived meanwhile (this is the group in
 /// group commit), and an idle writer commits what arrives at once. Written
-/// batches go to the syncer in order.
-async fn run(backend: Backend, config: WriterConfig, mut inputs: Inputs, outputs: Outputs) {
-    let (synced_tx, synced_rx) = mpsc::channel(SYNC_QUEUE);
-    let syncer = tokio::spawn(sync(backend.wal(), synced_rx, outputs));
+/// batches go to the syncer in order. Stops when the inputs close, or at
+/// once when the syncer stops (it failed) or the commit thread is gone.
+async fn write(
+    backend: &Backend,
+    config: WriterConfig,
+    mut inputs: Inputs,
+    synced_tx: mpsc::Sender<Written>,
+) -> Result<(), Error> {
+    let commit_thread_gone = || Error::Fatal("the commit thread stopped".into());
     let mut next = Batch::default();
     let mut writing: Option<oneshot::Receiver<Written>> = None;
     let mut open = true;
     loop {
         inputs.take_waiting(&mut next, config.max_batch);
         if writing.is_none() && !next.is_empty() {
-            writing = start_write(&backend, std::mem::take(&mut next));
+            writing = start_write(backend, std::mem::take(&mut next));
             if writing.is_none() {
-                tracing::error!("The commit thread stopped; the writer stops.");
-                break;
+                return Err(commit_thread_gone());
             }
         }
         let Some(in_flight) = writing.as_mut() else {
             if !open {
-                break;
+                return Ok(());
             }
-            match inputs.recv().await {
-                Some(op) => next.push(op),
-                None => open = false,
+            tokio::select! {
+                op = inputs.recv() => match op {
+                    Some(op) => next.push(op),
+                    None => open = false,
+                },
+                _ = synced_tx.closed() => return Ok(()),
             }
             continue;
         };
@@ -230,23 +268,19 @@ async fn run(backend: Backend, config: WriterConfig, mut inputs: Inputs, outputs
             written = in_flight => {
                 writing = None;
                 let Ok(written) = written else {
-                    tracing::error!("The commit thread stopped; the writer stops.");
-                    break;
+                    return Err(commit_thread_gone());
                 };
                 if synced_tx.send(written).await.is_err() {
-                    break;
+                    return Ok(());
                 }
             }
             op = inputs.recv(), if open && next.events < config.max_batch => match op {
                 Some(op) => next.push(op),
                 None => open = false,
             },
+            _ = synced_tx.closed() => return Ok(()),
         }
     }
-    drop(synced_tx);
-    // Whatever was written is made durable and answered before stopping.
-    let _ = syncer.await;
-    tracing::info!("Writer stopped.");
 }
 
 /// Something for the writer to commit.
@@ -293,17 +327,18 @@ impl Backend {
 
 /// What makes written batches durable.
 enum Wal {
-    Sqlite(std::sync::Arc<super::committer::WalFile>),
+    Sqlite(std::sync::Arc<super::wal::WalFile>),
 }
 
 impl Wal {
+    /// A failure is fatal: the log's state on disk is unknown.
     async fn sync(&self) -> Result<(), String> {
         match self {
             Wal::Sqlite(file) => {
                 let file = file.clone();
                 tokio::task::spawn_blocking(move || file.sync())
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("the log sync stopped: {e}"))?
                     .map_err(|e| format!("could not flush the log to disk: {e}"))
             }
         }
@@ -318,24 +353,41 @@ struct Written {
 
 /// Takes written batches in order; syncs once for all that are waiting, then
 /// answers them. A batch that did not commit needs no sync but keeps its
-/// place, so answers and reports stay in commit order.
-async fn sync(wal: Wal, mut written: mpsc::Receiver<Written>, outputs: Outputs) {
+/// place, so answers and reports stay in commit order. A failed sync, or a
+/// batch whose commit left the file's state unknown, fails every batch
+/// waiting (even one committed before it: it is not known to be durable)
+/// and ends the syncer, so nothing written after it is acknowledged.
+async fn sync(
+    wal: Wal,
+    mut written: mpsc::Receiver<Written>,
+    outputs: Outputs,
+) -> Result<(), Error> {
     let mut waiting = Vec::new();
     while written.recv_many(&mut waiting, SYNC_QUEUE).await > 0 {
-        let synced = if waiting.iter().any(|w| w.result.is_ok()) {
-            wal.sync().await
-        } else {
-            Ok(())
+        let failed = match fatal_commit(&waiting) {
+            Some(fatal) => Err(fatal),
+            None if waiting.iter().any(|w| w.result.is_ok()) => wal.sync().await,
+            None => Ok(()),
         };
+        if let Err(detail) = failed {
+            for Written { batch, .. } in waiting.drain(..) {
+                answer(batch, Err(Error::Fatal(detail.clone())), &outputs).await;
+            }
+            return Err(Error::Fatal(detail));
+        }
         for Written { batch, result } in waiting.drain(..) {
-            let result = match (result, &synced) {
-                (Ok(done), Ok(())) => Ok(done),
-                (Ok(_), Err(error)) => Err(Error::Unavailable(error.clone())),
-                (Err(error), _) => Err(error),
-            };
             answer(batch, result, &outputs).await;
         }
     }
+    Ok(())
+}
+
+/// The first commit among `waiting` that failed leaving the file's state unknown.
+fn fatal_commit(waiting: &[Written]) -> Option<String> {
+    waiting.iter().find_map(|w| match &w.result {
+        Err(Error::Fatal(detail)) => Some(detail.clone()),
+        _ => None,
+    })
 }
 
 #[derive(Default)]
@@ -485,5 +537,128 @@ impl FlowOp {
                 let _ = reply.send(Err(e));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{model::Route, store::sqlite::SqliteStore};
+
+    fn event(id: &str) -> NewEvent {
+        NewEvent {
+            id: id.to_string(),
+            name: "lead.created".to_string(),
+            source: "test".to_string(),
+            tenant_id: None,
+            time_ms: 1,
+            payload: "{}".to_string(),
+            attributes: Default::default(),
+            body_hash: [7; 32],
+            routes: vec![Route {
+                subscription_id: Arc::from("sub"),
+                endpoint_id: Arc::from("crm"),
+            }],
+            flow_starts: Vec::new(),
+            cancels: Vec::new(),
+        }
+    }
+
+    struct Started {
+        writer: Writer,
+        task: JoinHandle<Result<(), Error>>,
+        committed: mpsc::Receiver<Committed>,
+        wal: std::sync::Arc<super::super::wal::WalFile>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start() -> Started {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_store, committer) = SqliteStore::open(&dir.path().join("writer.db"))
+            .await
+            .expect("open");
+        let wal = committer.wal();
+        let (committed_tx, committed) = mpsc::channel(16);
+        let config = WriterConfig {
+            max_batch: 64,
+            queue: 64,
+        };
+        let (writer, task) = spawn(
+            Backend::Sqlite(committer),
+            config,
+            committed_tx,
+            FlowSignals::new(),
+        );
+        Started {
+            writer,
+            task,
+            committed,
+            wal,
+            _dir: dir,
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_sync_nothing_is_acknowledged_and_the_writer_fails() {
+        let mut s = start().await;
+        s.writer
+            .publish(vec![event("before")])
+            .await
+            .expect("acknowledged before the fault");
+        let Some(Committed::Deliveries(due)) = s.committed.recv().await else {
+            panic!("the first publish's delivery is reported");
+        };
+
+        // The next sync fails: the attempt result it covers is reported as
+        // not stored, and the publish beside it is refused.
+        s.wal.fail_sync_after(0);
+        let settled = Settled {
+            delivery: due[0].clone(),
+            attempt: None,
+            status: DeliveryStatus::Succeeded,
+            next_attempt_ms: None,
+            last_error: None,
+            endpoint_gone: false,
+        };
+        s.writer.settle(settled).await.expect("queued");
+        let refused = s.writer.publish(vec![event("during")]).await;
+        assert!(
+            matches!(refused, Err(SubmitError::Unavailable(_))),
+            "{refused:?}"
+        );
+        let mut settle_failed = false;
+        while let Some(report) = s.committed.recv().await {
+            match report {
+                Committed::SettleFailed(results) => settle_failed |= results.len() == 1,
+                other => panic!("nothing is reported as durable after the fault: {other:?}"),
+            }
+        }
+        assert!(
+            settle_failed,
+            "the attempt result was reported as not stored"
+        );
+
+        // The writer has stopped with the failure, and refuses what comes next.
+        let ended = s.task.await.expect("the writer's task");
+        assert!(matches!(ended, Err(Error::Fatal(_))), "{ended:?}");
+        let after = s.writer.publish(vec![event("after")]).await;
+        assert!(
+            matches!(after, Err(SubmitError::Unavailable(_))),
+            "{after:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_writer_ends_cleanly_when_its_handles_are_dropped() {
+        let s = start().await;
+        s.writer
+            .publish(vec![event("one")])
+            .await
+            .expect("acknowledged");
+        drop(s.writer);
+        let ended = s.task.await.expect("the writer's task");
+        assert!(ended.is_ok(), "{ended:?}");
     }
 }

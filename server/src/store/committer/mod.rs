@@ -11,15 +11,17 @@
 //! one trip: the writer hands it over and gets it back committed.
 //!
 //! The connection commits with `synchronous=NORMAL`; the writer's syncer makes
-//! each commit durable (`WalFile::sync`) before anything is answered.
+//! each commit durable (`WalFile::sync`) before anything is answered. Once
+//! the log has failed (a sync, or an error here that leaves the file's state
+//! unknown, see `fail_stop`), the committer writes nothing more.
 
 mod runs;
 
 use std::{
     borrow::Cow,
     collections::BTreeMap,
-    path::{Path, PathBuf},
-    sync::{mpsc, Arc, Mutex},
+    path::Path,
+    sync::{mpsc, Arc},
     time::Duration,
 };
 
@@ -28,6 +30,7 @@ use tokio::sync::oneshot;
 
 use super::{
     checkpoint::{Checkpoints, WAL_SIZE_LIMIT, WRITER_AUTOCHECKPOINT},
+    wal::WalFile,
     writer::{Done, FlowAnswer, FlowOp, Rejection, Settled},
     Error, Result,
 };
@@ -41,17 +44,27 @@ const STATEMENT_CACHE: usize = 64;
 pub(super) struct Committer {
     jobs: mpsc::Sender<Job>,
     wal: Arc<WalFile>,
+    /// Until the daemon takes it to supervise.
+    checkpointer: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 /// Work for the thread, with its own way of sending the answer back.
 type Job = Box<dyn FnOnce(&mut Db) + Send>;
 
 impl Committer {
-    /// Opens the write connection (the schema must exist) and starts the thread.
-    pub(super) fn start(path: &Path, checkpoints: Checkpoints) -> Result<Committer> {
+    /// Opens the write connection (the schema must exist) and starts the
+    /// thread. `checkpointer` is the task behind `checkpoints`.
+    pub(super) fn start(
+        path: &Path,
+        wal: Arc<WalFile>,
+        checkpoints: Checkpoints,
+        checkpointer: tokio::task::JoinHandle<Result<()>>,
+    ) -> Result<Committer> {
         let db = Db {
             conn: open(path)?,
             checkpoints,
+            wal: wal.clone(),
+            panic_on_commit: super::fault::panics("committer"),
         };
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -60,8 +73,16 @@ impl Committer {
             .map_err(|e| Error::Unavailable(format!("could not start the commit thread: {e}")))?;
         Ok(Committer {
             jobs,
-            wal: Arc::new(WalFile::new(path)),
+            wal,
+            checkpointer: Some(checkpointer),
         })
+    }
+
+    /// The checkpointer's task, for the daemon to supervise (once).
+    pub(super) fn take_checkpointer(&mut self) -> Result<tokio::task::JoinHandle<Result<()>>> {
+        self.checkpointer
+            .take()
+            .ok_or_else(|| Error::Unavailable("the checkpointer was already taken".into()))
     }
 
     /// Hands `work` to the committer's thread; its result arrives on the
@@ -119,12 +140,38 @@ pub(super) struct Db {
     conn: Connection,
     /// Told of each commit, so the log is copied back off this path.
     checkpoints: Checkpoints,
+    wal: Arc<WalFile>,
+    /// A fault injected by the tests (debug builds only).
+    panic_on_commit: bool,
 }
 
 impl Db {
     /// Commits one group: every event with its deliveries and flow runs,
     /// every attempt result and every flow op, in a single transaction.
+    /// Refuses once the log has failed; an error that leaves the file's
+    /// state unknown marks it failed.
     pub(super) fn commit(
+        &mut self,
+        publishes: &[&[NewEvent]],
+        settles: &[Settled],
+        flow_ops: &[FlowOp],
+    ) -> Result<Done> {
+        if self.panic_on_commit {
+            panic!("injected fault: the committer panics");
+        }
+        if self.wal.has_failed() {
+            return Err(Error::Fatal(
+                "the log failed earlier; nothing more is written until the daemon restarts".into(),
+            ));
+        }
+        let committed = self.write(publishes, settles, flow_ops);
+        if let Err(Error::Fatal(_)) = &committed {
+            self.wal.fail();
+        }
+        committed
+    }
+
+    fn write(
         &mut self,
         publishes: &[&[NewEvent]],
         settles: &[Settled],
@@ -132,9 +179,12 @@ impl Db {
     ) -> Result<Done> {
         if self.checkpoints.take_restart() {
             // The log is long: copy its tail here, so the next commit starts
-            // it over. A failure only means it stays long a while.
-            if let Err(error) = passive_checkpoint(&self.conn) {
-                tracing::warn!(%error, "WAL checkpoint failed.");
+            // it over. A failure only means it stays long a while, unless it
+            // leaves the files' state unknown.
+            match passive_checkpoint(&self.conn).map_err(Error::from) {
+                Err(error @ Error::Fatal(_)) => return Err(error),
+                Err(error) => tracing::warn!(%error, "WAL checkpoint failed."),
+                Ok(()) => {}
             }
         }
         let now = now_ms();
@@ -155,7 +205,7 @@ impl Db {
         for op in flow_ops {
             let answer = apply_flow_op(&tx, op, now, &mut done.runs);
             done.flow_answers.push(match answer {
-                Err(e @ Error::Unavailable(_)) => return Err(e),
+                Err(e @ (Error::Unavailable(_) | Error::Fatal(_))) => return Err(e),
                 Err(refused) => FlowAnswer::Refused(refused),
                 Ok(answer) => answer,
             });
@@ -350,54 +400,6 @@ fn apply_flow_op(
             FlowAnswer::Cancelled(runs::cancel_run(tx, run_id, reason, now, changed)?)
         }
     })
-}
-
-/// The database's write-ahead log, synced by hand.
-///
-/// The committer commits with `synchronous=NORMAL`: SQLite writes the
-/// transaction's frames into the log but does not wait for the disk. The
-/// writer's answers wait for `sync`, an `fdatasync` of the log file, which
-/// covers every commit written before it. So the fsync of one batch runs
-/// while the next batch is already being written, one fsync covers several
-/// commits, and nothing is answered before it is on disk. (The log file
-/// itself exists, durably, from the migrations, which commit with
-/// `synchronous=FULL` on the pool; it is removed only when the last
-/// connection closes.)
-pub(super) struct WalFile {
-    path: PathBuf,
-    file: Mutex<Option<std::fs::File>>,
-}
-
-impl WalFile {
-    fn new(db: &Path) -> WalFile {
-        let mut path = db.as_os_str().to_owned();
-        path.push("-wal");
-        WalFile {
-            path: path.into(),
-            file: Mutex::new(None),
-        }
-    }
-
-    /// Flushes every commit written so far to disk. Blocking.
-    pub(super) fn sync(&self) -> std::io::Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        let mut file = self
-            .file
-            .lock()
-            .map_err(|_| std::io::Error::other("the log file handle was poisoned"))?;
-        let current = std::fs::metadata(&self.path)?.ino();
-        let stale = match file.as_ref() {
-            Some(open) => open.metadata()?.ino() != current,
-            None => true,
-        };
-        if stale {
-            *file = Some(std::fs::File::open(&self.path)?);
-        }
-        match file.as_ref() {
-            Some(open) => open.sync_data(),
-            None => Err(std::io::Error::other("the log file is not open")),
-        }
-    }
 }
 
 #[cfg(test)]
