@@ -252,12 +252,6 @@ impl TestConfig {
     }
 
     /// Keeps the data (database, admin token) in `dir` instead of the temp dir.
-    /// An environment variable for the daemon (e.g. a debug build's fault hook).
-    pub fn env(mut self, key: &str, value: &str) -> TestConfig {
-        self.env.push((key.to_string(), value.to_string()));
-        self
-    }
-
     pub fn data_dir(mut self, dir: &Path) -> TestConfig {
         self.data_dir = Some(dir.to_path_buf());
         self
