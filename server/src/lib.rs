@@ -12,6 +12,7 @@
 //! - `flows`: flow definitions, run starts and the engine that steps runs.
 //! - `admin`: the Admin gRPC API and the live feed of delivery changes.
 //! - `config`, `bootstrap`, `server`: settings, declared resources, serving.
+//! - `timestamp`: the accepted range of times, and formatting that cannot fail.
 
 pub mod admin;
 pub mod bootstrap;
@@ -24,6 +25,7 @@ pub mod model;
 pub mod routing;
 pub mod server;
 pub mod store;
+pub mod timestamp;
 
 use std::{net::SocketAddr, sync::Arc};
 
