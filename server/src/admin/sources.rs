@@ -134,7 +134,7 @@ impl AdminService {
             .rotate_source_token(
                 &request.id,
                 &token::hash(&token),
-                now_ms() + grace.as_millis() as i64,
+                crate::timestamp::add(now_ms(), grace),
             )
             .await
             .map_err(store_status)?;
