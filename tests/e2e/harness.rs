@@ -418,6 +418,11 @@ impl Daemon {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// Everything the daemon has logged so far (stderr, across restarts).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("hookyard.log")
     }
