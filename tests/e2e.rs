@@ -39,6 +39,14 @@ mod flow_examples;
 mod flows;
 #[path = "e2e/health.rs"]
 mod health;
+#[path = "e2e/hostile.rs"]
+mod hostile;
+#[path = "e2e/hostile_admin.rs"]
+mod hostile_admin;
+#[path = "e2e/hostile_grpc.rs"]
+mod hostile_grpc;
+#[path = "e2e/hostile_http.rs"]
+mod hostile_http;
 #[path = "e2e/publish.rs"]
 mod publish;
 #[path = "e2e/retry.rs"]
