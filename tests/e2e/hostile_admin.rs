@@ -252,6 +252,7 @@ enum Query {
     StartRun(StartRunRequest),
     ListRuns(ListRunsRequest),
     GetRun(String),
+    CreateFlow(String),
 }
 
 fn query() -> impl Strategy<Value = Query> {
@@ -344,6 +345,28 @@ fn query() -> impl Strategy<Value = Query> {
             }
         ),
         text().prop_map(Query::GetRun),
+        flow_yaml().prop_map(Query::CreateFlow),
+    ]
+}
+
+/// Flow definitions whose durations are anything, and YAML that is not one.
+fn flow_yaml() -> impl Strategy<Value = String> {
+    let duration = || prop_oneof![3 => "[0-9]{1,22}(ns|ms|s|m|h|d|w|y)", 1 => text()];
+    prop_oneof![
+        3 => ("[a-z]{1,8}", duration(), duration(), vec(duration(), 0..3), time_text()).prop_map(
+            |(id, delay, timeout, retry, until)| {
+                let retry = serde_json::to_string(&retry).unwrap_or_default();
+                format!(
+                    "id: {id}\nsteps:\n  - {{id: a, delay: {}}}\n  - {{id: b, until: {}}}\n  \
+                     - {{id: c, http: {{url: 'http://127.0.0.1:1/', timeout: {}, retry: {retry}}}}}\n",
+                    json!(delay),
+                    json!(until),
+                    json!(timeout),
+                )
+            }
+        ),
+        1 => text(),
+        1 => Just(String::new()),
     ]
 }
 
@@ -378,6 +401,14 @@ async fn ask(admin: &mut Admin, query: Query) -> Result<(), TestCaseError> {
         }
         Query::GetRun(id) => {
             judge("GetRun", admin.get_run(GetRunRequest { id }).await)?;
+        }
+        Query::CreateFlow(definition_yaml) => {
+            judge(
+                "CreateFlow",
+                admin
+                    .create_flow(pb::CreateFlowRequest { definition_yaml })
+                    .await,
+            )?;
         }
     }
     Ok(())
