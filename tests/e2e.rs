@@ -19,6 +19,8 @@ mod admin;
 mod breaker;
 #[path = "e2e/cloudevents.rs"]
 mod cloudevents;
+#[path = "e2e/config_ranges.rs"]
+mod config_ranges;
 #[path = "e2e/crash.rs"]
 mod crash;
 #[path = "e2e/duplicates.rs"]
