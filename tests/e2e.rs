@@ -19,6 +19,8 @@ mod admin;
 mod breaker;
 #[path = "e2e/cloudevents.rs"]
 mod cloudevents;
+#[path = "e2e/config_ranges.rs"]
+mod config_ranges;
 #[path = "e2e/crash.rs"]
 mod crash;
 #[path = "e2e/duplicates.rs"]
@@ -41,6 +43,14 @@ mod flow_examples;
 mod flows;
 #[path = "e2e/health.rs"]
 mod health;
+#[path = "e2e/hostile.rs"]
+mod hostile;
+#[path = "e2e/hostile_admin.rs"]
+mod hostile_admin;
+#[path = "e2e/hostile_grpc.rs"]
+mod hostile_grpc;
+#[path = "e2e/hostile_http.rs"]
+mod hostile_http;
 #[path = "e2e/isolation.rs"]
 mod isolation;
 #[path = "e2e/publish.rs"]

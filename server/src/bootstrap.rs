@@ -10,6 +10,7 @@ use crate::{
     config::{Config, EndpointConfig, SubscriptionConfig},
     delivery::signing::SigningSecret,
     flows::{definition::parse_yaml, FlowCatalog},
+    intake::event::FieldError,
     model::{Endpoint, EndpointState, Subscription},
     store::{self, Store},
 };
@@ -23,7 +24,10 @@ pub async fn apply_declared(
     apply_flows(config, store, flows).await?;
     for (i, declared) in config.endpoints.iter().enumerate() {
         let mut endpoint = endpoint_from_config(declared);
-        let errors = validate::endpoint(&endpoint);
+        let errors: Vec<_> = validate::endpoint(&endpoint)
+            .into_iter()
+            .map(config_key)
+            .collect();
         if !errors.is_empty() {
             bail!(
                 "endpoints[{i}] ({}): {}",
@@ -103,6 +107,19 @@ async fn apply_flows(config: &Config, store: &Store, flows: &FlowCatalog) -> any
     }
     flows.reload().await?;
     Ok(())
+}
+
+/// The Admin API's field names (`timeout_ms`) as the config file's keys
+/// (`timeout`), so an error names what the operator wrote.
+fn config_key(mut error: FieldError) -> FieldError {
+    if let Some(first) = error.path.first_mut() {
+        if let Some(rest) = first.strip_prefix("retry_schedule_ms") {
+            *first = format!("retry_schedule{rest}");
+        } else if first == "timeout_ms" {
+            *first = "timeout".into();
+        }
+    }
+    error
 }
 
 fn endpoint_from_config(c: &EndpointConfig) -> Endpoint {

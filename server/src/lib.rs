@@ -14,6 +14,7 @@
 //! - `config`, `bootstrap`, `server`: settings, declared resources, serving.
 //! - `supervise`: notices a component that stops, turns readiness off and
 //!   ends the daemon for a restart.
+//! - `timestamp`: the accepted range of times, and formatting that cannot fail.
 
 pub mod admin;
 pub mod bootstrap;
@@ -27,6 +28,7 @@ pub mod routing;
 pub mod server;
 pub mod store;
 pub mod supervise;
+pub mod timestamp;
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -176,3 +176,62 @@ async fn bad_cloudevents_are_refused_by_field_and_the_handshake_is_answered() {
     );
     assert_eq!(header("webhook-allowed-rate").as_deref(), Some("*"));
 }
+
+/// The request the CloudEvents Python SDK makes for
+/// `requests.post(url, headers=h, data=b)` where
+/// `h, b = to_binary(CloudEvent({"type": "lead.created", "source": "https://crm.example.com/leads"}, data))`:
+/// `ce-*` headers for specversion, id (a UUID4), source, type and time (from
+/// `datetime.now(timezone.utc).isoformat()`, so microseconds and `+00:00`),
+/// the body `json.dumps(data)` (with its spaces), and no `Content-Type`,
+/// since the event has no `datacontenttype`. Written out by hand rather
+/// than run through Python: the suite needs no interpreter or packages.
+#[tokio::test]
+async fn a_binary_cloudevent_without_content_type_is_json_as_the_python_sdk_sends_it() {
+    let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let daemon = Daemon::start(TestConfig::crm(&sink.url())).await;
+    let mut admin = daemon.admin_client();
+    let id = "4b1c9e4e-2f57-4a5e-9d3c-0c5f1e7a9b21";
+    let response = daemon
+        .post_events()
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "https://crm.example.com/leads")
+        .header("ce-type", "lead.created")
+        .header("ce-time", "2026-01-31T12:00:00.123456+00:00")
+        .body(r#"{"email": "ada@example.com", "score": 87}"#)
+        .send()
+        .await
+        .expect("POST binary without content-type");
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.expect("a JSON answer");
+    assert_eq!(status, 202, "{answer}");
+
+    let received = sink.until_ids(&[id], WAIT).await;
+    let body = received
+        .iter()
+        .find(|r| r.webhook_id() == id)
+        .expect("delivered")
+        .json();
+    assert_eq!(body["event_name"], "lead.created");
+    assert_eq!(
+        body["payload"],
+        json!({"email": "ada@example.com", "score": 87})
+    );
+    assert_eq!(body["timestamp"], "2026-01-31T12:00:00.123Z");
+    let event = stored_event(&mut admin, id).await;
+    assert_eq!(event.source, "https://crm.example.com/leads");
+    assert!(!event.attributes.contains_key("datacontenttype"));
+
+    // A body that is not JSON is still refused, as malformed JSON.
+    let garbled = daemon
+        .post_events()
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "not-json-1")
+        .header("ce-source", "/crm")
+        .header("ce-type", "lead.created")
+        .body("email=ada@example.com")
+        .send()
+        .await
+        .expect("POST");
+    expect_error(garbled, 400, "malformed_json").await;
+}

@@ -575,3 +575,52 @@ async fn an_admin_cancels_a_waiting_run_and_cannot_cancel_it_twice() {
     assert!(log_text(&detail).contains("cancelled by an admin"));
     assert_eq!(detail.steps[0].state, "cancelled", "the step it waited for");
 }
+
+/// A `datetime` input outside the years 1970-9999 is refused before a run
+/// exists; a time that `until:` renders outside them (or `plus` carries out
+/// of them) fails the run with an error that says so, and nothing panics.
+#[tokio::test]
+async fn times_outside_the_years_1970_to_9999_fail_cleanly() {
+    let flow = json!({
+        "id": "far",
+        "inputs": {"when": {"type": "datetime"}, "at": {"type": "string"}},
+        "steps": [
+            {"id": "wait", "until": "{{ inputs.at }}"},
+            {"id": "later", "until": "{{ inputs.when | plus('3650d') }}"},
+            {"id": "note", "log": "never"}
+        ]
+    });
+    let daemon = Daemon::start(TestConfig::new().flow(flow)).await;
+    let mut admin = daemon.admin_client();
+    let mut watch = RunWatch::open(&mut admin).await;
+
+    let (status, error) =
+        start_http(&daemon, "far", json!({"when": "10000-01-01T00:00:00Z"})).await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(pointers(&error["error"]), ["/when"], "{error}");
+
+    for (inputs, step, expected) in [
+        (
+            json!({"at": "9999-12-31T23:59:59-01:00"}),
+            "wait",
+            "must lie in the years 1970 to 9999",
+        ),
+        (
+            json!({"at": "2020-01-01T00:00:00Z", "when": "9999-01-01T00:00:00Z"}),
+            "later",
+            "outside the years 1970 to 9999",
+        ),
+    ] {
+        let id = started(&daemon, "far", inputs).await;
+        let run = watch.until(&id, RunState::Failed).await;
+        assert!(
+            run.error.contains(&format!("step `{step}`")),
+            "{}",
+            run.error
+        );
+        let detail = run_detail(&mut admin, &id).await;
+        let log = log_text(&detail);
+        assert!(log.contains(expected), "{log}");
+    }
+    crate::hostile::assert_no_panic(&daemon);
+}

@@ -13,6 +13,7 @@ use crate::{
     },
 };
 
+/// Any i64 converts: `div_euclid` keeps nanos in 0..1e9 and cannot overflow.
 pub fn timestamp(ms: i64) -> Option<Timestamp> {
     Some(Timestamp {
         seconds: ms.div_euclid(1000),
@@ -28,11 +29,18 @@ pub fn endpoint_to_pb(e: &Endpoint) -> pb::Endpoint {
         secret: String::new(),
         secret_hint: signing::hint(&e.secret),
         headers: e.headers.clone().into_iter().collect(),
-        timeout_ms: e.timeout.map(|d| d.as_millis() as u32).unwrap_or(0),
+        timeout_ms: e
+            .timeout
+            .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
+            .unwrap_or(0),
         retry_schedule_ms: e
             .retry_schedule
             .as_ref()
-            .map(|s| s.iter().map(|d| d.as_millis() as u64).collect())
+            .map(|s| {
+                s.iter()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    .collect()
+            })
             .unwrap_or_default(),
         max_in_flight: e.max_in_flight.unwrap_or(0),
         state: endpoint_state_to_pb(e.state) as i32,
@@ -183,4 +191,21 @@ pub fn attempt_to_pb(a: &Attempt) -> pb::Attempt {
 
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extreme_stored_times_convert() {
+        for ms in [i64::MIN, -1, 0, i64::MAX] {
+            let t = timestamp(ms).unwrap_or_default();
+            assert!((0..1_000_000_000).contains(&t.nanos), "{ms}: {t:?}");
+            assert_eq!(
+                i128::from(t.seconds) * 1000 + i128::from(t.nanos / 1_000_000),
+                i128::from(ms)
+            );
+        }
+    }
 }

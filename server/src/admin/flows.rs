@@ -380,7 +380,12 @@ fn parse_token(token: &str) -> Result<(i64, String), Status> {
     token
         .split_once(':')
         .and_then(|(ms, id)| Some((ms.parse().ok()?, id.to_string())))
-        .ok_or_else(|| Status::invalid_argument("page_token is not one this API gave out"))
+        .ok_or_else(|| {
+            super::service::invalid(&[crate::intake::event::FieldError::new(
+                &["page_token"],
+                "is not one this API gave out",
+            )])
+        })
 }
 
 pub fn run_state_to_pb(state: RunState) -> pb::RunState {

@@ -529,7 +529,7 @@ fn delivery_filter(filter: Option<pb::DeliveryFilter>) -> Result<DeliveryFilter,
 }
 
 pub(super) fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
-    value.ok_or_else(|| Status::invalid_argument(format!("{field} is required")))
+    value.ok_or_else(|| invalid(&[FieldError::new(&[field], "is required")]))
 }
 
 /// INVALID_ARGUMENT naming every field, with `google.rpc.BadRequest` details.

@@ -24,6 +24,14 @@ use crate::{
 /// The longest grace period a rotation may give the old token.
 const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// `None` for a negative or unnormalised duration. prost's own conversion
+/// negates the seconds first, which overflows on `i64::MIN`.
+fn grace_from_pb(d: prost_types::Duration) -> Option<Duration> {
+    let seconds = u64::try_from(d.seconds).ok()?;
+    let nanos = u32::try_from(d.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    Some(Duration::new(seconds, nanos))
+}
+
 impl AdminService {
     pub(super) async fn create_source(
         &self,
@@ -118,8 +126,7 @@ impl AdminService {
         let request = request.into_inner();
         let grace = match request.grace_period {
             None => DEFAULT_GRACE,
-            Some(d) => Duration::try_from(d)
-                .ok()
+            Some(d) => grace_from_pb(d)
                 .filter(|g| *g <= MAX_GRACE)
                 .ok_or_else(|| {
                     invalid(&[FieldError::new(
@@ -134,7 +141,7 @@ impl AdminService {
             .rotate_source_token(
                 &request.id,
                 &token::hash(&token),
-                now_ms() + grace.as_millis() as i64,
+                crate::timestamp::add(now_ms(), grace),
             )
             .await
             .map_err(store_status)?;
@@ -204,5 +211,29 @@ fn check(source: &Source) -> Result<(), Status> {
         Ok(())
     } else {
         Err(invalid(&errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_grace_period_converts_without_overflow() {
+        let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
+        assert_eq!(grace_from_pb(d(60, 5)), Some(Duration::new(60, 5)));
+        assert_eq!(
+            grace_from_pb(d(i64::MAX, 999_999_999)),
+            Some(Duration::new(i64::MAX as u64, 999_999_999))
+        );
+        for (seconds, nanos) in [
+            (i64::MIN, 0),
+            (-1, 0),
+            (0, -1),
+            (0, 1_000_000_000),
+            (i64::MIN, i32::MIN),
+        ] {
+            assert_eq!(grace_from_pb(d(seconds, nanos)), None, "{seconds} {nanos}");
+        }
     }
 }

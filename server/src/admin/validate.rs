@@ -2,20 +2,19 @@
 //! API and to what the config file declares. Every problem is reported, each
 //! naming its field.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use crate::{
     catalog::Catalog,
-    delivery::signing::SigningSecret,
+    delivery::{limits, signing::SigningSecret},
     flows::{catalog::FlowSet, compiled::SubscriptionInputs, template::Secrets},
     intake::event::FieldError,
     model::{Endpoint, Subscription},
     routing::Pattern,
 };
 
-const MAX_TIMEOUT: Duration = Duration::from_secs(300);
-const MAX_SCHEDULE: usize = 20;
-const MAX_IN_FLIGHT: u32 = 1000;
+const MAX_DESCRIPTION: usize = 4096;
+const MAX_PATTERNS: usize = 64;
 
 pub fn endpoint(e: &Endpoint) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -59,25 +58,23 @@ pub fn endpoint(e: &Endpoint) -> Vec<FieldError> {
             ));
         }
     }
-    if e.timeout.is_some_and(|t| t > MAX_TIMEOUT) {
-        errors.push(FieldError::new(
-            &["timeout_ms"],
-            "must be at most 300000 (5 minutes)",
-        ));
+    if let Some(Err(message)) = e.timeout.map(limits::check_timeout) {
+        errors.push(FieldError::new(&["timeout_ms"], message));
     }
-    if e.retry_schedule
-        .as_ref()
-        .is_some_and(|s| s.len() > MAX_SCHEDULE)
-    {
-        errors.push(FieldError::new(
-            &["retry_schedule_ms"],
-            format!("at most {MAX_SCHEDULE} retries"),
-        ));
+    for problem in limits::check_retry_schedule(e.retry_schedule.as_deref().unwrap_or_default()) {
+        let field = match problem.index {
+            Some(i) => format!("retry_schedule_ms[{i}]"),
+            None => "retry_schedule_ms".to_string(),
+        };
+        errors.push(FieldError::new(&[&field], problem.message));
     }
-    if e.max_in_flight.is_some_and(|n| n > MAX_IN_FLIGHT) {
+    if let Some(Err(message)) = e.max_in_flight.map(limits::check_max_in_flight) {
+        errors.push(FieldError::new(&["max_in_flight"], message));
+    }
+    if e.description.len() > MAX_DESCRIPTION {
         errors.push(FieldError::new(
-            &["max_in_flight"],
-            format!("must be at most {MAX_IN_FLIGHT}"),
+            &["description"],
+            format!("must be at most {MAX_DESCRIPTION} bytes"),
         ));
     }
     errors
@@ -136,6 +133,12 @@ pub fn subscription(
             "must be endpoint:<id> or flow:<id>",
         )),
     }
+    if s.description.len() > MAX_DESCRIPTION {
+        errors.push(FieldError::new(
+            &["description"],
+            format!("must be at most {MAX_DESCRIPTION} bytes"),
+        ));
+    }
     if s.flow_id().is_none() && !s.inputs.is_empty() {
         errors.push(FieldError::new(
             &["inputs"],
@@ -185,6 +188,13 @@ fn check_flow_target(
 }
 
 fn check_patterns(field: &str, patterns: &[String], errors: &mut Vec<FieldError>) {
+    if patterns.len() > MAX_PATTERNS {
+        errors.push(FieldError::new(
+            &[field],
+            format!("at most {MAX_PATTERNS} patterns"),
+        ));
+        return;
+    }
     for (i, pattern) in patterns.iter().enumerate() {
         if let Err(err) = Pattern::parse(pattern) {
             errors.push(FieldError::new(
@@ -209,4 +219,51 @@ pub fn summary(errors: &[FieldError]) -> String {
         .map(|e| format!("{}: {}", e.dotted(""), e.message))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::EndpointState;
+
+    fn endpoint() -> Endpoint {
+        Endpoint {
+            id: "crm".into(),
+            url: "https://crm.example.com/hook".into(),
+            tenant_id: None,
+            secret: String::new(),
+            headers: Default::default(),
+            timeout: None,
+            retry_schedule: None,
+            max_in_flight: None,
+            state: EndpointState::Enabled,
+            description: String::new(),
+            version: 0,
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    fn fields(e: &Endpoint) -> Vec<String> {
+        super::endpoint(e).iter().map(|f| f.dotted("")).collect()
+    }
+
+    #[test]
+    fn extreme_delivery_settings_are_named() {
+        assert!(fields(&endpoint()).is_empty());
+        let mut e = endpoint();
+        e.timeout = Some(Duration::ZERO);
+        e.retry_schedule = Some(vec![Duration::ZERO, Duration::from_millis(u64::MAX)]);
+        e.max_in_flight = Some(1_000_000);
+        assert_eq!(
+            fields(&e),
+            ["timeout_ms", "retry_schedule_ms[1]", "max_in_flight"]
+        );
+        e.timeout = Some(Duration::from_millis(u64::from(u32::MAX)));
+        e.retry_schedule = Some(vec![Duration::ZERO; 21]);
+        e.max_in_flight = Some(1024);
+        assert_eq!(fields(&e), ["timeout_ms", "retry_schedule_ms"]);
+    }
 }

@@ -265,18 +265,7 @@ impl Config {
         if self.storage.max_batch == 0 || self.storage.queue == 0 {
             bail!("storage.max_batch and storage.queue must be greater than 0");
         }
-        if self.delivery.max_in_flight == 0 {
-            bail!("delivery.max_in_flight must be greater than 0");
-        }
-        for (key, value) in [
-            ("delivery.memory_queue", self.delivery.memory_queue),
-            ("delivery.window", self.delivery.window),
-            ("delivery.max_concurrent", self.delivery.max_concurrent),
-        ] {
-            if !(1..=10_000_000).contains(&value) {
-                bail!("{key} must be between 1 and 10000000, not {value}");
-            }
-        }
+        self.validate_ranges()?;
         for (i, key) in self.api_keys.iter().enumerate() {
             if key.key.len() < 16 {
                 bail!("api_keys[{i}].key must be at least 16 characters");
@@ -316,6 +305,49 @@ impl Config {
                     bail!(
                         "subscriptions[{i}].target names endpoint `{ep}`, which the config does not declare"
                     );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Times, durations and sizes, each named by its key: a zero or a
+    /// value far out of range would stall or overflow something at run time.
+    fn validate_ranges(&self) -> anyhow::Result<()> {
+        use crate::delivery::limits;
+        let positive = [
+            ("http.request_timeout", self.http.request_timeout.is_zero()),
+            ("http.header_timeout", self.http.header_timeout.is_zero()),
+            ("http.max_connections", self.http.max_connections == 0),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, zero)| *zero) {
+            bail!("{key} must be greater than 0");
+        }
+        for (key, value) in [
+            ("delivery.memory_queue", self.delivery.memory_queue),
+            ("delivery.window", self.delivery.window),
+            ("delivery.max_concurrent", self.delivery.max_concurrent),
+        ] {
+            if !(1..=10_000_000).contains(&value) {
+                bail!("{key} must be between 1 and 10000000, not {value}");
+            }
+        }
+        limits::check_max_in_flight(self.delivery.max_in_flight)
+            .map_err(|e| anyhow::anyhow!("delivery.max_in_flight {e}"))?;
+        for (key, timeout) in [
+            ("delivery.timeout", self.delivery.timeout),
+            ("flow_runner.timeout", self.flow_runner.timeout),
+        ] {
+            limits::check_timeout(timeout).map_err(|e| anyhow::anyhow!("{key} {e}"))?;
+        }
+        for (key, schedule) in [
+            ("delivery.retry_schedule", &self.delivery.retry_schedule),
+            ("flow_runner.retry", &self.flow_runner.retry),
+        ] {
+            if let Some(problem) = limits::check_retry_schedule(schedule).first() {
+                match problem.index {
+                    Some(i) => bail!("{key}[{i}]: {}", problem.message),
+                    None => bail!("{key}: {}", problem.message),
                 }
             }
         }
@@ -435,6 +467,46 @@ mod tests {
         .unwrap_or_default();
         assert!(err.contains("colour"), "{err}");
         Ok(())
+    }
+
+    #[test]
+    fn out_of_range_settings_are_named_by_key() {
+        for (yaml, key) in [
+            ("delivery: {timeout: 0s}", "delivery.timeout"),
+            ("delivery: {timeout: 1y}", "delivery.timeout"),
+            ("delivery: {max_in_flight: 0}", "delivery.max_in_flight"),
+            (
+                "delivery: {max_in_flight: 1000000}",
+                "delivery.max_in_flight",
+            ),
+            (
+                "delivery: {retry_schedule: [0s, 400d]}",
+                "delivery.retry_schedule[1]",
+            ),
+            ("delivery: {memory_queue: 0}", "delivery.memory_queue"),
+            ("storage: {queue: 0}", "storage.queue"),
+            ("http: {body_limit: 0}", "http.body_limit"),
+            ("http: {request_timeout: 0s}", "http.request_timeout"),
+            ("flow_runner: {timeout: 0s}", "flow_runner.timeout"),
+            ("flow_runner: {retry: [1000000d]}", "flow_runner.retry[0]"),
+            ("flow_runner: {time_scale: .nan}", "flow_runner.time_scale"),
+            ("flow_runner: {time_scale: 0}", "flow_runner.time_scale"),
+        ] {
+            let err = load_str(&format!("{yaml}\n"))
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+        let many = format!(
+            "delivery: {{retry_schedule: [{}]}}\n",
+            vec!["1s"; 21].join(", ")
+        );
+        let err = load_str(&many)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains("delivery.retry_schedule: at most 20"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod breaker;
 pub mod dispatcher;
+pub mod limits;
 pub mod retry;
 pub mod sender;
 pub mod signing;

@@ -206,13 +206,12 @@ impl Sender {
 }
 
 /// `{"id","event_name","timestamp","tenant_id","payload"}`; the payload is
-/// already compact JSON and goes in as it is.
+/// already compact JSON and goes in as it is. Never panics, whatever the
+/// stored time: a panic here would jam the endpoint.
 pub fn webhook_body(delivery: &DueDelivery) -> String {
     let event = &delivery.event;
     let quote = |s: &str| serde_json::Value::from(s).to_string();
-    let timestamp = humantime::format_rfc3339_millis(
-        std::time::UNIX_EPOCH + Duration::from_millis(event.time_ms.max(0) as u64),
-    );
+    let timestamp = crate::timestamp::format_rfc3339_millis(event.time_ms);
     format!(
         r#"{{"id":{},"event_name":{},"timestamp":"{}","tenant_id":{},"payload":{}}}"#,
         quote(&event.id),
@@ -268,9 +267,8 @@ mod tests {
     use super::*;
     use crate::model::EventEnvelope;
 
-    #[test]
-    fn body_has_the_contract_fields() {
-        let delivery = DueDelivery {
+    fn delivery_at(time_ms: i64) -> DueDelivery {
+        DueDelivery {
             id: 1,
             subscription_id: "s".into(),
             endpoint_id: "e".into(),
@@ -281,10 +279,15 @@ mod tests {
                 id: "ev\"1".into(),
                 name: "lead.created".into(),
                 tenant_id: None,
-                time_ms: 1_700_000_000_123,
+                time_ms,
                 payload: r#"{"a":1}"#.into(),
             }),
-        };
+        }
+    }
+
+    #[test]
+    fn body_has_the_contract_fields() {
+        let delivery = delivery_at(1_700_000_000_123);
         let body: serde_json::Value =
             serde_json::from_str(&webhook_body(&delivery)).unwrap_or_default();
         assert_eq!(body["id"], "ev\"1");
@@ -292,5 +295,20 @@ mod tests {
         assert_eq!(body["timestamp"], "2023-11-14T22:13:20.123Z");
         assert!(body["tenant_id"].is_null());
         assert_eq!(body["payload"]["a"], 1);
+    }
+
+    #[test]
+    fn any_stored_time_formats_without_panicking() {
+        for (time_ms, expected) in [
+            (i64::MIN, "1970-01-01T00:00:00.000Z"),
+            (-1, "1970-01-01T00:00:00.000Z"),
+            (i64::MAX, "9999-12-31T23:59:59.999Z"),
+            // 10000-01-01T00:00:00Z: the time that once jammed an endpoint.
+            (253_402_300_800_000, "9999-12-31T23:59:59.999Z"),
+        ] {
+            let body: serde_json::Value =
+                serde_json::from_str(&webhook_body(&delivery_at(time_ms))).unwrap_or_default();
+            assert_eq!(body["timestamp"], expected, "{time_ms}");
+        }
     }
 }

@@ -11,7 +11,10 @@ use super::{
     definition::{self, DefinitionError, FlowDef, HttpDef, StepDef},
     template::{JsonTemplate, Scope, Secrets, TemplateId, Templates},
 };
-use crate::routing::Pattern;
+use crate::{delivery::limits, routing::Pattern};
+
+/// The longest `delay:` a step may give.
+const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub struct CompiledFlow {
     pub def: FlowDef,
@@ -282,11 +285,7 @@ fn compile_step(
         )
     });
     let wait = match (&step.delay, &step.until) {
-        (Some(d), _) => keep(
-            definition::parse_duration(&format!("{field}.delay"), d),
-            errors,
-        )
-        .map(Wait::For),
+        (Some(d), _) => keep(delay(&format!("{field}.delay"), d), errors).map(Wait::For),
         (None, Some(u)) => {
             keep(templates.text(&format!("{field}.until"), u, scope), errors).map(Wait::Until)
         }
@@ -384,23 +383,13 @@ fn compile_http(
         }
     }
     let timeout = match &http.timeout {
-        Some(t) => keep(
-            definition::parse_duration(&format!("{field}.timeout"), t),
-            errors,
-        ),
+        Some(t) => keep(timeout(&format!("{field}.timeout"), t), errors),
         None => None,
     };
-    let retry = http.retry.as_ref().map(|list| {
-        list.iter()
-            .enumerate()
-            .filter_map(|(i, d)| {
-                keep(
-                    definition::parse_duration(&format!("{field}.retry[{i}]"), d),
-                    errors,
-                )
-            })
-            .collect()
-    });
+    let retry = http
+        .retry
+        .as_ref()
+        .map(|list| retry_schedule(&format!("{field}.retry"), list, errors));
     Some(CompiledHttp {
         method: method?,
         url: url?,
@@ -410,6 +399,53 @@ fn compile_http(
         timeout,
         retry,
     })
+}
+
+/// A `delay:`; anything longer than a year is better written as `until:`.
+fn delay(field: &str, text: &str) -> Result<Duration, DefinitionError> {
+    let d = definition::parse_duration(field, text)?;
+    if d > MAX_DELAY {
+        return Err(DefinitionError::new(
+            field,
+            format!("`{text}` is longer than 365 days; use `until` for a later time"),
+        ));
+    }
+    Ok(d)
+}
+
+fn timeout(field: &str, text: &str) -> Result<Duration, DefinitionError> {
+    let d = definition::parse_duration(field, text)?;
+    limits::check_timeout(d).map_err(|m| DefinitionError::new(field, m))?;
+    Ok(d)
+}
+
+/// The delays that parse; every one that does not, or is out of range, is
+/// an error.
+fn retry_schedule(
+    field: &str,
+    list: &[String],
+    errors: &mut Vec<DefinitionError>,
+) -> Vec<Duration> {
+    let delays: Vec<Duration> = list
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            keep(
+                definition::parse_duration(&format!("{field}[{i}]"), d),
+                errors,
+            )
+        })
+        .collect();
+    if delays.len() == list.len() {
+        for problem in limits::check_retry_schedule(&delays) {
+            let at = match problem.index {
+                Some(i) => format!("{field}[{i}]"),
+                None => field.to_string(),
+            };
+            errors.push(DefinitionError::new(at, problem.message));
+        }
+    }
+    delays
 }
 
 impl CompiledFlow {
@@ -527,6 +563,33 @@ steps:
         ] {
             assert!(all.contains(needle), "missing `{needle}` in:\n{all}");
         }
+    }
+
+    #[test]
+    fn durations_out_of_range_are_named() {
+        let errors = compile_yaml(
+            r#"
+id: far
+steps:
+  - {id: a, delay: 400d}
+  - {id: b, http: {url: "http://x/", timeout: 0s, retry: [1s, 31d]}}
+  - {id: c, http: {url: "http://x/", timeout: 6m, retry: [1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]}}
+"#,
+        )
+        .err()
+        .unwrap();
+        let mut fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "steps[0].delay",
+                "steps[1].http.retry[1]",
+                "steps[1].http.timeout",
+                "steps[2].http.retry",
+                "steps[2].http.timeout"
+            ]
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl Engine {
             };
             // Woken early by the writer whenever runs change, so an hour's cap costs nothing.
             let sleep = next_wake
-                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64))
                 .unwrap_or(MAX_SLEEP)
                 .min(MAX_SLEEP);
             tokio::select! {

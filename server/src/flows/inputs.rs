@@ -67,9 +67,7 @@ fn check(def: &InputDef, value: Value) -> Result<Value, String> {
         (InputType::String, Value::String(s)) => Ok(Value::String(s)),
         (InputType::Email, Value::String(s)) if is_email(&s) => Ok(Value::String(s)),
         (InputType::Email, _) => Err("must be an email address (name@domain)".into()),
-        (InputType::Datetime, Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s.trim())
-            .map(|_| Value::String(s))
-            .map_err(|e| format!("must be an RFC 3339 time such as 2025-12-01T10:30:00Z: {e}")),
+        (InputType::Datetime, Value::String(s)) => datetime(s),
         (InputType::Datetime, _) => {
             Err("must be an RFC 3339 time such as 2025-12-01T10:30:00Z".into())
         }
@@ -96,6 +94,15 @@ fn check(def: &InputDef, value: Value) -> Result<Value, String> {
         (InputType::Object, Value::Object(o)) => Ok(Value::Object(o)),
         (kind, _) => Err(format!("must be {}", describe(kind))),
     }
+}
+
+/// RFC 3339 with a zone, in the years every door accepts (1970-9999), so
+/// templates that read it (`until`, `plus`) get a time they can use.
+fn datetime(s: String) -> Result<Value, String> {
+    let at = chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map_err(|e| format!("must be an RFC 3339 time such as 2025-12-01T10:30:00Z: {e}"))?;
+    crate::timestamp::check(at.timestamp_millis()).map_err(|e| e.to_string())?;
+    Ok(Value::String(s))
 }
 
 fn describe(kind: InputType) -> &'static str {
@@ -180,6 +187,32 @@ mod tests {
         let mut fields: Vec<String> = errors.iter().map(|e| e.pointer()).collect();
         fields.sort();
         assert_eq!(fields, ["/age", "/colour", "/email", "/level", "/when"]);
+    }
+
+    #[test]
+    fn datetimes_lie_in_the_years_1970_to_9999() {
+        for when in [
+            "1969-12-31T23:59:59Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59-01:00",
+        ] {
+            let errors = validate(
+                &declared(),
+                given(json!({"email": "a@b.co", "when": when})),
+                false,
+            )
+            .unwrap_err();
+            assert!(
+                errors[0].message.contains("1970 to 9999"),
+                "{when}: {errors:?}"
+            );
+        }
+        assert!(validate(
+            &declared(),
+            given(json!({"email": "a@b.co", "when": "9999-12-31T23:59:59Z"})),
+            false
+        )
+        .is_ok());
     }
 
     #[test]

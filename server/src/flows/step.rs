@@ -17,6 +17,7 @@ use crate::{
     delivery::Sender,
     intake::{event, Intake},
     model::now_ms,
+    timestamp,
 };
 
 /// How much of an HTTP step's response is kept for later steps.
@@ -51,7 +52,8 @@ pub struct StepEnv<'a> {
 }
 
 impl StepEnv<'_> {
-    /// A nominal wait, compressed by the time scale (tests run days in seconds).
+    /// A nominal wait, compressed by the time scale (tests run days in
+    /// seconds). The float-to-integer cast saturates, so no wait overflows.
     pub fn scaled(&self, nominal: Duration) -> i64 {
         (nominal.as_millis() as f64 * self.time_scale).round() as i64
     }
@@ -116,29 +118,27 @@ fn wake_time(
     ctx: &minijinja::Value,
     now: i64,
 ) -> Result<Option<i64>, String> {
-    let nominal_ms = match wait {
-        Wait::For(d) => d.as_millis() as i64,
+    let nominal = match wait {
+        Wait::For(d) => *d,
         Wait::Until(t) => {
             let text = flow.templates.render(*t, ctx)?;
-            let at = chrono::DateTime::parse_from_rfc3339(text.trim())
-                .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))?;
-            at.timestamp_millis() - now
+            let at = timestamp::parse_rfc3339(&text)
+                .map_err(|e| format!("`until` rendered `{}`, which {e}", text.trim()))?;
+            match u64::try_from(at.saturating_sub(now)) {
+                Ok(ms) => Duration::from_millis(ms),
+                Err(_) => return Ok(None),
+            }
         }
     };
-    if nominal_ms <= 0 {
+    if nominal.is_zero() {
         return Ok(None);
     }
-    Ok(Some(
-        now + env.scaled(Duration::from_millis(nominal_ms as u64)),
-    ))
+    Ok(Some(now.saturating_add(env.scaled(nominal))))
 }
 
 /// `2026-11-30T05:08:54.120Z`, for log lines.
 fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(
-        std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
-    )
-    .to_string()
+    timestamp::format_rfc3339_millis(ms)
 }
 
 fn record(
@@ -296,7 +296,7 @@ async fn call(
     match schedule.get(run.attempt as usize) {
         Some(delay) => {
             failed.state = "waiting".into();
-            let until_ms = now_ms() + env.scaled(*delay);
+            let until_ms = now_ms().saturating_add(env.scaled(*delay));
             Transition::Retry {
                 record: failed,
                 until_ms,

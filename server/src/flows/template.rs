@@ -314,12 +314,15 @@ fn plus(time: String, duration: String) -> Result<String, minijinja::Error> {
         .map_err(|e| bad(format!("`{time}` is not an RFC 3339 time: {e}")))?;
     let by = humantime::parse_duration(duration.trim())
         .map_err(|e| bad(format!("`{duration}` is not a duration: {e}")))?;
-    let by = chrono::Duration::from_std(by).map_err(|e| bad(e.to_string()))?;
-    at.checked_add_signed(by)
+    // The sum must still be a time every door accepts (years 1970-9999).
+    chrono::Duration::from_std(by)
+        .ok()
+        .and_then(|by| at.checked_add_signed(by))
+        .filter(|t| crate::timestamp::check(t.timestamp_millis()).is_ok())
         .map(|t| t.to_rfc3339())
         .ok_or_else(|| {
             bad(format!(
-                "`{time}` plus `{duration}` is past the end of time"
+                "`{time}` plus `{duration}` is outside the years 1970 to 9999"
             ))
         })
 }
@@ -426,7 +429,15 @@ mod tests {
         let err = t
             .render(far, &value(&json!({"run": {"at": "2025-12-01T10:30:00Z"}})))
             .unwrap_err();
-        assert!(err.contains("past the end of time"), "{err}");
+        assert!(err.contains("outside the years 1970 to 9999"), "{err}");
+        let just_past = t.text("just", "{{ run.at | plus('2d') }}", &scope).unwrap();
+        let err = t
+            .render(
+                just_past,
+                &value(&json!({"run": {"at": "9999-12-30T10:30:00Z"}})),
+            )
+            .unwrap_err();
+        assert!(err.contains("outside the years 1970 to 9999"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! name, `data` the payload, `id`, `source` and `time` keep their meaning,
 //! and `subject`, `datacontenttype`, `dataschema` and extensions become
 //! attributes — except the `tenantid` extension, which is the tenant.
-//! Also answers the CloudEvents webhook abuse-protection handshake.
+//! A binary-mode body without a `Content-Type` is read as JSON. Also
+//! answers the CloudEvents webhook abuse-protection handshake.
 
 use std::collections::BTreeMap;
 
@@ -214,6 +215,12 @@ fn binary(headers: &HeaderMap, body: &[u8], key: &str) -> Result<NewEvent, ApiEr
     let media = content_type(headers);
     let payload = if body.is_empty() {
         "{}".to_string()
+    } else if media.is_empty() {
+        // Data without a datacontenttype is read as application/json (the
+        // JSON event format says so); the Python SDK's binary output, for
+        // one, sends no Content-Type.
+        let text = parse(body)?.get().to_string();
+        payload::from_text(text).map_err(|e| invalid(&["data"], &e.to_string()))?
     } else if media.eq_ignore_ascii_case("application/json") || media.ends_with("+json") {
         context.insert("datacontenttype".into(), media.to_string());
         let text = parse(body)?.get().to_string();
@@ -274,13 +281,9 @@ fn build(
         }
     }
     let time_ms = context.get("time").and_then(|t| {
-        let parsed = humantime::parse_rfc3339_weak(t)
+        crate::timestamp::parse_rfc3339(t)
+            .map_err(|e| errors.push(event::time_error(e)))
             .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-        if parsed.is_none() {
-            errors.push(FieldError::new(&["time"], "must be an RFC 3339 time"));
-        }
-        parsed.map(|d| d.as_millis() as i64)
     });
     let draft = Draft {
         id: context.remove("id"),
@@ -389,6 +392,47 @@ mod tests {
         for bad in ["%", "%4", "%zz", "%C3"] {
             assert_eq!(percent_decode(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn time_is_range_checked_and_offsets_are_read() {
+        let event = |time: &str| {
+            structured_text(&format!(
+                r#"{{"specversion": "1.0", "id": "a", "source": "/s", "type": "a.b", "time": "{time}"}}"#
+            ))
+        };
+        for time in [
+            "10000-01-01T00:00:00Z",
+            "9999-12-31T23:30:00-01:00",
+            "tomorrow",
+        ] {
+            let errors = event(time).unwrap_err();
+            let pointers: Vec<String> = errors.iter().map(FieldError::pointer).collect();
+            assert_eq!(pointers, ["/time"], "{time}");
+        }
+        // What Python's datetime.isoformat() writes.
+        let ok = event("2026-01-31T12:00:00.123456+00:00").unwrap();
+        assert_eq!(ok.time_ms, 1_769_860_800_123);
+    }
+
+    #[test]
+    fn binary_data_without_a_content_type_is_json() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "a"),
+            ("ce-source", "/s"),
+            ("ce-type", "a.b"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        let event = binary(&headers, br#"{"message": "Hello World!"}"#, "k").unwrap();
+        assert_eq!(event.payload, r#"{"message":"Hello World!"}"#);
+        assert!(!event.attributes.contains_key("datacontenttype"));
+        assert!(matches!(
+            binary(&headers, b"not json", "k"),
+            Err(ApiError::Malformed { .. })
+        ));
     }
 
     #[test]

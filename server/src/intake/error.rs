@@ -136,10 +136,25 @@ impl ApiError {
                     details,
                 )
             }
-            ApiError::Malformed { .. } | ApiError::BadRequest(_) | ApiError::TooLarge { .. } => {
-                tonic::Status::invalid_argument(message)
+            ApiError::Malformed { .. }
+            | ApiError::BadRequest(_)
+            | ApiError::TooLarge { .. }
+            | ApiError::UnsupportedMediaType(_)
+                if !field_prefix.is_empty() =>
+            {
+                // The whole field is at fault (`inputs` that are not JSON).
+                let mut details = ErrorDetails::new();
+                details.add_bad_request_violation(field_prefix, message.clone());
+                tonic::Status::with_error_details(
+                    tonic::Code::InvalidArgument,
+                    format!("{field_prefix}: {message}"),
+                    details,
+                )
             }
-            ApiError::UnsupportedMediaType(_) => tonic::Status::invalid_argument(message),
+            ApiError::Malformed { .. }
+            | ApiError::BadRequest(_)
+            | ApiError::TooLarge { .. }
+            | ApiError::UnsupportedMediaType(_) => tonic::Status::invalid_argument(message),
             ApiError::Unauthorized(_) | ApiError::BadSignature(_) => {
                 tonic::Status::unauthenticated(message)
             }

@@ -12,6 +12,7 @@ use super::payload;
 use crate::{
     model::{now_ms, NewEvent},
     routing::validate_name,
+    timestamp::{self, TimeError},
 };
 
 const MAX_ID_LEN: usize = 128;
@@ -153,9 +154,11 @@ pub fn from_proto(event: hookyard::v1::Event, key_name: &str) -> Result<NewEvent
         errors.push(FieldError::new(&["payload"], e.to_string()));
         String::new()
     });
-    let time_ms = event
-        .time
-        .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
+    let time_ms = event.time.as_ref().and_then(|t| {
+        timestamp::from_proto(t)
+            .map_err(|e| errors.push(time_error(e)))
+            .ok()
+    });
     let draft = Draft {
         id: non_empty(event.id),
         name: event.name,
@@ -195,6 +198,9 @@ pub fn finish(
         }
     }
     check_attributes(&draft.attributes, &mut errors);
+    if let Some(Err(e)) = draft.time_ms.map(timestamp::check) {
+        errors.push(time_error(e));
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -314,20 +320,19 @@ fn optional_string(value: &Value, field: &str, errors: &mut Vec<FieldError>) -> 
 }
 
 fn json_time(value: &Value, errors: &mut Vec<FieldError>) -> Option<i64> {
-    let parsed = value
-        .as_str()
-        .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    match parsed {
-        Some(d) => Some(d.as_millis() as i64),
-        None if value.is_null() => None,
-        None => {
-            errors.push(FieldError::new(
-                &["time"],
-                "must be an RFC 3339 UTC time such as 2026-01-31T12:00:00Z",
-            ));
-            None
-        }
+    let parsed = match value {
+        Value::Null => return None,
+        Value::String(s) => timestamp::parse_rfc3339(s),
+        _ => Err(TimeError::NotRfc3339),
+    };
+    parsed.map_err(|e| errors.push(time_error(e))).ok()
+}
+
+/// A bad `time`, named as the field (or its `nanos`) at every door.
+pub fn time_error(error: TimeError) -> FieldError {
+    match error {
+        TimeError::BadNanos => FieldError::new(&["time", "nanos"], error.to_string()),
+        _ => FieldError::new(&["time"], error.to_string()),
     }
 }
 
@@ -426,6 +431,49 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a, d, "whitespace between tokens is not part of the body");
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn times_outside_the_years_1970_to_9999_are_refused() {
+        for time in [
+            "10000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59-01:00",
+            "1969-12-31T23:59:59Z",
+        ] {
+            let body = format!(r#"{{"name":"a.b","payload":{{}},"time":"{time}"}}"#);
+            let got = fields(&body);
+            assert!(got.iter().any(|(p, _)| p == "/time"), "{time}: {got:?}");
+        }
+        let ok = from_json(
+            br#"{"name":"a.b","payload":{},"time":"2026-01-31T13:00:00+01:00"}"#,
+            "k",
+        );
+        assert_eq!(ok.map(|e| e.time_ms).ok(), Some(1_769_860_800_000));
+    }
+
+    #[test]
+    fn proto_times_are_range_checked_without_overflow() {
+        let event = |seconds, nanos| hookyard::v1::Event {
+            name: "a.b".into(),
+            time: Some(prost_types::Timestamp { seconds, nanos }),
+            ..Default::default()
+        };
+        for (seconds, nanos, field) in [
+            (253_402_300_800, 0, "time"),
+            (i64::MAX, 0, "time"),
+            (i64::MIN, 0, "time"),
+            (-1, 0, "time"),
+            (0, -1, "time.nanos"),
+            (0, 1_000_000_000, "time.nanos"),
+        ] {
+            let errors = from_proto(event(seconds, nanos), "k")
+                .err()
+                .unwrap_or_default();
+            let named: Vec<String> = errors.iter().map(|e| e.dotted("")).collect();
+            assert_eq!(named, [field], "{seconds}s {nanos}ns");
+        }
+        let ok = from_proto(event(1_769_860_800, 999_999_999), "k").map(|e| e.time_ms);
+        assert_eq!(ok.ok(), Some(1_769_860_800_999));
     }
 
     #[test]

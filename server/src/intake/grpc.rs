@@ -42,10 +42,10 @@ impl Events for EventsService {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         let key = self.authenticate(&request)?;
-        let event = request
-            .into_inner()
-            .event
-            .ok_or_else(|| Status::invalid_argument("event is required"))?;
+        let event = request.into_inner().event.ok_or_else(|| {
+            ApiError::Validation(vec![event::FieldError::new(&[], "is required")])
+                .into_status("event")
+        })?;
         let event = event::from_proto(event, &key)
             .map_err(|fields| ApiError::Validation(fields).into_status("event"))?;
         let (id, published) = self
@@ -63,10 +63,11 @@ impl Events for EventsService {
         let key = self.authenticate(&request)?;
         let events = request.into_inner().events;
         if events.is_empty() || events.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "events must hold 1 to {MAX_BATCH} events, not {}",
-                events.len()
-            )));
+            let message = format!("must hold 1 to {MAX_BATCH} events, not {}", events.len());
+            return Err(
+                ApiError::Validation(vec![event::FieldError::new(&[], message)])
+                    .into_status("events"),
+            );
         }
         let mut results: Vec<Option<PublishResult>> = Vec::with_capacity(events.len());
         let mut valid = Vec::with_capacity(events.len());
