@@ -19,6 +19,8 @@ mod admin;
 mod breaker;
 #[path = "e2e/cloudevents.rs"]
 mod cloudevents;
+#[path = "e2e/connections.rs"]
+mod connections;
 #[path = "e2e/crash.rs"]
 mod crash;
 #[path = "e2e/duplicates.rs"]
@@ -39,6 +41,8 @@ mod flow_examples;
 mod flows;
 #[path = "e2e/health.rs"]
 mod health;
+#[path = "e2e/limits.rs"]
+mod limits;
 #[path = "e2e/publish.rs"]
 mod publish;
 #[path = "e2e/retry.rs"]
