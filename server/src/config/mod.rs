@@ -481,6 +481,56 @@ mod tests {
         Ok(())
     }
 
+    fn load_err(yaml: &str) -> String {
+        load_str(yaml)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn connection_and_rate_limits_load_and_bad_ones_are_named() -> anyhow::Result<()> {
+        let config = load_str(concat!(
+            "http: {idle_timeout: 5s, max_connections_per_ip: 4, batch_body_limit: 1048576}\n",
+            "api_keys: [{name: crm, key: hy_test_key_0123456789abcdef,\n",
+            "  rate_limit: {per_second: 5, burst: 10}}]\n",
+        ))?;
+        assert_eq!(config.http.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.http.max_connections_per_ip, 4);
+        assert_eq!(config.api_keys[0].rate_limit.map(|r| r.burst), Some(10));
+        assert_eq!(Config::load(None)?.flow_runner.webhook_rate_limit.burst, 20);
+
+        let cases = [
+            ("http: {batch_body_limit: 1000}\n", "http.batch_body_limit"),
+            ("http: {idle_timeout: 0s}\n", "http.idle_timeout"),
+            ("http: {max_connections: 0}\n", "http.max_connections"),
+            (
+                "flow_runner: {webhook_rate_limit: {per_second: 0}}\n",
+                "flow_runner.webhook_rate_limit.per_second",
+            ),
+            (
+                "api_keys: [{name: a, key: hy_test_key_0123456789abcdef, rate_limit: {per_second: 0}}]\n",
+                "api_keys[0].rate_limit.per_second",
+            ),
+            (
+                concat!(
+                    "api_keys: [{name: a, key: hy_old_key_0123456789abcdef},\n",
+                    "  {name: a, key: hy_new_key_0123456789abcdef, rate_limit: {per_second: 1}}]\n",
+                ),
+                "api_keys[1].rate_limit differs from api_keys[0].rate_limit",
+            ),
+            (
+                "flows: [{id: f, webhook: {rate_limit: {per_second: 0}}, steps: [{id: a, log: x}]}]\n",
+                "webhook.rate_limit.per_second",
+            ),
+        ];
+        for (yaml, named) in cases {
+            let err = load_err(yaml);
+            assert!(err.contains(named), "{yaml}: {err}");
+        }
+        Ok(())
+    }
+
     #[test]
     fn subscription_to_undeclared_endpoint_is_refused() {
         let err =
