@@ -21,6 +21,8 @@ mod breaker;
 mod cloudevents;
 #[path = "e2e/config_ranges.rs"]
 mod config_ranges;
+#[path = "e2e/connections.rs"]
+mod connections;
 #[path = "e2e/crash.rs"]
 mod crash;
 #[path = "e2e/duplicates.rs"]
@@ -53,6 +55,8 @@ mod hostile_grpc;
 mod hostile_http;
 #[path = "e2e/isolation.rs"]
 mod isolation;
+#[path = "e2e/limits.rs"]
+mod limits;
 #[path = "e2e/publish.rs"]
 mod publish;
 #[path = "e2e/retry.rs"]

@@ -36,6 +36,7 @@ use anyhow::Context;
 use hookyard::v1::{admin_server::AdminServer, events_server::EventsServer};
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::{
@@ -51,6 +52,7 @@ use crate::{
     intake::{
         auth::ApiKeys,
         grpc::EventsService,
+        grpc_gate::{ApiKeyGate, MessageLimit, MessageLimits},
         sources::{webhook::WebhookState, SourceRegistry},
         Intake,
     },
@@ -156,6 +158,7 @@ pub async fn start(
         writer: writer.clone(),
         keys: ApiKeys::new(&config.api_keys),
         body_limit: config.http.body_limit,
+        batch_body_limit: config.http.batch_body_limit,
     });
     let engine = Engine::new(
         EngineConfig {
@@ -189,12 +192,21 @@ pub async fn start(
         ),
         &admin_token,
         &health,
+        config.http.request_timeout,
     )
     .await?;
 
     let limits = ConnectionLimits {
         header_timeout: config.http.header_timeout,
+        idle_timeout: config.http.idle_timeout,
         max_connections: config.http.max_connections,
+        max_per_ip: config.http.max_connections_per_ip,
+        uncapped: config.http.trusted_proxies.clone(),
+    };
+    // The Admin API listens apart (loopback by default) and is not capped per address.
+    let admin_limits = ConnectionLimits {
+        max_per_ip: 0,
+        ..limits.clone()
     };
     let listen = listeners.public.local_addr()?;
     let admin_listen = listeners.admin.local_addr()?;
@@ -210,7 +222,7 @@ pub async fn start(
     );
     supervisor.spawn(
         "admin server",
-        server::serve(listeners.admin, admin_app, limits, serving),
+        server::serve(listeners.admin, admin_app, admin_limits, serving),
     );
     Ok(Running {
         listen,
@@ -234,10 +246,11 @@ async fn public_app(
         health,
         <EventsServer<EventsService> as tonic::server::NamedService>::NAME,
     ));
-    let grpc = tonic::service::Routes::new(EventsServer::new(EventsService::new(intake.clone())))
+    let grpc = tonic::service::Routes::new(events_service(config, intake.clone()))
         .add_service(health_service)
         .add_service(reflection()?)
         .into_axum_router();
+    let grpc = server::deadline::bound_grpc_calls(grpc, config.http.request_timeout);
     let webhooks = intake::sources::webhook::router(WebhookState {
         intake: intake.clone(),
         sources,
@@ -245,7 +258,10 @@ async fn public_app(
     });
     let http = intake::http::router(intake.clone(), store, readiness.clone())
         .merge(webhooks)
-        .merge(intake::flows::router(intake))
+        .merge(intake::flows::router(
+            intake,
+            config.flow_runner.webhook_rate_limit,
+        ))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             config.http.request_timeout,
@@ -253,11 +269,34 @@ async fn public_app(
     Ok(grpc.merge(http).fallback(intake::http::not_found))
 }
 
+/// gRPC Events: the API key, then the message's size, are checked before
+/// the message is read.
+fn events_service(
+    config: &Config,
+    intake: Arc<Intake>,
+) -> InterceptedService<MessageLimit<EventsServer<EventsService>>, ApiKeyGate> {
+    let http = &config.http;
+    let limits = MessageLimits {
+        default: (http.body_limit, "http.body_limit"),
+        methods: vec![(
+            "PublishBatch",
+            http.batch_body_limit,
+            "http.batch_body_limit",
+        )],
+    };
+    let server = EventsServer::new(EventsService::new(intake.clone()))
+        .max_decoding_message_size(http.batch_body_limit);
+    InterceptedService::new(MessageLimit::new(server, limits), ApiKeyGate::new(intake))
+}
+
 /// gRPC Admin, behind the admin token (health and reflection stay open).
+/// Like the Events key, the token is checked by an interceptor, which tonic
+/// runs on the headers before it reads the message.
 async fn admin_app(
     service: AdminService,
     token: &str,
     readiness: &Health,
+    request_timeout: std::time::Duration,
 ) -> anyhow::Result<axum::Router> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
@@ -265,13 +304,14 @@ async fn admin_app(
         health,
         <AdminServer<AdminService> as tonic::server::NamedService>::NAME,
     ));
-    Ok(tonic::service::Routes::new(AdminServer::with_interceptor(
+    let router = tonic::service::Routes::new(AdminServer::with_interceptor(
         service,
         AdminAuth::new(token),
     ))
     .add_service(health_service)
     .add_service(reflection()?)
-    .into_axum_router())
+    .into_axum_router();
+    Ok(server::deadline::bound_grpc_calls(router, request_timeout))
 }
 
 /// The message a panic carried, for the record of what it broke.

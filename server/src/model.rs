@@ -272,3 +272,13 @@ pub struct DueCursor {
     pub due_ms: i64,
     pub id: u64,
 }
+
+/// GCRA: a steady `per_second` with bursts of up to `burst` (0: one second's
+/// worth). Sources, API keys and flow webhooks are limited by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    #[serde(default)]
+    pub burst: u32,
+}

@@ -118,6 +118,7 @@ pub struct TestConfig {
     time_scale: f64,
     secrets: Vec<(String, String)>,
     env: Vec<(String, String)>,
+    overrides: Vec<(String, Value)>,
 }
 
 impl TestConfig {
@@ -137,7 +138,15 @@ impl TestConfig {
             time_scale: 1.0,
             secrets: Vec::new(),
             env: Vec::new(),
+            overrides: Vec::new(),
         }
+    }
+
+    /// Sets any config key by its dotted path (`http.idle_timeout`), over
+    /// what the other builders render.
+    pub fn set(mut self, path: &str, value: Value) -> TestConfig {
+        self.overrides.push((path.to_string(), value));
+        self
     }
 
     /// An environment variable for the daemon (the fault hooks of a debug build).
@@ -295,6 +304,14 @@ impl TestConfig {
                 "secrets_file": secrets_path(data_dir),
             },
         });
+        let mut config = config;
+        for (path, value) in &self.overrides {
+            let mut at = &mut config;
+            for key in path.split('.') {
+                at = &mut at[key];
+            }
+            *at = value.clone();
+        }
         serde_json::to_string_pretty(&config).expect("a config renders")
     }
 }

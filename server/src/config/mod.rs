@@ -77,6 +77,9 @@ pub struct FlowRunnerConfig {
     /// it are read from the environment.
     #[serde(default)]
     pub secrets_file: Option<PathBuf>,
+    /// Runs a flow's `POST /hooks/{id}/{key}` may start, for flows whose
+    /// `webhook` sets no `rate_limit`: the key sits in public pages.
+    pub webhook_rate_limit: crate::model::RateLimit,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -91,6 +94,10 @@ pub enum LogFormat {
 pub struct ApiKeyConfig {
     pub name: String,
     pub key: String,
+    /// Events per second this key may publish (flow runs count as one);
+    /// keys that share a name share one budget.
+    #[serde(default)]
+    pub rate_limit: Option<crate::model::RateLimit>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +111,14 @@ pub struct HttpConfig {
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// How long a connection may stay open with no request in progress.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections allowed from one address (IPv6: one /64); 0 is no
+    /// cap. Trusted proxies are not capped.
+    pub max_connections_per_ip: usize,
+    /// Largest body of a batch: gRPC PublishBatch and CloudEvents batches.
+    pub batch_body_limit: usize,
     /// Proxies whose `X-Forwarded-For` hop is believed for a source's
     /// allowed CIDRs; requests from anyone else are judged by their peer address.
     pub trusted_proxies: Vec<IpNet>,
@@ -262,6 +277,7 @@ impl Config {
         if self.http.body_limit == 0 {
             bail!("http.body_limit must be greater than 0");
         }
+        self.validate_limits()?;
         if self.storage.max_batch == 0 || self.storage.queue == 0 {
             bail!("storage.max_batch and storage.queue must be greater than 0");
         }
@@ -315,14 +331,6 @@ impl Config {
     /// value far out of range would stall or overflow something at run time.
     fn validate_ranges(&self) -> anyhow::Result<()> {
         use crate::delivery::limits;
-        let positive = [
-            ("http.request_timeout", self.http.request_timeout.is_zero()),
-            ("http.header_timeout", self.http.header_timeout.is_zero()),
-            ("http.max_connections", self.http.max_connections == 0),
-        ];
-        if let Some((key, _)) = positive.iter().find(|(_, zero)| *zero) {
-            bail!("{key} must be greater than 0");
-        }
         for (key, value) in [
             ("delivery.memory_queue", self.delivery.memory_queue),
             ("delivery.window", self.delivery.window),
@@ -348,6 +356,48 @@ impl Config {
                 match problem.index {
                     Some(i) => bail!("{key}[{i}]: {}", problem.message),
                     None => bail!("{key}: {}", problem.message),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Connection, size and rate limits.
+    fn validate_limits(&self) -> anyhow::Result<()> {
+        let http = &self.http;
+        if http.max_connections == 0 {
+            bail!("http.max_connections must be greater than 0");
+        }
+        for (key, value) in [
+            ("http.header_timeout", http.header_timeout),
+            ("http.idle_timeout", http.idle_timeout),
+            ("http.request_timeout", http.request_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{key} must be greater than 0");
+            }
+        }
+        if http.batch_body_limit < http.body_limit {
+            bail!(
+                "http.batch_body_limit ({}) must be at least http.body_limit ({}): a batch of one event is a batch too",
+                http.batch_body_limit,
+                http.body_limit
+            );
+        }
+        if self.flow_runner.webhook_rate_limit.per_second == 0 {
+            bail!("flow_runner.webhook_rate_limit.per_second must be greater than 0");
+        }
+        for (i, key) in self.api_keys.iter().enumerate() {
+            if key.rate_limit.is_some_and(|r| r.per_second == 0) {
+                bail!("api_keys[{i}].rate_limit.per_second must be greater than 0");
+            }
+            let first = self.api_keys.iter().position(|k| k.name == key.name);
+            if let Some(first) = first.filter(|&first| first < i) {
+                if self.api_keys[first].rate_limit != key.rate_limit {
+                    bail!(
+                        "api_keys[{i}].rate_limit differs from api_keys[{first}].rate_limit; keys named `{}` share one budget, so give them the same limit",
+                        key.name
+                    );
                 }
             }
         }
@@ -466,6 +516,56 @@ mod tests {
         .map(|e| format!("{e:#}"))
         .unwrap_or_default();
         assert!(err.contains("colour"), "{err}");
+        Ok(())
+    }
+
+    fn load_err(yaml: &str) -> String {
+        load_str(yaml)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn connection_and_rate_limits_load_and_bad_ones_are_named() -> anyhow::Result<()> {
+        let config = load_str(concat!(
+            "http: {idle_timeout: 5s, max_connections_per_ip: 4, batch_body_limit: 1048576}\n",
+            "api_keys: [{name: crm, key: hy_test_key_0123456789abcdef,\n",
+            "  rate_limit: {per_second: 5, burst: 10}}]\n",
+        ))?;
+        assert_eq!(config.http.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.http.max_connections_per_ip, 4);
+        assert_eq!(config.api_keys[0].rate_limit.map(|r| r.burst), Some(10));
+        assert_eq!(Config::load(None)?.flow_runner.webhook_rate_limit.burst, 20);
+
+        let cases = [
+            ("http: {batch_body_limit: 1000}\n", "http.batch_body_limit"),
+            ("http: {idle_timeout: 0s}\n", "http.idle_timeout"),
+            ("http: {max_connections: 0}\n", "http.max_connections"),
+            (
+                "flow_runner: {webhook_rate_limit: {per_second: 0}}\n",
+                "flow_runner.webhook_rate_limit.per_second",
+            ),
+            (
+                "api_keys: [{name: a, key: hy_test_key_0123456789abcdef, rate_limit: {per_second: 0}}]\n",
+                "api_keys[0].rate_limit.per_second",
+            ),
+            (
+                concat!(
+                    "api_keys: [{name: a, key: hy_old_key_0123456789abcdef},\n",
+                    "  {name: a, key: hy_new_key_0123456789abcdef, rate_limit: {per_second: 1}}]\n",
+                ),
+                "api_keys[1].rate_limit differs from api_keys[0].rate_limit",
+            ),
+            (
+                "flows: [{id: f, webhook: {rate_limit: {per_second: 0}}, steps: [{id: a, log: x}]}]\n",
+                "webhook.rate_limit.per_second",
+            ),
+        ];
+        for (yaml, named) in cases {
+            let err = load_err(yaml);
+            assert!(err.contains(named), "{yaml}: {err}");
+        }
         Ok(())
     }
 

@@ -89,6 +89,15 @@ const REFUSED_V6: &[(Ipv6Net, &str)] = &[
         v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64),
         "a discard-only address",
     ),
+    // SIIT's IPv4-translated form; a translator would deliver it to the
+    // embedded IPv4 address, which the guard never sees.
+    (
+        v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96),
+        "an IPv4-translated address",
+    ),
+    // Teredo tunnels to an IPv4 relay and an obfuscated IPv4 client that
+    // could be anything, the daemon's own network included.
+    (v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32), "a Teredo address"),
     (
         v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48),
         "a benchmarking address",
@@ -319,6 +328,69 @@ mod tests {
         assert!(message("100.64.1.1").contains("carrier-grade NAT"));
         let mapped = "::ffff:127.0.0.1 is an IPv4-mapped address of 127.0.0.1, which is a loopback";
         assert!(message("::ffff:127.0.0.1").starts_with(mapped));
+    }
+
+    #[test]
+    fn teredo_is_refused_whatever_it_embeds() {
+        let policy = AddressPolicy::default();
+        // Server 65.54.227.120, client obfuscated: both parts are public.
+        for addr in [
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:0:ffff::",
+        ] {
+            let refused = policy.check(ip(addr)).unwrap_err().to_string();
+            assert!(refused.contains("a Teredo address"), "{addr}: {refused}");
+        }
+        // Neighbours outside 2001::/32 stay public.
+        assert!(policy.is_allowed(ip("2001:1::1")));
+        assert!(policy.is_allowed(ip("2001:4860:4860::8888")));
+    }
+
+    #[test]
+    fn ipv4_translated_is_refused_even_for_a_public_ipv4() {
+        let policy = AddressPolicy::default();
+        for addr in ["::ffff:0:8.8.8.8", "::ffff:0:127.0.0.1", "::ffff:0:0:0"] {
+            let refused = policy.check(ip(addr)).unwrap_err().to_string();
+            assert!(
+                refused.contains("an IPv4-translated address"),
+                "{addr}: {refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_use_nat64_is_refused_and_well_known_nat64_follows_its_ipv4() {
+        let policy = AddressPolicy::default();
+        for addr in ["64:ff9b:1::1", "64:ff9b:1::808:808", "64:ff9b:1:ffff::1"] {
+            let refused = policy.check(ip(addr)).unwrap_err().to_string();
+            assert!(
+                refused.contains("a local-use NAT64 address"),
+                "{addr}: {refused}"
+            );
+        }
+        assert!(policy.is_allowed(ip("64:ff9b::8.8.8.8")));
+        assert!(!policy.is_allowed(ip("64:ff9b::10.0.0.1")));
+        assert!(policy.is_allowed(ip("64:ff9b:2::1")));
+    }
+
+    #[test]
+    fn ipv4_mapped_is_judged_by_its_ipv4() {
+        let policy = AddressPolicy::default();
+        for inner in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+        ] {
+            let mapped = format!("::ffff:{inner}");
+            let refused = policy.check(ip(&mapped)).unwrap_err().to_string();
+            let expected = format!("an IPv4-mapped address of {inner}, which is");
+            assert!(refused.contains(&expected), "{mapped}: {refused}");
+        }
+        assert!(policy.is_allowed(ip("::ffff:1.1.1.1")));
+        assert!(open(&["10.0.0.0/8"]).is_allowed(ip("::ffff:10.0.0.1")));
     }
 
     #[test]

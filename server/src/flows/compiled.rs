@@ -159,6 +159,12 @@ pub fn compile(
     };
     let mut webhook_inputs = Vec::new();
     if let Some(webhook) = &def.webhook {
+        if webhook.rate_limit.is_some_and(|r| r.per_second == 0) {
+            errors.push(DefinitionError::new(
+                "webhook.rate_limit.per_second",
+                "must be greater than 0",
+            ));
+        }
         for (name, source) in &webhook.inputs {
             let field = format!("webhook.inputs.{name}");
             if !def.inputs.contains_key(name) {

@@ -110,6 +110,9 @@ pub struct WebhookDef {
     /// Each input as a template over `trigger.body` and `trigger.headers`.
     #[serde(default)]
     pub inputs: BTreeMap<String, String>,
+    /// Runs the webhook may start; `flow_runner.webhook_rate_limit` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::model::RateLimit>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -2,11 +2,15 @@
 //! what the caller presented and compares digests in constant time, so neither
 //! the key nor its prefix leaks through timing, and a memory dump holds no key.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::{
+    rate::{self, Limiter},
+    ApiError,
+};
 use crate::config::ApiKeyConfig;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -21,15 +25,35 @@ pub enum AuthError {
 
 pub struct ApiKeys {
     keys: Vec<([u8; 32], Arc<str>)>,
+    /// By key name: keys that share a name (an old and a new one while a key
+    /// is rotated) share one budget.
+    limits: HashMap<Arc<str>, Limiter>,
 }
 
 impl ApiKeys {
     pub fn new(config: &[ApiKeyConfig]) -> ApiKeys {
+        let mut limits = HashMap::new();
+        for key in config {
+            if let Some(limit) = key.rate_limit {
+                limits
+                    .entry(Arc::from(key.name.as_str()))
+                    .or_insert_with(|| rate::limiter(limit));
+            }
+        }
         ApiKeys {
             keys: config
                 .iter()
                 .map(|k| (digest(&k.key), Arc::from(k.name.as_str())))
                 .collect(),
+            limits,
+        }
+    }
+
+    /// Charges `events` to the rate limit of the key named `name`, if it has one.
+    pub fn admit(&self, name: &str, events: usize) -> Result<(), ApiError> {
+        match self.limits.get(name) {
+            Some(limiter) => rate::admit(limiter, events, format_args!("API key `{name}`")),
+            None => Ok(()),
         }
     }
 
@@ -72,7 +96,37 @@ mod tests {
         ApiKeys::new(&[ApiKeyConfig {
             name: "crm".into(),
             key: "hy_test_key_0123456789abcdef".into(),
+            rate_limit: None,
         }])
+    }
+
+    #[test]
+    fn keys_sharing_a_name_share_a_budget_and_others_are_not_limited() {
+        let limited = |key: &str| ApiKeyConfig {
+            name: "crm".into(),
+            key: key.into(),
+            rate_limit: Some(crate::model::RateLimit {
+                per_second: 1,
+                burst: 2,
+            }),
+        };
+        let keys = ApiKeys::new(&[
+            limited("hy_old_key_0123456789abcdef"),
+            limited("hy_new_key_0123456789abcdef"),
+            ApiKeyConfig {
+                name: "batch".into(),
+                key: "hy_batch_key_0123456789abcdef".into(),
+                rate_limit: None,
+            },
+        ]);
+        assert!(keys.admit("crm", 1).is_ok());
+        assert!(keys.admit("crm", 1).is_ok());
+        let refused = keys.admit("crm", 1).err().map(|e| e.to_string());
+        assert_eq!(
+            refused.as_deref(),
+            Some("the rate limit of API key `crm` is used up; retry in 1 s")
+        );
+        assert!(keys.admit("batch", 1000).is_ok());
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub async fn publish(
         Mode::Binary => vec![binary(headers, body, key)?],
         Mode::Batch => batch(parse(body)?, key)?,
     };
+    intake.keys.admit(key, events.len())?;
     if mode != Mode::Batch {
         let event = events
             .into_iter()

@@ -46,8 +46,11 @@ pub enum ApiError {
     InvalidInputs(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
-    #[error("too many requests; retry in {retry_after_secs} s")]
-    RateLimited { retry_after_secs: u64 },
+    #[error("the rate limit of {scope} is used up; retry in {retry_after_secs} s")]
+    RateLimited {
+        retry_after_secs: u64,
+        scope: String,
+    },
     #[error("the daemon is overloaded; retry shortly")]
     Overloaded,
     #[error("storage is unavailable; nothing was stored, retry shortly")]
@@ -161,9 +164,16 @@ impl ApiError {
             ApiError::Forbidden(_) => tonic::Status::permission_denied(message),
             ApiError::NotFound(_) => tonic::Status::not_found(message),
             ApiError::Conflict(_) => tonic::Status::already_exists(message),
-            ApiError::Overloaded | ApiError::RateLimited { .. } => {
-                tonic::Status::resource_exhausted(message)
-            }
+            ApiError::Overloaded => tonic::Status::resource_exhausted(message),
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => tonic::Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(
+                    retry_after_secs,
+                ))),
+            ),
             ApiError::Unavailable(_) => tonic::Status::unavailable(message),
         }
     }
@@ -199,7 +209,10 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
         }
-        if let ApiError::RateLimited { retry_after_secs } = self {
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

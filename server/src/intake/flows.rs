@@ -2,6 +2,8 @@
 //! `POST /hooks/{flow_id}/{key}` (the flow's webhook key: forms and partners,
 //! like Kestra's webhook trigger) and `Events.StartRun` over gRPC. Inputs are
 //! checked before a run exists; the answer comes once the run is committed.
+//! API-key doors count against the key's rate limit; the webhook door against
+//! the flow's (`webhook.rate_limit`, else `flow_runner.webhook_rate_limit`).
 
 use std::sync::Arc;
 
@@ -16,13 +18,19 @@ use axum::{
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 
-use super::{http::read_body, sources::body::Kind, ApiError, Intake};
+use super::{
+    http::read_body,
+    rate::{self, Buckets},
+    sources::body::Kind,
+    ApiError, Intake,
+};
 use crate::{
     flows::{
         run::{Run, StartOutcome},
         start::{self, Trigger},
         webhook_key_hash,
     },
+    model::RateLimit,
     store::FlowOp,
 };
 
@@ -51,11 +59,39 @@ impl Intake {
     }
 }
 
-pub fn router(intake: Arc<Intake>) -> Router {
+/// The webhook door's rate limits: a flow's key sits in public pages, and
+/// each run may send email or call partners.
+#[derive(Clone)]
+struct Doors {
+    intake: Arc<Intake>,
+    /// For flows whose `webhook` sets no `rate_limit`.
+    webhook_default: RateLimit,
+    webhook_buckets: Arc<Buckets>,
+}
+
+pub fn router(intake: Arc<Intake>, webhook_default: RateLimit) -> Router {
     Router::new()
         .route("/v1/flows/{id}/runs", post(start_by_api))
         .route("/hooks/{flow_id}/{key}", post(start_by_webhook))
-        .with_state(intake)
+        .with_state(Doors {
+            intake,
+            webhook_default,
+            webhook_buckets: Arc::default(),
+        })
+}
+
+impl Doors {
+    fn admit_webhook(&self, flow_id: &str) -> Result<(), ApiError> {
+        let limit = self
+            .intake
+            .flows
+            .get()
+            .get(flow_id)
+            .and_then(|flow| flow.def.webhook.as_ref()?.rate_limit)
+            .unwrap_or(self.webhook_default);
+        let limiter = self.webhook_buckets.get(flow_id, limit);
+        rate::admit(&limiter, 1, format_args!("the webhook of flow `{flow_id}`"))
+    }
 }
 
 fn created(run: &Run) -> Response {
@@ -68,14 +104,16 @@ fn created(run: &Run) -> Response {
 
 /// `{"inputs": {...}}` with an API key.
 async fn start_by_api(
-    State(intake): State<Arc<Intake>>,
+    State(doors): State<Doors>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    intake
+    let intake = &doors.intake;
+    let key = intake
         .keys
         .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    intake.keys.admit(&key, 1)?;
     if Kind::of(&headers)? != Kind::Json {
         return Err(ApiError::UnsupportedMediaType(
             "send application/json: {\"inputs\": {...}}".into(),
@@ -118,11 +156,12 @@ async fn start_by_api(
 /// A JSON or form body; the key in the path is the credential. An unknown
 /// flow and a wrong key get the same 404.
 async fn start_by_webhook(
-    State(intake): State<Arc<Intake>>,
+    State(doors): State<Doors>,
     Path((flow_id, key)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let intake = &doors.intake;
     let not_found = || ApiError::NotFound(format!("no webhook at /hooks/{flow_id}/…"));
     let presented = webhook_key_hash(&key);
     let known = intake
@@ -134,6 +173,7 @@ async fn start_by_webhook(
     if !matches {
         return Err(not_found());
     }
+    doors.admit_webhook(&flow_id)?;
     let kind = Kind::of(&headers)?;
     let bytes = read_body(body, &headers, intake.body_limit).await?;
     let body = kind.parse(&bytes)?;

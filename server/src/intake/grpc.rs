@@ -1,6 +1,8 @@
 //! gRPC intake: `hookyard.v1.Events`. Publish answers one event;
 //! PublishBatch validates each event on its own, commits the good ones in one
-//! transaction, and answers one result per event in order.
+//! transaction, and answers one result per event in order. The API key and
+//! the message size were checked before the message was read (`grpc_gate`);
+//! here each call is charged to the key's rate limit, one cell per event.
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use hookyard::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{conflict, event, ApiError, Intake, MAX_BATCH};
+use super::{conflict, event, grpc_gate::Caller, ApiError, Intake, MAX_BATCH};
 use crate::model::Published;
 
 pub struct EventsService {
@@ -23,15 +25,19 @@ impl EventsService {
         EventsService { intake }
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<str>, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes());
+    /// The caller's key, checked by the [`ApiKeyGate`] in front of this
+    /// service, charged for `events`.
+    fn admit<T>(&self, request: &Request<T>, events: usize) -> Result<Arc<str>, Status> {
+        let Caller(key) = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("the API key was not checked"))?;
         self.intake
             .keys
-            .authenticate(header)
-            .map_err(|e| ApiError::from(e).into_status(""))
+            .admit(&key, events)
+            .map_err(|e| e.into_status(""))?;
+        Ok(key)
     }
 }
 
@@ -41,7 +47,7 @@ impl Events for EventsService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let key = self.authenticate(&request)?;
+        let key = self.admit(&request, 1)?;
         let event = request.into_inner().event.ok_or_else(|| {
             ApiError::Validation(vec![event::FieldError::new(&[], "is required")])
                 .into_status("event")
@@ -60,15 +66,16 @@ impl Events for EventsService {
         &self,
         request: Request<PublishBatchRequest>,
     ) -> Result<Response<PublishBatchResponse>, Status> {
-        let key = self.authenticate(&request)?;
-        let events = request.into_inner().events;
-        if events.is_empty() || events.len() > MAX_BATCH {
-            let message = format!("must hold 1 to {MAX_BATCH} events, not {}", events.len());
+        let count = request.get_ref().events.len();
+        if count == 0 || count > MAX_BATCH {
+            let message = format!("must hold 1 to {MAX_BATCH} events, not {count}");
             return Err(
                 ApiError::Validation(vec![event::FieldError::new(&[], message)])
                     .into_status("events"),
             );
         }
+        let key = self.admit(&request, count)?;
+        let events = request.into_inner().events;
         let mut results: Vec<Option<PublishResult>> = Vec::with_capacity(events.len());
         let mut valid = Vec::with_capacity(events.len());
         let mut slots = Vec::with_capacity(events.len());
@@ -105,7 +112,7 @@ impl Events for EventsService {
         &self,
         request: Request<StartRunRequest>,
     ) -> Result<Response<StartRunResponse>, Status> {
-        self.authenticate(&request)?;
+        self.admit(&request, 1)?;
         let request = request.into_inner();
         let inputs = crate::flows::start::inputs_from_bytes(&request.inputs)
             .map_err(|e| e.into_status("inputs"))?;

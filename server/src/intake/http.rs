@@ -54,10 +54,15 @@ async fn post_event(
         .keys
         .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
     if let Some(mode) = cloudevents::mode(&headers) {
-        let bytes = read_body(body, &headers, intake.body_limit).await?;
+        let limit = match mode {
+            cloudevents::Mode::Batch => intake.batch_body_limit,
+            _ => intake.body_limit,
+        };
+        let bytes = read_body(body, &headers, limit).await?;
         return cloudevents::publish(intake, mode, &headers, &bytes, &key).await;
     }
     require_json(&headers)?;
+    intake.keys.admit(&key, 1)?;
     let bytes = read_body(body, &headers, intake.body_limit).await?;
     let event = event::from_json(&bytes, &key).map_err(|e| match e {
         event::Invalid::Malformed {

@@ -12,8 +12,10 @@ pub mod error;
 pub mod event;
 pub mod flows;
 pub mod grpc;
+pub mod grpc_gate;
 pub mod http;
 pub mod payload;
+pub mod rate;
 pub mod sources;
 
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct Intake {
     pub writer: Writer,
     pub keys: auth::ApiKeys,
     pub body_limit: usize,
+    /// For PublishBatch and CloudEvents batches.
+    pub batch_body_limit: usize,
 }
 
 impl Intake {

@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 
 pub use registry::SourceRegistry;
 
+pub use crate::model::RateLimit;
+
 /// How long a rotated-out token keeps working when the rotation names no
 /// grace period.
 pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -171,15 +173,6 @@ pub enum Encoding {
     #[default]
     Hex,
     Base64,
-}
-
-/// GCRA: a steady `per_second` with bursts of up to `burst` requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    pub per_second: u32,
-    #[serde(default)]
-    pub burst: u32,
 }
 
 /// The path a source's token is posted to.

@@ -19,7 +19,6 @@ use axum::{
     routing::post,
     Json, Router,
 };
-use governor::clock::{Clock, DefaultClock};
 use ipnet::IpNet;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -90,7 +89,7 @@ async fn receive(
 async fn accept(
     state: &WebhookState,
     source: &Compiled,
-    client: IpAddr,
+    client: Option<IpAddr>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Rejected> {
@@ -137,16 +136,36 @@ fn check_status(source: &Compiled) -> Result<(), Rejected> {
     ))
 }
 
-fn check_caller(source: &Compiled, client: IpAddr, headers: &HeaderMap) -> Result<(), Rejected> {
+/// `client` is `None` when a trusted proxy's `X-Forwarded-For` could not be
+/// read: an allow-list then refuses, since nothing shows the caller is on it.
+fn check_caller(
+    source: &Compiled,
+    client: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<(), Rejected> {
     let policy = &source.source.policy;
-    if !policy.allowed_cidrs.is_empty() && !policy.allowed_cidrs.iter().any(|n| n.contains(&client))
-    {
-        return Err(Rejected(
-            "address_not_allowed",
-            ApiError::Forbidden(format!(
-                "address {client} is not allowed to post to this source"
-            )),
-        ));
+    if !policy.allowed_cidrs.is_empty() {
+        let refused = |message: String| {
+            Err(Rejected(
+                "address_not_allowed",
+                ApiError::Forbidden(message),
+            ))
+        };
+        match client {
+            None => {
+                return refused(
+                    "the caller's address could not be read from X-Forwarded-For, \
+                     and this source accepts only listed addresses"
+                        .into(),
+                )
+            }
+            Some(ip) if !policy.allowed_cidrs.iter().any(|n| n.contains(&ip)) => {
+                return refused(format!(
+                    "address {ip} is not allowed to post to this source"
+                ))
+            }
+            Some(_) => {}
+        }
     }
     match cors::origin(headers) {
         Some(origin)
@@ -168,13 +187,8 @@ fn check_rate(source: &Compiled) -> Result<(), Rejected> {
     let Some(limiter) = &source.limiter else {
         return Ok(());
     };
-    limiter.check().map_err(|not_until| {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        Rejected::from(ApiError::RateLimited {
-            retry_after_secs: retry_after_secs.max(1),
-        })
-    })
+    let scope = format!("source `{}`", source.source.id);
+    Ok(crate::intake::rate::admit(limiter, 1, &scope)?)
 }
 
 /// Validates the body against the source's schema, derives the name, and

@@ -1,0 +1,139 @@
+//! Serving connections: an accept loop over hyper-util's HTTP/1 + HTTP/2
+//! builder, so one port speaks both HTTP intake and gRPC. It bounds the
+//! number of open connections (a permit is taken before `accept`) and, as an
+//! option, those from one address; it closes connections that send no
+//! request in time or sit idle (`connection`), and drains open connections
+//! on shutdown. A permit can therefore not be held by a socket that sends
+//! nothing.
+
+mod connection;
+pub mod deadline;
+mod per_ip;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::extract::ConnectInfo;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use ipnet::IpNet;
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower::ServiceExt;
+
+use self::{
+    connection::{Activity, Timeouts, Tracked},
+    per_ip::PerIp,
+};
+
+/// How long open connections get to finish on shutdown.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on a connection that has been quiet this long...
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// ...and the connection is dropped when the answer takes longer: the peer is gone.
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// For the first request's headers (HTTP/1), or the HTTP/2 preface and
+    /// first request.
+    pub header_timeout: Duration,
+    /// With no request in progress.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// Open connections from one address; 0 is no cap.
+    pub max_per_ip: usize,
+    /// Addresses never capped per address: proxies speak for many clients.
+    pub uncapped: Vec<IpNet>,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
+    let builder = builder(&limits);
+    let timeouts = Timeouts {
+        header: limits.header_timeout,
+        idle: limits.idle_timeout,
+    };
+    let per_ip = Arc::new(PerIp::new(limits.max_per_ip, limits.uncapped.clone()));
+    let connections = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(%error, "Accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = per_ip.try_acquire(peer.ip()) else {
+            // Debug only: whoever is over the cap could otherwise fill the log.
+            tracing::debug!(%peer, "Refused a connection: too many open from this address.");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        // The peer address, for handlers that check where a request comes from.
+        let app = app.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        );
+        let service = TowerToHyperService::new(Tracked::new(app, activity.clone()));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            connection::drive(
+                connection,
+                |c| c.graceful_shutdown(),
+                &activity,
+                timeouts,
+                &shutdown,
+            )
+            .await;
+            drop((permit, slot));
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(DRAIN_DEADLINE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Some connections were still open at the shutdown deadline.");
+    }
+}
+
+fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(PING_INTERVAL)
+        .keep_alive_timeout(PING_TIMEOUT);
+    builder
+}
