@@ -91,6 +91,10 @@ pub enum LogFormat {
 pub struct ApiKeyConfig {
     pub name: String,
     pub key: String,
+    /// The tenant the key publishes for: its events carry it, naming
+    /// another is refused, and it starts only that tenant's flows.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,6 +293,7 @@ impl Config {
                 );
             }
         }
+        self.check_tenants()?;
         for (i, sub) in self.subscriptions.iter().enumerate() {
             if let Some(flow) = sub.target.strip_prefix("flow:") {
                 if !self.flows.iter().any(|f| f.id == flow) {
@@ -308,6 +313,49 @@ impl Config {
         Ok(())
     }
 
+    /// A subscription may name its target's tenant or none, not another
+    /// (routing gives a tenant's endpoint or flow only its tenant's events).
+    fn check_tenants(&self) -> anyhow::Result<()> {
+        for (i, key) in self.api_keys.iter().enumerate() {
+            if key.tenant_id.as_deref().is_some_and(|t| !is_tenant(t)) {
+                bail!("api_keys[{i}].tenant_id must be 1-128 characters of [A-Za-z0-9._:~-]");
+            }
+        }
+        for (i, sub) in self.subscriptions.iter().enumerate() {
+            let Some(own) = &sub.tenant_id else {
+                continue;
+            };
+            let target = if let Some(id) = sub.target.strip_prefix("endpoint:") {
+                self.endpoints
+                    .iter()
+                    .position(|e| e.id == id)
+                    .and_then(|j| {
+                        Some((
+                            format!("endpoints[{j}]"),
+                            self.endpoints[j].tenant_id.as_ref()?,
+                        ))
+                    })
+            } else if let Some(id) = sub.target.strip_prefix("flow:") {
+                self.flows
+                    .iter()
+                    .find(|f| f.id == id)
+                    .and_then(|f| Some((format!("flow `{id}`"), f.tenant_id.as_ref()?)))
+            } else {
+                None
+            };
+            if let Some((target, theirs)) = target {
+                if theirs != own {
+                    bail!(
+                        "subscriptions[{i}].tenant_id is `{own}`, but its target {target} has \
+                         tenant_id `{theirs}` and takes only that tenant's events; leave \
+                         subscriptions[{i}].tenant_id out or set it to `{theirs}`"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("hookyard.db")
     }
@@ -315,6 +363,13 @@ impl Config {
     pub fn admin_token_path(&self) -> PathBuf {
         self.data_dir.join("admin.token")
     }
+}
+
+fn is_tenant(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:~-".contains(&b))
 }
 
 /// Figment's errors name the key and the file; keep every one of them.

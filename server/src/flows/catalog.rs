@@ -32,7 +32,7 @@ pub struct FlowSet {
 }
 
 impl FlowSet {
-    fn build(flows: Vec<(Arc<CompiledFlow>, Option<Vec<u8>>)>) -> FlowSet {
+    pub(crate) fn build(flows: Vec<(Arc<CompiledFlow>, Option<Vec<u8>>)>) -> FlowSet {
         let mut specs = Vec::new();
         let mut cancel_refs = Vec::new();
         for (flow, _) in &flows {
@@ -40,7 +40,8 @@ impl FlowSet {
                 specs.push(RouteSpec {
                     patterns: vec![c.pattern.clone()],
                     exclude: vec![],
-                    tenant_id: None,
+                    // A tenant's flow is cancelled only by its tenant's events.
+                    tenant_id: flow.def.tenant_id.clone(),
                 });
                 cancel_refs.push((flow.clone(), i));
             }
@@ -73,7 +74,8 @@ impl FlowSet {
             return;
         }
         let mut hits = Vec::new();
-        self.cancel_table.route(&event.name, None, &mut hits);
+        self.cancel_table
+            .route(&event.name, event.tenant_id.as_deref(), &mut hits);
         if hits.is_empty() {
             return;
         }

@@ -11,7 +11,7 @@ use hookyard::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{conflict, event, ApiError, Intake, MAX_BATCH};
+use super::{auth::Principal, conflict, event, ApiError, Intake, MAX_BATCH};
 use crate::model::Published;
 
 pub struct EventsService {
@@ -23,7 +23,7 @@ impl EventsService {
         EventsService { intake }
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<str>, Status> {
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -48,6 +48,8 @@ impl Events for EventsService {
             .ok_or_else(|| Status::invalid_argument("event is required"))?;
         let event = event::from_proto(event, &key)
             .map_err(|fields| ApiError::Validation(fields).into_status("event"))?;
+        key.authorize(std::slice::from_ref(&event))
+            .map_err(|e| e.into_status("event"))?;
         let (id, published) = self
             .intake
             .publish_one(event)
@@ -81,6 +83,9 @@ impl Events for EventsService {
                 Err(fields) => results.push(Some(invalid_result(&fields))),
             }
         }
+        // One event for another tenant refuses the call: a question of
+        // permission, answered for the request, not per event.
+        key.authorize(&valid).map_err(|e| e.into_status(""))?;
         let ids: Vec<String> = valid.iter().map(|e| e.id.clone()).collect();
         if !valid.is_empty() {
             let outcomes = self
@@ -104,13 +109,18 @@ impl Events for EventsService {
         &self,
         request: Request<StartRunRequest>,
     ) -> Result<Response<StartRunResponse>, Status> {
-        self.authenticate(&request)?;
+        let key = self.authenticate(&request)?;
         let request = request.into_inner();
         let inputs = crate::flows::start::inputs_from_bytes(&request.inputs)
             .map_err(|e| e.into_status("inputs"))?;
         let run = self
             .intake
-            .start_run(&request.flow_id, inputs, crate::flows::start::Trigger::Api)
+            .start_run(
+                &request.flow_id,
+                inputs,
+                crate::flows::start::Trigger::Api,
+                Some(&key),
+            )
             .await
             .map_err(|e| e.into_status("inputs"))?;
         Ok(Response::new(StartRunResponse {
