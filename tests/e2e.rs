@@ -39,6 +39,8 @@ mod flow_examples;
 mod flows;
 #[path = "e2e/health.rs"]
 mod health;
+#[path = "e2e/private_files.rs"]
+mod private_files;
 #[path = "e2e/publish.rs"]
 mod publish;
 #[path = "e2e/retry.rs"]
@@ -53,6 +55,10 @@ mod sources_signatures;
 mod ssrf;
 #[path = "e2e/stats.rs"]
 mod stats;
+#[path = "e2e/template_limits.rs"]
+mod template_limits;
+#[path = "e2e/tenants.rs"]
+mod tenants;
 #[path = "e2e/tui.rs"]
 mod tui;
 #[path = "e2e/watch.rs"]

@@ -66,6 +66,7 @@ pub struct EndpointSpec {
     id: String,
     url: String,
     retry_schedule: Vec<String>,
+    tenant_id: Option<String>,
 }
 
 impl EndpointSpec {
@@ -74,7 +75,14 @@ impl EndpointSpec {
             id: id.to_string(),
             url: url.to_string(),
             retry_schedule: to_strings(&["0s", "200ms", "200ms"]),
+            tenant_id: None,
         }
+    }
+
+    /// The endpoint belongs to `tenant`.
+    pub fn tenant(mut self, tenant: &str) -> EndpointSpec {
+        self.tenant_id = Some(tenant.to_string());
+        self
     }
 
     pub fn retry_schedule(mut self, delays: &[&str]) -> EndpointSpec {
@@ -91,6 +99,7 @@ impl EndpointSpec {
             "retry_schedule": self.retry_schedule,
             "timeout": "5s",
             "max_in_flight": 8,
+            "tenant_id": self.tenant_id,
         })
     }
 }
@@ -110,6 +119,9 @@ pub struct TestConfig {
     flow_files: Vec<String>,
     time_scale: f64,
     secrets: Vec<(String, String)>,
+    api_keys: Vec<Value>,
+    env: Vec<(String, String)>,
+    umask: Option<u32>,
 }
 
 impl TestConfig {
@@ -128,6 +140,9 @@ impl TestConfig {
             flow_files: Vec::new(),
             time_scale: 1.0,
             secrets: Vec::new(),
+            api_keys: Vec::new(),
+            env: Vec::new(),
+            umask: None,
         }
     }
 
@@ -242,6 +257,38 @@ impl TestConfig {
         self
     }
 
+    fn all_api_keys(&self) -> Vec<Value> {
+        let mut keys = vec![json!({"name": "crm-service", "key": API_KEY})];
+        keys.extend(self.api_keys.iter().cloned());
+        keys
+    }
+
+    /// Another API key besides `API_KEY`, bound to `tenant` when given.
+    pub fn api_key(mut self, name: &str, key: &str, tenant: Option<&str>) -> TestConfig {
+        self.api_keys
+            .push(json!({"name": name, "key": key, "tenant_id": tenant}));
+        self
+    }
+
+    /// Declares a subscription as written (the YAML entry, as JSON).
+    pub fn subscription_entry(mut self, entry: Value) -> TestConfig {
+        self.subscriptions.push(entry);
+        self
+    }
+
+    /// An environment variable for the daemon (`HOOKYARD_*` included,
+    /// which are otherwise removed).
+    pub fn env(mut self, name: &str, value: &str) -> TestConfig {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The daemon's umask (the test process's otherwise).
+    pub fn umask(mut self, mask: u32) -> TestConfig {
+        self.umask = Some(mask);
+        self
+    }
+
     /// JSON is YAML, and serde_json does the quoting.
     fn render(&self, data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> String {
         let allow: &[&str] = if self.allow_private_targets {
@@ -253,7 +300,7 @@ impl TestConfig {
             "listen": listen.to_string(),
             "admin_listen": admin_listen.to_string(),
             "data_dir": data_dir,
-            "api_keys": [{"name": "crm-service", "key": API_KEY}],
+            "api_keys": self.all_api_keys(),
             "http": {
                 "body_limit": self.body_limit,
                 "request_timeout": "30s",
@@ -388,6 +435,11 @@ impl Daemon {
         self.spawn().await;
     }
 
+    /// Where the daemon keeps its database and admin token.
+    pub fn data_path(&self) -> PathBuf {
+        self.data_dir()
+    }
+
     fn data_dir(&self) -> PathBuf {
         match &self.config.data_dir {
             Some(dir) => dir.clone(),
@@ -462,6 +514,17 @@ impl Daemon {
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("HOOKYARD_") {
                 command.env_remove(key);
+            }
+        }
+        command.envs(self.config.env.iter().cloned());
+        if let Some(mask) = self.config.umask {
+            let mask = libc::mode_t::try_from(mask).expect("a umask fits in mode_t");
+            // SAFETY: umask is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(mask);
+                    Ok(())
+                });
             }
         }
         let mut child = command.spawn().expect("spawn the hookyard binary");
@@ -563,4 +626,35 @@ fn secrets_path(data_dir: &Path) -> PathBuf {
 
 fn to_strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Starts the daemon on `config` expecting it to refuse to start; returns
+/// its exit status and what it wrote to stderr.
+pub async fn refused_start(config: TestConfig) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let data_dir = config
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| dir.path().join("data"));
+    let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let config_path = dir.path().join("hookyard.yaml");
+    std::fs::write(&config_path, config.render(&data_dir, any_port, any_port))
+        .expect("write the config");
+    std::fs::write(secrets_path(&data_dir), "{}").expect("write the secrets file");
+    let run = Command::new(binary())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(READY_TIMEOUT, run)
+        .await
+        .expect("the daemon exits instead of starting")
+        .expect("run the hookyard binary");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
