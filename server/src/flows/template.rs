@@ -127,12 +127,13 @@ pub enum JsonTemplate {
 }
 
 /// The work one render may do, in minijinja's fuel (about one unit per
-/// instruction, or per 64 bytes it makes). Without a bound, a template such
-/// as two nested `range(100000)` loops holds a runner thread for hours; with
-/// it the render fails in milliseconds and the step fails, naming the
-/// template. Ordinary templates use a few hundred; rendering a whole 256 KiB
-/// payload costs about 4 000.
-pub const TEMPLATE_FUEL: u64 = 200_000;
+/// instruction, or per 64 bytes it makes, so also about 6 MiB of memory).
+/// Without a bound, a template such as two nested `range(100000)` loops
+/// holds a runner thread for hours; with it the render fails in
+/// milliseconds and the step fails, naming the template. Ordinary templates
+/// use a few hundred; rendering a whole 256 KiB payload (the default body
+/// limit) as JSON fits with room to spare (see the tests).
+pub const TEMPLATE_FUEL: u64 = 100_000;
 
 /// The compiled templates of one flow.
 pub struct Templates {
@@ -542,6 +543,25 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("`steps[2].http.url` ran out of fuel"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_whole_payload_at_the_body_limit_renders_within_the_fuel() {
+        let mut t = Templates::new(Arc::default());
+        let scope = Scope {
+            roots: &["event"],
+            inputs: None,
+            steps: &[],
+        };
+        let body = json!({"event": "{{ event.payload }}", "copy": "{{ event.payload.text }} {{ event.payload.items | length }}"});
+        let compiled = t.json("steps[0].http.body", &body, &scope).unwrap();
+        let items: Vec<Value> = (0..2000).map(|i| json!({"n": i, "s": "x"})).collect();
+        let payload = json!({"text": "a".repeat(200 * 1024), "items": items});
+        assert!(payload.to_string().len() > 220 * 1024);
+        let out = t
+            .render_json(&compiled, &value(&json!({ "event": {"payload": payload} })))
+            .unwrap();
+        assert_eq!(out["event"], payload);
     }
 
     #[test]
