@@ -479,6 +479,34 @@ mod tests {
     }
 
     #[test]
+    fn tenants_are_checked_and_a_contradiction_names_the_key() {
+        let config =
+            load_str("api_keys: [{name: a, key: hy_acme_0123456789abcdef, tenant_id: acme}]\n");
+        assert_eq!(
+            config.ok().and_then(|c| c.api_keys[0].tenant_id.clone()),
+            Some("acme".to_string())
+        );
+        let err =
+            load_str("api_keys: [{name: a, key: hy_acme_0123456789abcdef, tenant_id: 'a b'}]\n")
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+        assert!(err.contains("api_keys[0].tenant_id"), "{err}");
+        let err = load_str(concat!(
+            "endpoints: [{id: crm, url: 'http://127.0.0.1:9/', tenant_id: acme}]\n",
+            "subscriptions: [{name: a, patterns: ['a.*'], tenant_id: acme, target: 'endpoint:crm'},\n",
+            "  {name: b, patterns: ['a.*'], tenant_id: globex, target: 'endpoint:crm'}]\n",
+        ))
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+        assert!(
+            err.contains("subscriptions[1].tenant_id") && err.contains("endpoints[0]"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn subscription_to_undeclared_endpoint_is_refused() {
         let err =
             load_str("subscriptions: [{name: a, patterns: ['a.*'], target: 'endpoint:nope'}]\n")
