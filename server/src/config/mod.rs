@@ -313,8 +313,9 @@ impl Config {
         Ok(())
     }
 
-    /// A subscription may name its target's tenant or none, not another
-    /// (routing gives a tenant's endpoint or flow only its tenant's events).
+    /// API keys' tenants are identifiers, and a subscription may name its
+    /// target's tenant or none, not another (routing gives a tenant's
+    /// endpoint or flow only its tenant's events).
     fn check_tenants(&self) -> anyhow::Result<()> {
         for (i, key) in self.api_keys.iter().enumerate() {
             if key.tenant_id.as_deref().is_some_and(|t| !is_tenant(t)) {
