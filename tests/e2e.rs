@@ -57,6 +57,8 @@ mod hostile_http;
 mod isolation;
 #[path = "e2e/limits.rs"]
 mod limits;
+#[path = "e2e/private_files.rs"]
+mod private_files;
 #[path = "e2e/publish.rs"]
 mod publish;
 #[path = "e2e/retry.rs"]
@@ -71,6 +73,10 @@ mod sources_signatures;
 mod ssrf;
 #[path = "e2e/stats.rs"]
 mod stats;
+#[path = "e2e/template_limits.rs"]
+mod template_limits;
+#[path = "e2e/tenants.rs"]
+mod tenants;
 #[path = "e2e/tui.rs"]
 mod tui;
 #[path = "e2e/watch.rs"]

@@ -21,13 +21,14 @@ pub async fn apply_declared(
     catalog: &CatalogHandle,
     flows: &FlowCatalog,
 ) -> anyhow::Result<()> {
-    apply_flows(config, store, flows).await?;
+    apply_flows(config, store, flows, catalog).await?;
     for (i, declared) in config.endpoints.iter().enumerate() {
         let mut endpoint = endpoint_from_config(declared);
-        let errors: Vec<_> = validate::endpoint(&endpoint)
+        let mut errors: Vec<_> = validate::endpoint(&endpoint)
             .into_iter()
             .map(config_key)
             .collect();
+        errors.extend(validate::endpoint_tenant(&endpoint));
         if !errors.is_empty() {
             bail!(
                 "endpoints[{i}] ({}): {}",
@@ -35,6 +36,13 @@ pub async fn apply_declared(
                 validate::summary(&errors)
             );
         }
+        check_stored_subscriptions(
+            config,
+            catalog,
+            &format!("endpoint:{}", endpoint.id),
+            endpoint.tenant_id.as_deref(),
+        )
+        .with_context(|| format!("endpoints[{i}].tenant_id ({})", declared.id))?;
         if endpoint.secret.is_empty() {
             endpoint.secret = match store.get_endpoint(&endpoint.id).await {
                 Ok(existing) => existing.secret,
@@ -50,7 +58,13 @@ pub async fn apply_declared(
     catalog.reload().await?;
     for (i, declared) in config.subscriptions.iter().enumerate() {
         let sub = subscription_from_config(declared);
-        let errors = validate::subscription(&sub, &catalog.get(), &flows.get(), flows.secrets());
+        let mut errors =
+            validate::subscription(&sub, &catalog.get(), &flows.get(), flows.secrets());
+        errors.extend(validate::subscription_tenant(
+            &sub,
+            &catalog.get(),
+            &flows.get(),
+        ));
         if !errors.is_empty() {
             bail!(
                 "subscriptions[{i}] ({}): {}",
@@ -71,8 +85,20 @@ pub async fn apply_declared(
 /// Flows from files are stored as written; inline ones as YAML written from
 /// the parsed definition, so an unchanged definition keeps its version
 /// across restarts.
-async fn apply_flows(config: &Config, store: &Store, flows: &FlowCatalog) -> anyhow::Result<()> {
+async fn apply_flows(
+    config: &Config,
+    store: &Store,
+    flows: &FlowCatalog,
+    catalog: &CatalogHandle,
+) -> anyhow::Result<()> {
     for (i, def) in config.flows.iter().enumerate() {
+        check_stored_subscriptions(
+            config,
+            catalog,
+            &format!("flow:{}", def.id),
+            def.tenant_id.as_deref(),
+        )
+        .with_context(|| format!("flow `{}`: tenant_id", def.id))?;
         let yaml = match config
             .flow_file_texts
             .iter()
@@ -120,6 +146,26 @@ fn config_key(mut error: FieldError) -> FieldError {
         }
     }
     error
+}
+
+/// A declared endpoint or flow may not take a tenant that stored
+/// subscriptions to it contradict. Subscriptions the config declares are
+/// left out: they are checked (with the config's view) by `Config::load`.
+fn check_stored_subscriptions(
+    config: &Config,
+    catalog: &CatalogHandle,
+    target: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<()> {
+    let stored = catalog.get();
+    let undeclared = stored
+        .subscriptions()
+        .filter(|s| !config.subscriptions.iter().any(|d| d.name == s.name))
+        .map(|s| &**s);
+    match validate::target_tenant_conflicts(target, tenant, undeclared) {
+        Some(conflict) => bail!(conflict),
+        None => Ok(()),
+    }
 }
 
 fn endpoint_from_config(c: &EndpointConfig) -> Endpoint {

@@ -42,6 +42,7 @@ impl Catalog {
     /// Compiles the subscriptions that can receive events: enabled, targeting
     /// an enabled endpoint, with patterns that parse (storage only holds
     /// validated ones; a bad one is skipped loudly rather than stopping routing).
+    /// A subscription to a tenant's endpoint takes only that tenant's events.
     pub fn build(
         endpoints: Vec<Endpoint>,
         subscriptions: Vec<Subscription>,
@@ -60,7 +61,14 @@ impl Catalog {
             let Some(route) = routable(&sub, &endpoints, secrets) else {
                 continue;
             };
-            match compile_spec(&sub) {
+            let tenant = match effective_tenant(&sub, &endpoints) {
+                Ok(tenant) => tenant,
+                Err(endpoint_tenant) => {
+                    tracing::error!(subscription = %sub.name, tenant = ?sub.tenant_id, %endpoint_tenant, "Stored subscription names another tenant than its endpoint; it routes nothing.");
+                    continue;
+                }
+            };
+            match compile_spec(&sub, tenant) {
                 Ok(spec) => {
                     specs.push(spec);
                     routes.push((route, sub));
@@ -119,6 +127,11 @@ impl Catalog {
     pub fn subscription(&self, id: &str) -> Option<&Arc<Subscription>> {
         self.subscriptions.get(id)
     }
+
+    /// Every stored subscription, routable or not.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &Arc<Subscription>> {
+        self.subscriptions.values()
+    }
 }
 
 thread_local! {
@@ -157,7 +170,31 @@ fn routable(
     }))
 }
 
-fn compile_spec(sub: &Subscription) -> Result<RouteSpec, crate::routing::PatternError> {
+/// The tenant whose events a subscription takes: its own, else its
+/// endpoint's. An endpoint that belongs to a tenant thus never receives
+/// another tenant's events, nor events without a tenant, whatever its
+/// subscriptions say. A subscription naming a tenant other than its
+/// endpoint's is refused when written; should storage hold one anyway, the
+/// `Err` (the endpoint's tenant) makes it route nothing rather than leak.
+fn effective_tenant(
+    sub: &Subscription,
+    endpoints: &HashMap<String, Arc<Endpoint>>,
+) -> Result<Option<String>, String> {
+    let endpoint_tenant = sub
+        .endpoint_id()
+        .and_then(|id| endpoints.get(id))
+        .and_then(|e| e.tenant_id.as_ref());
+    match (&sub.tenant_id, endpoint_tenant) {
+        (Some(own), Some(theirs)) if own != theirs => Err(theirs.clone()),
+        (Some(own), _) => Ok(Some(own.clone())),
+        (None, theirs) => Ok(theirs.cloned()),
+    }
+}
+
+fn compile_spec(
+    sub: &Subscription,
+    tenant_id: Option<String>,
+) -> Result<RouteSpec, crate::routing::PatternError> {
     let parse = |list: &[String]| {
         list.iter()
             .map(|p| Pattern::parse(p))
@@ -166,7 +203,7 @@ fn compile_spec(sub: &Subscription) -> Result<RouteSpec, crate::routing::Pattern
     Ok(RouteSpec {
         patterns: parse(&sub.patterns)?,
         exclude: parse(&sub.exclude)?,
-        tenant_id: sub.tenant_id.clone(),
+        tenant_id,
     })
 }
 
@@ -216,4 +253,91 @@ async fn read(store: &Store, secrets: &Arc<Secrets>) -> store::Result<Catalog> {
     let endpoints = store.list_endpoints().await?;
     let subscriptions = store.list_subscriptions().await?;
     Ok(Catalog::build(endpoints, subscriptions, secrets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(id: &str, tenant: Option<&str>) -> Endpoint {
+        Endpoint {
+            id: id.into(),
+            url: "http://127.0.0.1:1/".into(),
+            tenant_id: tenant.map(String::from),
+            secret: String::new(),
+            headers: Default::default(),
+            timeout: None,
+            retry_schedule: None,
+            max_in_flight: None,
+            state: EndpointState::Enabled,
+            description: String::new(),
+            version: 1,
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    fn subscription(name: &str, tenant: Option<&str>, endpoint: &str) -> Subscription {
+        Subscription {
+            id: name.into(),
+            name: name.into(),
+            patterns: vec!["lead.*".into()],
+            exclude: vec![],
+            tenant_id: tenant.map(String::from),
+            target: format!("endpoint:{endpoint}"),
+            enabled: true,
+            description: String::new(),
+            inputs: Default::default(),
+            version: 1,
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    fn endpoints_for(catalog: &Catalog, tenant: Option<&str>) -> Vec<String> {
+        let (mut out, mut flows) = (Vec::new(), Vec::new());
+        catalog.route("lead.created", tenant, &mut out, &mut flows);
+        let mut ids: Vec<String> = out.iter().map(|r| r.endpoint_id.to_string()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_tenants_endpoint_takes_only_its_tenants_events_whatever_the_subscription_says() {
+        let catalog = Catalog::build(
+            vec![endpoint("acme-crm", Some("acme")), endpoint("shared", None)],
+            vec![
+                subscription("to-acme", None, "acme-crm"),
+                subscription("to-shared", None, "shared"),
+            ],
+            &Arc::default(),
+        );
+        assert_eq!(
+            endpoints_for(&catalog, Some("acme")),
+            ["acme-crm", "shared"]
+        );
+        assert_eq!(endpoints_for(&catalog, Some("globex")), ["shared"]);
+        assert_eq!(endpoints_for(&catalog, None), ["shared"]);
+        let names: Vec<String> = catalog
+            .matching_subscriptions("lead.created", Some("globex"))
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        assert_eq!(names, ["to-shared"]);
+    }
+
+    #[test]
+    fn a_subscription_naming_its_endpoints_tenant_routes_and_another_tenant_routes_nothing() {
+        let catalog = Catalog::build(
+            vec![endpoint("acme-crm", Some("acme"))],
+            vec![
+                subscription("same", Some("acme"), "acme-crm"),
+                subscription("other", Some("globex"), "acme-crm"),
+            ],
+            &Arc::default(),
+        );
+        assert_eq!(endpoints_for(&catalog, Some("acme")), ["acme-crm"]);
+        assert!(endpoints_for(&catalog, Some("globex")).is_empty());
+        assert_eq!(catalog.subscriptions().count(), 2);
+    }
 }

@@ -93,7 +93,7 @@ pub async fn start(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+    create_data_dir(&config.data_dir).with_context(|| {
         format!(
             "could not create data directory {}",
             config.data_dir.display()
@@ -332,4 +332,33 @@ fn reflection() -> anyhow::Result<
         .register_encoded_file_descriptor_set(hookyard::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?)
+}
+
+/// The data directory holds every payload and the admin token: created
+/// 0700 (whatever the umask), so only the daemon's user can look inside. One
+/// that already exists keeps its mode (it may be shared on purpose, and its
+/// files are private anyway), with a warning when others can enter it.
+fn create_data_dir(path: &std::path::Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = %format!("{mode:o}"), "The data directory is open to group or others; `chmod 700` it unless that is intended.");
+            }
+        }
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().mode(0o700).create(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir(path)
 }

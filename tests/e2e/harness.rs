@@ -67,6 +67,7 @@ pub struct EndpointSpec {
     url: String,
     retry_schedule: Vec<String>,
     timeout: String,
+    tenant_id: Option<String>,
 }
 
 impl EndpointSpec {
@@ -76,11 +77,18 @@ impl EndpointSpec {
             url: url.to_string(),
             retry_schedule: to_strings(&["0s", "200ms", "200ms"]),
             timeout: "5s".to_string(),
+            tenant_id: None,
         }
     }
 
     pub fn timeout(mut self, timeout: &str) -> EndpointSpec {
         self.timeout = timeout.to_string();
+        self
+    }
+
+    /// The endpoint belongs to `tenant`.
+    pub fn tenant(mut self, tenant: &str) -> EndpointSpec {
+        self.tenant_id = Some(tenant.to_string());
         self
     }
 
@@ -98,6 +106,7 @@ impl EndpointSpec {
             "retry_schedule": self.retry_schedule,
             "timeout": self.timeout,
             "max_in_flight": 8,
+            "tenant_id": self.tenant_id,
         })
     }
 }
@@ -119,6 +128,8 @@ pub struct TestConfig {
     secrets: Vec<(String, String)>,
     env: Vec<(String, String)>,
     overrides: Vec<(String, Value)>,
+    api_keys: Vec<Value>,
+    umask: Option<u32>,
 }
 
 impl TestConfig {
@@ -139,6 +150,8 @@ impl TestConfig {
             secrets: Vec::new(),
             env: Vec::new(),
             overrides: Vec::new(),
+            api_keys: Vec::new(),
+            umask: None,
         }
     }
 
@@ -146,12 +159,6 @@ impl TestConfig {
     /// what the other builders render.
     pub fn set(mut self, path: &str, value: Value) -> TestConfig {
         self.overrides.push((path.to_string(), value));
-        self
-    }
-
-    /// An environment variable for the daemon (the fault hooks of a debug build).
-    pub fn env(mut self, key: &str, value: &str) -> TestConfig {
-        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -266,6 +273,38 @@ impl TestConfig {
         self
     }
 
+    fn all_api_keys(&self) -> Vec<Value> {
+        let mut keys = vec![json!({"name": "crm-service", "key": API_KEY})];
+        keys.extend(self.api_keys.iter().cloned());
+        keys
+    }
+
+    /// Another API key besides `API_KEY`, bound to `tenant` when given.
+    pub fn api_key(mut self, name: &str, key: &str, tenant: Option<&str>) -> TestConfig {
+        self.api_keys
+            .push(json!({"name": name, "key": key, "tenant_id": tenant}));
+        self
+    }
+
+    /// Declares a subscription as written (the YAML entry, as JSON).
+    pub fn subscription_entry(mut self, entry: Value) -> TestConfig {
+        self.subscriptions.push(entry);
+        self
+    }
+
+    /// An environment variable for the daemon (`HOOKYARD_*` included,
+    /// which are otherwise removed; a debug build's fault hooks among them).
+    pub fn env(mut self, name: &str, value: &str) -> TestConfig {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The daemon's umask (the test process's otherwise).
+    pub fn umask(mut self, mask: u32) -> TestConfig {
+        self.umask = Some(mask);
+        self
+    }
+
     /// JSON is YAML, and serde_json does the quoting.
     fn render(&self, data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> String {
         let allow: &[&str] = if self.allow_private_targets {
@@ -277,7 +316,7 @@ impl TestConfig {
             "listen": listen.to_string(),
             "admin_listen": admin_listen.to_string(),
             "data_dir": data_dir,
-            "api_keys": [{"name": "crm-service", "key": API_KEY}],
+            "api_keys": self.all_api_keys(),
             "http": {
                 "body_limit": self.body_limit,
                 "request_timeout": "30s",
@@ -441,6 +480,11 @@ impl Daemon {
         self.spawn().await;
     }
 
+    /// Where the daemon keeps its database and admin token.
+    pub fn data_path(&self) -> PathBuf {
+        self.data_dir()
+    }
+
     fn data_dir(&self) -> PathBuf {
         match &self.config.data_dir {
             Some(dir) => dir.clone(),
@@ -517,7 +561,17 @@ impl Daemon {
                 command.env_remove(key);
             }
         }
-        command.envs(self.config.env.iter().map(|(k, v)| (k, v)));
+        command.envs(self.config.env.iter().cloned());
+        if let Some(mask) = self.config.umask {
+            let mask = libc::mode_t::try_from(mask).expect("a umask fits in mode_t");
+            // SAFETY: umask is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::umask(mask);
+                    Ok(())
+                });
+            }
+        }
         let mut child = command.spawn().expect("spawn the hookyard binary");
         let stdout = child.stdout.take().expect("piped stdout");
         self.child = Some(child);
@@ -617,4 +671,35 @@ fn secrets_path(data_dir: &Path) -> PathBuf {
 
 fn to_strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Starts the daemon on `config` expecting it to refuse to start; returns
+/// its exit status and what it wrote to stderr.
+pub async fn refused_start(config: TestConfig) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let data_dir = config
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| dir.path().join("data"));
+    let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let config_path = dir.path().join("hookyard.yaml");
+    std::fs::write(&config_path, config.render(&data_dir, any_port, any_port))
+        .expect("write the config");
+    std::fs::write(secrets_path(&data_dir), "{}").expect("write the secrets file");
+    let run = Command::new(binary())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(READY_TIMEOUT, run)
+        .await
+        .expect("the daemon exits instead of starting")
+        .expect("run the hookyard binary");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

@@ -16,7 +16,7 @@ use super::{convert::timestamp, service::store_status, AdminService};
 use crate::{
     flows::{
         catalog::summary,
-        definition::DefinitionError,
+        definition::{DefinitionError, FlowDef},
         run::{Run, RunState, StepRecords},
         start::{self, Trigger},
         webhook_key_hash, FlowCatalog, RunChange, RunFeed,
@@ -49,6 +49,7 @@ impl AdminService {
             .catalog
             .compile(&yaml, 1)
             .map_err(|e| invalid_definition(&e))?;
+        self.check_flow_tenant(&flow.def)?;
         let stored = self
             .store
             .save_flow(&flow.def.id, &yaml, None, true)
@@ -60,6 +61,18 @@ impl AdminService {
             &flow.def.description,
             step_ids(&flow),
         )))
+    }
+
+    /// A flow may not move to a tenant that subscriptions to it contradict.
+    fn check_flow_tenant(&self, def: &FlowDef) -> Result<(), Status> {
+        match super::validate::target_tenant_conflicts(
+            &format!("flow:{}", def.id),
+            def.tenant_id.as_deref(),
+            self.catalog.get().subscriptions().map(|s| &**s),
+        ) {
+            Some(conflict) => Err(Status::failed_precondition(conflict)),
+            None => Ok(()),
+        }
     }
 
     pub(super) async fn get_flow(
@@ -94,6 +107,7 @@ impl AdminService {
             .catalog
             .compile(&request.definition_yaml, request.version + 1)
             .map_err(|e| invalid_definition(&e))?;
+        self.check_flow_tenant(&flow.def)?;
         let stored = self
             .store
             .save_flow(

@@ -28,7 +28,7 @@ const WATCH_BUFFER: usize = 256;
 
 pub struct AdminService {
     pub(super) store: Store,
-    catalog: Arc<CatalogHandle>,
+    pub(super) catalog: Arc<CatalogHandle>,
     feed: LiveFeed,
     control: mpsc::Sender<Control>,
     pub(super) sources: Arc<SourceRegistry>,
@@ -63,9 +63,19 @@ impl AdminService {
     }
 
     fn check_endpoint(&self, endpoint: &mut Endpoint) -> Result<(), Status> {
-        let errors = validate::endpoint(endpoint);
+        let mut errors = validate::endpoint(endpoint);
+        errors.extend(validate::endpoint_tenant(endpoint));
         if !errors.is_empty() {
             return Err(invalid(&errors));
+        }
+        let target = format!("endpoint:{}", endpoint.id);
+        let catalog = self.catalog.get();
+        if let Some(conflict) = validate::target_tenant_conflicts(
+            &target,
+            endpoint.tenant_id.as_deref(),
+            catalog.subscriptions().map(|s| &**s),
+        ) {
+            return Err(Status::failed_precondition(conflict));
         }
         if endpoint.secret.is_empty() {
             endpoint.secret = SigningSecret::generate().0;
@@ -74,12 +84,11 @@ impl AdminService {
     }
 
     fn check_subscription(&self, sub: &Subscription) -> Result<(), Status> {
-        let errors = validate::subscription(
-            sub,
-            &self.catalog.get(),
-            &self.flows.catalog.get(),
-            self.flows.catalog.secrets(),
-        );
+        let catalog = self.catalog.get();
+        let flows = self.flows.catalog.get();
+        let mut errors =
+            validate::subscription(sub, &catalog, &flows, self.flows.catalog.secrets());
+        errors.extend(validate::subscription_tenant(sub, &catalog, &flows));
         if errors.is_empty() {
             Ok(())
         } else {
@@ -265,9 +274,17 @@ impl Admin for AdminService {
             .catalog
             .get()
             .matching_subscriptions(&request.name, tenant);
+        let flows = self.flows.catalog.get();
+        // As intake does: a tenant's flow starts runs only for its tenant.
+        let starts = |s: &Subscription| {
+            s.flow_id()
+                .and_then(|id| flows.get(id))
+                .is_none_or(|f| f.def.takes_events_of(tenant))
+        };
         Ok(Response::new(pb::TestRouteResponse {
             matched: matched
                 .iter()
+                .filter(|s| starts(s))
                 .map(|s| convert::subscription_to_pb(s))
                 .collect(),
         }))

@@ -221,6 +221,175 @@ pub fn summary(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
+/// An endpoint's tenant, when it has one, is an identifier like an event's.
+pub fn endpoint_tenant(e: &Endpoint) -> Vec<FieldError> {
+    match &e.tenant_id {
+        Some(tenant) if !is_identifier(tenant, 128, b"._:~-") => vec![FieldError::new(
+            &["tenant_id"],
+            "must be 1-128 characters of [A-Za-z0-9._:~-]",
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// A subscription may name its target's tenant or none, not another: a
+/// tenant's endpoint or flow takes only that tenant's events, so the
+/// subscription would be a promise routing does not keep.
+pub fn subscription_tenant(
+    s: &Subscription,
+    catalog: &Catalog,
+    flows: &FlowSet,
+) -> Vec<FieldError> {
+    let Some(own) = &s.tenant_id else {
+        return Vec::new();
+    };
+    let (kind, id, theirs) = if let Some(id) = s.endpoint_id() {
+        let tenant = catalog.endpoint(id).and_then(|e| e.tenant_id.clone());
+        ("endpoint", id, tenant)
+    } else if let Some(id) = s.flow_id() {
+        (
+            "flow",
+            id,
+            flows.get(id).and_then(|f| f.def.tenant_id.clone()),
+        )
+    } else {
+        return Vec::new();
+    };
+    match theirs {
+        Some(theirs) if theirs != *own => vec![FieldError::new(
+            &["tenant_id"],
+            format!(
+                "is `{own}`, but {kind} `{id}` belongs to tenant `{theirs}` and takes only \
+                 its events; leave tenant_id empty or set it to `{theirs}`"
+            ),
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// Why `target` (`endpoint:<id>` or `flow:<id>`) cannot belong to `tenant`:
+/// the subscriptions to it that name another tenant, or `None` when there
+/// are none.
+pub fn target_tenant_conflicts<'a>(
+    target: &str,
+    tenant: Option<&str>,
+    subscriptions: impl IntoIterator<Item = &'a Subscription>,
+) -> Option<String> {
+    let tenant = tenant?;
+    let mut names: Vec<String> = subscriptions
+        .into_iter()
+        .filter(|s| s.target == target)
+        .filter_map(|s| {
+            let own = s.tenant_id.as_deref()?;
+            (own != tenant).then(|| format!("subscription `{}` (tenant `{own}`)", s.name))
+        })
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    Some(format!(
+        "{target} cannot belong to tenant `{tenant}`: {} targets it with another tenant; \
+         change the subscription's tenant_id or delete it first",
+        names.join(", ")
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tenant_tests {
+    use super::*;
+    use crate::{flows::definition::parse_yaml, model::EndpointState};
+
+    fn endpoint(id: &str, tenant: Option<&str>) -> Endpoint {
+        Endpoint {
+            id: id.into(),
+            url: "http://127.0.0.1:1/".into(),
+            tenant_id: tenant.map(String::from),
+            secret: String::new(),
+            headers: Default::default(),
+            timeout: None,
+            retry_schedule: None,
+            max_in_flight: None,
+            state: EndpointState::Enabled,
+            description: String::new(),
+            version: 1,
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    fn subscription(name: &str, tenant: Option<&str>, target: &str) -> Subscription {
+        Subscription {
+            id: name.into(),
+            name: name.into(),
+            patterns: vec!["lead.*".into()],
+            exclude: vec![],
+            tenant_id: tenant.map(String::from),
+            target: target.into(),
+            enabled: true,
+            description: String::new(),
+            inputs: Default::default(),
+            version: 1,
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    fn flows() -> FlowSet {
+        let def = parse_yaml("id: welcome\ntenant_id: acme\nsteps: [{id: a, log: hi}]\n").unwrap();
+        let flow = crate::flows::compiled::compile(def, String::new(), 1, Arc::default()).unwrap();
+        FlowSet::build(vec![(Arc::new(flow), None)])
+    }
+
+    #[test]
+    fn a_subscription_may_name_its_targets_tenant_or_none_but_not_another() {
+        let catalog = Catalog::build(
+            vec![endpoint("acme-crm", Some("acme")), endpoint("shared", None)],
+            vec![],
+            &Arc::default(),
+        );
+        let flows = flows();
+        let check = |tenant, target| {
+            subscription_tenant(&subscription("s", tenant, target), &catalog, &flows)
+        };
+        assert!(check(None, "endpoint:acme-crm").is_empty());
+        assert!(check(Some("acme"), "endpoint:acme-crm").is_empty());
+        assert!(check(Some("globex"), "endpoint:shared").is_empty());
+        assert!(check(Some("acme"), "flow:welcome").is_empty());
+        for target in ["endpoint:acme-crm", "flow:welcome"] {
+            let errors = check(Some("globex"), target);
+            assert_eq!(errors.len(), 1, "{target}");
+            assert_eq!(errors[0].pointer(), "/tenant_id");
+            assert!(errors[0].message.contains("acme"), "{}", errors[0].message);
+        }
+    }
+
+    #[test]
+    fn a_target_cannot_move_to_a_tenant_its_subscriptions_contradict() {
+        let subs = [
+            subscription("any", None, "endpoint:crm"),
+            subscription("acme-leads", Some("acme"), "endpoint:crm"),
+            subscription("elsewhere", Some("globex"), "endpoint:other"),
+        ];
+        assert_eq!(target_tenant_conflicts("endpoint:crm", None, &subs), None);
+        assert_eq!(
+            target_tenant_conflicts("endpoint:crm", Some("acme"), &subs),
+            None
+        );
+        let conflict = target_tenant_conflicts("endpoint:crm", Some("globex"), &subs).unwrap();
+        assert!(conflict.contains("subscription `acme-leads`"), "{conflict}");
+        assert!(!conflict.contains("elsewhere"), "{conflict}");
+    }
+
+    #[test]
+    fn an_endpoints_tenant_is_an_identifier() {
+        assert!(endpoint_tenant(&endpoint("e", Some("acme:eu-1"))).is_empty());
+        let errors = endpoint_tenant(&endpoint("e", Some("a b")));
+        assert_eq!(errors[0].pointer(), "/tenant_id");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

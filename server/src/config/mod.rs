@@ -98,6 +98,10 @@ pub struct ApiKeyConfig {
     /// keys that share a name share one budget.
     #[serde(default)]
     pub rate_limit: Option<crate::model::RateLimit>,
+    /// The tenant the key publishes for: its events carry it, naming
+    /// another is refused, and it starts only that tenant's flows.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +312,7 @@ impl Config {
                 );
             }
         }
+        self.check_tenants()?;
         for (i, sub) in self.subscriptions.iter().enumerate() {
             if let Some(flow) = sub.target.strip_prefix("flow:") {
                 if !self.flows.iter().any(|f| f.id == flow) {
@@ -404,6 +409,50 @@ impl Config {
         Ok(())
     }
 
+    /// API keys' tenants are identifiers, and a subscription may name its
+    /// target's tenant or none, not another (routing gives a tenant's
+    /// endpoint or flow only its tenant's events).
+    fn check_tenants(&self) -> anyhow::Result<()> {
+        for (i, key) in self.api_keys.iter().enumerate() {
+            if key.tenant_id.as_deref().is_some_and(|t| !is_tenant(t)) {
+                bail!("api_keys[{i}].tenant_id must be 1-128 characters of [A-Za-z0-9._:~-]");
+            }
+        }
+        for (i, sub) in self.subscriptions.iter().enumerate() {
+            let Some(own) = &sub.tenant_id else {
+                continue;
+            };
+            let target = if let Some(id) = sub.target.strip_prefix("endpoint:") {
+                self.endpoints
+                    .iter()
+                    .position(|e| e.id == id)
+                    .and_then(|j| {
+                        Some((
+                            format!("endpoints[{j}]"),
+                            self.endpoints[j].tenant_id.as_ref()?,
+                        ))
+                    })
+            } else if let Some(id) = sub.target.strip_prefix("flow:") {
+                self.flows
+                    .iter()
+                    .find(|f| f.id == id)
+                    .and_then(|f| Some((format!("flow `{id}`"), f.tenant_id.as_ref()?)))
+            } else {
+                None
+            };
+            if let Some((target, theirs)) = target {
+                if theirs != own {
+                    bail!(
+                        "subscriptions[{i}].tenant_id is `{own}`, but its target {target} has \
+                         tenant_id `{theirs}` and takes only that tenant's events; leave \
+                         subscriptions[{i}].tenant_id out or set it to `{theirs}`"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("hookyard.db")
     }
@@ -411,6 +460,13 @@ impl Config {
     pub fn admin_token_path(&self) -> PathBuf {
         self.data_dir.join("admin.token")
     }
+}
+
+fn is_tenant(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:~-".contains(&b))
 }
 
 /// Figment's errors name the key and the file; keep every one of them.
@@ -607,6 +663,34 @@ mod tests {
             .map(|e| format!("{e:#}"))
             .unwrap_or_default();
         assert!(err.contains("delivery.retry_schedule: at most 20"), "{err}");
+    }
+
+    #[test]
+    fn tenants_are_checked_and_a_contradiction_names_the_key() {
+        let config =
+            load_str("api_keys: [{name: a, key: hy_acme_0123456789abcdef, tenant_id: acme}]\n");
+        assert_eq!(
+            config.ok().and_then(|c| c.api_keys[0].tenant_id.clone()),
+            Some("acme".to_string())
+        );
+        let err =
+            load_str("api_keys: [{name: a, key: hy_acme_0123456789abcdef, tenant_id: 'a b'}]\n")
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+        assert!(err.contains("api_keys[0].tenant_id"), "{err}");
+        let err = load_str(concat!(
+            "endpoints: [{id: crm, url: 'http://127.0.0.1:9/', tenant_id: acme}]\n",
+            "subscriptions: [{name: a, patterns: ['a.*'], tenant_id: acme, target: 'endpoint:crm'},\n",
+            "  {name: b, patterns: ['a.*'], tenant_id: globex, target: 'endpoint:crm'}]\n",
+        ))
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+        assert!(
+            err.contains("subscriptions[1].tenant_id") && err.contains("endpoints[0]"),
+            "{err}"
+        );
     }
 
     #[test]

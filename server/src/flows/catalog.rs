@@ -32,7 +32,7 @@ pub struct FlowSet {
 }
 
 impl FlowSet {
-    fn build(flows: Vec<(Arc<CompiledFlow>, Option<Vec<u8>>)>) -> FlowSet {
+    pub(crate) fn build(flows: Vec<(Arc<CompiledFlow>, Option<Vec<u8>>)>) -> FlowSet {
         let mut specs = Vec::new();
         let mut cancel_refs = Vec::new();
         for (flow, _) in &flows {
@@ -40,7 +40,8 @@ impl FlowSet {
                 specs.push(RouteSpec {
                     patterns: vec![c.pattern.clone()],
                     exclude: vec![],
-                    tenant_id: None,
+                    // A tenant's flow is cancelled only by its tenant's events.
+                    tenant_id: flow.def.tenant_id.clone(),
                 });
                 cancel_refs.push((flow.clone(), i));
             }
@@ -73,7 +74,8 @@ impl FlowSet {
             return;
         }
         let mut hits = Vec::new();
-        self.cancel_table.route(&event.name, None, &mut hits);
+        self.cancel_table
+            .route(&event.name, event.tenant_id.as_deref(), &mut hits);
         if hits.is_empty() {
             return;
         }
@@ -187,4 +189,47 @@ pub fn summary(errors: &[DefinitionError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::intake::{auth::Principal, event::from_json};
+
+    fn flow(yaml: &str) -> Arc<CompiledFlow> {
+        let def = definition::parse_yaml(yaml).unwrap();
+        Arc::new(compiled::compile(def, yaml.into(), 1, Arc::default()).unwrap())
+    }
+
+    fn cancels(set: &FlowSet, tenant: Option<&str>) -> Vec<String> {
+        let event = from_json(
+            br#"{"name":"lead.call_booked","payload":{"email":"ada@example.com"}}"#,
+            &Principal::new("k", tenant),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        set.cancels(&event, &mut out);
+        let mut flows: Vec<String> = out.into_iter().map(|c| c.flow_id).collect();
+        flows.sort();
+        flows
+    }
+
+    #[test]
+    fn a_tenants_flow_is_cancelled_only_by_its_tenants_events() {
+        let cancel_on = "inputs: {email: {type: email, required: true}}\n\
+            correlate_by: '{{ inputs.email }}'\n\
+            cancel_on: [{event: lead.call_booked, key: '{{ event.payload.email }}'}]\n\
+            steps: [{id: a, delay: 1h}]\n";
+        let set = FlowSet::build(vec![
+            (
+                flow(&format!("id: acme\ntenant_id: acme\n{cancel_on}")),
+                None,
+            ),
+            (flow(&format!("id: anyone\n{cancel_on}")), None),
+        ]);
+        assert_eq!(cancels(&set, Some("acme")), ["acme", "anyone"]);
+        assert_eq!(cancels(&set, Some("globex")), ["anyone"]);
+        assert_eq!(cancels(&set, None), ["anyone"]);
+    }
 }

@@ -90,6 +90,14 @@ pub fn compile(
             "must be 1-64 characters of [A-Za-z0-9_-]",
         ));
     }
+    if let Some(tenant) = &def.tenant_id {
+        if !definition::is_identifier(tenant, 128, b"._:~-") {
+            errors.push(DefinitionError::new(
+                "tenant_id",
+                "must be 1-128 characters of [A-Za-z0-9._:~-]",
+            ));
+        }
+    }
     check_inputs(&def, &mut errors);
     if def.steps.is_empty() {
         errors.push(DefinitionError::new(

@@ -18,6 +18,12 @@ pub struct FlowDef {
     pub id: String,
     #[serde(default)]
     pub description: String,
+    /// The tenant the flow works for: only that tenant's events start or
+    /// cancel its runs, only API keys of that tenant (or keys bound to none)
+    /// start it, and the events it emits carry that tenant. None: a flow of
+    /// the operator's, which tenant-bound keys cannot start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
     #[serde(default)]
     pub inputs: BTreeMap<String, InputDef>,
     /// A template over `inputs` naming the thing a run is about (a lead's
@@ -34,6 +40,15 @@ pub struct FlowDef {
     #[serde(default)]
     pub webhook: Option<WebhookDef>,
     pub steps: Vec<StepDef>,
+}
+
+impl FlowDef {
+    /// Whether an event of `tenant` may start or cancel this flow's runs.
+    pub fn takes_events_of(&self, tenant: Option<&str>) -> bool {
+        self.tenant_id
+            .as_deref()
+            .is_none_or(|own| Some(own) == tenant)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

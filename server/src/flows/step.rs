@@ -201,10 +201,26 @@ async fn emit_event(
             ..event::Draft::default()
         })
     })();
-    let draft = match rendered {
+    let mut draft = match rendered {
         Ok(d) => d,
         Err(error) => return fail(run, None, format!("the event did not render: {error}")),
     };
+    // A tenant's flow publishes for that tenant only, whatever its inputs say.
+    if let Some(own) = &flow.def.tenant_id {
+        match draft.tenant_id.as_deref() {
+            None => draft.tenant_id = Some(own.clone()),
+            Some(named) if named != own => {
+                return fail(
+                    run,
+                    None,
+                    format!(
+                        "the event names tenant `{named}`, but this flow belongs to tenant `{own}`"
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+    }
     let mut errors = Vec::new();
     if let Err(e) = crate::routing::validate_name(&draft.name) {
         errors.push(format!("name: {e}"));

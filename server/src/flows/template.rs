@@ -13,17 +13,32 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
 use super::definition::{DefinitionError, InputDef};
 
 /// Secret values for `secret(name)`: a secrets file (a YAML map) first, then
-/// the environment. Every value handed out is remembered so logs can redact it.
+/// the environment variable `HOOKYARD_SECRET_<name>` — never the rest of the
+/// daemon's environment, which holds what templates have no business reading
+/// (`PATH`, `HOME`, cloud credentials). Every value handed out is remembered
+/// so logs can redact it.
 #[derive(Default)]
 pub struct Secrets {
     file: BTreeMap<String, String>,
     handed_out: Mutex<HashSet<String>>,
+}
+
+/// `secret('MAIL_URL')` reads `HOOKYARD_SECRET_MAIL_URL` when the secrets
+/// file has no `MAIL_URL`.
+pub const SECRET_ENV_PREFIX: &str = "HOOKYARD_SECRET_";
+
+/// Secret names are plain identifiers, so a name cannot reach outside the
+/// prefix or make a malformed variable name.
+fn is_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Values shorter than this are not redacted: they would blank out ordinary words.
@@ -52,11 +67,14 @@ impl Secrets {
     }
 
     pub fn get(&self, name: &str) -> Option<String> {
+        if !is_secret_name(name) {
+            return None;
+        }
         let value = self
             .file
             .get(name)
             .cloned()
-            .or_else(|| std::env::var(name).ok())?;
+            .or_else(|| std::env::var(format!("{SECRET_ENV_PREFIX}{name}")).ok())?;
         if value.len() >= MIN_REDACTED_LEN {
             if let Ok(mut seen) = self.handed_out.lock() {
                 seen.insert(value.clone());
@@ -108,27 +126,45 @@ pub enum JsonTemplate {
     Object(Vec<(String, JsonTemplate)>),
 }
 
+/// The work one render may do, in minijinja's fuel (about one unit per
+/// instruction, or per 64 bytes it makes, so also about 6 MiB of memory).
+/// Without a bound, a template such as two nested `range(100000)` loops
+/// holds a runner thread for hours; with it the render fails in
+/// milliseconds and the step fails, naming the template. Ordinary templates
+/// use a few hundred; rendering a whole 256 KiB payload (the default body
+/// limit) as JSON fits with room to spare (see the tests).
+pub const TEMPLATE_FUEL: u64 = 100_000;
+
 /// The compiled templates of one flow.
 pub struct Templates {
     env: Environment<'static>,
-    count: usize,
+    /// The field each template was compiled from, by id, to name it when
+    /// its render runs out of fuel.
+    fields: Vec<String>,
 }
 
 impl Templates {
     pub fn new(secrets: Arc<Secrets>) -> Templates {
         let mut env = Environment::new();
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.add_function("secret", move |name: String| {
             secrets.get(&name).ok_or_else(|| {
                 minijinja::Error::new(
                     minijinja::ErrorKind::InvalidOperation,
-                    format!("secret `{name}` is not set (secrets file or environment)"),
+                    format!(
+                        "secret `{name}` is not set (in the secrets file, or as the \
+                         environment variable {SECRET_ENV_PREFIX}{name})"
+                    ),
                 )
             })
         });
         env.add_function("now", || chrono::Utc::now().to_rfc3339());
         env.add_filter("plus", plus);
-        Templates { env, count: 0 }
+        Templates {
+            env,
+            fields: Vec::new(),
+        }
     }
 
     /// Compiles a string template.
@@ -202,7 +238,7 @@ impl Templates {
         source: String,
         scope: &Scope,
     ) -> Result<TemplateId, DefinitionError> {
-        let id = TemplateId(self.count);
+        let id = TemplateId(self.fields.len());
         let name = template_name(id);
         self.env
             .add_template_owned(name.clone(), source)
@@ -212,7 +248,15 @@ impl Templates {
             .get_template(&name)
             .map_err(|e| DefinitionError::new(field, e.to_string()))?;
         check_references(field, &template.undeclared_variables(true), scope)?;
-        self.count += 1;
+        // A template that exhausts its fuel with no data at all (loops over
+        // `range`) can never render: refuse it now rather than fail every run.
+        if template
+            .render(minijinja::Value::UNDEFINED)
+            .is_err_and(|e| e.kind() == ErrorKind::OutOfFuel)
+        {
+            return Err(DefinitionError::new(field, out_of_fuel(field)));
+        }
+        self.fields.push(field.to_string());
         Ok(id)
     }
 
@@ -220,7 +264,12 @@ impl Templates {
         self.env
             .get_template(&template_name(id))
             .and_then(|t| t.render(ctx))
-            .map_err(|e| describe(&e))
+            .map_err(|e| match e.kind() {
+                ErrorKind::OutOfFuel => {
+                    out_of_fuel(self.fields.get(id.0).map_or("a template", String::as_str))
+                }
+                _ => describe(&e),
+            })
     }
 
     pub fn is_true(&self, id: TemplateId, ctx: &minijinja::Value) -> Result<bool, String> {
@@ -325,6 +374,13 @@ fn plus(time: String, duration: String) -> Result<String, minijinja::Error> {
                 "`{time}` plus `{duration}` is outside the years 1970 to 9999"
             ))
         })
+}
+
+fn out_of_fuel(field: &str) -> String {
+    format!(
+        "template `{field}` ran out of fuel: it does more work than a template may \
+         ({TEMPLATE_FUEL} steps); make it simpler (fewer or shorter loops)"
+    )
 }
 
 /// minijinja's message plus its own detail, on one line.
@@ -442,7 +498,7 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_once_handed_out() {
-        std::env::set_var("HOOKYARD_TEST_SECRET_XYZ", "s3cr3t-value");
+        std::env::set_var("HOOKYARD_SECRET_TEST_XYZ", "s3cr3t-value");
         let secrets = Arc::new(Secrets::default());
         let mut t = Templates::new(secrets.clone());
         let scope = Scope {
@@ -451,11 +507,7 @@ mod tests {
             steps: &[],
         };
         let id = t
-            .text(
-                "h",
-                "Bearer {{ secret('HOOKYARD_TEST_SECRET_XYZ') }}",
-                &scope,
-            )
+            .text("h", "Bearer {{ secret('TEST_XYZ') }}", &scope)
             .unwrap();
         let out = t.render(id, &value(&json!({}))).unwrap();
         assert_eq!(out, "Bearer s3cr3t-value");
@@ -467,5 +519,94 @@ mod tests {
             .render(missing, &value(&json!({})))
             .unwrap_err()
             .contains("NOPE_NOT_SET_1"));
+    }
+
+    #[test]
+    fn runaway_templates_are_refused_or_stopped_by_their_fuel() {
+        let inputs = inputs();
+        let mut t = Templates::new(Arc::default());
+        let scope = scope_with(&inputs, &[]);
+        let nested =
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let err = t.text("steps[0].log", nested, &scope).unwrap_err();
+        assert_eq!(err.field, "steps[0].log");
+        assert!(err.message.contains("ran out of fuel"), "{err}");
+        let err = t
+            .condition(
+                "steps[1].when",
+                "range(100000) | map('string') | join | length > 0",
+                &scope,
+            )
+            .unwrap_err();
+        assert!(err.message.contains("ran out of fuel"), "{err}");
+        // Loops only as long as the data: compiles, and fails fast on big data.
+        let per_item = t
+            .text(
+                "steps[2].http.url",
+                "{% for e in inputs.email %}{% for j in range(100000) %}{% endfor %}{% endfor %}ok",
+                &scope,
+            )
+            .unwrap();
+        assert_eq!(t.render(per_item, &value(&json!({}))).unwrap(), "ok");
+        let started = std::time::Instant::now();
+        let err = t
+            .render(per_item, &value(&json!({"inputs": {"email": "abcdefgh"}})))
+            .unwrap_err();
+        assert!(err.contains("`steps[2].http.url` ran out of fuel"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_whole_payload_at_the_body_limit_renders_within_the_fuel() {
+        let mut t = Templates::new(Arc::default());
+        let scope = Scope {
+            roots: &["event"],
+            inputs: None,
+            steps: &[],
+        };
+        let body = json!({"event": "{{ event.payload }}", "copy": "{{ event.payload.text }} {{ event.payload.items | length }}"});
+        let compiled = t.json("steps[0].http.body", &body, &scope).unwrap();
+        let items: Vec<Value> = (0..2000).map(|i| json!({"n": i, "s": "x"})).collect();
+        let payload = json!({"text": "a".repeat(200 * 1024), "items": items});
+        assert!(payload.to_string().len() > 220 * 1024);
+        let out = t
+            .render_json(&compiled, &value(&json!({ "event": {"payload": payload} })))
+            .unwrap();
+        assert_eq!(out["event"], payload);
+    }
+
+    #[test]
+    fn subscription_inputs_have_fuel_too() {
+        let mut inputs = BTreeMap::new();
+        inputs.insert(
+            "email".to_string(),
+            "{% for i in range(100000) %}{% for j in range(10) %}{% endfor %}{% endfor %}"
+                .to_string(),
+        );
+        let errors = crate::flows::compiled::SubscriptionInputs::compile(&inputs, Arc::default())
+            .err()
+            .unwrap();
+        assert!(
+            errors[0].message.contains("ran out of fuel"),
+            "{:?}",
+            errors
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_the_file_or_prefixed_variables_only() {
+        std::env::set_var("HOOKYARD_SECRET_PREFIXED_ONE", "from-env");
+        std::env::set_var("UNPREFIXED_SECRET_ONE", "leak");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.yaml");
+        std::fs::write(&path, "FILED: from-file\nPREFIXED_ONE: file-wins\n").unwrap();
+        let secrets = Secrets::load(Some(&path)).unwrap();
+        assert_eq!(secrets.get("FILED").as_deref(), Some("from-file"));
+        assert_eq!(secrets.get("PREFIXED_ONE").as_deref(), Some("file-wins"));
+        let env_only = Secrets::default();
+        assert_eq!(env_only.get("PREFIXED_ONE").as_deref(), Some("from-env"));
+        for name in ["PATH", "HOME", "UNPREFIXED_SECRET_ONE", "", "A=B", "../X"] {
+            assert_eq!(env_only.get(name), None, "{name}");
+        }
     }
 }

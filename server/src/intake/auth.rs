@@ -1,6 +1,10 @@
 //! Publish API keys. Keys are kept only as SHA-256 digests: a lookup hashes
 //! what the caller presented and compares digests in constant time, so neither
 //! the key nor its prefix leaks through timing, and a memory dump holds no key.
+//!
+//! A key may be bound to a tenant (`api_keys[].tenant_id`): its events carry
+//! that tenant, it may not name another, and it starts only that tenant's
+//! flows. The doors ask the `Principal` a key resolves to.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -11,7 +15,52 @@ use super::{
     rate::{self, Limiter},
     ApiError,
 };
-use crate::config::ApiKeyConfig;
+use crate::{config::ApiKeyConfig, model::NewEvent};
+
+/// Who a valid key speaks for: its name (the default `source` of its
+/// events) and the tenant it is bound to, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: Arc<str>,
+    pub tenant: Option<Arc<str>>,
+}
+
+impl Principal {
+    pub fn new(name: &str, tenant: Option<&str>) -> Principal {
+        Principal {
+            name: Arc::from(name),
+            tenant: tenant.map(Arc::from),
+        }
+    }
+
+    /// The tenant of an event this key publishes: the one it names, else
+    /// the key's. Naming another is caught by `authorize`.
+    pub fn tenant_for(&self, named: Option<String>) -> Option<String> {
+        named.or_else(|| self.tenant.as_deref().map(String::from))
+    }
+
+    /// Refuses the whole request when one of its events names a tenant
+    /// other than the key's: it is a question of permission, not of a field.
+    pub fn authorize(&self, events: &[NewEvent]) -> Result<(), ApiError> {
+        let Some(own) = self.tenant.as_deref() else {
+            return Ok(());
+        };
+        match events.iter().find(|e| e.tenant_id.as_deref() != Some(own)) {
+            None => Ok(()),
+            Some(event) => Err(ApiError::Forbidden(format!(
+                "this API key publishes for tenant `{own}` only; event `{}` names tenant `{}`",
+                event.id,
+                event.tenant_id.as_deref().unwrap_or("")
+            ))),
+        }
+    }
+
+    /// Whether this key may start runs of a flow of `flow_tenant`: a key
+    /// bound to a tenant starts only that tenant's flows.
+    pub fn may_start(&self, flow_tenant: Option<&str>) -> bool {
+        self.tenant.is_none() || self.tenant.as_deref() == flow_tenant
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -24,7 +73,7 @@ pub enum AuthError {
 }
 
 pub struct ApiKeys {
-    keys: Vec<([u8; 32], Arc<str>)>,
+    keys: Vec<([u8; 32], Principal)>,
     /// By key name: keys that share a name (an old and a new one while a key
     /// is rotated) share one budget.
     limits: HashMap<Arc<str>, Limiter>,
@@ -43,7 +92,12 @@ impl ApiKeys {
         ApiKeys {
             keys: config
                 .iter()
-                .map(|k| (digest(&k.key), Arc::from(k.name.as_str())))
+                .map(|k| {
+                    (
+                        digest(&k.key),
+                        Principal::new(&k.name, k.tenant_id.as_deref()),
+                    )
+                })
                 .collect(),
             limits,
         }
@@ -57,19 +111,20 @@ impl ApiKeys {
         }
     }
 
-    /// Checks an `authorization` header value and returns the key's name.
-    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Arc<str>, AuthError> {
+    /// Checks an `authorization` header value and returns whom the key
+    /// speaks for (its name and tenant; two `Arc` clones, no allocation).
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
         let token = bearer_token(header)?;
         let presented = digest(token);
         // Compare against every key so the time taken does not depend on
         // which one (if any) matched.
         let mut found = None;
-        for (hash, name) in &self.keys {
+        for (hash, principal) in &self.keys {
             if bool::from(hash.ct_eq(&presented)) {
-                found = Some(name.clone());
+                found = Some(principal);
             }
         }
-        found.ok_or(AuthError::Invalid)
+        found.cloned().ok_or(AuthError::Invalid)
     }
 }
 
@@ -93,11 +148,20 @@ mod tests {
     use super::*;
 
     fn keys() -> ApiKeys {
-        ApiKeys::new(&[ApiKeyConfig {
-            name: "crm".into(),
-            key: "hy_test_key_0123456789abcdef".into(),
-            rate_limit: None,
-        }])
+        ApiKeys::new(&[
+            ApiKeyConfig {
+                name: "crm".into(),
+                key: "hy_test_key_0123456789abcdef".into(),
+                tenant_id: None,
+                rate_limit: None,
+            },
+            ApiKeyConfig {
+                name: "acme-app".into(),
+                key: "hy_acme_key_0123456789abcdef".into(),
+                tenant_id: Some("acme".into()),
+                rate_limit: None,
+            },
+        ])
     }
 
     #[test]
@@ -105,6 +169,7 @@ mod tests {
         let limited = |key: &str| ApiKeyConfig {
             name: "crm".into(),
             key: key.into(),
+            tenant_id: None,
             rate_limit: Some(crate::model::RateLimit {
                 per_second: 1,
                 burst: 2,
@@ -116,6 +181,7 @@ mod tests {
             ApiKeyConfig {
                 name: "batch".into(),
                 key: "hy_batch_key_0123456789abcdef".into(),
+                tenant_id: None,
                 rate_limit: None,
             },
         ]);
@@ -129,10 +195,55 @@ mod tests {
         assert!(keys.admit("batch", 1000).is_ok());
     }
 
+    fn event(tenant: Option<&str>) -> NewEvent {
+        let principal = Principal::new("k", None);
+        let mut event =
+            crate::intake::event::from_json(br#"{"name":"a.b","payload":{}}"#, &principal)
+                .unwrap_or_else(|e| panic!("{e:?}"));
+        event.tenant_id = tenant.map(String::from);
+        event
+    }
+
     #[test]
-    fn a_valid_key_names_its_owner() {
-        let name = keys().authenticate(Some(b"Bearer hy_test_key_0123456789abcdef"));
-        assert_eq!(name.as_deref().ok(), Some("crm"));
+    fn a_valid_key_names_its_owner_and_tenant() {
+        let keys = keys();
+        let crm = keys.authenticate(Some(b"Bearer hy_test_key_0123456789abcdef"));
+        assert_eq!(crm, Ok(Principal::new("crm", None)));
+        let acme = keys.authenticate(Some(b"Bearer hy_acme_key_0123456789abcdef"));
+        assert_eq!(acme, Ok(Principal::new("acme-app", Some("acme"))));
+    }
+
+    #[test]
+    fn a_tenant_bound_key_fills_in_its_tenant_and_refuses_another() {
+        let acme = Principal::new("acme-app", Some("acme"));
+        assert_eq!(acme.tenant_for(None).as_deref(), Some("acme"));
+        assert_eq!(
+            acme.tenant_for(Some("globex".into())).as_deref(),
+            Some("globex")
+        );
+        assert!(acme.authorize(&[event(Some("acme"))]).is_ok());
+        let refused = acme.authorize(&[event(Some("acme")), event(Some("globex"))]);
+        assert!(
+            matches!(&refused, Err(ApiError::Forbidden(m)) if m.contains("globex")),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            acme.authorize(&[event(None)]),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(acme.may_start(Some("acme")));
+        assert!(!acme.may_start(Some("globex")));
+        assert!(!acme.may_start(None));
+    }
+
+    #[test]
+    fn a_key_without_a_tenant_behaves_as_before() {
+        let crm = Principal::new("crm", None);
+        assert_eq!(crm.tenant_for(None), None);
+        assert!(crm
+            .authorize(&[event(None), event(Some("acme")), event(Some("globex"))])
+            .is_ok());
+        assert!(crm.may_start(None) && crm.may_start(Some("acme")));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use axum::{
 use serde_json::{json, value::RawValue, Value};
 
 use super::{
+    auth::Principal,
     event::{self, Draft, FieldError},
     payload, ApiError, Intake, MAX_BATCH,
 };
@@ -61,14 +62,15 @@ pub async fn publish(
     mode: Mode,
     headers: &HeaderMap,
     body: &[u8],
-    key: &str,
+    key: &Principal,
 ) -> Result<Response, ApiError> {
     let events = match mode {
         Mode::Structured => vec![structured(parse(body)?, key).map_err(ApiError::Validation)?],
         Mode::Binary => vec![binary(headers, body, key)?],
         Mode::Batch => batch(parse(body)?, key)?,
     };
-    intake.keys.admit(key, events.len())?;
+    key.authorize(&events)?;
+    intake.keys.admit(&key.name, events.len())?;
     if mode != Mode::Batch {
         let event = events
             .into_iter()
@@ -107,7 +109,7 @@ fn parse(body: &[u8]) -> Result<&RawValue, ApiError> {
     })
 }
 
-fn batch(raw: &RawValue, key: &str) -> Result<Vec<NewEvent>, ApiError> {
+fn batch(raw: &RawValue, key: &Principal) -> Result<Vec<NewEvent>, ApiError> {
     let not_array = || invalid(&[], "a batch must be a JSON array of CloudEvents");
     if !raw.get().starts_with('[') {
         return Err(not_array());
@@ -143,7 +145,7 @@ fn invalid(path: &[&str], message: &str) -> ApiError {
 
 /// One structured-mode CloudEvent (a JSON object). `data` is kept as sent;
 /// the other attributes are read as values.
-fn structured(raw: &RawValue, key: &str) -> Result<NewEvent, Vec<FieldError>> {
+fn structured(raw: &RawValue, key: &Principal) -> Result<NewEvent, Vec<FieldError>> {
     let not_object = || vec![FieldError::new(&[], "a CloudEvent must be a JSON object")];
     if !raw.get().starts_with('{') {
         return Err(not_object());
@@ -196,7 +198,7 @@ fn structured(raw: &RawValue, key: &str) -> Result<NewEvent, Vec<FieldError>> {
 }
 
 /// A binary-mode CloudEvent: `ce-*` headers and a JSON body.
-fn binary(headers: &HeaderMap, body: &[u8], key: &str) -> Result<NewEvent, ApiError> {
+fn binary(headers: &HeaderMap, body: &[u8], key: &Principal) -> Result<NewEvent, ApiError> {
     let mut context = BTreeMap::new();
     for (name, value) in headers {
         if let Some(attribute) = name.as_str().strip_prefix("ce-") {
@@ -256,7 +258,7 @@ fn percent_decode(value: &str) -> Option<String> {
 fn build(
     mut context: BTreeMap<String, String>,
     payload: String,
-    key: &str,
+    key: &Principal,
     mut errors: Vec<FieldError>,
 ) -> Result<NewEvent, Vec<FieldError>> {
     match context.get("specversion").map(String::as_str) {
@@ -290,7 +292,7 @@ fn build(
         id: context.remove("id"),
         name,
         source: context.remove("source"),
-        tenant_id: context.remove(TENANT_EXTENSION),
+        tenant_id: key.tenant_for(context.remove(TENANT_EXTENSION)),
         time_ms,
         payload,
         attributes: context
@@ -298,7 +300,7 @@ fn build(
             .filter(|(k, _)| !CORE.contains(&k.as_str()))
             .collect(),
     };
-    let built = event::finish(draft, key, Vec::new());
+    let built = event::finish(draft, &key.name, Vec::new());
     match (built, errors.is_empty()) {
         (Ok(event), true) => Ok(event),
         (Ok(_), false) => Err(errors),
@@ -355,7 +357,10 @@ mod tests {
     use super::*;
 
     fn structured_text(text: &str) -> Result<NewEvent, Vec<FieldError>> {
-        structured(serde_json::from_str(text).unwrap(), "k")
+        structured(
+            serde_json::from_str(text).unwrap(),
+            &Principal::new("k", None),
+        )
     }
 
     #[test]
@@ -427,11 +432,16 @@ mod tests {
         ] {
             headers.insert(name, HeaderValue::from_static(value));
         }
-        let event = binary(&headers, br#"{"message": "Hello World!"}"#, "k").unwrap();
+        let event = binary(
+            &headers,
+            br#"{"message": "Hello World!"}"#,
+            &Principal::new("k", None),
+        )
+        .unwrap();
         assert_eq!(event.payload, r#"{"message":"Hello World!"}"#);
         assert!(!event.attributes.contains_key("datacontenttype"));
         assert!(matches!(
-            binary(&headers, b"not json", "k"),
+            binary(&headers, b"not json", &Principal::new("k", None)),
             Err(ApiError::Malformed { .. })
         ));
     }

@@ -8,7 +8,7 @@ use serde::de::IgnoredAny;
 use serde_json::{value::RawValue, Value};
 use sha2::{Digest, Sha256};
 
-use super::payload;
+use super::{auth::Principal, payload};
 use crate::{
     model::{now_ms, NewEvent},
     routing::validate_name,
@@ -83,7 +83,7 @@ pub struct Draft {
 
 /// Parses and validates `POST /v1/events`. Each field is read from its own
 /// slice of the body, so the payload is kept as sent.
-pub fn from_json(body: &[u8], key_name: &str) -> Result<NewEvent, Invalid> {
+pub fn from_json(body: &[u8], key: &Principal) -> Result<NewEvent, Invalid> {
     let malformed = |e: serde_json::Error| Invalid::Malformed {
         line: e.line(),
         column: e.column(),
@@ -143,11 +143,15 @@ pub fn from_json(body: &[u8], key_name: &str) -> Result<NewEvent, Invalid> {
             "is required (use {} for none)",
         ));
     }
-    finish(draft, key_name, errors).map_err(Invalid::Fields)
+    draft.tenant_id = key.tenant_for(draft.tenant_id);
+    finish(draft, &key.name, errors).map_err(Invalid::Fields)
 }
 
 /// Validates a protobuf `Event` (from Publish or PublishBatch).
-pub fn from_proto(event: hookyard::v1::Event, key_name: &str) -> Result<NewEvent, Vec<FieldError>> {
+pub fn from_proto(
+    event: hookyard::v1::Event,
+    key: &Principal,
+) -> Result<NewEvent, Vec<FieldError>> {
     let mut errors = Vec::new();
     check_name(&event.name, &mut errors);
     let payload = payload::from_bytes(event.payload).unwrap_or_else(|e| {
@@ -163,12 +167,12 @@ pub fn from_proto(event: hookyard::v1::Event, key_name: &str) -> Result<NewEvent
         id: non_empty(event.id),
         name: event.name,
         source: non_empty(event.source),
-        tenant_id: non_empty(event.tenant_id),
+        tenant_id: key.tenant_for(non_empty(event.tenant_id)),
         time_ms,
         payload,
         attributes: event.attributes.into_iter().collect(),
     };
-    finish(draft, key_name, errors)
+    finish(draft, &key.name, errors)
 }
 
 /// Checks what every door shares and fills in defaults.
@@ -366,8 +370,12 @@ fn non_empty(s: String) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn key(name: &str) -> Principal {
+        Principal::new(name, None)
+    }
+
     fn fields(body: &str) -> Vec<(String, String)> {
-        match from_json(body.as_bytes(), "k") {
+        match from_json(body.as_bytes(), &key("k")) {
             Err(Invalid::Fields(f)) => f.into_iter().map(|e| (e.pointer(), e.message)).collect(),
             other => panic!("expected field errors, got {other:?}"),
         }
@@ -375,8 +383,11 @@ mod tests {
 
     #[test]
     fn a_good_event_gets_defaults() {
-        let e = from_json(br#"{"name":"lead.created","payload":{"b":1,"a":2}}"#, "crm")
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let e = from_json(
+            br#"{"name":"lead.created","payload":{"b":1,"a":2}}"#,
+            &key("crm"),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(e.source, "crm");
         assert_eq!(e.payload, r#"{"b":1,"a":2}"#);
         assert_eq!(e.id.len(), 36);
@@ -409,7 +420,7 @@ mod tests {
 
     #[test]
     fn malformed_json_reports_line_and_column() {
-        match from_json(b"{\n  \"name\": ", "k") {
+        match from_json(b"{\n  \"name\": ", &key("k")) {
             Err(Invalid::Malformed { line, .. }) => assert_eq!(line, 2),
             other => panic!("{other:?}"),
         }
@@ -417,12 +428,12 @@ mod tests {
 
     #[test]
     fn same_body_same_hash_different_body_different_hash() {
-        let a = from_json(br#"{"id":"x","name":"a.b","payload":{"n":1}}"#, "k").ok();
-        let b = from_json(br#"{"payload":{"n":1},"name":"a.b","id":"x"}"#, "k").ok();
-        let c = from_json(br#"{"id":"x","name":"a.b","payload":{"n":2}}"#, "k").ok();
+        let a = from_json(br#"{"id":"x","name":"a.b","payload":{"n":1}}"#, &key("k")).ok();
+        let b = from_json(br#"{"payload":{"n":1},"name":"a.b","id":"x"}"#, &key("k")).ok();
+        let c = from_json(br#"{"id":"x","name":"a.b","payload":{"n":2}}"#, &key("k")).ok();
         let d = from_json(
             b"{\"id\":\"x\",\"name\":\"a.b\",\"payload\":{ \"n\" :\n 1 }}",
-            "k",
+            &key("k"),
         )
         .ok();
         let hash = |e: Option<NewEvent>| e.map(|e| e.body_hash);
@@ -446,7 +457,7 @@ mod tests {
         }
         let ok = from_json(
             br#"{"name":"a.b","payload":{},"time":"2026-01-31T13:00:00+01:00"}"#,
-            "k",
+            &key("k"),
         );
         assert_eq!(ok.map(|e| e.time_ms).ok(), Some(1_769_860_800_000));
     }
@@ -466,14 +477,41 @@ mod tests {
             (0, -1, "time.nanos"),
             (0, 1_000_000_000, "time.nanos"),
         ] {
-            let errors = from_proto(event(seconds, nanos), "k")
+            let errors = from_proto(event(seconds, nanos), &key("k"))
                 .err()
                 .unwrap_or_default();
             let named: Vec<String> = errors.iter().map(|e| e.dotted("")).collect();
             assert_eq!(named, [field], "{seconds}s {nanos}ns");
         }
-        let ok = from_proto(event(1_769_860_800, 999_999_999), "k").map(|e| e.time_ms);
+        let ok = from_proto(event(1_769_860_800, 999_999_999), &key("k")).map(|e| e.time_ms);
         assert_eq!(ok.ok(), Some(1_769_860_800_999));
+    }
+
+    #[test]
+    fn a_tenant_bound_key_gives_its_tenant_before_the_hash_is_taken() {
+        let body = br#"{"id":"x","name":"a.b","payload":{}}"#;
+        let acme = from_json(body, &Principal::new("k", Some("acme"))).ok();
+        let globex = from_json(body, &Principal::new("k", Some("globex"))).ok();
+        let named = from_json(
+            br#"{"id":"x","name":"a.b","tenant_id":"acme","payload":{}}"#,
+            &key("k"),
+        )
+        .ok();
+        assert_eq!(
+            acme.as_ref().and_then(|e| e.tenant_id.as_deref()),
+            Some("acme")
+        );
+        let hash = |e: &Option<NewEvent>| e.as_ref().map(|e| e.body_hash);
+        assert_ne!(
+            hash(&acme),
+            hash(&globex),
+            "the same body from two tenants is not a duplicate"
+        );
+        assert_eq!(
+            hash(&acme),
+            hash(&named),
+            "naming the key's tenant or not is the same event"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 
 use super::{
+    auth::Principal,
     http::read_body,
     rate::{self, Buckets},
     sources::body::Kind,
@@ -36,16 +37,21 @@ use crate::{
 
 impl Intake {
     /// Checks `given` against the flow's inputs and commits the run.
+    /// `caller` is the API key, when one is the credential: a key bound to a
+    /// tenant sees only that tenant's flows, and any other is answered like
+    /// one that does not exist, so it learns nothing about them.
     pub async fn start_run(
         &self,
         flow_id: &str,
         given: Map<String, Value>,
         trigger: Trigger,
+        caller: Option<&Principal>,
     ) -> Result<Run, ApiError> {
         let flow = self
             .flows
             .get()
             .get(flow_id)
+            .filter(|f| caller.is_none_or(|key| key.may_start(f.def.tenant_id.as_deref())))
             .cloned()
             .ok_or_else(|| ApiError::NotFound(format!("flow `{flow_id}` does not exist")))?;
         let new = start::from_inputs(&flow, given, trigger).map_err(ApiError::InvalidInputs)?;
@@ -113,7 +119,7 @@ async fn start_by_api(
     let key = intake
         .keys
         .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
-    intake.keys.admit(&key, 1)?;
+    intake.keys.admit(&key.name, 1)?;
     if Kind::of(&headers)? != Kind::Json {
         return Err(ApiError::UnsupportedMediaType(
             "send application/json: {\"inputs\": {...}}".into(),
@@ -149,7 +155,9 @@ async fn start_by_api(
             ]))
         }
     };
-    let run = intake.start_run(&id, inputs, Trigger::Api).await?;
+    let run = intake
+        .start_run(&id, inputs, Trigger::Api, Some(&key))
+        .await?;
     Ok(created(&run))
 }
 
@@ -192,7 +200,7 @@ async fn start_by_webhook(
         })
         .collect();
     let run = intake
-        .start_run(&flow_id, given, Trigger::Webhook { body, headers })
+        .start_run(&flow_id, given, Trigger::Webhook { body, headers }, None)
         .await?;
     Ok(created(&run))
 }

@@ -13,7 +13,7 @@ use hookyard::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{conflict, event, grpc_gate::Caller, ApiError, Intake, MAX_BATCH};
+use super::{auth::Principal, conflict, event, grpc_gate::Caller, ApiError, Intake, MAX_BATCH};
 use crate::model::Published;
 
 pub struct EventsService {
@@ -27,17 +27,17 @@ impl EventsService {
 
     /// The caller's key, checked by the [`ApiKeyGate`] in front of this
     /// service, charged for `events`.
-    fn admit<T>(&self, request: &Request<T>, events: usize) -> Result<Arc<str>, Status> {
-        let Caller(key) = request
+    fn admit<T>(&self, request: &Request<T>, events: usize) -> Result<Principal, Status> {
+        let Caller(principal) = request
             .extensions()
             .get::<Caller>()
             .cloned()
             .ok_or_else(|| Status::unauthenticated("the API key was not checked"))?;
         self.intake
             .keys
-            .admit(&key, events)
+            .admit(&principal.name, events)
             .map_err(|e| e.into_status(""))?;
-        Ok(key)
+        Ok(principal)
     }
 }
 
@@ -54,6 +54,8 @@ impl Events for EventsService {
         })?;
         let event = event::from_proto(event, &key)
             .map_err(|fields| ApiError::Validation(fields).into_status("event"))?;
+        key.authorize(std::slice::from_ref(&event))
+            .map_err(|e| e.into_status("event"))?;
         let (id, published) = self
             .intake
             .publish_one(event)
@@ -89,6 +91,9 @@ impl Events for EventsService {
                 Err(fields) => results.push(Some(invalid_result(&fields))),
             }
         }
+        // One event for another tenant refuses the call: a question of
+        // permission, answered for the request, not per event.
+        key.authorize(&valid).map_err(|e| e.into_status(""))?;
         let ids: Vec<String> = valid.iter().map(|e| e.id.clone()).collect();
         if !valid.is_empty() {
             let outcomes = self
@@ -112,13 +117,18 @@ impl Events for EventsService {
         &self,
         request: Request<StartRunRequest>,
     ) -> Result<Response<StartRunResponse>, Status> {
-        self.admit(&request, 1)?;
+        let key = self.admit(&request, 1)?;
         let request = request.into_inner();
         let inputs = crate::flows::start::inputs_from_bytes(&request.inputs)
             .map_err(|e| e.into_status("inputs"))?;
         let run = self
             .intake
-            .start_run(&request.flow_id, inputs, crate::flows::start::Trigger::Api)
+            .start_run(
+                &request.flow_id,
+                inputs,
+                crate::flows::start::Trigger::Api,
+                Some(&key),
+            )
             .await
             .map_err(|e| e.into_status("inputs"))?;
         Ok(Response::new(StartRunResponse {

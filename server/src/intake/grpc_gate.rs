@@ -20,13 +20,13 @@ use hyper::body::{Frame, SizeHint};
 use tonic::{body::Body, server::NamedService, service::Interceptor, Status};
 use tower::Service;
 
-use super::Intake;
+use super::{auth::Principal, Intake};
 
-/// The authenticated key's name, for the handlers.
+/// Whom the authenticated key speaks for (name and tenant), for the handlers.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Arc<str>);
+pub struct Caller(pub Principal);
 
-/// Checks `authorization` and hands the key's name on as a [`Caller`].
+/// Checks `authorization` and hands the key's principal on as a [`Caller`].
 #[derive(Clone)]
 pub struct ApiKeyGate {
     intake: Arc<Intake>,
@@ -44,12 +44,12 @@ impl Interceptor for ApiKeyGate {
             .metadata()
             .get("authorization")
             .map(|v| v.as_bytes());
-        let name = self
+        let principal = self
             .intake
             .keys
             .authenticate(header)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        request.extensions_mut().insert(Caller(name));
+        request.extensions_mut().insert(Caller(principal));
         Ok(request)
     }
 }

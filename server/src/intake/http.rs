@@ -62,7 +62,7 @@ async fn post_event(
         return cloudevents::publish(intake, mode, &headers, &bytes, &key).await;
     }
     require_json(&headers)?;
-    intake.keys.admit(&key, 1)?;
+    intake.keys.admit(&key.name, 1)?;
     let bytes = read_body(body, &headers, intake.body_limit).await?;
     let event = event::from_json(&bytes, &key).map_err(|e| match e {
         event::Invalid::Malformed {
@@ -76,6 +76,7 @@ async fn post_event(
         },
         event::Invalid::Fields(fields) => ApiError::Validation(fields),
     })?;
+    key.authorize(std::slice::from_ref(&event))?;
     let (id, published) = intake.publish_one(event).await?;
     Ok((
         StatusCode::ACCEPTED,

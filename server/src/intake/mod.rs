@@ -89,6 +89,9 @@ fn start_from_event(
     event: &mut NewEvent,
 ) {
     match flows.get(&route.flow_id) {
+        // A tenant's flow runs only for its tenant's events, whatever the
+        // subscription says (as a tenant's endpoint receives only those).
+        Some(flow) if !flow.def.takes_events_of(event.tenant_id.as_deref()) => {}
         Some(flow) => {
             let run = start::from_event(flow, &route.inputs, event);
             event.flow_starts.push(run);

@@ -48,16 +48,52 @@ pub(super) fn connect_options(path: &Path) -> SqliteConnectOptions {
 
 const ROW_BUFFER: usize = 1024;
 
+/// The database, its WAL and its shared memory hold every payload: mode
+/// 0600, whatever the umask. SQLite gives the -wal and -shm files the mode
+/// of the database file, so creating that one 0600 before SQLite does covers
+/// them; files made by an older version are tightened here too (called
+/// before opening and again once the -wal and -shm exist).
+fn make_private(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let failed = |e: std::io::Error| {
+            Error::Unavailable(format!("could not make {} private: {e}", path.display()))
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            // An existing database is kept as it is.
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(failed)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens the database, migrates it, and returns the store plus the
     /// committer, which holds the one connection that writes events.
     pub async fn open(path: &Path) -> Result<(SqliteStore, Committer)> {
+        make_private(path)?;
         let options = connect_options(path);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone())
             .await?;
         MIGRATIONS.run(&pool).await?;
+        make_private(path)?;
         let wal = Arc::new(super::wal::WalFile::new(path));
         let (checkpoints, checkpointer) = super::checkpoint::spawn(&options, wal.clone()).await?;
         let committer = Committer::start(path, wal, checkpoints, checkpointer)?;

@@ -3,14 +3,22 @@
 //! over the payload (`lead.{{ payload.kind }}`). Templates are compiled once,
 //! render in strict mode (a missing field is an error, not an empty string),
 //! and every derived name must satisfy the event-name grammar.
+//!
+//! A template renders on the request path, so its work is bounded by fuel:
+//! one that exhausts it even on an empty payload is refused when the source
+//! is created; one that exhausts it on a given payload answers that webhook
+//! 422, naming the derived name, instead of holding a request thread.
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::{Map, Value};
 
 use super::NameRule;
 use crate::{intake::event::FieldError, routing::validate_name};
 
 const TEMPLATE: &str = "name";
+/// Fuel for one name (see `flows::template::TEMPLATE_FUEL`): a name is at
+/// most 255 bytes, so ordinary templates use well under a hundred.
+const NAME_FUEL: u64 = 20_000;
 
 pub enum Namer {
     Fixed(String),
@@ -35,9 +43,21 @@ impl Namer {
             }
             NameRule::Template(source) => {
                 let mut env = Environment::new();
-                env.set_undefined_behavior(UndefinedBehavior::Strict);
+                env.set_fuel(Some(NAME_FUEL));
+                env.set_undefined_behavior(UndefinedBehavior::Chainable);
                 env.add_template_owned(TEMPLATE, source.clone())
                     .map_err(|e| format!("is not a valid template: {e}"))?;
+                // Leniently, so loops over missing fields run empty and only
+                // the template's own work is measured.
+                let trial = env
+                    .get_template(TEMPLATE)
+                    .and_then(|t| t.render(minijinja::Value::UNDEFINED));
+                if trial.is_err_and(|e| e.kind() == ErrorKind::OutOfFuel) {
+                    return Err(format!(
+                        "does more work than a name template may ({NAME_FUEL} steps); make it simpler"
+                    ));
+                }
+                env.set_undefined_behavior(UndefinedBehavior::Strict);
                 Ok(Namer::Template(Box::new(env)))
             }
         }
@@ -88,12 +108,22 @@ fn render(env: &Environment<'static>, payload: &Map<String, Value>) -> Result<St
     let rendered = env.get_template(TEMPLATE).and_then(|t| {
         t.render(minijinja::context! { payload => minijinja::Value::from(minijinja::value::Serde(payload)) })
     });
-    rendered.map(|s| s.trim().to_string()).map_err(|e| {
-        FieldError::new(
-            &[],
-            format!("the event name template could not be rendered: {e}"),
-        )
-    })
+    rendered
+        .map(|s| s.trim().to_string())
+        .map_err(|e| match e.kind() {
+            ErrorKind::OutOfFuel => FieldError::new(
+                &[],
+                format!(
+                    "the event name template ran out of fuel on this payload (more than \
+                 {NAME_FUEL} steps), so no event name could be derived; the source's \
+                 event_name template must be made simpler"
+                ),
+            ),
+            _ => FieldError::new(
+                &[],
+                format!("the event name template could not be rendered: {e}"),
+            ),
+        })
 }
 
 #[cfg(test)]
@@ -136,5 +166,31 @@ mod tests {
         assert!(template.derive(&payload(json!({}))).is_err());
         assert!(Namer::compile(&NameRule::Template("{{ oops".into())).is_err());
         assert!(Namer::compile(&NameRule::Fixed("".into())).is_err());
+    }
+
+    #[test]
+    fn a_runaway_template_is_refused_or_stopped_by_its_fuel() {
+        let endless =
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}a.b";
+        let err = Namer::compile(&NameRule::Template(endless.into()))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("more work"), "{err}");
+        // Only a payload makes this one loop: it must stop, not hang.
+        let per_payload = Namer::compile(&NameRule::Template(
+            "{% for i in payload.items %}{% for j in range(100000) %}{% endfor %}{% endfor %}a.b"
+                .into(),
+        ))
+        .unwrap();
+        let started = std::time::Instant::now();
+        let err = per_payload
+            .derive(&payload(json!({"items": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]})))
+            .unwrap_err();
+        assert!(err.message.contains("ran out of fuel"), "{}", err.message);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(
+            per_payload.derive(&payload(json!({"items": []}))).unwrap(),
+            "a.b"
+        );
     }
 }
