@@ -4,6 +4,8 @@
 
 #[path = "e2e/api.rs"]
 mod api;
+// Shared with the isolation tests' binary; each uses part of it.
+#[allow(dead_code)]
 #[path = "e2e/harness.rs"]
 mod harness;
 #[path = "e2e/runs.rs"]
@@ -53,8 +55,6 @@ mod hostile_admin;
 mod hostile_grpc;
 #[path = "e2e/hostile_http.rs"]
 mod hostile_http;
-#[path = "e2e/isolation.rs"]
-mod isolation;
 #[path = "e2e/limits.rs"]
 mod limits;
 #[path = "e2e/private_files.rs"]

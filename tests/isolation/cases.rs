@@ -16,14 +16,20 @@ const PROBES: usize = 100;
 const PROBE_SPACING: Duration = Duration::from_millis(10);
 const P99_LIMIT: Duration = Duration::from_millis(50);
 
+/// One measurement at a time: a test publishing a backlog would load the
+/// machine under another's latency probe.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_endpoints_backlog_does_not_delay_a_healthy_one() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let dead = unused_port_url();
     run_beside(EndpointSpec::new("troubled", &dead), 25_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_answers_after_its_timeout_does_not_delay_a_healthy_one() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let slow = Sink::start(SinkConfig {
         delay: Duration::from_secs(30),
         ..SinkConfig::default()
@@ -36,6 +42,7 @@ async fn an_endpoint_that_answers_after_its_timeout_does_not_delay_a_healthy_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_endpoint_is_served_within_a_round_of_a_hot_ones_backlog() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     const HOT: usize = 100_000;
     // Answers slowly enough that the hot backlog lasts the whole test.
     let hot = Sink::start(SinkConfig {
@@ -175,6 +182,7 @@ const PANICKING_EVENT: &str = "isolation.panics_in_the_sender";
 
 #[tokio::test]
 async fn an_attempt_that_panics_is_recorded_and_frees_its_slot() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let sink = Sink::start(SinkConfig::default()).await.expect("sink");
     let daemon = Daemon::start(
         TestConfig::new()
