@@ -39,6 +39,8 @@ mod faults_backlog;
 mod faults_disk;
 #[path = "e2e/faults_kill.rs"]
 mod faults_kill;
+#[path = "e2e/faults_settle.rs"]
+mod faults_settle;
 #[path = "e2e/faults_sink.rs"]
 mod faults_sink;
 #[path = "e2e/flow_examples.rs"]

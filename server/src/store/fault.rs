@@ -9,6 +9,9 @@
 //! - `HOOKYARD_FAULT_PANIC=checkpointer|committer`: that component panics
 //!   the first time it has work (the checkpointer after the first commit,
 //!   the committer (the commit thread) on its first batch).
+//! - `HOOKYARD_FAULT_SETTLE_FAILS=N`: the first N commits that hold attempt
+//!   results fail as on a full disk (nothing stored, nothing fatal), so the
+//!   dispatcher's backoff can be watched from outside.
 
 /// Syncs that succeed before one fails, if a failure is injected.
 #[cfg(debug_assertions)]
@@ -33,4 +36,18 @@ pub(super) fn panics(component: &str) -> bool {
 #[cfg(not(debug_assertions))]
 pub(super) fn panics(_component: &str) -> bool {
     false
+}
+
+/// Commits holding attempt results that are to fail before one succeeds.
+#[cfg(debug_assertions)]
+pub(super) fn settle_fails() -> u64 {
+    std::env::var("HOOKYARD_FAULT_SETTLE_FAILS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(not(debug_assertions))]
+pub(super) fn settle_fails() -> u64 {
+    0
 }

@@ -65,6 +65,7 @@ impl Committer {
             checkpoints,
             wal: wal.clone(),
             panic_on_commit: super::fault::panics("committer"),
+            settle_fails_left: super::fault::settle_fails(),
         };
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -143,6 +144,8 @@ pub(super) struct Db {
     wal: Arc<WalFile>,
     /// A fault injected by the tests (debug builds only).
     panic_on_commit: bool,
+    /// Injected (debug builds): commits with attempt results still to refuse.
+    settle_fails_left: u64,
 }
 
 impl Db {
@@ -158,6 +161,12 @@ impl Db {
     ) -> Result<Done> {
         if self.panic_on_commit {
             panic!("injected fault: the committer panics");
+        }
+        if !settles.is_empty() && self.settle_fails_left > 0 {
+            self.settle_fails_left -= 1;
+            return Err(Error::Unavailable(
+                "injected fault: database or disk is full".into(),
+            ));
         }
         if self.wal.has_failed() {
             return Err(Error::Fatal(
