@@ -119,7 +119,7 @@ pub async fn start(
         &config.database_path(),
         writer_config,
         committed_tx,
-        signals.clone(),
+        Arc::new(signals.clone()),
     )
     .await
     .with_context(|| format!("could not open {}", config.database_path().display()))?;

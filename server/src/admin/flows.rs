@@ -17,11 +17,11 @@ use crate::{
     flows::{
         catalog::summary,
         definition::{DefinitionError, FlowDef},
-        run::{Run, RunState, StepRecords},
         start::{self, Trigger},
         webhook_key_hash, FlowCatalog, RunChange, RunFeed,
     },
     intake::ApiError,
+    model::run::{Run, RunState, StartOutcome, StepRecords},
     store::{flows::RunFilter, flows::StoredFlow, FlowOp, SubmitError, Writer},
 };
 
@@ -182,15 +182,13 @@ impl AdminService {
             .await
             .map_err(submit_status)?;
         match outcome {
-            crate::flows::run::StartOutcome::Started(run) => {
-                Ok(Response::new(pb::StartRunResponse {
-                    id: run.id,
-                    state: run_state_to_pb(run.state) as i32,
-                }))
-            }
-            crate::flows::run::StartOutcome::Skipped { active } => Err(Status::already_exists(
-                format!("run `{active}` is already active for this key (on_conflict: skip)"),
-            )),
+            StartOutcome::Started(run) => Ok(Response::new(pb::StartRunResponse {
+                id: run.id,
+                state: run_state_to_pb(run.state) as i32,
+            })),
+            StartOutcome::Skipped { active } => Err(Status::already_exists(format!(
+                "run `{active}` is already active for this key (on_conflict: skip)"
+            ))),
         }
     }
 

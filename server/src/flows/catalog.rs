@@ -14,11 +14,10 @@ use arc_swap::ArcSwap;
 use super::{
     compiled::{self, CompiledFlow},
     definition::{self, DefinitionError},
-    run::RunCancel,
     template::{self, Secrets},
 };
 use crate::{
-    model::NewEvent,
+    model::{run::RunCancel, NewEvent},
     routing::{RouteSpec, RouteTable},
     store::{self, Store},
 };

@@ -11,6 +11,8 @@ use std::{collections::BTreeMap, time::Duration};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::model::run::{Concurrency, OnConflict};
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowDef {
@@ -78,32 +80,6 @@ pub struct InputDef {
     pub values: Vec<String>,
     #[serde(default)]
     pub description: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum OnConflict {
-    /// Keep the running one; the new start is refused.
-    #[default]
-    Skip,
-    /// Cancel the running one and start the new one.
-    Replace,
-    /// Start the new one when a running one finishes.
-    Queue,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Concurrency {
-    /// Runs that may be active at once for one correlation key.
-    #[serde(default = "one")]
-    pub per_key: u32,
-    #[serde(default)]
-    pub on_conflict: OnConflict,
-}
-
-fn one() -> u32 {
-    1
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

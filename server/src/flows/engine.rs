@@ -22,14 +22,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     compiled::CompiledFlow,
-    run::{Advance, LogLine, Run, RunState, StepRecord, StepRecords},
     step::{self, StepEnv, Transition},
     template, FlowCatalog,
 };
 use crate::{
     delivery::Sender,
     intake::Intake,
-    model::now_ms,
+    model::{
+        now_ms,
+        run::{Advance, LogLine, Run, RunState, StepRecord, StepRecords},
+    },
     store::{FlowOp, Store, Writer},
 };
 

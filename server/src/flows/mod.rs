@@ -8,7 +8,6 @@
 //!   checked and compiled (templates, durations, references).
 //! - `template`: the template language (minijinja), secrets and redaction.
 //! - `inputs`: checking a run's inputs against the declared ones.
-//! - `run`: runs as data and the changes committed for them.
 //! - `catalog`: the flows in force, and `cancel_on` as a pattern index.
 //! - `start`: turning a trigger (event, API, webhook) into a run to create.
 //! - `engine` and `step`: waking due runs and executing their steps.
@@ -22,7 +21,6 @@ pub mod compiled;
 pub mod definition;
 pub mod engine;
 pub mod inputs;
-pub mod run;
 pub mod start;
 pub mod step;
 pub mod template;
@@ -33,7 +31,7 @@ use tokio::sync::{broadcast, Notify};
 
 pub use catalog::FlowCatalog;
 
-use self::run::Run;
+use crate::model::run::Run;
 
 /// Webhook keys are stored as SHA-256 digests and compared in constant time.
 pub fn webhook_key_hash(key: &str) -> Vec<u8> {
@@ -86,9 +84,10 @@ impl FlowSignals {
             feed: RunFeed::new(),
         }
     }
+}
 
-    /// Called by the writer after a commit that changed runs.
-    pub fn committed(&self, runs: Vec<Run>) {
+impl crate::store::RunsCommitted for FlowSignals {
+    fn runs_committed(&self, runs: Vec<Run>) {
         self.wake.notify_one();
         if self.feed.tx.receiver_count() == 0 {
             return;

@@ -8,11 +8,9 @@ use serde_json::{json, Map, Value};
 
 use super::{
     compiled::{render_inputs, CompiledFlow, SubscriptionInputs},
-    inputs,
-    run::NewRun,
-    template,
+    inputs, template,
 };
-use crate::{intake::event::FieldError, model::NewEvent};
+use crate::model::{run::NewRun, FieldError, NewEvent};
 
 /// How a run was started.
 pub enum Trigger {

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, USER_AGENT};
 use serde_json::{json, Map, Value};
 
-use super::{
-    compiled::{Action, CompiledEmit, CompiledFlow, CompiledHttp, CompiledStep, Wait},
-    run::{Run, StepRecord},
-};
+use super::compiled::{Action, CompiledEmit, CompiledFlow, CompiledHttp, CompiledStep, Wait};
 use crate::{
     delivery::Sender,
     intake::{event, Intake},
-    model::now_ms,
+    model::{
+        now_ms,
+        run::{Run, StepRecord},
+    },
     timestamp,
 };
 

@@ -27,11 +27,13 @@ use super::{
 };
 use crate::{
     flows::{
-        run::{Run, StartOutcome},
         start::{self, Trigger},
         webhook_key_hash,
     },
-    model::RateLimit,
+    model::{
+        run::{Run, StartOutcome},
+        RateLimit,
+    },
     store::FlowOp,
 };
 

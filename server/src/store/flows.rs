@@ -11,9 +11,9 @@
 use sqlx::{sqlite::SqliteRow, Row, SqlitePool};
 
 use super::{Backend, Error, Result, Store};
-use crate::{
-    flows::run::{LogLine, Run, RunState},
-    model::now_ms,
+use crate::model::{
+    now_ms,
+    run::{LogLine, Run, RunState},
 };
 
 pub(super) const ACTIVE: &str = "state IN ('CREATED', 'RUNNING', 'WAITING')";

@@ -21,7 +21,8 @@ pub mod writer;
 use std::path::Path;
 
 pub use writer::{
-    Committed, FlowOp, PublishOutcome, Rejection, Settled, SubmitError, Writer, WriterConfig,
+    Committed, FlowOp, PublishOutcome, Rejection, RunsCommitted, Settled, SubmitError, Writer,
+    WriterConfig,
 };
 
 use crate::model::{
@@ -110,7 +111,7 @@ impl Store {
         path: &Path,
         writer_config: writer::WriterConfig,
         committed: tokio::sync::mpsc::Sender<Committed>,
-        flows: crate::flows::FlowSignals,
+        runs: std::sync::Arc<dyn RunsCommitted>,
     ) -> Result<(Store, Writer, Tasks)> {
         let (store, mut conn) = sqlite::SqliteStore::open(path).await?;
         let checkpointer = conn.take_checkpointer()?;
@@ -118,7 +119,7 @@ impl Store {
             writer::Backend::Sqlite(conn),
             writer_config,
             committed,
-            flows,
+            runs,
         );
         Ok((
             Store {

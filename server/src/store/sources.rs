@@ -6,9 +6,9 @@
 use sqlx::{sqlite::SqliteRow, Row, SqlitePool};
 
 use super::{Backend, Error, Result, Store};
-use crate::{
-    intake::sources::{Source, SourceStatus},
-    model::now_ms,
+use crate::model::{
+    now_ms,
+    source::{Source, SourceStatus},
 };
 
 impl Store {

@@ -19,18 +19,17 @@
 //! to see; so does the death of the commit thread or of the syncer. A full
 //! disk only fails the batch: the writer carries on.
 
+use std::sync::Arc;
+
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
 
 use super::{committer::Committer, Error};
-use crate::{
-    flows::{
-        run::{Advance, NewRun, Run, StartOutcome},
-        FlowSignals,
-    },
-    model::{Attempt, DeliveryStatus, DueDelivery, NewEvent, Published},
+use crate::model::{
+    run::{Advance, NewRun, Run, StartOutcome},
+    Attempt, DeliveryStatus, DueDelivery, NewEvent, Published,
 };
 
 /// Committed batches that may wait for the syncer; past it the writer waits.
@@ -42,6 +41,13 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// Publish requests that may wait for the writer.
     pub queue: usize,
+}
+
+/// Hears of the runs each durable commit changed: the flow engine wakes for
+/// them and `WatchRuns` shows them. Called on the writer's syncer task, so it
+/// must not block or wait.
+pub trait RunsCommitted: Send + Sync + 'static {
+    fn runs_committed(&self, runs: Vec<Run>);
 }
 
 /// Why one event of a publish was refused by storage.
@@ -174,12 +180,12 @@ pub(super) fn spawn(
     backend: Backend,
     config: WriterConfig,
     committed: mpsc::Sender<Committed>,
-    flows: FlowSignals,
+    runs: Arc<dyn RunsCommitted>,
 ) -> (Writer, JoinHandle<Result<(), Error>>) {
     let (publish_tx, publish_rx) = mpsc::channel(config.queue);
     let (settle_tx, settle_rx) = mpsc::channel(config.queue);
     let (flow_tx, flow_rx) = mpsc::channel(config.queue);
-    let outputs = Outputs { committed, flows };
+    let outputs = Outputs { committed, runs };
     let task = tokio::spawn(run(
         backend,
         config,
@@ -207,7 +213,7 @@ struct Inputs {
 /// Where the writer reports what it committed.
 struct Outputs {
     committed: mpsc::Sender<Committed>,
-    flows: FlowSignals,
+    runs: Arc<dyn RunsCommitted>,
 }
 
 /// Runs the writer and its syncer until the inputs close or storage fails.
@@ -451,7 +457,7 @@ async fn answer(batch: Batch, result: Result<Done, Error>, outputs: &Outputs) {
                 answer.send_to(op);
             }
             if !done.runs.is_empty() {
-                outputs.flows.committed(done.runs);
+                outputs.runs.runs_committed(done.runs);
             }
             if !done.due.is_empty() {
                 let _ = outputs
@@ -542,10 +548,14 @@ impl FlowOp {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::{model::Route, store::sqlite::SqliteStore};
+
+    struct NoRuns;
+
+    impl RunsCommitted for NoRuns {
+        fn runs_committed(&self, _: Vec<Run>) {}
+    }
 
     fn event(id: &str) -> NewEvent {
         NewEvent {
@@ -589,7 +599,7 @@ mod tests {
             Backend::Sqlite(committer),
             config,
             committed_tx,
-            FlowSignals::new(),
+            Arc::new(NoRuns),
         );
         Started {
             writer,

@@ -398,7 +398,7 @@ fn apply_flow_op(
     tx: &Transaction,
     op: &FlowOp,
     now: i64,
-    changed: &mut Vec<crate::flows::run::Run>,
+    changed: &mut Vec<crate::model::run::Run>,
 ) -> Result<FlowAnswer> {
     Ok(match op {
         FlowOp::Start(new, _) => FlowAnswer::Started(runs::start_run(tx, new, now, changed)?),

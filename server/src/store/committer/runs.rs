@@ -6,10 +6,7 @@
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use crate::{
-    flows::{
-        definition::OnConflict,
-        run::{Advance, NewRun, Run, RunCancel, RunState, StartOutcome},
-    },
+    model::run::{Advance, NewRun, OnConflict, Run, RunCancel, RunState, StartOutcome},
     store::{flows::ACTIVE, Error, Result},
 };
 

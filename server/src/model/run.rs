@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::definition::Concurrency;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RunState {
     Created,
@@ -161,4 +159,31 @@ pub struct Advance {
     pub steps: String,
     pub error: Option<String>,
     pub log: Vec<LogLine>,
+}
+
+/// How runs with the same correlation key share it (a flow's `concurrency:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Keep the running one; the new start is refused.
+    #[default]
+    Skip,
+    /// Cancel the running one and start the new one.
+    Replace,
+    /// Start the new one when a running one finishes.
+    Queue,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// Runs that may be active at once for one correlation key.
+    #[serde(default = "one")]
+    pub per_key: u32,
+    #[serde(default)]
+    pub on_conflict: OnConflict,
+}
+
+fn one() -> u32 {
+    1
 }

@@ -2,7 +2,13 @@
 //! attempts as plain data. Storage, intake, delivery and the Admin API all speak
 //! these types; conversions to and from the wire live at the edges.
 
+mod field_error;
+pub mod run;
+pub mod source;
+
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+pub use field_error::FieldError;
 
 /// An event that passed validation and waits to be committed.
 #[derive(Debug, Clone)]
@@ -23,9 +29,9 @@ pub struct NewEvent {
     pub routes: Vec<Route>,
     /// Flow runs it starts (subscriptions with `flow:` targets), stored in
     /// the same transaction.
-    pub flow_starts: Vec<crate::flows::run::NewRun>,
+    pub flow_starts: Vec<run::NewRun>,
     /// Waiting runs it cancels (`cancel_on`), in the same transaction.
-    pub cancels: Vec<crate::flows::run::RunCancel>,
+    pub cancels: Vec<run::RunCancel>,
 }
 
 /// One subscription an event goes to, and the endpoint it targets.
