@@ -1,13 +1,33 @@
 //! Hookyard's daemon as a library: `main.rs` parses flags and calls `start`;
 //! tests can do the same with listeners bound to `127.0.0.1:0`.
 //!
+//! # Where an event goes
+//! 1. door (`intake`: HTTP, gRPC, CloudEvents, sources; or a flow's `emit`):
+//!    authenticates and validates, turns the request into a `NewEvent`;
+//! 2. `publish::Publisher`: routes it (`catalog`, `routing`), adds the flow
+//!    runs it starts and cancels, hands it to the writer;
+//! 3. `store::Writer`: group-commits it with its deliveries and runs, fsyncs,
+//!    then answers the door and reports what it committed;
+//! 4. `delivery::Dispatcher` (deliveries, over an mpsc channel),
+//!    `flows::engine` (runs, through `store::RunsCommitted`) and the live feeds;
+//! 5. `delivery::Sender`: the signed HTTP request to the endpoint; its result
+//!    goes back through the writer.
+//!
+//! # Layers
+//! `model` is the bottom layer (every persisted type); `store` depends only
+//! on `model`, and its outputs leave through the channel and trait that this
+//! file wires up. Everything else sits above `store`.
+//!
 //! # Layout
-//! The modules read in the order an event travels:
-//! - `intake`: HTTP and gRPC doors — authentication, validation, routing —
-//!   plus sources (partner and form webhooks) and CloudEvents.
+//! - `model`: events, endpoints, subscriptions, deliveries, attempts,
+//!   sources, runs; `FieldError`.
+//! - `intake`: HTTP and gRPC doors — authentication, validation — plus
+//!   sources (partner and form webhooks) and CloudEvents.
+//! - `publish`: the one publish pipeline every door and `emit` call.
 //! - `routing`: the pattern grammar and the matcher index.
 //! - `catalog`: the endpoints and subscriptions in force, swapped atomically.
-//! - `store`: SQLite storage and the group-commit writer.
+//! - `store`: storage behind one `Store` (SQLite today) and the group-commit
+//!   writer.
 //! - `delivery`: the dispatcher, the signed HTTP sender, retries, SSRF guard.
 //! - `flows`: flow definitions, run starts and the engine that steps runs.
 //! - `admin`: the Admin gRPC API and the live feed of delivery changes.
@@ -24,6 +44,7 @@ pub mod delivery;
 pub mod flows;
 pub mod intake;
 pub mod model;
+pub mod publish;
 pub mod routing;
 pub mod server;
 pub mod store;
@@ -56,6 +77,7 @@ use crate::{
         sources::{webhook::WebhookState, SourceRegistry},
         Intake,
     },
+    publish::Publisher,
     server::ConnectionLimits,
     store::{Store, WriterConfig},
     supervise::{Failure, Health, Supervisor},
@@ -152,8 +174,13 @@ pub async fn start(
     )
     .await?;
 
+    let publisher = Arc::new(Publisher::new(
+        catalog.clone(),
+        flows.clone(),
+        writer.clone(),
+    ));
     let intake = Arc::new(Intake {
-        catalog: catalog.clone(),
+        publisher: publisher.clone(),
         flows: flows.clone(),
         writer: writer.clone(),
         keys: ApiKeys::new(&config.api_keys),
@@ -170,7 +197,7 @@ pub async fn start(
         store.clone(),
         writer.clone(),
         flows.clone(),
-        intake.clone(),
+        publisher,
         sender,
         signals.wake.clone(),
     );

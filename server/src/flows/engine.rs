@@ -27,11 +27,11 @@ use super::{
 };
 use crate::{
     delivery::Sender,
-    intake::Intake,
     model::{
         now_ms,
         run::{Advance, LogLine, Run, RunState, StepRecord, StepRecords},
     },
+    publish::Publisher,
     store::{FlowOp, Store, Writer},
 };
 
@@ -59,7 +59,7 @@ pub struct Engine {
     store: Store,
     writer: Writer,
     catalog: Arc<FlowCatalog>,
-    intake: Arc<Intake>,
+    publisher: Arc<Publisher>,
     sender: Arc<Sender>,
     wake: Arc<Notify>,
     claimed: Mutex<HashSet<String>>,
@@ -73,7 +73,7 @@ impl Engine {
         store: Store,
         writer: Writer,
         catalog: Arc<FlowCatalog>,
-        intake: Arc<Intake>,
+        publisher: Arc<Publisher>,
         sender: Arc<Sender>,
         wake: Arc<Notify>,
     ) -> Arc<Engine> {
@@ -83,7 +83,7 @@ impl Engine {
             store,
             writer,
             catalog,
-            intake,
+            publisher,
             sender,
             wake,
             claimed: Mutex::default(),
@@ -179,7 +179,7 @@ impl Engine {
         };
         let env = StepEnv {
             sender: &self.sender,
-            intake: &self.intake,
+            publisher: &self.publisher,
             time_scale: self.config.time_scale,
             default_retry: &self.config.default_retry,
             default_timeout: self.config.default_timeout,

@@ -12,11 +12,12 @@ use serde_json::{json, Map, Value};
 use super::compiled::{Action, CompiledEmit, CompiledFlow, CompiledHttp, CompiledStep, Wait};
 use crate::{
     delivery::Sender,
-    intake::{event, Intake},
+    intake::event,
     model::{
         now_ms,
         run::{Run, StepRecord},
     },
+    publish::{PublishError, Publisher},
     timestamp,
 };
 
@@ -45,7 +46,7 @@ pub enum Transition {
 /// What a step needs from the daemon.
 pub struct StepEnv<'a> {
     pub sender: &'a Sender,
-    pub intake: &'a Intake,
+    pub publisher: &'a Publisher,
     pub time_scale: f64,
     pub default_retry: &'a [Duration],
     pub default_timeout: Duration,
@@ -247,7 +248,7 @@ async fn emit_event(
         }
     };
     let name = new_event.name.clone();
-    match env.intake.publish_one(new_event).await {
+    match env.publisher.publish_one(new_event).await {
         Ok((id, published)) => Transition::Done {
             record: record(
                 run,
@@ -266,7 +267,7 @@ async fn emit_event(
                 }
             ),
         },
-        Err(crate::intake::ApiError::Conflict(message)) => fail(run, None, message),
+        Err(conflict @ PublishError::Conflict { .. }) => fail(run, None, conflict.to_string()),
         Err(other) => Transition::Defer(format!("could not emit {name}: {other}")),
     }
 }

@@ -22,7 +22,7 @@ use super::{
     event::{self, Draft, FieldError},
     payload, ApiError, Intake, MAX_BATCH,
 };
-use crate::{model::NewEvent, routing::validate_name};
+use crate::{model::NewEvent, publish::PublishError, routing::validate_name};
 
 const STRUCTURED: &str = "application/cloudevents+json";
 const BATCH: &str = "application/cloudevents-batch+json";
@@ -76,13 +76,13 @@ pub async fn publish(
             .into_iter()
             .next()
             .ok_or_else(|| ApiError::Unavailable("no event was built".into()))?;
-        let (id, published) = intake.publish_one(event).await?;
+        let (id, published) = intake.publisher.publish_one(event).await?;
         let answer = json!({"id": id, "seq": published.seq, "duplicate": published.duplicate,
             "matched": published.matched});
         return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-    let outcomes = intake.publish(events).await?;
+    let outcomes = intake.publisher.publish(events).await?;
     let results: Vec<Value> = ids
         .iter()
         .zip(outcomes)
@@ -92,7 +92,7 @@ pub async fn publish(
             }
             Err(rejection) => {
                 json!({"id": id, "error": {"code": "conflict",
-                    "message": super::conflict(id, rejection).to_string()}})
+                    "message": PublishError::rejected(id, rejection).to_string()}})
             }
         })
         .collect();

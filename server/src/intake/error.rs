@@ -11,7 +11,7 @@ use serde_json::json;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{auth::AuthError, event::FieldError};
-use crate::store::SubmitError;
+use crate::{publish::PublishError, store::SubmitError};
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECS: &str = "1";
@@ -71,6 +71,16 @@ impl From<SubmitError> for ApiError {
                     ApiError::Unavailable(m)
                 }
             },
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Overloaded => ApiError::Overloaded,
+            PublishError::Unavailable(detail) => ApiError::Unavailable(detail),
+            conflict @ PublishError::Conflict { .. } => ApiError::Conflict(conflict.to_string()),
         }
     }
 }

@@ -13,8 +13,8 @@ use hookyard::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{auth::Principal, conflict, event, grpc_gate::Caller, ApiError, Intake, MAX_BATCH};
-use crate::model::Published;
+use super::{auth::Principal, event, grpc_gate::Caller, ApiError, Intake, MAX_BATCH};
+use crate::{model::Published, publish};
 
 pub struct EventsService {
     intake: Arc<Intake>,
@@ -58,9 +58,10 @@ impl Events for EventsService {
             .map_err(|e| e.into_status("event"))?;
         let (id, published) = self
             .intake
+            .publisher
             .publish_one(event)
             .await
-            .map_err(|e| e.into_status("event"))?;
+            .map_err(|e| ApiError::from(e).into_status("event"))?;
         Ok(Response::new(response(id, published)))
     }
 
@@ -98,13 +99,17 @@ impl Events for EventsService {
         if !valid.is_empty() {
             let outcomes = self
                 .intake
+                .publisher
                 .publish(valid)
                 .await
-                .map_err(|e| e.into_status(""))?;
+                .map_err(|e| ApiError::from(e).into_status(""))?;
             for ((index, id), outcome) in slots.into_iter().zip(ids).zip(outcomes) {
                 results[index] = Some(match outcome {
                     Ok(published) => ok_result(response(id, published)),
-                    Err(rejection) => error_result(conflict(&id, rejection).into_status("")),
+                    Err(rejection) => error_result(
+                        ApiError::from(publish::PublishError::rejected(&id, rejection))
+                            .into_status(""),
+                    ),
                 });
             }
         }

@@ -77,7 +77,7 @@ async fn post_event(
         event::Invalid::Fields(fields) => ApiError::Validation(fields),
     })?;
     key.authorize(std::slice::from_ref(&event))?;
-    let (id, published) = intake.publish_one(event).await?;
+    let (id, published) = intake.publisher.publish_one(event).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

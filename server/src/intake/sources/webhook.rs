@@ -113,7 +113,12 @@ async fn accept(
         .map_err(ApiError::BadSignature)?;
     let as_sent = (kind == Kind::Json).then_some(&bytes[..]);
     let event = to_event(source, parsed, as_sent, headers)?;
-    let (id, published) = state.intake.publish_one(event).await?;
+    let (id, published) = state
+        .intake
+        .publisher
+        .publish_one(event)
+        .await
+        .map_err(ApiError::from)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "state": "ACCEPTED", "duplicate": published.duplicate})),

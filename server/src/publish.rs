@@ -1,0 +1,130 @@
+//! The one publish pipeline. Every way an event comes in — the HTTP and gRPC
+//! doors, CloudEvents, sources' webhooks and a flow's `emit` step — ends in
+//! [`Publisher::publish`]: route it against the catalog in force, add the
+//! flow runs it starts and the waiting runs it cancels, and hand it to the
+//! writer, which answers once it is committed. Errors here are the domain's;
+//! each door turns them into its own wire form (`intake::ApiError` for HTTP
+//! and gRPC, a step failure for flows).
+
+use std::sync::Arc;
+
+use crate::{
+    catalog::{CatalogHandle, FlowRoute},
+    flows::{catalog::FlowSet, start, FlowCatalog},
+    model::{NewEvent, Published},
+    store::{PublishOutcome, Rejection, SubmitError, Writer},
+};
+
+/// Why events were not published. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The writer's queue is full; retry shortly.
+    #[error("the storage queue is full")]
+    Overloaded,
+    /// Storage could not commit (or has stopped).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The id is taken by a different event.
+    #[error(
+        "event id `{id}` is already taken by a different event (seq {seq}); \
+         send the same body to retry it, or use a new id"
+    )]
+    Conflict { id: String, seq: u64 },
+}
+
+impl PublishError {
+    /// What storage's refusal of one event of a batch means.
+    pub fn rejected(id: &str, rejection: Rejection) -> PublishError {
+        match rejection {
+            Rejection::Conflict { seq } => PublishError::Conflict {
+                id: id.to_string(),
+                seq,
+            },
+        }
+    }
+}
+
+impl From<SubmitError> for PublishError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Overloaded => PublishError::Overloaded,
+            SubmitError::Unavailable(detail) => PublishError::Unavailable(detail),
+            // A publish is never refused as a whole by storage.
+            SubmitError::Refused(e) => PublishError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+pub struct Publisher {
+    catalog: Arc<CatalogHandle>,
+    flows: Arc<FlowCatalog>,
+    writer: Writer,
+}
+
+impl Publisher {
+    pub fn new(catalog: Arc<CatalogHandle>, flows: Arc<FlowCatalog>, writer: Writer) -> Publisher {
+        Publisher {
+            catalog,
+            flows,
+            writer,
+        }
+    }
+
+    /// Routes `events` and commits them; one outcome per event, in order.
+    pub async fn publish(&self, mut events: Vec<NewEvent>) -> Result<PublishOutcome, PublishError> {
+        self.route(&mut events);
+        Ok(self.writer.publish(events).await?)
+    }
+
+    /// Publishes a single event.
+    pub async fn publish_one(&self, event: NewEvent) -> Result<(String, Published), PublishError> {
+        let id = event.id.clone();
+        let outcome =
+            self.publish(vec![event]).await?.pop().ok_or_else(|| {
+                PublishError::Unavailable("the writer returned no outcome".into())
+            })?;
+        match outcome {
+            Ok(published) => Ok((id, published)),
+            Err(rejection) => Err(PublishError::rejected(&id, rejection)),
+        }
+    }
+
+    /// Decides, before the commit, what each event reaches: deliveries, the
+    /// runs it starts and the runs it cancels, all stored in its transaction.
+    fn route(&self, events: &mut [NewEvent]) {
+        let catalog = self.catalog.get();
+        let flows = self.flows.get();
+        let mut flow_routes = Vec::new();
+        for event in events {
+            catalog.route(
+                &event.name,
+                event.tenant_id.as_deref(),
+                &mut event.routes,
+                &mut flow_routes,
+            );
+            for route in flow_routes.drain(..) {
+                start_from_event(&flows, &route, event);
+            }
+            let mut cancels = std::mem::take(&mut event.cancels);
+            flows.cancels(event, &mut cancels);
+            event.cancels = cancels;
+        }
+    }
+}
+
+/// Adds the run a flow subscription starts for `event`.
+fn start_from_event(flows: &FlowSet, route: &FlowRoute, event: &mut NewEvent) {
+    match flows.get(&route.flow_id) {
+        // A tenant's flow runs only for its tenant's events, whatever the
+        // subscription says (as a tenant's endpoint receives only those).
+        Some(flow) if !flow.def.takes_events_of(event.tenant_id.as_deref()) => {}
+        Some(flow) => {
+            let run = start::from_event(flow, &route.inputs, event);
+            event.flow_starts.push(run);
+        }
+        None => tracing::warn!(
+            flow = %route.flow_id, subscription = %route.subscription_id, event_id = %event.id,
+            "A subscription targets a flow that does not exist; no run started."
+        ),
+    }
+}
