@@ -21,8 +21,11 @@ use crate::{
         webhook_key_hash, FlowCatalog, RunChange, RunFeed,
     },
     intake::ApiError,
-    model::run::{Run, RunState, StartOutcome, StepRecords},
-    store::{flows::RunFilter, flows::StoredFlow, FlowOp, SubmitError, Writer},
+    model::{
+        flow::{RunFilter, StoredFlow},
+        run::{Run, RunState, StartOutcome, StepRecords},
+    },
+    store::{FlowOp, SubmitError, Writer},
 };
 
 const DEFAULT_PAGE: usize = 50;

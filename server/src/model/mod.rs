@@ -3,6 +3,7 @@
 //! these types; conversions to and from the wire live at the edges.
 
 mod field_error;
+pub mod flow;
 pub mod run;
 pub mod source;
 

@@ -1,24 +1,25 @@
 //! Storage: the one place that knows SQL. It owns the schema (migrations are
-//! embedded), the catalog of endpoints and subscriptions, the delivery history,
-//! and the group-commit writer through which every event and every attempt
-//! result reaches disk.
+//! embedded), the catalog of endpoints, subscriptions, sources and flows, the
+//! delivery history and runs, and the group-commit writer through which every
+//! event, attempt result and run change reaches disk.
 //!
-//! `Store` hides the backend behind one enum so PostgreSQL can slot in as a
-//! second variant next to SQLite with the same methods and the same tests; the
-//! rest of the daemon never sees a connection.
+//! `Store` hides the backend behind one enum: every storage call goes through
+//! it (`dispatch!`), so PostgreSQL slots in as a second variant next to
+//! SQLite with the same methods and the same tests; the rest of the daemon
+//! never sees a connection. `store` depends only on `model`; what the writer
+//! committed leaves through the `Committed` channel and `RunsCommitted`.
+//!
+//! # Layout
+//! - `writer`: the group-commit writer, backend-neutral.
+//! - `sqlite`: the SQLite backend: reads (`mod.rs`, `flows`, `sources`,
+//!   `stats`), one row mapping per table (`rows`), the committer (its write
+//!   connection), the log and its checkpointer, and which failures are
+//!   fail-stop.
 
-mod checkpoint;
-mod committer;
-mod fail_stop;
-mod fault;
-pub mod flows;
-mod sources;
 mod sqlite;
-mod stats;
-mod wal;
 pub mod writer;
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 pub use writer::{
     Committed, FlowOp, PublishOutcome, Rejection, RunsCommitted, Settled, SubmitError, Writer,
@@ -26,6 +27,9 @@ pub use writer::{
 };
 
 use crate::model::{
+    flow::{RunFilter, StoredFlow},
+    run::{LogLine, Run},
+    source::{Source, SourceStatus},
     Attempt, Delivery, DeliveryFilter, DueCursor, DueDelivery, Endpoint, EndpointState,
     StoredEvent, Subscription,
 };
@@ -83,6 +87,22 @@ pub struct DeliveryPage {
     pub deliveries: Vec<Delivery>,
     /// Where the next page starts (exclusive), when there is one.
     pub next_before: Option<u64>,
+}
+
+/// Numbers for the admin screens since a point in time.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EndpointCounts {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub backlog: u64,
+    /// The latest error in the window and when it was recorded (ms).
+    pub last_error: Option<(String, i64)>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeliveryStats {
+    pub matched: BTreeMap<String, u64>,
+    pub endpoints: BTreeMap<String, EndpointCounts>,
 }
 
 #[derive(Clone)]
@@ -240,5 +260,115 @@ impl Store {
     /// The highest delivery id stored so far (0 when none).
     pub async fn max_delivery_id(&self) -> Result<u64> {
         dispatch!(self.max_delivery_id())
+    }
+
+    pub async fn list_flows(&self) -> Result<Vec<StoredFlow>> {
+        dispatch!(self.list_flows())
+    }
+
+    pub async fn get_flow(&self, id: &str) -> Result<StoredFlow> {
+        dispatch!(self.get_flow(id))
+    }
+
+    /// The YAML of one version of a flow (runs keep the version they started with).
+    pub async fn flow_version(&self, id: &str, version: u64) -> Result<String> {
+        dispatch!(self.flow_version(id, version))
+    }
+
+    /// Stores a new flow (version 1) or, with `expected` set, a new version
+    /// of an existing one if `expected` is its current version. With
+    /// `expected` unset and the flow present, replaces it when the YAML
+    /// differs (the config file's upsert).
+    pub async fn save_flow(
+        &self,
+        id: &str,
+        yaml: &str,
+        expected: Option<u64>,
+        create_only: bool,
+    ) -> Result<StoredFlow> {
+        dispatch!(self.save_flow(id, yaml, expected, create_only))
+    }
+
+    /// Deletes a flow; its versions stay, so runs in progress finish.
+    pub async fn delete_flow(&self, id: &str) -> Result<()> {
+        dispatch!(self.delete_flow(id))
+    }
+
+    pub async fn set_flow_webhook_key(&self, id: &str, hash: Option<&[u8]>) -> Result<()> {
+        dispatch!(self.set_flow_webhook_key(id, hash))
+    }
+
+    pub async fn get_run(&self, id: &str) -> Result<(Run, Vec<LogLine>)> {
+        dispatch!(self.get_run(id))
+    }
+
+    /// Runs newest first, after `before` (a `created_ms`/id cursor).
+    pub async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        limit: usize,
+        before: Option<(i64, String)>,
+    ) -> Result<Vec<Run>> {
+        dispatch!(self.list_runs(filter, limit, before))
+    }
+
+    /// Active runs due by `now_ms`, earliest first.
+    pub async fn due_runs(&self, now_ms: i64, limit: usize) -> Result<Vec<Run>> {
+        dispatch!(self.due_runs(now_ms, limit))
+    }
+
+    /// The earliest wake-up after `now_ms`.
+    pub async fn next_run_wake_after(&self, now_ms: i64) -> Result<Option<i64>> {
+        dispatch!(self.next_run_wake_after(now_ms))
+    }
+
+    pub async fn list_sources(&self, include_deleted: bool) -> Result<Vec<Source>> {
+        dispatch!(self.list_sources(include_deleted))
+    }
+
+    /// The source, deleted or not.
+    pub async fn get_source(&self, id: &str) -> Result<Source> {
+        dispatch!(self.get_source(id))
+    }
+
+    pub async fn create_source(&self, s: &Source) -> Result<Source> {
+        dispatch!(self.create_source(s))
+    }
+
+    /// Replaces everything but the token, if `s.version` is the stored one
+    /// and the source is not deleted.
+    pub async fn update_source(&self, s: &Source) -> Result<Source> {
+        dispatch!(self.update_source(s))
+    }
+
+    /// Creates or replaces (by id) a source declared in the config file,
+    /// with the token the file gives; a changed token takes effect at once.
+    pub async fn upsert_source(&self, s: &Source) -> Result<Source> {
+        dispatch!(self.upsert_source(s))
+    }
+
+    /// Soft delete: the token stops working at once.
+    pub async fn delete_source(&self, id: &str) -> Result<()> {
+        dispatch!(self.delete_source(id))
+    }
+
+    /// Installs a new token; the current one keeps working until `grace_ends_ms`.
+    pub async fn rotate_source_token(
+        &self,
+        id: &str,
+        new_hash: &[u8; 32],
+        grace_ends_ms: i64,
+    ) -> Result<Source> {
+        dispatch!(self.rotate_source_token(id, new_hash, grace_ends_ms))
+    }
+
+    pub async fn set_source_status(&self, id: &str, status: SourceStatus) -> Result<Source> {
+        dispatch!(self.set_source_status(id, status))
+    }
+
+    /// Counts for the deliveries made at or after `since_ms`, plus each
+    /// endpoint's current backlog.
+    pub async fn delivery_stats(&self, since_ms: i64) -> Result<DeliveryStats> {
+        dispatch!(self.delivery_stats(since_ms))
     }
 }

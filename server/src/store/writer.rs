@@ -26,7 +26,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{committer::Committer, Error};
+use super::{sqlite::committer::Committer, Error};
 use crate::model::{
     run::{Advance, NewRun, Run, StartOutcome},
     Attempt, DeliveryStatus, DueDelivery, NewEvent, Published,
@@ -333,7 +333,7 @@ impl Backend {
 
 /// What makes written batches durable.
 enum Wal {
-    Sqlite(std::sync::Arc<super::wal::WalFile>),
+    Sqlite(std::sync::Arc<super::sqlite::wal::WalFile>),
 }
 
 impl Wal {
@@ -580,7 +580,7 @@ mod tests {
         writer: Writer,
         task: JoinHandle<Result<(), Error>>,
         committed: mpsc::Receiver<Committed>,
-        wal: std::sync::Arc<super::super::wal::WalFile>,
+        wal: std::sync::Arc<crate::store::sqlite::wal::WalFile>,
         _dir: tempfile::TempDir,
     }
 

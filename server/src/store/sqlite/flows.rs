@@ -8,53 +8,30 @@
 //! Due runs are found by the partial index over `wake_ms`; runs to cancel by
 //! the index over `(flow_id, correlation_key)`. Nothing scans runs.
 
-use sqlx::{sqlite::SqliteRow, Row, SqlitePool};
+use sqlx::{sqlite::SqliteRow, Row};
 
-use super::{Backend, Error, Result, Store};
-use crate::model::{
-    now_ms,
-    run::{LogLine, Run, RunState},
+use super::{rows::run_from_row, SqliteStore};
+use crate::{
+    model::{
+        flow::{RunFilter, StoredFlow},
+        now_ms,
+        run::{LogLine, Run, RunState},
+    },
+    store::{Error, Result},
 };
 
 pub(super) const ACTIVE: &str = "state IN ('CREATED', 'RUNNING', 'WAITING')";
 
-/// A flow's current version, as stored.
-#[derive(Debug, Clone)]
-pub struct StoredFlow {
-    pub id: String,
-    pub version: u64,
-    pub yaml: String,
-    pub webhook_key_hash: Option<Vec<u8>>,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-}
-
-/// Filters for ListRuns.
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub flow_id: Option<String>,
-    pub state: Option<RunState>,
-    pub key: Option<String>,
-}
-
-impl Store {
-    fn flow_pool(&self) -> &SqlitePool {
-        match &self.backend {
-            Backend::Sqlite(b) => b.pool(),
-        }
-    }
-
+impl SqliteStore {
     pub async fn list_flows(&self) -> Result<Vec<StoredFlow>> {
-        let rows = sqlx::query(FLOW_SELECT_ALL)
-            .fetch_all(self.flow_pool())
-            .await?;
+        let rows = sqlx::query(FLOW_SELECT_ALL).fetch_all(self.pool()).await?;
         rows.iter().map(flow_from_row).collect()
     }
 
     pub async fn get_flow(&self, id: &str) -> Result<StoredFlow> {
         let row = sqlx::query(&format!("{FLOW_SELECT} WHERE f.id = ?"))
             .bind(id)
-            .fetch_optional(self.flow_pool())
+            .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| not_found("flow", id))?;
         flow_from_row(&row)
@@ -65,7 +42,7 @@ impl Store {
         sqlx::query_scalar("SELECT yaml FROM flow_versions WHERE flow_id = ? AND version = ?")
             .bind(id)
             .bind(version as i64)
-            .fetch_optional(self.flow_pool())
+            .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| not_found("flow version", &format!("{id}@{version}")))
     }
@@ -82,7 +59,7 @@ impl Store {
         create_only: bool,
     ) -> Result<StoredFlow> {
         let now = now_ms();
-        let mut tx = self.flow_pool().begin().await?;
+        let mut tx = self.pool().begin().await?;
         let current: Option<(i64, String)> = sqlx::query_as(
             "SELECT f.version, v.yaml FROM flows f \
              JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.version WHERE f.id = ?",
@@ -149,7 +126,7 @@ impl Store {
         let in_use: Option<String> =
             sqlx::query_scalar("SELECT name FROM subscriptions WHERE target = ? LIMIT 1")
                 .bind(format!("flow:{id}"))
-                .fetch_optional(self.flow_pool())
+                .fetch_optional(self.pool())
                 .await?;
         if let Some(name) = in_use {
             return Err(Error::FailedPrecondition(format!(
@@ -158,7 +135,7 @@ impl Store {
         }
         let done = sqlx::query("DELETE FROM flows WHERE id = ?")
             .bind(id)
-            .execute(self.flow_pool())
+            .execute(self.pool())
             .await?;
         if done.rows_affected() == 0 {
             return Err(not_found("flow", id));
@@ -172,7 +149,7 @@ impl Store {
                 .bind(hash)
                 .bind(now_ms())
                 .bind(id)
-                .execute(self.flow_pool())
+                .execute(self.pool())
                 .await?;
         if done.rows_affected() == 0 {
             return Err(not_found("flow", id));
@@ -183,7 +160,7 @@ impl Store {
     pub async fn get_run(&self, id: &str) -> Result<(Run, Vec<LogLine>)> {
         let row = sqlx::query("SELECT * FROM flow_runs WHERE id = ?")
             .bind(id)
-            .fetch_optional(self.flow_pool())
+            .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| not_found("run", id))?;
         let run = run_from_row(&row)?;
@@ -191,7 +168,7 @@ impl Store {
             "SELECT time_ms, step_id, message FROM flow_run_log WHERE run_id = ? ORDER BY id",
         )
         .bind(id)
-        .fetch_all(self.flow_pool())
+        .fetch_all(self.pool())
         .await?
         .iter()
         .map(|r| {
@@ -230,7 +207,7 @@ impl Store {
         .bind(&before_id)
         .bind(&before_id)
         .bind(limit as i64)
-        .fetch_all(self.flow_pool())
+        .fetch_all(self.pool())
         .await?;
         rows.iter().map(run_from_row).collect()
     }
@@ -242,7 +219,7 @@ impl Store {
         ))
         .bind(now_ms)
         .bind(limit as i64)
-        .fetch_all(self.flow_pool())
+        .fetch_all(self.pool())
         .await?;
         rows.iter().map(run_from_row).collect()
     }
@@ -253,7 +230,7 @@ impl Store {
             "SELECT MIN(wake_ms) FROM flow_runs WHERE {ACTIVE} AND wake_ms > ?"
         ))
         .bind(now_ms)
-        .fetch_one(self.flow_pool())
+        .fetch_one(self.pool())
         .await?)
     }
 }
@@ -271,30 +248,6 @@ fn flow_from_row(row: &SqliteRow) -> Result<StoredFlow> {
         version: row.try_get::<i64, _>("version")? as u64,
         yaml: row.try_get("yaml")?,
         webhook_key_hash: row.try_get("webhook_key_hash")?,
-        created_ms: row.try_get("created_ms")?,
-        updated_ms: row.try_get("updated_ms")?,
-    })
-}
-
-fn run_from_row(row: &SqliteRow) -> Result<Run> {
-    let state: String = row.try_get("state")?;
-    Ok(Run {
-        id: row.try_get("id")?,
-        flow_id: row.try_get("flow_id")?,
-        flow_version: row.try_get::<i64, _>("flow_version")? as u64,
-        state: RunState::parse(&state)
-            .ok_or_else(|| Error::Unavailable(format!("corrupt run state `{state}`")))?,
-        key: row.try_get("correlation_key")?,
-        inputs: row.try_get("inputs")?,
-        trigger: row.try_get("trigger")?,
-        trigger_data: row.try_get("trigger_data")?,
-        step_index: row.try_get::<i64, _>("step_index")? as u32,
-        step_waited: row.try_get("step_waited")?,
-        attempt: row.try_get::<i64, _>("attempt")? as u32,
-        attempt_group: row.try_get::<i64, _>("attempt_group")? as u32,
-        wake_ms: row.try_get("wake_ms")?,
-        steps: row.try_get("steps")?,
-        error: row.try_get("error")?,
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
     })

@@ -13,7 +13,18 @@ use sqlx::{
     Row, SqlitePool,
 };
 
-use super::{committer::Committer, DeliveryPage, Error, Result};
+mod checkpoint;
+pub(super) mod committer;
+mod fail_stop;
+mod fault;
+mod flows;
+mod rows;
+mod sources;
+mod stats;
+pub(super) mod wal;
+
+use self::committer::Committer;
+use super::{DeliveryPage, Error, Result};
 use crate::model::{
     now_ms, Attempt, Delivery, DeliveryFilter, DeliveryStatus, DueCursor, DueDelivery, Endpoint,
     EndpointState, EventEnvelope, StoredEvent, Subscription,
@@ -94,8 +105,8 @@ impl SqliteStore {
             .await?;
         MIGRATIONS.run(&pool).await?;
         make_private(path)?;
-        let wal = Arc::new(super::wal::WalFile::new(path));
-        let (checkpoints, checkpointer) = super::checkpoint::spawn(&options, wal.clone()).await?;
+        let wal = Arc::new(wal::WalFile::new(path));
+        let (checkpoints, checkpointer) = checkpoint::spawn(&options, wal.clone()).await?;
         let committer = Committer::start(path, wal, checkpoints, checkpointer)?;
         Ok((SqliteStore { pool }, committer))
     }

@@ -31,17 +31,19 @@ use tokio::sync::oneshot;
 use super::{
     checkpoint::{Checkpoints, WAL_SIZE_LIMIT, WRITER_AUTOCHECKPOINT},
     wal::WalFile,
+};
+use crate::model::{now_ms, DueDelivery, EventEnvelope, NewEvent, Published};
+use crate::store::{
     writer::{Done, FlowAnswer, FlowOp, Rejection, Settled},
     Error, Result,
 };
-use crate::model::{now_ms, DueDelivery, EventEnvelope, NewEvent, Published};
 
 /// Prepared statements kept: every statement the committer runs, with room.
 const STATEMENT_CACHE: usize = 64;
 
 /// The handle the writer holds: hands batches to the committer's thread.
 /// The thread stops, closing the connection, when this is dropped.
-pub(super) struct Committer {
+pub(in crate::store) struct Committer {
     jobs: mpsc::Sender<Job>,
     wal: Arc<WalFile>,
     /// Until the daemon takes it to supervise.
@@ -80,7 +82,9 @@ impl Committer {
     }
 
     /// The checkpointer's task, for the daemon to supervise (once).
-    pub(super) fn take_checkpointer(&mut self) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    pub(in crate::store) fn take_checkpointer(
+        &mut self,
+    ) -> Result<tokio::task::JoinHandle<Result<()>>> {
         self.checkpointer
             .take()
             .ok_or_else(|| Error::Unavailable("the checkpointer was already taken".into()))
@@ -88,7 +92,7 @@ impl Committer {
 
     /// Hands `work` to the committer's thread; its result arrives on the
     /// receiver. `None` when the thread is gone.
-    pub(super) fn submit<T: Send + 'static>(
+    pub(in crate::store) fn submit<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Db) -> T + Send + 'static,
     ) -> Option<oneshot::Receiver<T>> {
@@ -101,7 +105,7 @@ impl Committer {
     }
 
     /// What makes this connection's commits durable.
-    pub(super) fn wal(&self) -> Arc<WalFile> {
+    pub(in crate::store) fn wal(&self) -> Arc<WalFile> {
         self.wal.clone()
     }
 }
@@ -137,7 +141,7 @@ fn open(path: &Path) -> Result<Connection> {
 }
 
 /// The write connection, on the committer's thread.
-pub(super) struct Db {
+pub(in crate::store) struct Db {
     conn: Connection,
     /// Told of each commit, so the log is copied back off this path.
     checkpoints: Checkpoints,
@@ -153,7 +157,7 @@ impl Db {
     /// every attempt result and every flow op, in a single transaction.
     /// Refuses once the log has failed; an error that leaves the file's
     /// state unknown marks it failed.
-    pub(super) fn commit(
+    pub(in crate::store) fn commit(
         &mut self,
         publishes: &[&[NewEvent]],
         settles: &[Settled],
@@ -316,7 +320,7 @@ fn attributes_json(attributes: &BTreeMap<String, String>) -> Cow<'static, str> {
     if attributes.is_empty() {
         Cow::Borrowed("{}")
     } else {
-        Cow::Owned(super::sqlite::to_json(attributes))
+        Cow::Owned(super::to_json(attributes))
     }
 }
 
@@ -373,7 +377,7 @@ fn record_settled(tx: &Transaction, settles: &[Settled], now: i64) -> Result<()>
                 a.status_code,
                 a.error,
                 a.response_body,
-                super::sqlite::to_json(&a.request_headers),
+                super::to_json(&a.request_headers),
             ])?;
         }
         update_delivery.execute(params![
@@ -575,7 +579,7 @@ mod tests {
         // the restart the log grows to SQLite's own threshold
         // (`WRITER_AUTOCHECKPOINT`, 20 000 pages) and beyond.
         let pages = longest.load(std::sync::atomic::Ordering::Relaxed) / 4096;
-        let bound = u64::from(crate::store::checkpoint::WRITER_AUTOCHECKPOINT) * 9 / 10;
+        let bound = u64::from(super::super::checkpoint::WRITER_AUTOCHECKPOINT) * 9 / 10;
         assert!(pages < bound, "the log grew to {pages} pages");
     }
 }

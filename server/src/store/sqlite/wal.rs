@@ -23,7 +23,7 @@ use std::{
     },
 };
 
-pub(super) struct WalFile {
+pub(in crate::store) struct WalFile {
     path: PathBuf,
     file: Mutex<Option<std::fs::File>>,
     failed: AtomicBool,
@@ -33,7 +33,7 @@ pub(super) struct WalFile {
 }
 
 impl WalFile {
-    pub(super) fn new(db: &Path) -> WalFile {
+    pub(in crate::store) fn new(db: &Path) -> WalFile {
         let mut path = db.as_os_str().to_owned();
         path.push("-wal");
         WalFile {
@@ -48,7 +48,7 @@ impl WalFile {
     /// Flushes every commit written so far to disk. Blocking. After one
     /// failure, fails at once: a later sync that succeeded would not mean
     /// the earlier commits are on disk.
-    pub(super) fn sync(&self) -> std::io::Result<()> {
+    pub(in crate::store) fn sync(&self) -> std::io::Result<()> {
         if self.has_failed() {
             return Err(std::io::Error::other(
                 "an earlier sync of the log failed; its state on disk is unknown",
@@ -63,17 +63,17 @@ impl WalFile {
 
     /// Marks the log's state as unknown: nothing is acknowledged, written or
     /// checkpointed any more.
-    pub(super) fn fail(&self) {
+    pub(in crate::store) fn fail(&self) {
         self.failed.store(true, Ordering::SeqCst);
     }
 
-    pub(super) fn has_failed(&self) -> bool {
+    pub(in crate::store) fn has_failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
     }
 
     /// Makes the sync after the next `after` ones report EIO.
     #[cfg(test)]
-    pub(super) fn fail_sync_after(&self, after: u64) {
+    pub(in crate::store) fn fail_sync_after(&self, after: u64) {
         let done = self.syncs.load(Ordering::SeqCst);
         self.injected_failure.store(done + after, Ordering::SeqCst);
     }

@@ -3,20 +3,23 @@
 //! sources from sharing a token. Deletes are soft: the row stays, with
 //! `deleted_ms` set, and is no longer loaded for intake.
 
-use sqlx::{sqlite::SqliteRow, Row, SqlitePool};
+use sqlx::{sqlite::SqliteRow, Row};
 
-use super::{Backend, Error, Result, Store};
-use crate::model::{
-    now_ms,
-    source::{Source, SourceStatus},
+use super::SqliteStore;
+use crate::{
+    model::{
+        now_ms,
+        source::{Source, SourceStatus},
+    },
+    store::{Error, Result},
 };
 
-impl Store {
+impl SqliteStore {
     pub async fn list_sources(&self, include_deleted: bool) -> Result<Vec<Source>> {
         let rows =
             sqlx::query("SELECT * FROM sources WHERE (? OR deleted_ms IS NULL) ORDER BY name, id")
                 .bind(include_deleted)
-                .fetch_all(self.source_pool())
+                .fetch_all(self.pool())
                 .await?;
         rows.iter().map(from_row).collect()
     }
@@ -25,7 +28,7 @@ impl Store {
     pub async fn get_source(&self, id: &str) -> Result<Source> {
         let row = sqlx::query("SELECT * FROM sources WHERE id = ?")
             .bind(id)
-            .fetch_optional(self.source_pool())
+            .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| not_found(id))?;
         from_row(&row)
@@ -46,7 +49,7 @@ impl Store {
         .bind(policy_json(s)?)
         .bind(now)
         .bind(now)
-        .execute(self.source_pool())
+        .execute(self.pool())
         .await;
         match result {
             Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(format!(
@@ -73,7 +76,7 @@ impl Store {
         .bind(now_ms())
         .bind(&s.id)
         .bind(s.version as i64)
-        .execute(self.source_pool())
+        .execute(self.pool())
         .await?;
         if done.rows_affected() == 0 {
             let current = self.get_source(&s.id).await?;
@@ -109,7 +112,7 @@ impl Store {
                 .bind(&s.token_hash[..])
                 .bind(&s.token_hash[..])
                 .bind(&s.id)
-                .execute(self.source_pool())
+                .execute(self.pool())
                 .await
                 .map_err(|e| unique_or(e, &s.id))?;
                 self.update_source(&next).await
@@ -127,7 +130,7 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(id)
-        .execute(self.source_pool())
+        .execute(self.pool())
         .await?;
         if done.rows_affected() == 0 {
             return Err(not_found(id));
@@ -150,7 +153,7 @@ impl Store {
         .bind(&new_hash[..])
         .bind(now_ms())
         .bind(id)
-        .execute(self.source_pool())
+        .execute(self.pool())
         .await
         .map_err(|e| unique_or(e, id))?;
         if done.rows_affected() == 0 {
@@ -167,18 +170,12 @@ impl Store {
         .bind(status.as_str())
         .bind(now_ms())
         .bind(id)
-        .execute(self.source_pool())
+        .execute(self.pool())
         .await?;
         if done.rows_affected() == 0 {
             return Err(not_found(id));
         }
         self.get_source(id).await
-    }
-
-    fn source_pool(&self) -> &SqlitePool {
-        match &self.backend {
-            Backend::Sqlite(b) => b.pool(),
-        }
     }
 }
 

@@ -5,9 +5,10 @@
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
+use super::super::flows::ACTIVE;
 use crate::{
     model::run::{Advance, NewRun, OnConflict, Run, RunCancel, RunState, StartOutcome},
-    store::{flows::ACTIVE, Error, Result},
+    store::{Error, Result},
 };
 
 /// Creates a run, applying the flow's concurrency policy for its key.
@@ -245,32 +246,9 @@ fn log(tx: &Transaction, run_id: &str, time_ms: i64, step_id: &str, message: &st
     Ok(())
 }
 
-/// A run as stored; a state this build does not know is an error of its own
-/// (inside `Ok`), so it is not mistaken for a missing row.
+/// `rows::run_from_row` in the shape rusqlite's query closures take: a row
+/// that cannot be mapped is an error of its own (inside `Ok`), so it is not
+/// mistaken for a missing row.
 fn run_from_row(row: &Row) -> rusqlite::Result<Result<Run>> {
-    let state: String = row.get("state")?;
-    let Some(state) = RunState::parse(&state) else {
-        return Ok(Err(Error::Unavailable(format!(
-            "corrupt run state `{state}`"
-        ))));
-    };
-    Ok(Ok(Run {
-        id: row.get("id")?,
-        flow_id: row.get("flow_id")?,
-        flow_version: row.get::<_, i64>("flow_version")? as u64,
-        state,
-        key: row.get("correlation_key")?,
-        inputs: row.get("inputs")?,
-        trigger: row.get("trigger")?,
-        trigger_data: row.get("trigger_data")?,
-        step_index: row.get("step_index")?,
-        step_waited: row.get("step_waited")?,
-        attempt: row.get("attempt")?,
-        attempt_group: row.get("attempt_group")?,
-        wake_ms: row.get("wake_ms")?,
-        steps: row.get("steps")?,
-        error: row.get("error")?,
-        created_ms: row.get("created_ms")?,
-        updated_ms: row.get("updated_ms")?,
-    }))
+    Ok(super::super::rows::run_from_row(row))
 }

@@ -4,32 +4,16 @@
 //! with creation time), so only the window's rows are read, without an index
 //! on the creation time that every write would pay for.
 
-use std::collections::BTreeMap;
-
 use sqlx::{Row, SqlitePool};
 
-use super::{Backend, Result, Store};
+use super::SqliteStore;
+use crate::store::{DeliveryStats, Result};
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct EndpointCounts {
-    pub succeeded: u64,
-    pub failed: u64,
-    pub backlog: u64,
-    /// The latest error in the window and when it was recorded (ms).
-    pub last_error: Option<(String, i64)>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DeliveryStats {
-    pub matched: BTreeMap<String, u64>,
-    pub endpoints: BTreeMap<String, EndpointCounts>,
-}
-
-impl Store {
+impl SqliteStore {
     /// Counts for the deliveries made at or after `since_ms`, plus each
     /// endpoint's current backlog.
     pub async fn delivery_stats(&self, since_ms: i64) -> Result<DeliveryStats> {
-        let pool = self.stats_pool();
+        let pool = self.pool();
         let first = first_id_since(pool, since_ms).await?;
         let mut stats = DeliveryStats::default();
 
@@ -95,12 +79,6 @@ impl Store {
             e.last_error = Some((row.try_get("last_error")?, row.try_get("updated_ms")?));
         }
         Ok(stats)
-    }
-
-    fn stats_pool(&self) -> &SqlitePool {
-        match &self.backend {
-            Backend::Sqlite(b) => b.pool(),
-        }
     }
 }
 
