@@ -16,6 +16,7 @@
 //!   connection), the log and its checkpointer, and which failures are
 //!   fail-stop.
 
+mod rows;
 mod sqlite;
 pub mod writer;
 

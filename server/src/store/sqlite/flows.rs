@@ -8,16 +8,19 @@
 //! Due runs are found by the partial index over `wake_ms`; runs to cancel by
 //! the index over `(flow_id, correlation_key)`. Nothing scans runs.
 
-use sqlx::{sqlite::SqliteRow, Row};
+use sqlx::Row;
 
-use super::{rows::run_from_row, SqliteStore};
+use super::SqliteStore;
 use crate::{
     model::{
         flow::{RunFilter, StoredFlow},
         now_ms,
         run::{LogLine, Run, RunState},
     },
-    store::{Error, Result},
+    store::{
+        rows::{flow_from_row, run_from_row},
+        Error, Result,
+    },
 };
 
 pub(super) const ACTIVE: &str = "state IN ('CREATED', 'RUNNING', 'WAITING')";
@@ -241,17 +244,6 @@ const FLOW_SELECT: &str =
 const FLOW_SELECT_ALL: &str = "SELECT f.id, f.version, f.webhook_key_hash, f.created_ms, \
     f.updated_ms, v.yaml FROM flows f JOIN flow_versions v ON v.flow_id = f.id \
     AND v.version = f.version ORDER BY f.id";
-
-fn flow_from_row(row: &SqliteRow) -> Result<StoredFlow> {
-    Ok(StoredFlow {
-        id: row.try_get("id")?,
-        version: row.try_get::<i64, _>("version")? as u64,
-        yaml: row.try_get("yaml")?,
-        webhook_key_hash: row.try_get("webhook_key_hash")?,
-        created_ms: row.try_get("created_ms")?,
-        updated_ms: row.try_get("updated_ms")?,
-    })
-}
 
 fn not_found(what: &'static str, id: &str) -> Error {
     Error::NotFound {

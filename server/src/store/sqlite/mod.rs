@@ -4,12 +4,10 @@
 //! events, deliveries and runs: SQLite has a single write lock and one writer
 //! batching everything beats many writers queueing on it.
 
-use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use sqlx::{
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-    },
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
     Row, SqlitePool,
 };
 
@@ -18,16 +16,21 @@ pub(super) mod committer;
 mod fail_stop;
 mod fault;
 mod flows;
-mod rows;
 mod sources;
 mod stats;
 pub(super) mod wal;
 
 use self::committer::Committer;
-use super::{DeliveryPage, Error, Result};
+use super::{
+    rows::{
+        attempt_from_row, delivery_from_row, due_from_rows, endpoint_from_row, event_from_row,
+        schedule_to_json, subscription_from_row, to_json,
+    },
+    DeliveryPage, Error, Result,
+};
 use crate::model::{
-    now_ms, Attempt, Delivery, DeliveryFilter, DeliveryStatus, DueCursor, DueDelivery, Endpoint,
-    EndpointState, EventEnvelope, StoredEvent, Subscription,
+    now_ms, Attempt, Delivery, DeliveryFilter, DueCursor, DueDelivery, Endpoint, EndpointState,
+    StoredEvent, Subscription,
 };
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -479,7 +482,7 @@ impl SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        Ok(due_from_rows(&rows))
+        due_from_rows(&rows)
     }
 
     async fn load_due_where(&self, clause: &str, arg: i64, limit: i64) -> Result<Vec<DueDelivery>> {
@@ -488,7 +491,7 @@ impl SqliteStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(due_from_rows(&rows))
+        due_from_rows(&rows)
     }
 
     pub async fn next_due(&self, endpoint_id: &str, after_ms: i64) -> Result<Option<i64>> {
@@ -561,166 +564,11 @@ fn bind_endpoint<'q>(
         .bind(&e.id)
 }
 
-fn due_from_rows(rows: &[SqliteRow]) -> Vec<DueDelivery> {
-    // Deliveries of one event share one envelope, as they do on the hot path.
-    let mut last: Option<Arc<EventEnvelope>> = None;
-    rows.iter()
-        .map(|row| {
-            let seq = row.get::<i64, _>("seq") as u64;
-            let event = match &last {
-                Some(e) if e.seq == seq => e.clone(),
-                _ => {
-                    let e = Arc::new(EventEnvelope {
-                        seq,
-                        id: row.get("event_id"),
-                        name: row.get("name"),
-                        tenant_id: row.get("tenant_id"),
-                        time_ms: row.get("time_ms"),
-                        payload: row.get("payload"),
-                    });
-                    last = Some(e.clone());
-                    e
-                }
-            };
-            DueDelivery {
-                id: row.get::<i64, _>("id") as u64,
-                subscription_id: Arc::from(row.get::<&str, _>("subscription_id")),
-                endpoint_id: Arc::from(row.get::<&str, _>("endpoint_id")),
-                attempts: row.get::<i64, _>("attempts") as u32,
-                due_ms: row.get::<Option<i64>, _>("next_attempt_ms").unwrap_or(0),
-                event,
-            }
-        })
-        .collect()
-}
-
-fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint> {
-    let state: String = row.try_get("state")?;
-    Ok(Endpoint {
-        id: row.try_get("id")?,
-        url: row.try_get("url")?,
-        tenant_id: row.try_get("tenant_id")?,
-        secret: row.try_get("secret")?,
-        headers: from_json(&row.try_get::<String, _>("headers")?)?,
-        timeout: row
-            .try_get::<Option<i64>, _>("timeout_ms")?
-            .map(|ms| Duration::from_millis(ms.max(0) as u64)),
-        retry_schedule: schedule_from_json(row.try_get("retry_schedule_ms")?)?,
-        max_in_flight: row
-            .try_get::<Option<i64>, _>("max_in_flight")?
-            .map(|n| n.clamp(0, u32::MAX as i64) as u32),
-        state: EndpointState::parse(&state).ok_or_else(|| corrupt("endpoint state", &state))?,
-        description: row.try_get("description")?,
-        version: row.try_get::<i64, _>("version")? as u64,
-        created_ms: row.try_get("created_ms")?,
-        updated_ms: row.try_get("updated_ms")?,
-    })
-}
-
-fn subscription_from_row(row: &SqliteRow) -> Result<Subscription> {
-    Ok(Subscription {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        patterns: from_json(&row.try_get::<String, _>("patterns")?)?,
-        exclude: from_json(&row.try_get::<String, _>("exclude")?)?,
-        tenant_id: row.try_get("tenant_id")?,
-        target: row.try_get("target")?,
-        enabled: row.try_get("enabled")?,
-        description: row.try_get("description")?,
-        inputs: from_json(&row.try_get::<String, _>("inputs")?)?,
-        version: row.try_get::<i64, _>("version")? as u64,
-        created_ms: row.try_get("created_ms")?,
-        updated_ms: row.try_get("updated_ms")?,
-    })
-}
-
-fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
-    let status: String = row.try_get("status")?;
-    Ok(Delivery {
-        id: row.try_get::<i64, _>("id")? as u64,
-        event_seq: row.try_get::<i64, _>("event_seq")? as u64,
-        event_id: row.try_get("event_id")?,
-        event_name: row.try_get("event_name")?,
-        tenant_id: row.try_get("tenant_id")?,
-        subscription_id: row.try_get("subscription_id")?,
-        subscription_name: row.try_get("subscription_name")?,
-        endpoint_id: row.try_get("endpoint_id")?,
-        status: DeliveryStatus::parse(&status)
-            .ok_or_else(|| corrupt("delivery status", &status))?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        last_status_code: row
-            .try_get::<Option<i64>, _>("last_status_code")?
-            .map(|c| c as u16),
-        last_error: row.try_get("last_error")?,
-        last_duration_ms: row
-            .try_get::<Option<i64>, _>("last_duration_ms")?
-            .map(|d| d as u32),
-        next_attempt_ms: row.try_get("next_attempt_ms")?,
-        created_ms: row.try_get("created_ms")?,
-        updated_ms: row.try_get("updated_ms")?,
-    })
-}
-
-fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
-    Ok(StoredEvent {
-        seq: row.try_get::<i64, _>("seq")? as u64,
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        source: row.try_get("source")?,
-        tenant_id: row.try_get("tenant_id")?,
-        time_ms: row.try_get("time_ms")?,
-        payload: row.try_get("payload")?,
-        attributes: from_json(&row.try_get::<String, _>("attributes")?)?,
-    })
-}
-
-fn attempt_from_row(row: &SqliteRow) -> Result<Attempt> {
-    Ok(Attempt {
-        number: row.try_get::<i64, _>("number")? as u32,
-        started_ms: row.try_get("started_ms")?,
-        duration_ms: row.try_get::<i64, _>("duration_ms")? as u32,
-        status_code: row
-            .try_get::<Option<i64>, _>("status_code")?
-            .map(|c| c as u16),
-        error: row.try_get("error")?,
-        response_body: row.try_get("response_body")?,
-        request_headers: from_json::<BTreeMap<String, String>>(
-            &row.try_get::<String, _>("request_headers")?,
-        )?,
-    })
-}
-
-pub(super) fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| corrupt("JSON column", &e.to_string()))
-}
-
-fn schedule_to_json(schedule: &Option<Vec<Duration>>) -> Option<String> {
-    schedule
-        .as_ref()
-        .map(|s| to_json(&s.iter().map(|d| d.as_millis() as u64).collect::<Vec<_>>()))
-}
-
-fn schedule_from_json(value: Option<String>) -> Result<Option<Vec<Duration>>> {
-    value
-        .map(|s| {
-            from_json::<Vec<u64>>(&s).map(|ms| ms.into_iter().map(Duration::from_millis).collect())
-        })
-        .transpose()
-}
-
 fn not_found(what: &'static str, id: &str) -> Error {
     Error::NotFound {
         what,
         id: id.to_string(),
     }
-}
-
-fn corrupt(what: &str, value: &str) -> Error {
-    Error::Unavailable(format!("stored {what} is unreadable: {value}"))
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {

@@ -3,15 +3,13 @@
 //! sources from sharing a token. Deletes are soft: the row stays, with
 //! `deleted_ms` set, and is no longer loaded for intake.
 
-use sqlx::{sqlite::SqliteRow, Row};
-
 use super::SqliteStore;
 use crate::{
     model::{
         now_ms,
         source::{Source, SourceStatus},
     },
-    store::{Error, Result},
+    store::{rows::source_from_row, Error, Result},
 };
 
 impl SqliteStore {
@@ -21,7 +19,7 @@ impl SqliteStore {
                 .bind(include_deleted)
                 .fetch_all(self.pool())
                 .await?;
-        rows.iter().map(from_row).collect()
+        rows.iter().map(source_from_row).collect()
     }
 
     /// The source, deleted or not.
@@ -31,7 +29,7 @@ impl SqliteStore {
             .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| not_found(id))?;
-        from_row(&row)
+        source_from_row(&row)
     }
 
     pub async fn create_source(&self, s: &Source) -> Result<Source> {
@@ -182,41 +180,6 @@ impl SqliteStore {
 fn policy_json(s: &Source) -> Result<String> {
     serde_json::to_string(&s.policy)
         .map_err(|e| Error::Unavailable(format!("could not encode the policy: {e}")))
-}
-
-fn from_row(row: &SqliteRow) -> Result<Source> {
-    let status: String = row.try_get("status")?;
-    let policy: String = row.try_get("policy")?;
-    let previous: Option<Vec<u8>> = row.try_get("previous_token_hash")?;
-    let expires: Option<i64> = row.try_get("previous_token_expires_ms")?;
-    Ok(Source {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        status: SourceStatus::parse(&status)
-            .ok_or_else(|| corrupt(&format!("status `{status}`")))?,
-        tenant_id: row.try_get("tenant_id")?,
-        policy: serde_json::from_str(&policy).map_err(|e| corrupt(&format!("policy: {e}")))?,
-        token_hash: hash(row.try_get("token_hash")?)?,
-        previous_token: match (previous, expires) {
-            (Some(h), Some(e)) => Some((hash(h)?, e)),
-            _ => None,
-        },
-        version: row.try_get::<i64, _>("version")? as u64,
-        created_ms: row.try_get("created_ms")?,
-        updated_ms: row.try_get("updated_ms")?,
-        deleted_ms: row.try_get("deleted_ms")?,
-    })
-}
-
-fn hash(bytes: Vec<u8>) -> Result<[u8; 32]> {
-    bytes
-        .try_into()
-        .map_err(|_| corrupt("token hash of the wrong length"))
-}
-
-fn corrupt(what: &str) -> Error {
-    Error::Unavailable(format!("stored source is unreadable: {what}"))
 }
 
 fn not_found(id: &str) -> Error {

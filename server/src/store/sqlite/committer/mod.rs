@@ -320,7 +320,7 @@ fn attributes_json(attributes: &BTreeMap<String, String>) -> Cow<'static, str> {
     if attributes.is_empty() {
         Cow::Borrowed("{}")
     } else {
-        Cow::Owned(super::to_json(attributes))
+        Cow::Owned(crate::store::rows::to_json(attributes))
     }
 }
 
@@ -377,7 +377,7 @@ fn record_settled(tx: &Transaction, settles: &[Settled], now: i64) -> Result<()>
                 a.status_code,
                 a.error,
                 a.response_body,
-                super::to_json(&a.request_headers),
+                crate::store::rows::to_json(&a.request_headers),
             ])?;
         }
         update_delivery.execute(params![

@@ -250,5 +250,5 @@ fn log(tx: &Transaction, run_id: &str, time_ms: i64, step_id: &str, message: &st
 /// that cannot be mapped is an error of its own (inside `Ok`), so it is not
 /// mistaken for a missing row.
 fn run_from_row(row: &Row) -> rusqlite::Result<Result<Run>> {
-    Ok(super::super::rows::run_from_row(row))
+    Ok(crate::store::rows::run_from_row(row))
 }
