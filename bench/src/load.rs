@@ -104,7 +104,13 @@ pub async fn run<W: Worker>(plan: Plan, workers: Vec<W>) -> Outcome<W> {
                 if intended >= end || plan.limit.is_some_and(|limit| i >= limit) {
                     break;
                 }
-                tokio::time::sleep_until(intended.into()).await;
+                // Only when it is ahead: tokio's timer rounds a deadline up
+                // to its next 1 ms tick, even one already past, so sleeping
+                // before every closed-loop request capped each connection
+                // near one request per millisecond.
+                if intended > Instant::now() {
+                    tokio::time::sleep_until(intended.into()).await;
+                }
                 let result = worker.call(i).await;
                 let done = Instant::now();
                 if intended >= measure_from {
