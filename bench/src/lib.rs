@@ -11,6 +11,8 @@
 //! - `daemon`: starts the real `hookyard` binary in a temp data dir.
 //! - `report`: latency summaries, the table on stdout and the JSON file.
 //! - `scenarios`: one function per command.
+//! - `wrk`: `wrk` as a second HTTP load generator (installed if missing),
+//!   to measure the HTTP ceiling with a generator faster than the server.
 
 pub mod ceiling;
 pub mod daemon;
@@ -18,6 +20,7 @@ pub mod load;
 pub mod report;
 pub mod scenarios;
 pub mod sink;
+pub mod wrk;
 
 /// The API key every benchmark daemon accepts.
 pub const API_KEY: &str = "hy_bench_key_0123456789abcdef";

@@ -104,7 +104,13 @@ pub async fn run<W: Worker>(plan: Plan, workers: Vec<W>) -> Outcome<W> {
                 if intended >= end || plan.limit.is_some_and(|limit| i >= limit) {
                     break;
                 }
-                tokio::time::sleep_until(intended.into()).await;
+                // Only when it is ahead: tokio's timer rounds a deadline up
+                // to its next 1 ms tick, even one already past, so sleeping
+                // before every closed-loop request capped each connection
+                // near one request per millisecond.
+                if intended > Instant::now() {
+                    tokio::time::sleep_until(intended.into()).await;
+                }
                 let result = worker.call(i).await;
                 let done = Instant::now();
                 if intended >= measure_from {
@@ -208,6 +214,15 @@ fn uuid_like(prefix: &str, i: u64, j: usize) -> String {
     )
 }
 
+/// How many bytes of padding make an event posted over HTTP (id, name and
+/// a `pad` field as payload) about `body_bytes` long; `wrk`'s script pads
+/// the same.
+pub fn pad_len(prefix: &str, name: &str, body_bytes: usize) -> usize {
+    let overhead =
+        format!(r#"{{"id":"{prefix}-0000000-0","name":"{name}","payload":{{"pad":""}}}}"#).len();
+    body_bytes.saturating_sub(overhead).max(1)
+}
+
 /// What an `HttpWorker` posts.
 #[derive(Debug, Clone)]
 enum Target {
@@ -235,9 +250,6 @@ pub struct HttpWorker {
 
 impl HttpWorker {
     pub fn new(addr: SocketAddr, name: &str, prefix: &str, body_bytes: usize) -> HttpWorker {
-        let overhead =
-            format!(r#"{{"id":"{prefix}-0000000-0","name":"{name}","payload":{{"pad":""}}}}"#)
-                .len();
         HttpWorker {
             addr,
             target: Target::Events {
@@ -249,7 +261,7 @@ impl HttpWorker {
             prefix: prefix.to_string(),
             ids: Ids::Ordered,
             body_bytes,
-            pad: "x".repeat(body_bytes.saturating_sub(overhead).max(1)),
+            pad: "x".repeat(pad_len(prefix, name, body_bytes)),
             acks: None,
         }
     }

@@ -8,10 +8,14 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use hookyard_bench::{
     daemon, load,
-    scenarios::{self, backlog, end_to_end, fanout, flows, intake, isolation, Common},
+    scenarios::{
+        self, backlog, end_to_end, fanout, flows,
+        intake::{self, Generator},
+        isolation, Common,
+    },
 };
 
 #[derive(Parser)]
@@ -53,6 +57,11 @@ enum Scenario {
         /// Event ids spread like random UUIDs instead of in order.
         #[arg(long)]
         random_ids: bool,
+        /// Who makes the load: the harness's own generator, `wrk` (installed
+        /// with apt-get if missing; closed loop only), or both, each against
+        /// its own ceiling run.
+        #[arg(long, value_enum, default_value = "both")]
+        generator: GeneratorArg,
     },
     /// gRPC Publish, vs the ceiling.
     IntakeGrpc {
@@ -179,6 +188,29 @@ enum Scenario {
     /// The ceiling server alone (the scenarios start it themselves).
     #[command(hide = true)]
     Ceiling,
+    /// Runs `wrk` with these arguments, installing the Debian package first
+    /// if it is missing (e.g. `hookyard-bench wrk -t2 -c64 -d10s URL`).
+    Wrk {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GeneratorArg {
+    Harness,
+    Wrk,
+    Both,
+}
+
+impl GeneratorArg {
+    fn generators(self) -> Vec<Generator> {
+        match self {
+            GeneratorArg::Harness => vec![Generator::Harness],
+            GeneratorArg::Wrk => vec![Generator::Wrk],
+            GeneratorArg::Both => vec![Generator::Harness, Generator::Wrk],
+        }
+    }
 }
 
 fn common(name: &str, args: &CommonArgs) -> Common {
@@ -199,12 +231,21 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Scenario::Ceiling => hookyard_bench::ceiling::serve().await,
+            Scenario::Wrk { args } => {
+                let wrk = hookyard_bench::wrk::ensure().await?;
+                let status = tokio::process::Command::new(wrk)
+                    .args(args)
+                    .status()
+                    .await?;
+                std::process::exit(status.code().unwrap_or(1));
+            }
             Scenario::IntakeHttp {
                 common: c,
                 connections,
                 payload,
                 rate,
                 random_ids,
+                generator,
             } => {
                 let args = intake::IntakeArgs {
                     protocol: intake::Protocol::Http,
@@ -214,6 +255,7 @@ fn main() -> anyhow::Result<()> {
                     payload,
                     rate,
                     ids: ids(random_ids),
+                    generators: generator.generators(),
                 };
                 intake::run("intake-http", &common("intake-http", &c), &args).await
             }
@@ -233,6 +275,7 @@ fn main() -> anyhow::Result<()> {
                     payload,
                     rate,
                     ids: ids(random_ids),
+                    generators: vec![Generator::Harness],
                 };
                 intake::run("intake-grpc", &common("intake-grpc", &c), &args).await
             }
@@ -253,6 +296,7 @@ fn main() -> anyhow::Result<()> {
                     payload,
                     rate,
                     ids: ids(random_ids),
+                    generators: vec![Generator::Harness],
                 };
                 intake::run("intake-grpc-batch", &common("intake-grpc-batch", &c), &args).await
             }

@@ -2,9 +2,18 @@
 //! the ceiling, with the same load, one after the other. The daemon routes
 //! every event (a subscription exists) but no pattern matches, so intake is
 //! measured alone; delivery has its own scenarios.
+//!
+//! Over HTTP each level is measured with the harness's generator and with
+//! `wrk` (`Generator`), each against its own ceiling, so a ratio is never
+//! taken against a ceiling the generator itself capped.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
+use anyhow::bail;
 use serde_json::json;
 
 use super::{run_prefix, Common};
@@ -13,12 +22,31 @@ use crate::{
     daemon::{CpuClock, Daemon, DaemonSpec},
     load::{self, GrpcWorker, HttpWorker, Ids, Plan},
     report::{self, Latency, Table, LATENCY_HEADERS},
+    wrk::{self, WrkPlan},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http,
     Grpc,
+}
+
+/// Who makes the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generator {
+    /// `load::run` with `HttpWorker`s or `GrpcWorker`s.
+    Harness,
+    /// `wrk` with a Lua script (HTTP, closed loop only).
+    Wrk,
+}
+
+impl Generator {
+    fn label(self) -> &'static str {
+        match self {
+            Generator::Harness => "harness",
+            Generator::Wrk => "wrk",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +62,8 @@ pub struct IntakeArgs {
     /// Requests per second (open loop); closed loop when `None`.
     pub rate: Option<f64>,
     pub ids: Ids,
+    /// One run of each level per generator, in this order.
+    pub generators: Vec<Generator>,
 }
 
 struct Measured {
@@ -46,6 +76,10 @@ struct Measured {
     elapsed: Duration,
     /// The server's CPU time (user + system) over the measured window.
     cpu: Option<Duration>,
+    /// wrk only: answers other than 202 (counted in `errors` too) and 202s
+    /// that said `"duplicate":true`.
+    non_202: Option<u64>,
+    duplicates: Option<u64>,
 }
 
 impl Measured {
@@ -126,33 +160,100 @@ async fn measure(
         requests,
         elapsed,
         cpu: None,
+        non_202: None,
+        duplicates: None,
     })
 }
 
+/// A warm-up run of wrk, then the measured one with the server's CPU time
+/// read between the two and after.
+async fn measure_wrk(
+    common: &Common,
+    args: &IntakeArgs,
+    wrk_path: &Path,
+    addr: SocketAddr,
+    label: &str,
+    clock: Option<CpuClock>,
+) -> anyhow::Result<Measured> {
+    let plan = |duration: Duration, tag: &str| WrkPlan {
+        threads: wrk_threads(args.connections),
+        connections: args.connections,
+        duration,
+        prefix: run_prefix(&format!("{label}-{tag}")),
+        name: "bench.intake".to_string(),
+        body_bytes: args.payload,
+    };
+    if !common.warmup.is_zero() {
+        wrk::run(wrk_path, addr, &plan(common.warmup, "warmup")).await?;
+    }
+    let cpu_before = clock.and_then(CpuClock::read);
+    let o = wrk::run(wrk_path, addr, &plan(common.duration, "wrk")).await?;
+    let cpu_after = clock.and_then(CpuClock::read);
+    let ok = o.requests.saturating_sub(o.non_202);
+    Ok(Measured {
+        events_per_s: report::rate(ok, o.elapsed),
+        requests_per_s: report::rate(ok, o.elapsed),
+        latency: o.latency,
+        errors: o.errors(),
+        first_error: o.first_error(),
+        requests: o.requests,
+        elapsed: o.elapsed,
+        cpu: cpu_after
+            .zip(cpu_before)
+            .map(|(end, start)| end.saturating_sub(start)),
+        non_202: Some(o.non_202),
+        duplicates: Some(o.duplicates),
+    })
+}
+
+/// One wrk thread per core, as the `wrk -t2` on this 2-core machine the
+/// ceiling was checked with; never more threads than connections.
+fn wrk_threads(connections: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    cores.min(connections).max(1)
+}
+
 pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Result<()> {
+    let mut args = args.clone();
+    let wrk_path = prepare_wrk(&mut args).await?;
     let mut levels = Vec::with_capacity(args.in_flight.len());
     for &in_flight in &args.in_flight {
-        levels.push(measure_level(common, args, in_flight).await?);
+        let mut runs = Vec::with_capacity(args.generators.len());
+        for &generator in &args.generators {
+            let run = measure_level(common, &args, in_flight, generator, wrk_path.as_deref());
+            runs.push(run.await?);
+        }
+        levels.push(Level { in_flight, runs });
     }
 
-    let mut headers = vec!["in flight", "server", "req/s", "events/s", "ratio"];
+    let mut headers = vec![
+        "in flight",
+        "generator",
+        "server",
+        "req/s",
+        "events/s",
+        "ratio",
+    ];
     headers.extend(LATENCY_HEADERS);
     headers.extend(["errors", "cpu us/ev"]);
     let mut table = Table::new(&headers);
     for level in &levels {
-        for (label, m) in [("ceiling", &level.ceiling), ("hookyard", &level.hookyard)] {
-            let cpu = m.cpu_per_event_us();
-            let mut row = vec![
-                level.in_flight.to_string(),
-                label.to_string(),
-                report::thousands(m.requests_per_s),
-                report::thousands(m.events_per_s),
-                format!("{:.2}", level.ratio_of(m)),
-            ];
-            row.extend(m.latency.cells());
-            row.push(m.errors.to_string());
-            row.push(cpu.map_or_else(|| "-".to_string(), |us| format!("{us:.2}")));
-            table.row(row);
+        for run in &level.runs {
+            for (label, m) in [("ceiling", &run.ceiling), ("hookyard", &run.hookyard)] {
+                let cpu = m.cpu_per_event_us();
+                let mut row = vec![
+                    level.in_flight.to_string(),
+                    run.generator.label().to_string(),
+                    label.to_string(),
+                    report::thousands(m.requests_per_s),
+                    report::thousands(m.events_per_s),
+                    format!("{:.2}", run.ratio_of(m)),
+                ];
+                row.extend(m.latency.cells());
+                row.push(m.errors.to_string());
+                row.push(cpu.map_or_else(|| "-".to_string(), |us| format!("{us:.2}")));
+                table.row(row);
+            }
         }
     }
     let mode = match args.rate {
@@ -172,12 +273,30 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
         "cpu us/ev: the server's CPU time (user + system) over the measured window, per event."
     );
     for level in &levels {
-        for (label, m) in [("ceiling", &level.ceiling), ("hookyard", &level.hookyard)] {
-            if let Some(error) = &m.first_error {
-                println!(
-                    "{label} at {} in flight: first error of {}: {error}",
-                    level.in_flight, m.errors
+        if let Some(line) = level.comparison() {
+            println!("{line}");
+        }
+    }
+    let mut refused = Vec::new();
+    for level in &levels {
+        for run in &level.runs {
+            for (label, m) in [("ceiling", &run.ceiling), ("hookyard", &run.hookyard)] {
+                let at = format!(
+                    "{label} at {} in flight ({})",
+                    level.in_flight,
+                    run.generator.label()
                 );
+                if let Some(error) = &m.first_error {
+                    println!("{at}: first error of {}: {error}", m.errors);
+                }
+                if m.non_202.unwrap_or(0) > 0 || m.duplicates.unwrap_or(0) > 0 {
+                    refused.push(format!(
+                        "{at}: {} answers other than 202, {} duplicates; first: {}",
+                        m.non_202.unwrap_or(0),
+                        m.duplicates.unwrap_or(0),
+                        m.first_error.as_deref().unwrap_or("-")
+                    ));
+                }
             }
         }
     }
@@ -188,25 +307,86 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
         "payload_bytes": args.payload,
         "rate": args.rate,
         "duration_s": common.duration.as_secs_f64(),
+        "generators": args.generators.iter().map(|g| g.label()).collect::<Vec<_>>(),
         "levels": levels.iter().map(Level::to_json).collect::<Vec<_>>(),
     });
     report::write_json(&common.json, &value)?;
     println!("wrote {}", common.json.display());
+    if !refused.is_empty() {
+        bail!(
+            "the server did not accept every request as new:\n{}",
+            refused.join("\n")
+        );
+    }
     Ok(())
 }
 
-/// One load level: the ceiling and the daemon with the same requests in
-/// flight.
+/// Drops wrk where it cannot run (gRPC, open loop) and finds or installs it
+/// where it will.
+async fn prepare_wrk(args: &mut IntakeArgs) -> anyhow::Result<Option<PathBuf>> {
+    if !args.generators.contains(&Generator::Wrk) {
+        return Ok(None);
+    }
+    let unable = match (args.protocol, args.rate) {
+        (Protocol::Grpc, _) => Some("wrk speaks HTTP only"),
+        (Protocol::Http, Some(_)) => Some("wrk has no open loop (--rate)"),
+        (Protocol::Http, None) => None,
+    };
+    if let Some(reason) = unable {
+        if args.generators == [Generator::Wrk] {
+            bail!("--generator wrk: {reason}");
+        }
+        println!("{reason}: measuring with the harness's generator only");
+        args.generators.retain(|g| *g != Generator::Wrk);
+        return Ok(None);
+    }
+    Ok(Some(wrk::ensure().await?))
+}
+
+/// One load level: per generator, the ceiling and the daemon with the same
+/// requests in flight.
 struct Level {
     in_flight: usize,
+    runs: Vec<Run>,
+}
+
+struct Run {
+    generator: Generator,
     ceiling: Measured,
     hookyard: Measured,
     daemon_rss_kib: Option<u64>,
 }
 
-impl Level {
+impl Run {
     fn ratio_of(&self, m: &Measured) -> f64 {
         m.events_per_s / self.ceiling.events_per_s.max(1.0)
+    }
+}
+
+impl Level {
+    fn run(&self, generator: Generator) -> Option<&Run> {
+        self.runs.iter().find(|r| r.generator == generator)
+    }
+
+    /// Both ratios side by side, and how far the harness's generator got
+    /// on the bare server next to wrk.
+    fn comparison(&self) -> Option<String> {
+        let harness = self.run(Generator::Harness)?;
+        let wrk = self.run(Generator::Wrk)?;
+        Some(format!(
+            "{} in flight: daemon/ceiling {:.2} with the harness's generator, {:.2} with wrk; \
+             the harness's generator reached {:.2} of wrk's ceiling ({} against {} req/s) \
+             and {:.2} of wrk's daemon throughput ({} against {} req/s).",
+            self.in_flight,
+            harness.ratio_of(&harness.hookyard),
+            wrk.ratio_of(&wrk.hookyard),
+            harness.ceiling.requests_per_s / wrk.ceiling.requests_per_s.max(1.0),
+            report::thousands(harness.ceiling.requests_per_s),
+            report::thousands(wrk.ceiling.requests_per_s),
+            harness.hookyard.requests_per_s / wrk.hookyard.requests_per_s.max(1.0),
+            report::thousands(harness.hookyard.requests_per_s),
+            report::thousands(wrk.hookyard.requests_per_s),
+        ))
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -217,58 +397,66 @@ impl Level {
                 "events_per_s": m.events_per_s,
                 "errors": m.errors,
                 "first_error": m.first_error,
+                "non_202": m.non_202,
+                "duplicates": m.duplicates,
                 "latency": m.latency,
                 "cpu_s": m.cpu.map(|c| c.as_secs_f64()),
                 "cpu_us_per_event": m.cpu_per_event_us(),
             })
         };
+        let mut by_generator = serde_json::Map::new();
+        for run in &self.runs {
+            by_generator.insert(
+                run.generator.label().to_string(),
+                json!({
+                    "ceiling": summary(&run.ceiling),
+                    "hookyard": summary(&run.hookyard),
+                    "ratio": run.ratio_of(&run.hookyard),
+                    "daemon_rss_kib": run.daemon_rss_kib,
+                }),
+            );
+        }
         json!({
             "in_flight": self.in_flight,
-            "ceiling": summary(&self.ceiling),
-            "hookyard": summary(&self.hookyard),
-            "ratio": self.ratio_of(&self.hookyard),
-            "daemon_rss_kib": self.daemon_rss_kib,
+            "generators": by_generator,
         })
     }
 }
 
-/// The ceiling, then a fresh daemon, under the same load.
+/// The ceiling, then a fresh daemon, under the same load from `generator`.
 async fn measure_level(
     common: &Common,
     args: &IntakeArgs,
     in_flight: usize,
-) -> anyhow::Result<Level> {
+    generator: Generator,
+    wrk_path: Option<&Path>,
+) -> anyhow::Result<Run> {
+    let measure = |addr: SocketAddr, label: &'static str, clock: Option<CpuClock>| async move {
+        match (generator, wrk_path) {
+            (Generator::Wrk, Some(path)) => {
+                measure_wrk(common, args, path, addr, label, clock).await
+            }
+            (Generator::Wrk, None) => bail!("wrk was not prepared"),
+            (Generator::Harness, _) => {
+                measure_with_cpu(common, args, in_flight, addr, label, clock).await
+            }
+        }
+    };
     let ceiling = Ceiling::spawn().await?;
     let ceiling_addr = match args.protocol {
         Protocol::Http => ceiling.http,
         Protocol::Grpc => ceiling.grpc,
     };
-    let top = measure_with_cpu(
-        common,
-        args,
-        in_flight,
-        ceiling_addr,
-        "ceiling",
-        ceiling.cpu_clock(),
-    )
-    .await?;
+    let top = measure(ceiling_addr, "ceiling", ceiling.cpu_clock()).await?;
     drop(ceiling);
 
     let spec = DaemonSpec::default().route("nowhere", "http://127.0.0.1:9/", &["other.*"], &["0s"]);
     let daemon = Daemon::start(&common.hookyard, &spec).await?;
-    let got = measure_with_cpu(
-        common,
-        args,
-        in_flight,
-        daemon.listen,
-        "daemon",
-        Some(daemon.cpu_clock()),
-    )
-    .await?;
+    let got = measure(daemon.listen, "daemon", Some(daemon.cpu_clock())).await?;
     let daemon_rss_kib = daemon.memory_kib().map(|m| m.0);
     daemon.stop().await;
-    Ok(Level {
-        in_flight,
+    Ok(Run {
+        generator,
         ceiling: top,
         hookyard: got,
         daemon_rss_kib,
