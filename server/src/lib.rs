@@ -108,6 +108,24 @@ impl Running {
     }
 }
 
+/// `hookyard migrate`: brings the configured storage's schema up to date
+/// (SQLite: creating the data directory and database if needed) and returns
+/// the versions applied. `start` does the same before serving.
+pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
+    let target = config.storage_target();
+    if let store::Target::Sqlite(_) = target {
+        create_data_dir(&config.data_dir).with_context(|| {
+            format!(
+                "could not create data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+    }
+    Store::migrate(&target)
+        .await
+        .with_context(|| format!("could not migrate {target}"))
+}
+
 /// Opens storage, applies the config's declared resources, starts the writer,
 /// dispatcher and both servers. Returns once everything accepts work.
 pub async fn start(
@@ -137,16 +155,19 @@ pub async fn start(
         queue: config.storage.queue,
     };
     let signals = FlowSignals::new();
-    let (store, writer, storage_tasks) = Store::open_sqlite(
-        &config.database_path(),
+    let target = config.storage_target();
+    let (store, writer, storage_tasks) = Store::open(
+        &target,
         writer_config,
         committed_tx,
         Arc::new(signals.clone()),
     )
     .await
-    .with_context(|| format!("could not open {}", config.database_path().display()))?;
+    .with_context(|| format!("could not open {target}"))?;
     supervisor.watch("writer", storage_tasks.writer);
-    supervisor.watch("checkpointer", storage_tasks.checkpointer);
+    if let Some(checkpointer) = storage_tasks.checkpointer {
+        supervisor.watch("checkpointer", checkpointer);
+    }
     let catalog = Arc::new(CatalogHandle::load(store.clone(), secrets.clone()).await?);
     let flows = Arc::new(FlowCatalog::load(store.clone(), secrets).await?);
     bootstrap::apply_declared(&config, &store, &catalog, &flows).await?;

@@ -42,6 +42,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Apply the storage schema's migrations and exit (`serve` applies them
+    /// too; this runs them ahead of a rollout).
+    Migrate {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Check a config file and exit.
     CheckConfig {
         #[arg(long, short)]
@@ -59,6 +65,26 @@ fn main() -> anyhow::Result<()> {
             let served = runtime.block_on(serve(config));
             runtime.shutdown_timeout(BLOCKING_GRACE);
             served
+        }
+        Command::Migrate { config } => {
+            let config = config::load_for_serve(config.as_deref())?;
+            init_logging(config.log_format);
+            let runtime = tokio::runtime::Runtime::new()?;
+            let applied = runtime.block_on(hookyard_server::migrate(&config))?;
+            let target = config.storage_target();
+            match applied.as_slice() {
+                [] => println!("{target}: the schema is up to date"),
+                versions => println!(
+                    "{target}: applied {} migration(s): {}",
+                    versions.len(),
+                    versions
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+            Ok(())
         }
         Command::CheckConfig { config } => {
             config::load_for_serve(Some(&config))?;

@@ -156,6 +156,10 @@ pub struct StorageConfig {
     pub max_batch: usize,
     /// Publish requests waiting for the writer before intake answers 503.
     pub queue: usize,
+    /// PostgreSQL instead of SQLite in `data_dir`, for several daemons
+    /// sharing one database (`postgres://user:password@host:5432/db`).
+    #[serde(default)]
+    pub postgres_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +259,10 @@ impl Config {
             .extract()
             .map_err(|e| anyhow::anyhow!(render_figment_error(e)))?;
         config.read_flow_files(path.and_then(std::path::Path::parent))?;
+        // An empty HOOKYARD_STORAGE__POSTGRES_URL means SQLite, like none.
+        if config.storage.postgres_url.as_deref() == Some("") {
+            config.storage.postgres_url = None;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -289,6 +297,11 @@ impl Config {
             bail!("http.body_limit must be greater than 0");
         }
         self.validate_limits()?;
+        if let Some(url) = &self.storage.postgres_url {
+            if let Err(e) = url.parse::<sqlx::postgres::PgConnectOptions>() {
+                bail!("storage.postgres_url is not a PostgreSQL URL (postgres://user:password@host:port/database): {e}");
+            }
+        }
         if self.storage.max_batch == 0 || self.storage.queue == 0 {
             bail!("storage.max_batch and storage.queue must be greater than 0");
         }
@@ -462,6 +475,14 @@ impl Config {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("hookyard.db")
+    }
+
+    /// PostgreSQL when `storage.postgres_url` is set, else SQLite in `data_dir`.
+    pub fn storage_target(&self) -> crate::store::Target {
+        match &self.storage.postgres_url {
+            Some(url) => crate::store::Target::Postgres(url.clone()),
+            None => crate::store::Target::Sqlite(self.database_path()),
+        }
     }
 
     pub fn admin_token_path(&self) -> PathBuf {

@@ -16,6 +16,7 @@
 //!   connection), the log and its checkpointer, and which failures are
 //!   fail-stop.
 
+mod postgres;
 mod rows;
 mod sqlite;
 pub mod writer;
@@ -79,7 +80,34 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// when its commit thread or its syncer stops.
 pub struct Tasks {
     pub writer: tokio::task::JoinHandle<Result<()>>,
-    pub checkpointer: tokio::task::JoinHandle<Result<()>>,
+    /// SQLite's: copies the log into the database file.
+    pub checkpointer: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+/// Where the data lives: `storage.postgres_url` when set, else SQLite in
+/// `data_dir`.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl std::fmt::Display for Target {
+    /// Where, for messages; a PostgreSQL URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Sqlite(path) => write!(f, "{}", path.display()),
+            Target::Postgres(url) => match url.parse::<reqwest::Url>() {
+                Ok(mut parsed) => {
+                    if parsed.password().is_some() {
+                        let _ = parsed.set_password(Some("***"));
+                    }
+                    write!(f, "{parsed}")
+                }
+                Err(_) => f.write_str("storage.postgres_url"),
+            },
+        }
+    }
 }
 
 /// A page of deliveries, newest first.
@@ -114,6 +142,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
 }
 
 /// Forwards a call to whichever backend is configured.
@@ -121,6 +150,7 @@ macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match &$self.backend {
             Backend::Sqlite(b) => b.$method($($arg),*).await,
+            Backend::Postgres(b) => b.$method($($arg),*).await,
         }
     };
 }
@@ -149,9 +179,60 @@ impl Store {
             writer,
             Tasks {
                 writer: writer_task,
-                checkpointer,
+                checkpointer: Some(checkpointer),
             },
         ))
+    }
+
+    /// Opens the configured backend: see `open_sqlite` and `open_postgres`.
+    pub async fn open(
+        target: &Target,
+        writer_config: writer::WriterConfig,
+        committed: tokio::sync::mpsc::Sender<Committed>,
+        runs: std::sync::Arc<dyn RunsCommitted>,
+    ) -> Result<(Store, Writer, Tasks)> {
+        match target {
+            Target::Sqlite(path) => Store::open_sqlite(path, writer_config, committed, runs).await,
+            Target::Postgres(url) => {
+                Store::open_postgres(url, writer_config, committed, runs).await
+            }
+        }
+    }
+
+    /// Connects to PostgreSQL at `url`, brings its schema up to date and
+    /// starts the writer. The writer's output goes to `committed`.
+    pub async fn open_postgres(
+        url: &str,
+        writer_config: writer::WriterConfig,
+        committed: tokio::sync::mpsc::Sender<Committed>,
+        runs: std::sync::Arc<dyn RunsCommitted>,
+    ) -> Result<(Store, Writer, Tasks)> {
+        let (store, committer) = postgres::PgStore::open(url).await?;
+        let (writer, writer_task) = writer::spawn(
+            writer::Backend::Postgres(committer),
+            writer_config,
+            committed,
+            runs,
+        );
+        Ok((
+            Store {
+                backend: Backend::Postgres(store),
+            },
+            writer,
+            Tasks {
+                writer: writer_task,
+                checkpointer: None,
+            },
+        ))
+    }
+
+    /// Applies the schema migrations the database lacks (`hookyard migrate`)
+    /// and returns their versions; refuses a schema newer than this build.
+    pub async fn migrate(target: &Target) -> Result<Vec<i64>> {
+        match target {
+            Target::Sqlite(path) => sqlite::migrate(path).await,
+            Target::Postgres(url) => postgres::migrate_url(url).await,
+        }
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -371,5 +452,22 @@ impl Store {
     /// endpoint's current backlog.
     pub async fn delivery_stats(&self, since_ms: i64) -> Result<DeliveryStats> {
         dispatch!(self.delivery_stats(since_ms))
+    }
+}
+
+/// A version applied to the database that this build does not have means a
+/// newer build migrated it.
+fn refuse_newer_schema(applied: &[i64], known: &sqlx::migrate::Migrator) -> Result<()> {
+    let newest_known = known.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied
+        .iter()
+        .find(|v| !known.iter().any(|m| m.version == **v))
+    {
+        Some(unknown) => Err(Error::Unavailable(format!(
+            "the database's schema is newer than this build of Hookyard knows (it has migration \
+             {unknown}; the newest this build has is {newest_known}): run a newer Hookyard, or \
+             restore a backup taken before the upgrade"
+        ))),
+        None => Ok(()),
     }
 }

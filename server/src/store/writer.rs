@@ -116,6 +116,7 @@ pub enum SubmitError {
 
 pub(super) enum Backend {
     Sqlite(Committer),
+    Postgres(super::postgres::Committer),
 }
 
 /// The handle intake and the dispatcher use to reach the writer.
@@ -327,6 +328,7 @@ impl Backend {
     fn wal(&self) -> Wal {
         match self {
             Backend::Sqlite(committer) => Wal::Sqlite(committer.wal()),
+            Backend::Postgres(_) => Wal::Durable,
         }
     }
 }
@@ -334,6 +336,8 @@ impl Backend {
 /// What makes written batches durable.
 enum Wal {
     Sqlite(std::sync::Arc<super::sqlite::wal::WalFile>),
+    /// The commit itself was durable (PostgreSQL with `synchronous_commit`).
+    Durable,
 }
 
 impl Wal {
@@ -347,6 +351,7 @@ impl Wal {
                     .map_err(|e| format!("the log sync stopped: {e}"))?
                     .map_err(|e| format!("could not flush the log to disk: {e}"))
             }
+            Wal::Durable => Ok(()),
         }
     }
 }
@@ -436,6 +441,23 @@ fn start_write(backend: &Backend, batch: Batch) -> Option<oneshot::Receiver<Writ
             drop(events);
             Written { batch, result }
         }),
+        Backend::Postgres(committer) => {
+            let committer = committer.clone();
+            let (written_tx, written) = oneshot::channel();
+            tokio::spawn(async move {
+                let events: Vec<&[NewEvent]> = batch
+                    .publishes
+                    .iter()
+                    .map(|p| p.events.as_slice())
+                    .collect();
+                let result = committer
+                    .commit(&events, &batch.settles, &batch.flows)
+                    .await;
+                drop(events);
+                let _ = written_tx.send(Written { batch, result });
+            });
+            Some(written)
+        }
     }
 }
 

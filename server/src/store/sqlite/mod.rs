@@ -106,7 +106,7 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.clone())
             .await?;
-        MIGRATIONS.run(&pool).await?;
+        migrate_pool(&pool).await?;
         make_private(path)?;
         let wal = Arc::new(wal::WalFile::new(path));
         let (checkpoints, checkpointer) = checkpoint::spawn(&options, wal.clone()).await?;
@@ -573,6 +573,46 @@ fn not_found(what: &'static str, id: &str) -> Error {
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// `hookyard migrate` on SQLite: creates the database if needed.
+pub(super) async fn migrate(path: &Path) -> Result<Vec<i64>> {
+    make_private(path)?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect_options(path))
+        .await?;
+    let applied = migrate_pool(&pool).await;
+    pool.close().await;
+    make_private(path)?;
+    applied
+}
+
+/// Applies the migrations the database lacks and returns their versions;
+/// refuses a database migrated by a newer build.
+async fn migrate_pool(pool: &SqlitePool) -> Result<Vec<i64>> {
+    let has_table: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let applied: Vec<i64> = match has_table {
+        Some(_) => {
+            sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all(pool)
+            .await?
+        }
+        None => Vec::new(),
+    };
+    super::refuse_newer_schema(&applied, &MIGRATIONS)?;
+    MIGRATIONS.run(pool).await?;
+    Ok(MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect())
 }
 
 #[cfg(test)]
