@@ -2,6 +2,11 @@
 //! `cargo build --workspace --bins`) in its own temp dir, with a webhook sink
 //! in the test process.
 
+/// These tests run on SQLite; `e2e_postgres.rs` runs them on PostgreSQL.
+mod backend {
+    pub const POSTGRES: bool = false;
+}
+
 #[path = "e2e/api.rs"]
 mod api;
 // Shared with the isolation tests' binary; each uses part of it.

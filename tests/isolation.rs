@@ -4,6 +4,11 @@
 //! hundred daemons, and they take turns: what they measure is the daemon,
 //! not the machine's other load.
 
+/// These tests run on SQLite; `e2e_postgres.rs` runs them on PostgreSQL.
+mod backend {
+    pub const POSTGRES: bool = false;
+}
+
 #[allow(dead_code)]
 #[path = "e2e/api.rs"]
 mod api;

@@ -306,13 +306,19 @@ impl TestConfig {
     }
 
     /// JSON is YAML, and serde_json does the quoting.
-    fn render(&self, data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> String {
+    fn render(
+        &self,
+        data_dir: &Path,
+        listen: SocketAddr,
+        admin_listen: SocketAddr,
+        postgres_url: Option<&str>,
+    ) -> String {
         let allow: &[&str] = if self.allow_private_targets {
             &["127.0.0.0/8"]
         } else {
             &[]
         };
-        let config = json!({
+        let mut config = json!({
             "listen": listen.to_string(),
             "admin_listen": admin_listen.to_string(),
             "data_dir": data_dir,
@@ -343,7 +349,9 @@ impl TestConfig {
                 "secrets_file": secrets_path(data_dir),
             },
         });
-        let mut config = config;
+        if let Some(url) = postgres_url {
+            config["storage"] = json!({"postgres_url": url});
+        }
         for (path, value) in &self.overrides {
             let mut at = &mut config;
             for key in path.split('.') {
@@ -358,6 +366,9 @@ impl TestConfig {
 pub struct Daemon {
     /// Has a per-request timeout, so a killed daemon fails requests quickly.
     pub http: reqwest::Client,
+    /// The database of its own on PostgreSQL, when this test binary runs
+    /// on PostgreSQL (`crate::backend::POSTGRES`); kept across restarts.
+    postgres_url: Option<String>,
     dir: TempDir,
     config: TestConfig,
     child: Option<Child>,
@@ -374,6 +385,10 @@ impl Daemon {
                 .build()
                 .expect("an HTTP client"),
             dir: tempfile::tempdir().expect("a temp dir"),
+            postgres_url: match crate::backend::POSTGRES {
+                true => Some(fresh_postgres_database().await),
+                false => None,
+            },
             config,
             child: None,
             listen: any_port,
@@ -521,9 +536,12 @@ impl Daemon {
 
     async fn spawn(&mut self) {
         let config_path = self.dir.path().join("hookyard.yaml");
-        let yaml = self
-            .config
-            .render(&self.data_dir(), self.listen, self.admin_listen);
+        let yaml = self.config.render(
+            &self.data_dir(),
+            self.listen,
+            self.admin_listen,
+            self.postgres_url.as_deref(),
+        );
         std::fs::write(&config_path, yaml).expect("write the config");
         let secrets: serde_json::Map<String, Value> = self
             .config
@@ -683,8 +701,12 @@ pub async fn refused_start(config: TestConfig) -> (std::process::ExitStatus, Str
         .unwrap_or_else(|| dir.path().join("data"));
     let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
     let config_path = dir.path().join("hookyard.yaml");
-    std::fs::write(&config_path, config.render(&data_dir, any_port, any_port))
-        .expect("write the config");
+    // Refused before storage opens, whichever backend: SQLite will do.
+    std::fs::write(
+        &config_path,
+        config.render(&data_dir, any_port, any_port, None),
+    )
+    .expect("write the config");
     std::fs::write(secrets_path(&data_dir), "{}").expect("write the secrets file");
     let run = Command::new(binary())
         .arg("serve")
@@ -702,4 +724,37 @@ pub async fn refused_start(config: TestConfig) -> (std::process::ExitStatus, Str
         output.status,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A new, empty database on the test PostgreSQL (`./scripts/test` starts
+/// one and sets `HOOKYARD_TEST_POSTGRES_URL`); its URL.
+async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let base = std::env::var("HOOKYARD_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "HOOKYARD_TEST_POSTGRES_URL is not set: run the tests with ./scripts/test, which \
+             starts a PostgreSQL for them"
+        )
+    });
+    let name = format!(
+        "e2e_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to HOOKYARD_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
+    let _ = conn.close().await;
+    let mut url = reqwest::Url::parse(&base).expect("HOOKYARD_TEST_POSTGRES_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
 }

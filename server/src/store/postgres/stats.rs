@@ -63,11 +63,11 @@ impl PgStore {
             e.backlog = count(&row, "n")?;
         }
 
-        // SQLite takes the bare columns from the row that holds MAX(id).
+        // Each endpoint's newest delivery with an error in the window.
         let rows = sqlx::query(
-            "SELECT endpoint_id, MAX(id) AS last, last_error, updated_ms FROM deliveries \
-             WHERE id >= $1 AND last_error IS NOT NULL AND last_error <> '' \
-             GROUP BY endpoint_id",
+            "SELECT DISTINCT ON (endpoint_id) endpoint_id, last_error, updated_ms \
+             FROM deliveries WHERE id >= $1 AND last_error IS NOT NULL AND last_error <> '' \
+             ORDER BY endpoint_id, id DESC",
         )
         .bind(first)
         .fetch_all(pool)
