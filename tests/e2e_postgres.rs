@@ -52,6 +52,8 @@ mod hostile_grpc;
 mod hostile_http;
 #[path = "e2e/limits.rs"]
 mod limits;
+#[path = "e2e/postgres_outage.rs"]
+mod postgres_outage;
 #[path = "e2e/publish.rs"]
 mod publish;
 #[path = "e2e/retry.rs"]
