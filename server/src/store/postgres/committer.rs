@@ -73,9 +73,20 @@ impl Committer {
                 Ok(answer) => answer,
             });
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(commit_outcome_unknown)?;
         Ok(done)
     }
+}
+
+/// `COMMIT` failed: the connection may have dropped after the server
+/// committed. Answering 503 is safe (a retry with the same id is a
+/// duplicate), but deliveries that may exist unannounced would wait until
+/// the dispatcher next reads storage: fail-stop, so the restart reads back
+/// exactly what was stored, as on SQLite after a failed sync.
+fn commit_outcome_unknown(e: sqlx::Error) -> Error {
+    Error::Fatal(format!(
+        "the outcome of a commit is unknown ({e}); restarting to read back what was stored"
+    ))
 }
 
 /// `n` fresh values of the sequence behind `table.column`, in order.
