@@ -82,3 +82,5 @@ mod tui;
 mod watch;
 #[path = "e2e/webhooks.rs"]
 mod webhooks;
+#[path = "e2e/migrate.rs"]
+mod migrate;

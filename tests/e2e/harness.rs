@@ -488,6 +488,41 @@ impl Daemon {
         self.spawn().await;
     }
 
+    /// Runs `hookyard SUBCOMMAND --config FILE` on this daemon's config (as
+    /// last started), with a time limit; its exit status, stdout and stderr.
+    pub async fn run_subcommand(
+        &self,
+        subcommand: &str,
+    ) -> (std::process::ExitStatus, String, String) {
+        let mut command = Command::new(binary());
+        command
+            .arg(subcommand)
+            .arg("--config")
+            .arg(self.dir.path().join("hookyard.yaml"))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HOOKYARD_") {
+                command.env_remove(key);
+            }
+        }
+        let output = tokio::time::timeout(READY_TIMEOUT, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("hookyard {subcommand} did not finish in {READY_TIMEOUT:?}"))
+            .expect("run the hookyard binary");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// The daemon's PostgreSQL database, when this binary runs on PostgreSQL.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.postgres_url.as_deref()
+    }
+
     /// Starts again on the same data dir and the same ports; stops the
     /// running daemon first if there is one.
     pub async fn restart(&mut self) {
