@@ -52,6 +52,8 @@ mod hostile_grpc;
 mod hostile_http;
 #[path = "e2e/limits.rs"]
 mod limits;
+#[path = "e2e/migrate.rs"]
+mod migrate;
 #[path = "e2e/postgres_outage.rs"]
 mod postgres_outage;
 #[path = "e2e/publish.rs"]
@@ -82,5 +84,3 @@ mod tui;
 mod watch;
 #[path = "e2e/webhooks.rs"]
 mod webhooks;
-#[path = "e2e/migrate.rs"]
-mod migrate;

@@ -298,6 +298,9 @@ impl Config {
         }
         self.validate_limits()?;
         if let Some(url) = &self.storage.postgres_url {
+            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                bail!("storage.postgres_url must start with postgres:// (postgres://user:password@host:port/database)");
+            }
             if let Err(e) = url.parse::<sqlx::postgres::PgConnectOptions>() {
                 bail!("storage.postgres_url is not a PostgreSQL URL (postgres://user:password@host:port/database): {e}");
             }
@@ -669,6 +672,10 @@ mod tests {
             ),
             ("delivery: {memory_queue: 0}", "delivery.memory_queue"),
             ("storage: {queue: 0}", "storage.queue"),
+            (
+                "storage: {postgres_url: 'mysql://x'}",
+                "storage.postgres_url",
+            ),
             ("http: {body_limit: 0}", "http.body_limit"),
             ("http: {request_timeout: 0s}", "http.request_timeout"),
             ("flow_runner: {timeout: 0s}", "flow_runner.timeout"),
