@@ -54,6 +54,8 @@ mod hostile_http;
 mod limits;
 #[path = "e2e/migrate.rs"]
 mod migrate;
+#[path = "e2e/postgres_nodes.rs"]
+mod postgres_nodes;
 #[path = "e2e/postgres_outage.rs"]
 mod postgres_outage;
 #[path = "e2e/publish.rs"]

@@ -172,6 +172,9 @@ pub async fn start(
     let flows = Arc::new(FlowCatalog::load(store.clone(), secrets).await?);
     bootstrap::apply_declared(&config, &store, &catalog, &flows).await?;
     let sources = Arc::new(SourceRegistry::load(store.clone()).await?);
+    let catalog_sync = storage_tasks
+        .catalog_changes
+        .map(|changes| sync_catalog(changes, catalog.clone(), flows.clone(), sources.clone()));
 
     let feed = LiveFeed::new();
     let sender = Arc::new(Sender::new(
@@ -259,6 +262,15 @@ pub async fn start(
     let listen = listeners.public.local_addr()?;
     let admin_listen = listeners.admin.local_addr()?;
     let (work, serving) = (supervisor.work(), supervisor.serving());
+    if let Some(sync) = catalog_sync {
+        let work = work.clone();
+        supervisor.spawn("catalog sync", async move {
+            tokio::select! {
+                _ = work.cancelled() => {}
+                _ = sync => {}
+            }
+        });
+    }
     supervisor.spawn(
         "dispatcher",
         dispatcher.run(committed_rx, control_rx, work.clone()),
@@ -278,6 +290,33 @@ pub async fn start(
         admin_token_created,
         supervisor,
     })
+}
+
+/// Reloads the endpoints, subscriptions, flows and sources in force when
+/// another daemon sharing the database changed them (PostgreSQL). A reload
+/// that fails is tried again each second until it succeeds.
+async fn sync_catalog(
+    mut changes: mpsc::Receiver<u64>,
+    catalog: Arc<CatalogHandle>,
+    flows: Arc<FlowCatalog>,
+    sources: Arc<SourceRegistry>,
+) {
+    while let Some(version) = changes.recv().await {
+        loop {
+            let reloaded = async {
+                catalog.reload().await?;
+                flows.reload().await?;
+                sources.reload().await
+            };
+            match reloaded.await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(%error, version, "Could not reload the catalog after a change; trying again.");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
 }
 
 /// HTTP intake and gRPC Events (with health and reflection) on one router.

@@ -82,6 +82,10 @@ pub struct Tasks {
     pub writer: tokio::task::JoinHandle<Result<()>>,
     /// SQLite's: copies the log into the database file.
     pub checkpointer: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// PostgreSQL's: a newer catalog version, whichever daemon sharing the
+    /// database changed endpoints, subscriptions, sources or flows; the
+    /// daemon reloads its caches on each.
+    pub catalog_changes: Option<tokio::sync::mpsc::Receiver<u64>>,
 }
 
 /// Where the data lives: `storage.postgres_url` when set, else SQLite in
@@ -180,6 +184,7 @@ impl Store {
             Tasks {
                 writer: writer_task,
                 checkpointer: Some(checkpointer),
+                catalog_changes: None,
             },
         ))
     }
@@ -208,6 +213,7 @@ impl Store {
         runs: std::sync::Arc<dyn RunsCommitted>,
     ) -> Result<(Store, Writer, Tasks)> {
         let (store, committer) = postgres::PgStore::open(url).await?;
+        let catalog_changes = Some(store.watch_catalog());
         let (writer, writer_task) = writer::spawn(
             writer::Backend::Postgres(committer),
             writer_config,
@@ -222,6 +228,7 @@ impl Store {
             Tasks {
                 writer: writer_task,
                 checkpointer: None,
+                catalog_changes,
             },
         ))
     }

@@ -8,6 +8,7 @@
 //! Rows map to the model with the same code as on SQLite (`store::rows`):
 //! the schema (`migrations/postgres`) has the same tables and columns.
 
+mod catalog_watch;
 mod committer;
 mod flows;
 mod runs;
@@ -81,6 +82,13 @@ impl PgStore {
         migrate(&pool).await?;
         let committer = Committer::connect(url).await?;
         Ok((PgStore { pool }, committer))
+    }
+
+    /// Newer catalog versions, whichever daemon made the change.
+    pub(super) fn watch_catalog(&self) -> tokio::sync::mpsc::Receiver<u64> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        catalog_watch::spawn(self.pool.clone(), tx);
+        rx
     }
 
     pub(super) fn pool(&self) -> &PgPool {
