@@ -111,6 +111,22 @@ async fn environment_variables_override_the_file_and_are_checked() {
         "HOOKYARD_LOG_FORMAT=json, yet the log reads: {first}"
     );
 
+    // API keys from the environment, as a service's secrets usually come.
+    let keyed = crate::harness::Daemon::start(crate::harness::TestConfig::new().env(
+        "HOOKYARD_API_KEYS",
+        r#"[{name="from-env", key="hy_env_key_0123456789abcdef"}]"#,
+    ))
+    .await;
+    let response = keyed
+        .http
+        .post(keyed.url("/v1/events"))
+        .bearer_auth("hy_env_key_0123456789abcdef")
+        .json(&serde_json::json!({"name": "lead.created", "payload": {}}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+
     let (ok, stderr) = serve_with_env("", &[("HOOKYARD_DELIVERY__MAX_IN_FLIGHT", "0")]).await;
     assert!(!ok, "max_in_flight 0 from the environment was accepted");
     assert!(stderr.contains("delivery.max_in_flight"), "{stderr}");

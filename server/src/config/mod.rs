@@ -22,6 +22,7 @@ const DEFAULTS: &str = include_str!("defaults.yaml");
 const ENV_KEYS: &[&str] = &[
     "listen",
     "admin_listen",
+    "api_keys",
     "data_dir",
     "log_format",
     "http",
