@@ -24,6 +24,8 @@ mod webhooks;
 mod admin;
 #[path = "e2e/breaker.rs"]
 mod breaker;
+#[path = "e2e/check_config.rs"]
+mod check_config;
 #[path = "e2e/cloudevents.rs"]
 mod cloudevents;
 #[path = "e2e/config_ranges.rs"]

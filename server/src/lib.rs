@@ -108,6 +108,37 @@ impl Running {
     }
 }
 
+/// `hookyard check-config`: every check `serve` makes of the file, without
+/// serving. The declared endpoints, subscriptions, sources and flows are
+/// applied, through the same validation as on start, to a scratch SQLite
+/// database that is removed afterwards; the configured storage is not
+/// touched.
+pub async fn check_config(config: &Config) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir().context("could not create a scratch directory")?;
+    let secrets = Arc::new(Secrets::load(config.flow_runner.secrets_file.as_deref())?);
+    let (committed, _ignored) = mpsc::channel(1024);
+    let writer_config = WriterConfig {
+        max_batch: config.storage.max_batch,
+        queue: config.storage.queue,
+    };
+    let (store, _writer, _tasks) = Store::open_sqlite(
+        &scratch.path().join("check.db"),
+        writer_config,
+        committed,
+        Arc::new(FlowSignals::new()),
+    )
+    .await?;
+    let catalog = CatalogHandle::load(store.clone(), secrets.clone()).await?;
+    let flows = FlowCatalog::load(store.clone(), secrets).await?;
+    bootstrap::apply_declared(config, &store, &catalog, &flows).await?;
+    SourceRegistry::load(store).await?;
+    Sender::new(
+        AddressPolicy::new(config.delivery.allow_private_targets.clone()),
+        config.delivery.timeout,
+    )?;
+    Ok(())
+}
+
 /// `hookyard migrate`: brings the configured storage's schema up to date
 /// (SQLite: creating the data directory and database if needed) and returns
 /// the versions applied. `start` does the same before serving.

@@ -86,9 +86,14 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::CheckConfig { config } => {
-            config::load_for_serve(Some(&config))?;
-            println!("{} is valid", config.display());
+        Command::CheckConfig { config: path } => {
+            let config = config::load_for_serve(Some(&path))?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime
+                .block_on(hookyard_server::check_config(&config))
+                .with_context(|| format!("invalid configuration in {}", path.display()))?;
+            runtime.shutdown_timeout(BLOCKING_GRACE);
+            println!("{} is valid", path.display());
             Ok(())
         }
     }

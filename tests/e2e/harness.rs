@@ -729,6 +729,16 @@ fn to_strings(items: &[&str]) -> Vec<String> {
 /// Starts the daemon on `config` expecting it to refuse to start; returns
 /// its exit status and what it wrote to stderr.
 pub async fn refused_start(config: TestConfig) -> (std::process::ExitStatus, String) {
+    run_once(config, "serve").await
+}
+
+/// `hookyard check-config` on `config`: its exit status and stderr.
+pub async fn check_config(config: TestConfig) -> (std::process::ExitStatus, String) {
+    run_once(config, "check-config").await
+}
+
+/// Runs `hookyard SUBCOMMAND --config FILE` once, expecting it to exit.
+async fn run_once(config: TestConfig, subcommand: &str) -> (std::process::ExitStatus, String) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let data_dir = config
         .data_dir
@@ -744,7 +754,7 @@ pub async fn refused_start(config: TestConfig) -> (std::process::ExitStatus, Str
     .expect("write the config");
     std::fs::write(secrets_path(&data_dir), "{}").expect("write the secrets file");
     let run = Command::new(binary())
-        .arg("serve")
+        .arg(subcommand)
         .arg("--config")
         .arg(&config_path)
         .env("NO_COLOR", "1")
