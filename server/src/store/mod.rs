@@ -265,7 +265,15 @@ impl Store {
 
     /// Creates or replaces an endpoint declared in the config file.
     pub async fn upsert_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint> {
-        dispatch!(self.upsert_endpoint(endpoint))
+        match self.get_endpoint(&endpoint.id).await {
+            Ok(current) => {
+                let mut next = endpoint.clone();
+                next.version = current.version;
+                self.update_endpoint(&next).await
+            }
+            Err(Error::NotFound { .. }) => self.create_endpoint(endpoint).await,
+            Err(other) => Err(other),
+        }
     }
 
     pub async fn delete_endpoint(&self, id: &str) -> Result<()> {
@@ -294,7 +302,15 @@ impl Store {
 
     /// Creates or replaces (by name) a subscription declared in the config file.
     pub async fn upsert_subscription(&self, sub: &Subscription) -> Result<Subscription> {
-        dispatch!(self.upsert_subscription(sub))
+        match dispatch!(self.find_subscription_by_name(&sub.name))? {
+            Some(current) => {
+                let mut next = sub.clone();
+                next.id = current.id;
+                next.version = current.version;
+                self.update_subscription(&next).await
+            }
+            None => self.create_subscription(sub).await,
+        }
     }
 
     pub async fn delete_subscription(&self, id: &str) -> Result<()> {

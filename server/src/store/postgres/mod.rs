@@ -174,17 +174,6 @@ impl PgStore {
         self.get_endpoint(&e.id).await
     }
 
-    pub async fn upsert_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
-        match self.get_endpoint(&e.id).await {
-            Ok(current) => {
-                let mut next = e.clone();
-                next.version = current.version;
-                self.update_endpoint(&next).await
-            }
-            Err(Error::NotFound { .. }) => self.create_endpoint(e).await,
-            Err(other) => Err(other),
-        }
-    }
 
     pub async fn delete_endpoint(&self, id: &str) -> Result<()> {
         let in_use: Option<String> =
@@ -237,7 +226,7 @@ impl PgStore {
         subscription_from_row(&row)
     }
 
-    async fn find_subscription_by_name(&self, name: &str) -> Result<Option<Subscription>> {
+    pub async fn find_subscription_by_name(&self, name: &str) -> Result<Option<Subscription>> {
         let row = sqlx::query("SELECT * FROM subscriptions WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -315,17 +304,6 @@ impl PgStore {
         self.get_subscription(&s.id).await
     }
 
-    pub async fn upsert_subscription(&self, s: &Subscription) -> Result<Subscription> {
-        match self.find_subscription_by_name(&s.name).await? {
-            Some(current) => {
-                let mut next = s.clone();
-                next.id = current.id;
-                next.version = current.version;
-                self.update_subscription(&next).await
-            }
-            None => self.create_subscription(s).await,
-        }
-    }
 
     pub async fn delete_subscription(&self, id: &str) -> Result<()> {
         let done = sqlx::query("DELETE FROM subscriptions WHERE id = $1")
