@@ -139,7 +139,7 @@ async fn trial(common: &Common, args: &IsolationArgs, backlog: u64) -> anyhow::R
             &["healthy.*"],
             &["0s", "1s", "1s"],
         );
-    let daemon = Daemon::start(&common.hookyard, &spec).await?;
+    let daemon = Daemon::start(&common.hookyard, &common.storage, &spec).await?;
     let sampler = daemon.rss_sampler();
 
     let intake = if backlog > 0 {
