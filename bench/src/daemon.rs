@@ -3,7 +3,8 @@
 //! process, not `hookyard_server::start` in the harness: the daemon then has
 //! its own tokio runtime as in production instead of sharing threads with the
 //! load generator, and its memory (`VmRSS`, `VmHWM` in `/proc/<pid>/status`)
-//! is its own.
+//! is its own. With `Storage::Postgres` it stores in a fresh database of its
+//! own (`HOOKYARD_STORAGE__POSTGRES_URL`), dropped when the daemon stops.
 
 use std::{
     net::SocketAddr,
@@ -24,6 +25,8 @@ use tokio::{
     process::{Child, Command},
     task::JoinHandle,
 };
+
+use crate::storage::{Database, Postgres, Storage};
 
 /// The parts of the config a scenario chooses.
 #[derive(Debug, Clone)]
@@ -78,10 +81,16 @@ pub struct Daemon {
     pub listen: SocketAddr,
     pub pid: u32,
     dir: TempDir,
+    /// On PostgreSQL: the server and this daemon's database.
+    database: Option<(Arc<Postgres>, Database)>,
 }
 
 impl Daemon {
-    pub async fn start(binary: &Path, spec: &DaemonSpec) -> anyhow::Result<Daemon> {
+    pub async fn start(
+        binary: &Path,
+        storage: &Storage,
+        spec: &DaemonSpec,
+    ) -> anyhow::Result<Daemon> {
         if !binary.exists() {
             bail!(
                 "{} is missing; build it first: cargo build --release -p hookyard-server",
@@ -123,6 +132,13 @@ impl Daemon {
                 command.env_remove(key);
             }
         }
+        let database = match storage {
+            Storage::Sqlite => None,
+            Storage::Postgres(pg) => Some((pg.clone(), pg.fresh_database().await?)),
+        };
+        if let Some((_, db)) = &database {
+            command.env("HOOKYARD_STORAGE__POSTGRES_URL", &db.url);
+        }
         let mut child = command.spawn().context("start hookyard")?;
         let pid = child.id().context("the daemon's pid")?;
         let stdout = child.stdout.take().context("the daemon's stdout")?;
@@ -154,6 +170,7 @@ impl Daemon {
             listen,
             pid,
             dir,
+            database,
         })
     }
 
@@ -178,7 +195,13 @@ impl Daemon {
     /// Reads the daemon's CPU time from anywhere, e.g. a task that samples it
     /// when a warm-up ends.
     pub fn cpu_clock(&self) -> CpuClock {
-        CpuClock { pid: self.pid }
+        CpuClock::of(self.pid)
+    }
+
+    /// PostgreSQL's CPU time (all its server processes), when the daemon
+    /// stores in a cluster the harness started.
+    pub fn pg_cpu_clock(&self) -> Option<CpuClock> {
+        self.database.as_ref().and_then(|(pg, _)| pg.cpu_clock())
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -187,6 +210,11 @@ impl Daemon {
 
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
+        if let Some((pg, db)) = &self.database {
+            if let Err(error) = pg.drop_database(db).await {
+                eprintln!("could not drop the daemon's database: {error:#}");
+            }
+        }
     }
 }
 
@@ -248,25 +276,75 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// A process's CPU time (user + system), from `/proc/<pid>/stat`.
+/// A process's CPU time (user + system), from `/proc/<pid>/stat`; or, for
+/// a process tree such as PostgreSQL's, the parent's with all its children's.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuClock {
     pid: u32,
+    tree: bool,
 }
 
 impl CpuClock {
     pub fn of(pid: u32) -> CpuClock {
-        CpuClock { pid }
+        CpuClock { pid, tree: false }
+    }
+
+    /// The CPU time of `pid` and of its direct children, live or gone.
+    ///
+    /// PostgreSQL's backends come and go (one per connection, plus workers),
+    /// so a reading sums, per process, what each has used: the parent's own
+    /// time, every child alive now (found by its ppid in `/proc/*/stat`),
+    /// and the children that have exited, which the kernel adds to the
+    /// parent's `cutime` and `cstime` once the parent (the postmaster) has
+    /// reaped them. The difference of two readings then counts a child
+    /// alive at either end, or born and gone in between. What it misses: a
+    /// child that exited but is not reaped yet at a reading, and a child
+    /// that exits between the scan of `/proc` and the parent's own reading
+    /// (counted twice or not at all); and every figure is in 10 ms ticks.
+    pub fn tree(pid: u32) -> CpuClock {
+        CpuClock { pid, tree: true }
     }
 
     pub fn read(self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // Fields after the command name, which is in parentheses.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let ticks = if self.tree {
+            let children: u64 = std::fs::read_dir("/proc")
+                .ok()?
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(proc_stat)
+                .filter(|stat| stat.ppid == self.pid)
+                .map(|stat| stat.utime + stat.stime)
+                .sum();
+            let parent = proc_stat(self.pid)?;
+            parent.utime + parent.stime + parent.cutime + parent.cstime + children
+        } else {
+            let stat = proc_stat(self.pid)?;
+            stat.utime + stat.stime
+        };
         // USER_HZ is 100 on Linux.
-        Some(Duration::from_millis((utime + stime) * 10))
+        Some(Duration::from_millis(ticks * 10))
     }
+}
+
+/// The fields of `/proc/<pid>/stat` the CPU clock reads, in ticks.
+struct ProcStat {
+    ppid: u32,
+    utime: u64,
+    stime: u64,
+    cutime: u64,
+    cstime: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some(ProcStat {
+        ppid: u32::try_from(field(1)?).ok()?,
+        utime: field(11)?,
+        stime: field(12)?,
+        cutime: field(13)?,
+        cstime: field(14)?,
+    })
 }

@@ -9,6 +9,8 @@
 //! - `ceiling`: a bare server that reads the body and answers, storing
 //!   nothing: what the machine can do with the same load.
 //! - `daemon`: starts the real `hookyard` binary in a temp data dir.
+//! - `storage`: SQLite, or PostgreSQL (a cluster of its own or a given
+//!   server) with a fresh database for every daemon.
 //! - `report`: latency summaries, the table on stdout and the JSON file.
 //! - `scenarios`: one function per command.
 //! - `wrk`: `wrk` as a second HTTP load generator (installed if missing),
@@ -20,6 +22,7 @@ pub mod load;
 pub mod report;
 pub mod scenarios;
 pub mod sink;
+pub mod storage;
 pub mod wrk;
 
 /// The API key every benchmark daemon accepts.

@@ -5,8 +5,9 @@
 //!
 //! cargo build --release -p hookyard-bench -p hookyard-server
 //! target/release/hookyard-bench intake-http
+//! target/release/hookyard-bench --storage postgres intake-http
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hookyard_bench::{
@@ -16,6 +17,7 @@ use hookyard_bench::{
         intake::{self, Generator},
         isolation, Common,
     },
+    storage::{Postgres, Storage},
 };
 
 #[derive(Parser)]
@@ -23,6 +25,23 @@ use hookyard_bench::{
 struct Cli {
     #[command(subcommand)]
     command: Scenario,
+    /// Where the daemons store: SQLite in each one's temp data dir, or
+    /// PostgreSQL (a cluster of the harness's own, started with
+    /// scripts/postgres and stopped at the end, unless --postgres-url names
+    /// a server), with a fresh database for every daemon.
+    #[arg(long, global = true, value_enum, default_value = "sqlite")]
+    storage: StorageArg,
+    /// An existing PostgreSQL to use instead of a cluster of the harness's
+    /// own (implies --storage postgres); the role must be allowed to
+    /// CREATE DATABASE. PostgreSQL's CPU is not counted then.
+    #[arg(long, global = true)]
+    postgres_url: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StorageArg {
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Args, Clone)]
@@ -213,8 +232,9 @@ impl GeneratorArg {
     }
 }
 
-fn common(name: &str, args: &CommonArgs) -> Common {
+fn common(name: &str, args: &CommonArgs, storage: &Storage) -> Common {
     Common {
+        storage: storage.clone(),
         hookyard: args.hookyard.clone().unwrap_or_else(daemon::default_binary),
         warmup: args.warmup,
         duration: args.duration,
@@ -227,9 +247,34 @@ fn common(name: &str, args: &CommonArgs) -> Common {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let starts_daemons = !matches!(
+        cli.command,
+        Scenario::Ceiling | Scenario::Wrk { .. } | Scenario::Routing { .. }
+    );
+    let storage = match (&cli.postgres_url, cli.storage) {
+        _ if !starts_daemons => Storage::Sqlite,
+        (Some(url), _) => Storage::Postgres(Arc::new(Postgres::existing(url.clone()))),
+        (None, StorageArg::Postgres) => Storage::Postgres(Arc::new(Postgres::start_cluster()?)),
+        (None, StorageArg::Sqlite) => Storage::Sqlite,
+    };
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        match cli.command {
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = run(cli.command, &storage) => result,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    // The scenario's daemons are killed when dropped; stop them before the
+    // PostgreSQL they use.
+    drop(runtime);
+    let stopped = storage.shutdown();
+    result.and(stopped)
+}
+
+async fn run(command: Scenario, storage: &Storage) -> anyhow::Result<()> {
+    let common = |name: &str, args: &CommonArgs| common(name, args, storage);
+    {
+        match command {
             Scenario::Ceiling => hookyard_bench::ceiling::serve().await,
             Scenario::Wrk { args } => {
                 let wrk = hookyard_bench::wrk::ensure().await?;
@@ -381,7 +426,7 @@ fn main() -> anyhow::Result<()> {
                 isolation::run(&common("isolation", &c), &args).await
             }
         }
-    })
+    }
 }
 
 /// `10s`, `500ms`, `2m`, or plain seconds.

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{cpu_per, run_prefix, Common};
 use crate::{
-    daemon::{rss_kib, Daemon, DaemonSpec},
+    daemon::{rss_kib, CpuClock, Daemon, DaemonSpec},
     load::{self, GrpcWorker, Plan},
     report::{self, Table},
     sink::{Sink, SinkConfig},
@@ -40,7 +40,7 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
         ..DaemonSpec::default()
     }
     .route("down", &url, &["backlog.*"], &schedule);
-    let daemon = Daemon::start(&common.hookyard, &spec).await?;
+    let daemon = Daemon::start(&common.hookyard, &common.storage, &spec).await?;
 
     let sampler = daemon.rss_sampler();
 
@@ -77,7 +77,9 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
     );
 
     let cpu = daemon.cpu_clock();
+    let pg_cpu = daemon.pg_cpu_clock();
     let cpu_before = cpu.read();
+    let pg_cpu_before = pg_cpu.and_then(CpuClock::read);
     let sink = Sink::start_on(addr, SinkConfig::default()).await?;
     let up = Instant::now();
     let mut progress = Vec::new();
@@ -100,6 +102,11 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
     // Everything the daemon did from the sink's start to the last delivery
     // (nothing else arrives meanwhile), per delivery.
     let cpu_us = cpu_per(cpu_before, cpu.read(), sink.delivered());
+    let pg_cpu_us = cpu_per(
+        pg_cpu_before,
+        pg_cpu.and_then(CpuClock::read),
+        sink.delivered(),
+    );
     let first = sink.first_arrival().unwrap_or(up);
     let last = sink.last_delivery().unwrap_or(up);
     let busy = last.saturating_duration_since(first);
@@ -119,6 +126,7 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
         "unique delivered",
         "requests to sink",
         "cpu us/delivery",
+        "pg cpu us/delivery",
     ]);
     table.row(vec![
         outcome.events.to_string(),
@@ -130,9 +138,11 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
         unique.to_string(),
         sink.requests().to_string(),
         cpu_us.map(|c| format!("{c:.1}")).unwrap_or_default(),
+        pg_cpu_us.map_or_else(|| "-".to_string(), |c| format!("{c:.1}")),
     ]);
     println!(
-        "\nbacklog: {} events (PublishBatch of {}, {} in flight) while the endpoint is down, then up{}\n{}",
+        "\nbacklog on {}: {} events (PublishBatch of {}, {} in flight) while the endpoint is down, then up{}\n{}",
+        common.storage.label(),
         args.events,
         args.batch,
         args.concurrency,
@@ -155,6 +165,8 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
             "sink_requests": sink.requests(),
             "peak_rss_kib": peak_rss,
             "drain_cpu_us_per_delivery": cpu_us,
+            "drain_pg_cpu_us_per_delivery": pg_cpu_us,
+            "storage": common.storage.label(),
             "peak_rss_while_down_kib": rss_down,
             "progress": progress,
         }),

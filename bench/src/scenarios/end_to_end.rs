@@ -11,9 +11,9 @@ use std::{
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use super::{run_prefix, Common};
+use super::{cpu_per, run_prefix, Common};
 use crate::{
-    daemon::{Daemon, DaemonSpec},
+    daemon::{CpuClock, Daemon, DaemonSpec},
     load::{self, event_id, HttpWorker, Outcome, Plan},
     report::{self, Latency, Table, LATENCY_HEADERS},
     sink::{Sink, SinkConfig},
@@ -34,6 +34,7 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
     headers.extend(["count", "lost"]);
     let mut table = Table::new(&headers);
     let mut results = Vec::new();
+    let mut summary = Vec::new();
     for &rate in &args.rates {
         let sink = Sink::start(SinkConfig::default()).await?;
         let spec = DaemonSpec::default().route(
@@ -42,7 +43,7 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
             &["bench.*"],
             &["0s", "1s", "1s"],
         );
-        let daemon = Daemon::start(&common.hookyard, &spec).await?;
+        let daemon = Daemon::start(&common.hookyard, &common.storage, &spec).await?;
         let prefix = run_prefix("e2e");
         let workers = (0..args.connections)
             .map(|_| {
@@ -56,8 +57,28 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
             rate: Some(rate),
             limit: None,
         };
+        // CPU from the end of the warm-up until everything acknowledged
+        // has arrived: intake and delivery together, per event acknowledged
+        // in the measured window.
+        let clocks = (Some(daemon.cpu_clock()), daemon.pg_cpu_clock());
+        let read = move || {
+            (
+                clocks.0.and_then(CpuClock::read),
+                clocks.1.and_then(CpuClock::read),
+            )
+        };
+        let warmup = common.warmup;
+        let cpu_start = tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            read()
+        });
         let outcome = load::run(plan, workers).await;
         let arrived = delivered(&outcome, &sink, &prefix, rate, common.warmup).await;
+        let cpu_end = read();
+        let cpu_start = cpu_start.await.unwrap_or_default();
+        let cpu_us = cpu_per(cpu_start.0, cpu_end.0, outcome.events);
+        let pg_cpu_us = cpu_per(cpu_start.1, cpu_end.1, outcome.events);
+        let acked_per_s = report::rate(outcome.events, outcome.elapsed);
         let (from_ack, from_send) = (
             Latency::of(&arrived.from_ack),
             Latency::of(&arrived.from_send),
@@ -82,6 +103,13 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
         if let Some(error) = &outcome.first_error {
             println!("rate {rate}: first error of {}: {error}", outcome.errors);
         }
+        let us = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        summary.push(format!(
+            "rate {rate}: {} acknowledged/s; cpu us/ev {} (daemon), {} (PostgreSQL)",
+            report::thousands(acked_per_s),
+            us(cpu_us),
+            us(pg_cpu_us),
+        ));
         results.push(json!({
             "rate": rate,
             "published": outcome.requests,
@@ -91,19 +119,31 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
             "intake": Latency::of(&outcome.latency),
             "e2e_from_ack": from_ack,
             "e2e_from_send": from_send,
+            "acknowledged_per_s": acked_per_s,
+            "daemon_cpu_us_per_event": cpu_us,
+            "pg_cpu_us_per_event": pg_cpu_us,
         }));
     }
     println!(
-        "\nend-to-end: HTTP open loop over {} connections, payload {} B, {:?} per rate after {:?} warm-up\n{}",
+        "\nend-to-end on {}: HTTP open loop over {} connections, payload {} B, {:?} per rate after {:?} warm-up\n{}",
+        common.storage.label(),
         args.connections,
         args.payload,
         common.duration,
         common.warmup,
         table.render()
     );
+    for line in &summary {
+        println!("{line}");
+    }
+    println!(
+        "cpu us/ev: CPU time from the end of the warm-up until all acknowledged events arrived, \
+         per event acknowledged in the measured window (intake and delivery); PostgreSQL: all its \
+         server processes (own cluster only)."
+    );
     report::write_json(
         &common.json,
-        &json!({"scenario": "end-to-end", "connections": args.connections, "duration_s": common.duration.as_secs_f64(), "runs": results}),
+        &json!({"scenario": "end-to-end", "storage": common.storage.label(), "connections": args.connections, "duration_s": common.duration.as_secs_f64(), "runs": results}),
     )?;
     println!("wrote {}", common.json.display());
     Ok(())

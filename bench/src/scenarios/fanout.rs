@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{cpu_per, run_prefix, Common};
 use crate::{
-    daemon::{Daemon, DaemonSpec},
+    daemon::{CpuClock, Daemon, DaemonSpec},
     load::{self, event_id, HttpWorker, Plan},
     report::{self, Latency, Table, LATENCY_HEADERS},
     sink::{Sink, SinkConfig},
@@ -35,7 +35,7 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
             &["0s", "1s", "1s"],
         );
     }
-    let daemon = Daemon::start(&common.hookyard, &spec).await?;
+    let daemon = Daemon::start(&common.hookyard, &common.storage, &spec).await?;
     let prefix = run_prefix("fanout");
     let workers = (0..args.connections)
         .map(|_| HttpWorker::new(daemon.listen, "fan.out", &prefix, args.payload).record_acks())
@@ -48,7 +48,9 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
         limit: None,
     };
     let cpu = daemon.cpu_clock();
+    let pg_cpu = daemon.pg_cpu_clock();
     let cpu_before = cpu.read();
+    let pg_cpu_before = pg_cpu.and_then(CpuClock::read);
     let started = std::time::Instant::now();
     let outcome = load::run(plan, workers).await;
     let mut acked: HashMap<String, std::time::Instant> = HashMap::new();
@@ -62,6 +64,11 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let drained = started.elapsed();
     // Intake and delivery together, per delivery made.
     let cpu_us = cpu_per(cpu_before, cpu.read(), sink.delivered());
+    let pg_cpu_us = cpu_per(
+        pg_cpu_before,
+        pg_cpu.and_then(CpuClock::read),
+        sink.delivered(),
+    );
     let memory = daemon.memory_kib();
     daemon.stop().await;
     let delivered = sink.all_delivered();
@@ -83,7 +90,12 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let lat = Latency::of(&latency);
     let mut headers = vec!["events/s", "deliveries/s"];
     headers.extend(LATENCY_HEADERS);
-    headers.extend(["deliveries", "missing", "cpu us/delivery"]);
+    headers.extend([
+        "deliveries",
+        "missing",
+        "cpu us/delivery",
+        "pg cpu us/delivery",
+    ]);
     let mut table = Table::new(&headers);
     let mut row = vec![
         report::thousands(report::rate(outcome.events, outcome.elapsed)),
@@ -93,9 +105,11 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     row.push(sink.delivered().to_string());
     row.push(short.to_string());
     row.push(cpu_us.map(|c| format!("{c:.1}")).unwrap_or_default());
+    row.push(pg_cpu_us.map_or_else(|| "-".to_string(), |c| format!("{c:.1}")));
     table.row(row);
     println!(
-        "\nfanout: {} endpoints, HTTP open loop at {} events/s over {} connections for {:?}; latency 202 → each delivery{}\n{}",
+        "\nfanout on {}: {} endpoints, HTTP open loop at {} events/s over {} connections for {:?}; latency 202 → each delivery{}\n{}",
+        common.storage.label(),
         args.endpoints,
         args.rate,
         args.connections,
@@ -121,6 +135,8 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
             "latency_from_ack": lat,
             "daemon_rss_kib": memory.map(|m| m.0),
             "daemon_cpu_us_per_delivery": cpu_us,
+            "pg_cpu_us_per_delivery": pg_cpu_us,
+            "storage": common.storage.label(),
         }),
     )?;
     println!("wrote {}", common.json.display());

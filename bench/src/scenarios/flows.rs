@@ -52,7 +52,7 @@ fn spec(sink: &Sink) -> DaemonSpec {
 
 pub async fn run(common: &Common, args: &FlowsArgs) -> anyhow::Result<()> {
     let sink = Sink::start(SinkConfig::default()).await?;
-    let daemon = Daemon::start(&common.hookyard, &spec(&sink)).await?;
+    let daemon = Daemon::start(&common.hookyard, &common.storage, &spec(&sink)).await?;
     if args.waiting > 0 {
         let started = preload_waiting(&daemon, args).await;
         println!("started {started} runs that wait 24 h");

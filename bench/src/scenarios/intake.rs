@@ -76,6 +76,8 @@ struct Measured {
     elapsed: Duration,
     /// The server's CPU time (user + system) over the measured window.
     cpu: Option<Duration>,
+    /// PostgreSQL's (all its server processes), when the daemon stores there.
+    pg_cpu: Option<Duration>,
     /// wrk only: answers other than 202 (counted in `errors` too) and 202s
     /// that said `"duplicate":true`.
     non_202: Option<u64>,
@@ -83,6 +85,13 @@ struct Measured {
 }
 
 impl Measured {
+    fn pg_cpu_per_event_us(&self) -> Option<f64> {
+        let events = self.events_per_s * self.elapsed.as_secs_f64();
+        self.pg_cpu
+            .filter(|_| events > 0.0)
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / events)
+    }
+
     fn cpu_per_event_us(&self) -> Option<f64> {
         let events = self.events_per_s * self.elapsed.as_secs_f64();
         self.cpu
@@ -160,6 +169,7 @@ async fn measure(
         requests,
         elapsed,
         cpu: None,
+        pg_cpu: None,
         non_202: None,
         duplicates: None,
     })
@@ -173,7 +183,7 @@ async fn measure_wrk(
     wrk_path: &Path,
     addr: SocketAddr,
     label: &str,
-    clock: Option<CpuClock>,
+    clocks: Clocks,
 ) -> anyhow::Result<Measured> {
     let plan = |duration: Duration, tag: &str| WrkPlan {
         threads: wrk_threads(args.connections),
@@ -186,9 +196,9 @@ async fn measure_wrk(
     if !common.warmup.is_zero() {
         wrk::run(wrk_path, addr, &plan(common.warmup, "warmup")).await?;
     }
-    let cpu_before = clock.and_then(CpuClock::read);
+    let cpu_before = clocks.read();
     let o = wrk::run(wrk_path, addr, &plan(common.duration, "wrk")).await?;
-    let cpu_after = clock.and_then(CpuClock::read);
+    let cpu_after = clocks.read();
     let ok = o.requests.saturating_sub(o.non_202);
     Ok(Measured {
         events_per_s: report::rate(ok, o.elapsed),
@@ -198,9 +208,8 @@ async fn measure_wrk(
         first_error: o.first_error(),
         requests: o.requests,
         elapsed: o.elapsed,
-        cpu: cpu_after
-            .zip(cpu_before)
-            .map(|(end, start)| end.saturating_sub(start)),
+        cpu: spent(cpu_before.0, cpu_after.0),
+        pg_cpu: spent(cpu_before.1, cpu_after.1),
         non_202: Some(o.non_202),
         duplicates: Some(o.duplicates),
     })
@@ -235,7 +244,7 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
         "ratio",
     ];
     headers.extend(LATENCY_HEADERS);
-    headers.extend(["errors", "cpu us/ev"]);
+    headers.extend(["errors", "cpu us/ev", "pg cpu us/ev"]);
     let mut table = Table::new(&headers);
     for level in &levels {
         for run in &level.runs {
@@ -252,6 +261,8 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
                 row.extend(m.latency.cells());
                 row.push(m.errors.to_string());
                 row.push(cpu.map_or_else(|| "-".to_string(), |us| format!("{us:.2}")));
+                let pg = m.pg_cpu_per_event_us();
+                row.push(pg.map_or_else(|| "-".to_string(), |us| format!("{us:.2}")));
                 table.row(row);
             }
         }
@@ -261,7 +272,8 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
         None => "closed loop".to_string(),
     };
     println!(
-        "\n{name}: {} connections, batch {}, payload {} B, {mode}, {:?} after {:?} warm-up\n{}",
+        "\n{name} on {}: {} connections, batch {}, payload {} B, {mode}, {:?} after {:?} warm-up\n{}",
+        common.storage.label(),
         args.connections,
         args.batch,
         args.payload,
@@ -270,7 +282,8 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
         table.render()
     );
     println!(
-        "cpu us/ev: the server's CPU time (user + system) over the measured window, per event."
+        "cpu us/ev: the server's CPU time (user + system) over the measured window, per event; \
+         pg cpu us/ev: PostgreSQL's, all its server processes (own cluster only)."
     );
     for level in &levels {
         if let Some(line) = level.comparison() {
@@ -402,6 +415,8 @@ impl Level {
                 "latency": m.latency,
                 "cpu_s": m.cpu.map(|c| c.as_secs_f64()),
                 "cpu_us_per_event": m.cpu_per_event_us(),
+                "pg_cpu_s": m.pg_cpu.map(|c| c.as_secs_f64()),
+                "pg_cpu_us_per_event": m.pg_cpu_per_event_us(),
             })
         };
         let mut by_generator = serde_json::Map::new();
@@ -431,14 +446,14 @@ async fn measure_level(
     generator: Generator,
     wrk_path: Option<&Path>,
 ) -> anyhow::Result<Run> {
-    let measure = |addr: SocketAddr, label: &'static str, clock: Option<CpuClock>| async move {
+    let measure = |addr: SocketAddr, label: &'static str, clocks: Clocks| async move {
         match (generator, wrk_path) {
             (Generator::Wrk, Some(path)) => {
-                measure_wrk(common, args, path, addr, label, clock).await
+                measure_wrk(common, args, path, addr, label, clocks).await
             }
             (Generator::Wrk, None) => bail!("wrk was not prepared"),
             (Generator::Harness, _) => {
-                measure_with_cpu(common, args, in_flight, addr, label, clock).await
+                measure_with_cpu(common, args, in_flight, addr, label, clocks).await
             }
         }
     };
@@ -447,12 +462,20 @@ async fn measure_level(
         Protocol::Http => ceiling.http,
         Protocol::Grpc => ceiling.grpc,
     };
-    let top = measure(ceiling_addr, "ceiling", ceiling.cpu_clock()).await?;
+    let clocks = Clocks {
+        server: ceiling.cpu_clock(),
+        pg: None,
+    };
+    let top = measure(ceiling_addr, "ceiling", clocks).await?;
     drop(ceiling);
 
     let spec = DaemonSpec::default().route("nowhere", "http://127.0.0.1:9/", &["other.*"], &["0s"]);
-    let daemon = Daemon::start(&common.hookyard, &spec).await?;
-    let got = measure(daemon.listen, "daemon", Some(daemon.cpu_clock())).await?;
+    let daemon = Daemon::start(&common.hookyard, &common.storage, &spec).await?;
+    let clocks = Clocks {
+        server: Some(daemon.cpu_clock()),
+        pg: daemon.pg_cpu_clock(),
+    };
+    let got = measure(daemon.listen, "daemon", clocks).await?;
     let daemon_rss_kib = daemon.memory_kib().map(|m| m.0);
     daemon.stop().await;
     Ok(Run {
@@ -471,18 +494,37 @@ async fn measure_with_cpu(
     in_flight: usize,
     addr: SocketAddr,
     label: &str,
-    clock: Option<CpuClock>,
+    clocks: Clocks,
 ) -> anyhow::Result<Measured> {
     let warmup = common.warmup;
     let at_start = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
-        clock.and_then(CpuClock::read)
+        clocks.read()
     });
     let mut measured = measure(common, args, in_flight, addr, label).await?;
-    let at_end = clock.and_then(CpuClock::read);
-    let at_start = at_start.await.ok().flatten();
-    measured.cpu = at_end
-        .zip(at_start)
-        .map(|(end, start)| end.saturating_sub(start));
+    let at_end = clocks.read();
+    let at_start = at_start.await.unwrap_or_default();
+    measured.cpu = spent(at_start.0, at_end.0);
+    measured.pg_cpu = spent(at_start.1, at_end.1);
     Ok(measured)
+}
+
+/// The server's CPU clock and, on PostgreSQL, the database's.
+#[derive(Debug, Clone, Copy)]
+struct Clocks {
+    server: Option<CpuClock>,
+    pg: Option<CpuClock>,
+}
+
+impl Clocks {
+    fn read(self) -> (Option<Duration>, Option<Duration>) {
+        (
+            self.server.and_then(CpuClock::read),
+            self.pg.and_then(CpuClock::read),
+        )
+    }
+}
+
+fn spent(start: Option<Duration>, end: Option<Duration>) -> Option<Duration> {
+    end.zip(start).map(|(end, start)| end.saturating_sub(start))
 }

@@ -18,7 +18,7 @@ use super::{
     run_prefix, Common,
 };
 use crate::{
-    daemon::{Daemon, DaemonSpec},
+    daemon::{CpuClock, Daemon, DaemonSpec},
     load::{self, GrpcWorker, HttpWorker, Plan},
     report::{self, Latency, Table, LATENCY_HEADERS},
     sink::{Sink, SinkConfig},
@@ -66,6 +66,8 @@ struct Trial {
     peak_rss_kib: u64,
     /// Daemon CPU time per healthy event, µs.
     cpu_us: Option<f64>,
+    /// PostgreSQL's, when the daemon stores in the harness's own cluster.
+    pg_cpu_us: Option<f64>,
 }
 
 pub async fn run(common: &Common, args: &IsolationArgs) -> anyhow::Result<()> {
@@ -77,7 +79,14 @@ pub async fn run(common: &Common, args: &IsolationArgs) -> anyhow::Result<()> {
 
     let mut headers = vec!["dead backlog", "measure"];
     headers.extend(LATENCY_HEADERS);
-    headers.extend(["count", "lost", "over 1 s", "peak RSS MiB", "cpu us/ev"]);
+    headers.extend([
+        "count",
+        "lost",
+        "over 1 s",
+        "peak RSS MiB",
+        "cpu us/ev",
+        "pg cpu us/ev",
+    ]);
     let mut table = Table::new(&headers);
     for trial in &trials {
         for row in rows(trial) {
@@ -85,7 +94,8 @@ pub async fn run(common: &Common, args: &IsolationArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "\nisolation: `healthy` at {} events/s (HTTP open loop, {} connections, {} B) for {:?} after {:?} warm-up, while `dead` (connections refused) has the backlog due\n{}",
+        "\nisolation on {}: `healthy` at {} events/s (HTTP open loop, {} connections, {} B) for {:?} after {:?} warm-up, while `dead` (connections refused) has the backlog due\n{}",
+        common.storage.label(),
         args.rate,
         args.connections,
         args.payload,
@@ -139,7 +149,7 @@ async fn trial(common: &Common, args: &IsolationArgs, backlog: u64) -> anyhow::R
             &["healthy.*"],
             &["0s", "1s", "1s"],
         );
-    let daemon = Daemon::start(&common.hookyard, &spec).await?;
+    let daemon = Daemon::start(&common.hookyard, &common.storage, &spec).await?;
     let sampler = daemon.rss_sampler();
 
     let intake = if backlog > 0 {
@@ -163,12 +173,19 @@ async fn trial(common: &Common, args: &IsolationArgs, backlog: u64) -> anyhow::R
         limit: None,
     };
     let cpu = daemon.cpu_clock();
+    let pg_cpu = daemon.pg_cpu_clock();
     let cpu_before = cpu.read();
+    let pg_cpu_before = pg_cpu.and_then(CpuClock::read);
     let outcome = load::run(plan, workers).await;
     let delivered = end_to_end::delivered(&outcome, &sink, &prefix, args.rate, common.warmup).await;
     // Intake and delivery of the healthy phase (warm-up included), plus
     // whatever the dead endpoint's backlog costs meanwhile, per event.
     let cpu_us = cpu_per(cpu_before, cpu.read(), delivered.acknowledged as u64);
+    let pg_cpu_us = cpu_per(
+        pg_cpu_before,
+        pg_cpu.and_then(CpuClock::read),
+        delivered.acknowledged as u64,
+    );
     let hwm = daemon.memory_kib().map(|m| m.1).unwrap_or(0);
     let peak_rss_kib = sampler.peak_kib().max(hwm);
     daemon.stop().await;
@@ -183,6 +200,7 @@ async fn trial(common: &Common, args: &IsolationArgs, backlog: u64) -> anyhow::R
         rss_after_backlog_kib,
         peak_rss_kib,
         cpu_us,
+        pg_cpu_us,
     })
 }
 
@@ -266,6 +284,11 @@ fn rows(trial: &Trial) -> Vec<Vec<String>> {
             if k == 0 {
                 row.push(format!("{:.0}", trial.peak_rss_kib as f64 / 1024.0));
                 row.push(trial.cpu_us.map(|c| format!("{c:.1}")).unwrap_or_default());
+                row.push(
+                    trial
+                        .pg_cpu_us
+                        .map_or_else(|| "-".to_string(), |c| format!("{c:.1}")),
+                );
             }
             row
         })
@@ -302,6 +325,7 @@ fn trial_json(trial: &Trial) -> Value {
         "rss_after_backlog_kib": trial.rss_after_backlog_kib,
         "peak_rss_kib": trial.peak_rss_kib,
         "daemon_cpu_us_per_event": trial.cpu_us,
+        "pg_cpu_us_per_event": trial.pg_cpu_us,
     })
 }
 

@@ -10,6 +10,8 @@ pub mod routing;
 
 use std::{path::PathBuf, time::Duration};
 
+use crate::storage::Storage;
+
 /// Settings every scenario shares.
 #[derive(Debug, Clone)]
 pub struct Common {
@@ -17,6 +19,7 @@ pub struct Common {
     pub warmup: Duration,
     pub duration: Duration,
     pub json: PathBuf,
+    pub storage: Storage,
 }
 
 /// A unique prefix for event ids, so two runs never collide as duplicates.
