@@ -160,7 +160,10 @@ impl Engine {
     }
 
     /// Steps one run until it waits, finishes or is cancelled.
-    async fn execute(&self, mut run: Run) {
+    async fn execute(&self, due: Run) {
+        let Some(mut run) = self.still_due(due).await else {
+            return;
+        };
         let flow = match self.catalog.version(&run.flow_id, run.flow_version).await {
             Ok(flow) => flow,
             Err(error @ crate::store::Error::Unavailable(_)) => {
@@ -210,6 +213,28 @@ impl Engine {
             match self.commit(advance).await {
                 Some(updated) if updated.state == RunState::Running => run = updated,
                 _ => return,
+            }
+        }
+    }
+
+    /// The run as stored now, if it is still as the due list showed it. The
+    /// list may have been read before the run's last step was committed by
+    /// a task whose claim has since been released; stepping that stale copy
+    /// would send the step's request again. Read under the claim, the run
+    /// shows every commit made for it.
+    async fn still_due(&self, due: Run) -> Option<Run> {
+        match self.store.get_run(&due.id).await {
+            Ok((fresh, _)) => {
+                let unchanged = fresh.updated_ms == due.updated_ms
+                    && fresh.step_index == due.step_index
+                    && fresh.attempt == due.attempt
+                    && fresh.state == due.state;
+                unchanged.then_some(fresh)
+            }
+            Err(error) => {
+                tracing::warn!(run_id = %due.id, %error, "Could not read a due run; trying again shortly.");
+                tokio::time::sleep(STORAGE_BACKOFF).await;
+                None
             }
         }
     }
