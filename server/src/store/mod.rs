@@ -242,6 +242,15 @@ impl Store {
         }
     }
 
+    /// This daemon's id among those sharing the database; `None` on SQLite,
+    /// where one daemon owns the file.
+    pub fn node_id(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg.node_id()),
+        }
+    }
+
     pub async fn ping(&self) -> Result<()> {
         dispatch!(self.ping())
     }

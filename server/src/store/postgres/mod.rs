@@ -52,6 +52,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// This daemon among those sharing the database: fresh on every start,
+    /// so a restarted daemon never mistakes a dead one's leases for its own.
+    node_id: std::sync::Arc<str>,
 }
 
 /// Parses `storage.postgres_url`; the message names the setting.
@@ -81,7 +84,8 @@ impl PgStore {
         let pool = pool(url, READ_CONNECTIONS).await?;
         migrate(&pool).await?;
         let committer = Committer::connect(url).await?;
-        Ok((PgStore { pool }, committer))
+        let node_id = new_node_id();
+        Ok((PgStore { pool, node_id }, committer))
     }
 
     /// Newer catalog versions, whichever daemon made the change.
@@ -89,6 +93,10 @@ impl PgStore {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         catalog_watch::spawn(self.pool.clone(), tx);
         rx
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     pub(super) fn pool(&self) -> &PgPool {
@@ -515,6 +523,17 @@ fn bind_endpoint<'q>(
         .bind(e.state.as_str())
         .bind(&e.description)
         .bind(&e.id)
+}
+
+/// `host-pid-random`: readable in the `nodes` table and logs, unique per start.
+fn new_node_id() -> std::sync::Arc<str> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string());
+    let tag: u32 = rand::random();
+    format!("{host}-{}-{tag:08x}", std::process::id()).into()
 }
 
 fn not_found(what: &'static str, id: &str) -> Error {
