@@ -124,6 +124,11 @@ impl Catalog {
         self.endpoints.get(id)
     }
 
+    /// Every stored endpoint's id, enabled or not.
+    pub fn endpoint_ids(&self) -> impl Iterator<Item = &str> {
+        self.endpoints.keys().map(String::as_str)
+    }
+
     pub fn subscription(&self, id: &str) -> Option<&Arc<Subscription>> {
         self.subscriptions.get(id)
     }

@@ -195,6 +195,7 @@ pub async fn start(
     )
     .await
     .with_context(|| format!("could not open {target}"))?;
+    let store = store.named(listeners.public.local_addr()?);
     supervisor.watch("writer", storage_tasks.writer);
     if let Some(checkpointer) = storage_tasks.checkpointer {
         supervisor.watch("checkpointer", checkpointer);
@@ -220,6 +221,7 @@ pub async fn start(
             max_in_flight: config.delivery.max_in_flight,
             max_concurrent: config.delivery.max_concurrent,
             retry_schedule: config.delivery.retry_schedule.clone(),
+            lease_timeout: config.storage.lease_timeout,
         },
         store.clone(),
         writer.clone(),
@@ -248,6 +250,7 @@ pub async fn start(
             concurrency: config.flow_runner.concurrency,
             default_retry: config.flow_runner.retry.clone(),
             default_timeout: config.flow_runner.timeout,
+            lease_timeout: config.storage.lease_timeout,
         },
         store.clone(),
         writer.clone(),
@@ -256,6 +259,15 @@ pub async fn start(
         sender,
         signals.wake.clone(),
     );
+    if let Some(mut changed) = store.watch_runs() {
+        // Runs committed by other daemons sharing the database.
+        let wake = signals.wake.clone();
+        tokio::spawn(async move {
+            while changed.recv().await.is_some() {
+                wake.notify_one();
+            }
+        });
+    }
     let health = supervisor.health();
     let public_app = public_app(&config, intake, store.clone(), sources.clone(), &health).await?;
     let admin_app = admin_app(

@@ -29,9 +29,9 @@ use sqlx::{
 const SQLITE_MIGRATIONS: &str = "src/store/migrations/sqlite";
 const POSTGRES_MIGRATIONS: &str = "src/store/migrations/postgres";
 
-/// Tables only several nodes sharing one database need: leases, nodes, the
-/// catalog's version.
-const POSTGRES_ONLY: &[&str] = &["nodes", "endpoint_leases", "catalog_version"];
+/// Tables only several nodes sharing one database need: leases (endpoints
+/// and runs), nodes, the catalog's version.
+const POSTGRES_ONLY: &[&str] = &["nodes", "endpoint_leases", "run_leases", "catalog_version"];
 
 /// How long a notification may take to arrive.
 const NOTIFY_WAIT: Duration = Duration::from_secs(10);
@@ -55,6 +55,7 @@ async fn migrations_apply_to_an_empty_database_and_again_change_nothing() {
             "flow_versions",
             "flows",
             "nodes",
+            "run_leases",
             "sources",
             "subscriptions",
             MIGRATOR_TABLE,

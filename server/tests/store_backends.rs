@@ -224,6 +224,7 @@ async fn attempt_results_are_recorded_and_listed(backend: Backend) {
             next_attempt_ms: Some(retry_at),
             last_error: Some("endpoint answered HTTP 500".to_string()),
             endpoint_gone: false,
+            lease: None,
         })
         .await
         .expect("settle");

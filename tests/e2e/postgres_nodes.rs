@@ -1,17 +1,27 @@
-//! Two daemons on one PostgreSQL: an Admin change made through one reaches
-//! the other within a second (LISTEN/NOTIFY, with a periodic version check
-//! behind it), so events published on the other are routed by it.
+//! Several daemons on one PostgreSQL: an Admin change made through one
+//! reaches the others within a second; the endpoints are shared out by
+//! leases, so each delivery is sent by one daemon and every event reaches
+//! every endpoint once; a daemon killed with -9 has its endpoints and its
+//! flow runs taken over when its leases expire.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
-use hookyard::v1::{CreateSubscriptionRequest, Subscription};
+use hookyard::v1::{CreateSubscriptionRequest, RunState, Subscription};
 use serde_json::json;
 
 use crate::{
     api::{http_event, publish_http},
-    harness::{Daemon, TestConfig, WAIT},
-    sink::{Behaviour, TestReceiver},
+    harness::{Daemon, EndpointSpec, TestConfig, WAIT},
+    runs::{poll_until, started},
+    sink::{Behaviour, Received, TestReceiver},
 };
+
+/// Short leases, so a killed daemon's work moves within seconds.
+const LEASE: &str = "2s";
+const ENDPOINTS: usize = 6;
 
 #[tokio::test]
 async fn a_subscription_made_on_one_daemon_routes_events_published_on_another_within_a_second() {
@@ -58,4 +68,191 @@ async fn a_subscription_made_on_one_daemon_routes_events_published_on_another_wi
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     sink.until_ids(&[routed.id.as_str()], WAIT).await;
+}
+
+/// `ENDPOINTS` endpoints, each with a sink of its own and a subscription to
+/// `lead.*`; the leases short.
+fn fan_out(sinks: &[TestReceiver]) -> TestConfig {
+    let mut config = TestConfig::new().set("storage.lease_timeout", json!(LEASE));
+    for (i, sink) in sinks.iter().enumerate() {
+        let id = format!("ep{i}");
+        config = config
+            .endpoint(EndpointSpec::new(&id, &sink.url()))
+            .subscription(
+                &format!("to-{id}"),
+                &["lead.*"],
+                &[],
+                &format!("endpoint:{id}"),
+            );
+    }
+    config
+}
+
+/// Starts `n` daemons on the first one's database.
+async fn cluster(config: &TestConfig, n: usize) -> Vec<Daemon> {
+    let first = Daemon::start(config.clone()).await;
+    let url = first
+        .postgres_url()
+        .expect("this test runs on PostgreSQL")
+        .to_string();
+    let mut daemons = vec![first];
+    for _ in 1..n {
+        daemons.push(
+            Daemon::start(
+                config
+                    .clone()
+                    .set("storage.postgres_url", json!(url.clone())),
+            )
+            .await,
+        );
+    }
+    daemons
+}
+
+/// Which nodes hold live endpoint leases, read from the database.
+async fn lease_holders(url: &str) -> HashMap<String, String> {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .expect("connect to PostgreSQL");
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT endpoint_id, node_id FROM endpoint_leases \
+         WHERE expires_ms > (extract(epoch from clock_timestamp()) * 1000)::int8",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("read the leases");
+    pool.close().await;
+    rows.into_iter().collect()
+}
+
+/// Waits until the live leases cover every endpoint and are spread over
+/// at least `nodes` daemons.
+async fn leases_spread(url: &str, nodes: usize) -> HashMap<String, String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let holders = lease_holders(url).await;
+        let distinct: HashSet<&String> = holders.values().collect();
+        if holders.len() == ENDPOINTS && distinct.len() >= nodes {
+            return holders;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the endpoint leases never spread over {nodes} daemons: {holders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ids_of(received: &[Received]) -> Vec<String> {
+    received
+        .iter()
+        .map(|r| r.webhook_id().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn three_daemons_share_the_endpoints_and_every_event_reaches_every_endpoint_once() {
+    let mut sinks = Vec::new();
+    for _ in 0..ENDPOINTS {
+        sinks.push(TestReceiver::start(Behaviour::Always(200)).await);
+    }
+    let daemons = cluster(&fan_out(&sinks), 3).await;
+    let url = daemons[0].postgres_url().expect("PostgreSQL").to_string();
+    let holders = leases_spread(&url, 3).await;
+
+    let mut published = Vec::new();
+    for i in 0..150 {
+        let accepted = publish_http(&daemons[i % 3], &http_event("lead.created")).await;
+        assert_eq!(accepted.matched, ENDPOINTS as u64);
+        published.push(accepted.id);
+    }
+    let expected: Vec<&str> = published.iter().map(String::as_str).collect();
+    for (i, sink) in sinks.iter_mut().enumerate() {
+        let mut received = ids_of(&sink.until_ids(&expected, WAIT).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        received.extend(ids_of(&sink.drain()));
+        let unique: HashSet<&String> = received.iter().collect();
+        assert_eq!(
+            received.len(),
+            unique.len(),
+            "endpoint ep{i} (leased by {:?}) received a delivery twice",
+            holders.get(&format!("ep{i}"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_daemon_killed_with_9_has_its_endpoints_taken_over_and_no_acknowledged_event_is_lost() {
+    let mut sinks = Vec::new();
+    for _ in 0..ENDPOINTS {
+        sinks.push(TestReceiver::start(Behaviour::Always(200)).await);
+    }
+    let mut daemons = cluster(&fan_out(&sinks), 3).await;
+    let url = daemons[0].postgres_url().expect("PostgreSQL").to_string();
+    leases_spread(&url, 3).await;
+
+    let mut published = Vec::new();
+    for i in 0..60 {
+        published.push(
+            publish_http(&daemons[i % 3], &http_event("lead.created"))
+                .await
+                .id,
+        );
+    }
+    // The third daemon dies with whatever it was sending.
+    daemons[2].kill9().await;
+    let killed = Instant::now();
+    for i in 0..60 {
+        published.push(
+            publish_http(&daemons[i % 2], &http_event("lead.created"))
+                .await
+                .id,
+        );
+    }
+    let expected: Vec<&str> = published.iter().map(String::as_str).collect();
+    for sink in &mut sinks {
+        sink.until_ids(&expected, WAIT).await;
+    }
+    let holders = leases_spread(&url, 2).await;
+    assert!(
+        killed.elapsed() < WAIT,
+        "every event arrived, {:?} after the kill",
+        killed.elapsed()
+    );
+    let survivors: HashSet<&String> = holders.values().collect();
+    assert_eq!(
+        survivors.len(),
+        2,
+        "the two live daemons hold every endpoint: {holders:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_flow_run_waiting_on_a_daemon_killed_with_9_finishes_on_another() {
+    let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let flow = json!({
+        "id": "later",
+        "inputs": {"n": {"type": "integer", "required": true}},
+        "steps": [
+            {"id": "first", "http": {"url": sink.url(), "body": {"step": "first", "n": "{{ inputs.n }}"}}},
+            {"id": "second", "delay": "3s", "http": {"url": sink.url(), "body": {"step": "second", "n": "{{ inputs.n }}"}}}
+        ]
+    });
+    let config = TestConfig::new()
+        .set("storage.lease_timeout", json!(LEASE))
+        .flow(flow);
+    let mut daemons = cluster(&config, 2).await;
+    let id = started(&daemons[0], "later", json!({"n": 7})).await;
+    assert_eq!(sink.next().await.json()["step"], "first");
+    let mut admin = daemons[1].admin_client();
+    // Killed once the first step's result is stored (a kill before that
+    // sends it again, with the same Idempotency-Key: another test).
+    poll_until(&mut admin, &id, RunState::Waiting).await;
+    daemons[0].kill9().await;
+
+    let second = sink.next().await;
+    assert_eq!(second.json(), json!({"step": "second", "n": 7}));
+    poll_until(&mut admin, &id, RunState::Succeeded).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(sink.drain().is_empty(), "each step ran once");
 }

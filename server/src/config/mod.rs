@@ -161,6 +161,11 @@ pub struct StorageConfig {
     /// sharing one database (`postgres://user:password@host:5432/db`).
     #[serde(default)]
     pub postgres_url: Option<String>,
+    /// PostgreSQL: how long a daemon's claim on an endpoint or a flow run
+    /// outlives its last renewal (renewed every third of it). A daemon that
+    /// dies without a word frees its endpoints and runs this long after.
+    #[serde(with = "humantime_serde")]
+    pub lease_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -305,6 +310,14 @@ impl Config {
             if let Err(e) = url.parse::<sqlx::postgres::PgConnectOptions>() {
                 bail!("storage.postgres_url is not a PostgreSQL URL (postgres://user:password@host:port/database): {e}");
             }
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600))
+            .contains(&self.storage.lease_timeout)
+        {
+            bail!(
+                "storage.lease_timeout must be between 1s and 1h, not {}",
+                humantime::format_duration(self.storage.lease_timeout)
+            );
         }
         if self.storage.max_batch == 0 || self.storage.queue == 0 {
             bail!("storage.max_batch and storage.queue must be greater than 0");
@@ -673,6 +686,7 @@ mod tests {
             ),
             ("delivery: {memory_queue: 0}", "delivery.memory_queue"),
             ("storage: {queue: 0}", "storage.queue"),
+            ("storage: {lease_timeout: 100ms}", "storage.lease_timeout"),
             (
                 "storage: {postgres_url: 'mysql://x'}",
                 "storage.postgres_url",

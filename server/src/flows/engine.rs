@@ -4,9 +4,16 @@
 //! a waiting run costs nothing but its row. Each due run is claimed in
 //! memory (one task per executing run, bounded by a semaphore) and stepped
 //! until it waits, finishes or is cancelled, committing after every step.
+//!
+//! When several daemons share a PostgreSQL database, every one of them sees
+//! the same due runs; a run is also claimed in storage (a lease renewed with
+//! the node's heartbeat) so one daemon steps it at a time, and a run another
+//! daemon holds is left alone for a second. Each step's commit is
+//! conditional on where the run stood, so a daemon that stalled past its
+//! lease cannot overwrite what the next one did.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
     time::Duration,
@@ -41,6 +48,8 @@ const DUE_BATCH: usize = 512;
 /// How long a run whose step could not be committed waits before it is tried again.
 const STORAGE_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// How long a run that another daemon is stepping is left alone.
+const HELD_ELSEWHERE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -52,6 +61,8 @@ pub struct EngineConfig {
     /// Delays before each retry of an HTTP step without its own `retry`.
     pub default_retry: Vec<Duration>,
     pub default_timeout: Duration,
+    /// How long a run's claim in shared storage outlives this daemon.
+    pub lease_timeout: Duration,
 }
 
 pub struct Engine {
@@ -63,6 +74,8 @@ pub struct Engine {
     sender: Arc<Sender>,
     wake: Arc<Notify>,
     claimed: Mutex<HashSet<String>>,
+    /// Runs another daemon is stepping, and until when to leave them alone.
+    elsewhere: Mutex<HashMap<String, i64>>,
     permits: Arc<Semaphore>,
 }
 
@@ -87,11 +100,18 @@ impl Engine {
             sender,
             wake,
             claimed: Mutex::default(),
+            elsewhere: Mutex::default(),
         })
     }
 
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
+        // Shared storage: another daemon's runs wake this one by notification;
+        // a look every third of the lease catches one that was lost.
+        let max_sleep = match self.store.is_shared() {
+            true => MAX_SLEEP.min(self.config.lease_timeout / 3),
+            false => MAX_SLEEP,
+        };
         loop {
             // A finished task keeps its memory until it is joined.
             while tasks.try_join_next().is_some() {}
@@ -106,8 +126,8 @@ impl Engine {
             // Woken early by the writer whenever runs change, so an hour's cap costs nothing.
             let sleep = next_wake
                 .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64))
-                .unwrap_or(MAX_SLEEP)
-                .min(MAX_SLEEP);
+                .unwrap_or(max_sleep)
+                .min(max_sleep);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
@@ -125,7 +145,11 @@ impl Engine {
         now: i64,
         tasks: &mut JoinSet<()>,
     ) -> crate::store::Result<Option<i64>> {
+        let elsewhere = self.held_elsewhere(now);
         for run in self.store.due_runs(now, DUE_BATCH).await? {
+            if elsewhere.contains_key(&run.id) {
+                continue;
+            }
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 // Busy: a finishing run wakes the loop.
                 return Ok(None);
@@ -143,7 +167,45 @@ impl Engine {
                 drop((claim, permit));
             });
         }
-        self.store.next_run_wake_after(now).await
+        let next = self.store.next_run_wake_after(now).await?;
+        let retry_elsewhere = elsewhere.values().min().copied();
+        Ok(match (next, retry_elsewhere) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Runs held by other daemons that are still to be left alone; forgets
+    /// the rest.
+    fn held_elsewhere(&self, now: i64) -> HashMap<String, i64> {
+        let Ok(mut elsewhere) = self.elsewhere.lock() else {
+            return HashMap::new();
+        };
+        elsewhere.retain(|_, until| *until > now);
+        elsewhere.clone()
+    }
+
+    /// Claims the run in shared storage (always granted with one daemon).
+    async fn lease(&self, run_id: &str) -> bool {
+        match self
+            .store
+            .claim_run(run_id, self.config.lease_timeout)
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                if let Ok(mut elsewhere) = self.elsewhere.lock() {
+                    let until = now_ms().saturating_add(HELD_ELSEWHERE.as_millis() as i64);
+                    elsewhere.insert(run_id.to_string(), until);
+                }
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%run_id, %error, "Could not claim a due run; trying again shortly.");
+                tokio::time::sleep(STORAGE_BACKOFF).await;
+                false
+            }
+        }
     }
 
     fn claim(&self, id: &str) -> bool {
@@ -159,8 +221,23 @@ impl Engine {
         }
     }
 
-    /// Steps one run until it waits, finishes or is cancelled.
+    /// Steps one run, claimed in storage when the storage is shared.
     async fn execute(&self, due: Run) {
+        let shared = self.store.is_shared();
+        if shared && !self.lease(&due.id).await {
+            return;
+        }
+        let run_id = due.id.clone();
+        self.step_run(due).await;
+        if shared {
+            if let Err(error) = self.store.release_run(&run_id).await {
+                tracing::debug!(%run_id, %error, "Could not release a run's claim; it expires by itself.");
+            }
+        }
+    }
+
+    /// Steps one run until it waits, finishes or is cancelled.
+    async fn step_run(&self, due: Run) {
         let Some(mut run) = self.still_due(due).await else {
             return;
         };

@@ -21,7 +21,7 @@ mod rows;
 mod sqlite;
 pub mod writer;
 
-use std::{collections::BTreeMap, path::Path};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 pub use writer::{
     Committed, FlowOp, PublishOutcome, Rejection, RunsCommitted, Settled, SubmitError, Writer,
@@ -112,6 +112,23 @@ impl std::fmt::Display for Target {
             },
         }
     }
+}
+
+/// A node's lease on an endpoint: it alone sends the endpoint's deliveries,
+/// and each result it stores carries `token`, which stops counting once
+/// another node has taken the lease over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub endpoint_id: String,
+    pub token: i64,
+}
+
+/// Which endpoints got new deliveries committed, by any node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveriesHint {
+    Endpoints(Vec<String>),
+    /// Notifications may have been lost: any endpoint may have some.
+    Any,
 }
 
 /// A page of deliveries, newest first.
@@ -248,6 +265,108 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(_) => None,
             Backend::Postgres(pg) => Some(pg.node_id()),
+        }
+    }
+
+    /// Names this daemon among those sharing the database after the public
+    /// address it listens on (see `PgStore::named`); nothing on SQLite.
+    pub fn named(self, listen: std::net::SocketAddr) -> Store {
+        match self.backend {
+            Backend::Postgres(pg) => Store {
+                backend: Backend::Postgres(pg.named(listen)),
+            },
+            sqlite => Store { backend: sqlite },
+        }
+    }
+
+    /// Whether several daemons may share this storage (PostgreSQL), so
+    /// endpoints and runs are leased before they are worked on.
+    pub fn is_shared(&self) -> bool {
+        self.node_id().is_some()
+    }
+
+    /// Marks this node alive and renews its run leases; the number of live
+    /// nodes (1 on SQLite).
+    pub async fn heartbeat(&self, lease: Duration) -> Result<u64> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(1),
+            Backend::Postgres(pg) => pg.heartbeat(lease).await,
+        }
+    }
+
+    pub async fn renew_endpoint_leases(&self, lease: Duration) -> Result<Vec<Lease>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => pg.renew_endpoint_leases(lease).await,
+        }
+    }
+
+    pub async fn acquire_endpoint_leases(
+        &self,
+        candidates: &[String],
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Lease>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => pg.acquire_endpoint_leases(candidates, limit, lease).await,
+        }
+    }
+
+    pub async fn release_endpoint_lease(&self, endpoint_id: &str, token: i64) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(pg) => pg.release_endpoint_lease(endpoint_id, token).await,
+        }
+    }
+
+    /// A clean stop: this node's leases are given up at once.
+    pub async fn leave_cluster(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(pg) => pg.leave_cluster().await,
+        }
+    }
+
+    /// When each endpoint's earliest delivery still to be made falls due.
+    pub async fn due_of(&self, endpoint_ids: &[String]) -> Result<Vec<(String, i64)>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => pg.due_of(endpoint_ids).await,
+        }
+    }
+
+    /// Takes a run for this node to step; `false` when another node steps
+    /// it. Always `true` on SQLite (one daemon).
+    pub async fn claim_run(&self, run_id: &str, lease: Duration) -> Result<bool> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(pg) => pg.claim_run(run_id, lease).await,
+        }
+    }
+
+    pub async fn release_run(&self, run_id: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(pg) => pg.release_run(run_id).await,
+        }
+    }
+
+    /// Endpoints that got deliveries from any node; `None` on SQLite, where
+    /// the writer's channel says it all.
+    pub fn watch_deliveries(&self) -> Option<tokio::sync::mpsc::Receiver<DeliveriesHint>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg.watch_deliveries()),
+        }
+    }
+
+    /// A message whenever runs changed on any node sharing the database;
+    /// `None` on SQLite, where the writer wakes the engine itself.
+    pub fn watch_runs(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg.watch_runs()),
         }
     }
 

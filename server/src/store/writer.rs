@@ -70,6 +70,11 @@ pub struct Settled {
     pub last_error: Option<String>,
     /// The endpoint answered 410 Gone: disable it.
     pub endpoint_gone: bool,
+    /// The token of the endpoint lease the attempt was made under, when
+    /// several daemons share the database: the result is stored only while
+    /// that lease is still the endpoint's (a node that stalled past its
+    /// lease changes nothing). `None`: one daemon, nothing to fence.
+    pub lease: Option<i64>,
 }
 
 /// A publish waiting for the writer: its events and where to send the answer.
@@ -653,6 +658,7 @@ mod tests {
             next_attempt_ms: None,
             last_error: None,
             endpoint_gone: false,
+            lease: None,
         };
         s.writer.settle(settled).await.expect("queued");
         let refused = s.writer.publish(vec![event("during")]).await;

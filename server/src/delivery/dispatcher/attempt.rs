@@ -68,6 +68,8 @@ pub(super) struct AttemptTask {
     pub ends: mpsc::UnboundedSender<AttemptEnd>,
     /// The retry schedule of endpoints that set none.
     pub default_schedule: Arc<[Duration]>,
+    /// The endpoint lease the attempt is made under (several daemons).
+    pub lease: Option<i64>,
 }
 
 impl AttemptTask {
@@ -90,7 +92,8 @@ impl AttemptTask {
             .retry_schedule
             .as_deref()
             .unwrap_or(&self.default_schedule);
-        let settled = settle(delivery, report, schedule, rand::random());
+        let mut settled = settle(delivery, report, schedule, rand::random());
+        settled.lease = self.lease;
         log_attempt(&settled, &endpoint.id);
         // The slot is free as soon as the request is over; the delivery stays
         // held until its result is committed.
@@ -165,6 +168,7 @@ pub fn settle(
         next_attempt_ms,
         last_error,
         endpoint_gone,
+        lease: None,
     }
 }
 

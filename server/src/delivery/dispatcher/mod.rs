@@ -9,17 +9,25 @@
 //! beyond its window, and when a retry left in storage falls due. The
 //! dispatcher never waits on the writer (the writer waits on it); attempt
 //! results go to the writer from the attempt tasks.
+//!
+//! When several daemons share a PostgreSQL database, each sends only for the
+//! endpoints whose lease it holds (`leases`), and every new delivery is read
+//! from storage by its endpoint's holder, prompted by the notification its
+//! commit sends, whichever daemon committed it; each result is stored fenced
+//! by the lease's token.
 
 mod attempt;
 mod lane;
+pub mod leases;
 pub mod schedule;
 #[cfg(test)]
 mod tests;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 pub use attempt::settle;
 use attempt::{AttemptEnd, AttemptTask};
+use leases::{Keeper, LeaseNews, Released};
 use schedule::{Action, Claimed, Clock, Endpoints, Limits, Scheduler};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +37,7 @@ use crate::{
     admin::feed::{DeliveryChange, LiveFeed},
     catalog::{Catalog, CatalogHandle},
     model::{now_ms, Delivery, DeliveryStatus, DueCursor, DueDelivery, Endpoint},
-    store::{Committed, Settled, Store, Writer},
+    store::{Committed, Lease, Settled, Store, Writer},
 };
 
 #[derive(Debug, Clone)]
@@ -39,6 +47,9 @@ pub struct DispatcherConfig {
     pub max_in_flight: u32,
     pub max_concurrent: usize,
     pub retry_schedule: Vec<Duration>,
+    /// How long an endpoint lease outlives its last renewal (several
+    /// daemons on PostgreSQL).
+    pub lease_timeout: Duration,
 }
 
 /// Requests from the Admin API.
@@ -51,6 +62,59 @@ pub enum Control {
 impl Endpoints for Catalog {
     fn endpoint(&self, id: &str) -> Option<&Arc<Endpoint>> {
         Catalog::endpoint(self, id)
+    }
+}
+
+/// The catalog as the scheduler sees it: only leased endpoints are owned
+/// when several daemons share the database.
+struct Sendable<'a> {
+    catalog: &'a Catalog,
+    leases: Option<&'a HashMap<Arc<str>, i64>>,
+}
+
+impl Endpoints for Sendable<'_> {
+    fn endpoint(&self, id: &str) -> Option<&Arc<Endpoint>> {
+        self.catalog.endpoint(id)
+    }
+
+    fn owns(&self, id: &str) -> bool {
+        self.leases.is_none_or(|leases| leases.contains_key(id))
+    }
+}
+
+/// What the scheduler may send for, from the dispatcher's fields (a macro so
+/// the borrow stays on those fields, apart from the scheduler's).
+macro_rules! sendable {
+    ($self:ident, $catalog:expr) => {
+        &Sendable {
+            catalog: $catalog,
+            leases: $self.cluster.as_ref().map(|c| &c.leases),
+        }
+    };
+}
+
+/// The endpoints this daemon holds leases on, when it shares the database.
+struct Cluster {
+    /// Owned: sent for. With the lease token every result is stored under.
+    leases: HashMap<Arc<str>, i64>,
+    /// Asked back by the keeper: nothing new is sent; handed back once
+    /// nothing is in flight.
+    releasing: HashMap<Arc<str>, i64>,
+    news: mpsc::Receiver<LeaseNews>,
+    released: mpsc::UnboundedSender<Released>,
+    keeper: Option<Keeper>,
+}
+
+impl Cluster {
+    /// The token a request for this endpoint is made under; one that
+    /// matches no lease when the endpoint is not held (nothing it stores
+    /// then counts).
+    fn token(&self, endpoint_id: &str) -> i64 {
+        self.leases
+            .get(endpoint_id)
+            .or_else(|| self.releasing.get(endpoint_id))
+            .copied()
+            .unwrap_or(-1)
     }
 }
 
@@ -72,6 +136,8 @@ pub struct Dispatcher {
     ends_tx: mpsc::UnboundedSender<AttemptEnd>,
     ends_rx: mpsc::UnboundedReceiver<AttemptEnd>,
     actions: Vec<Action>,
+    /// `None` with one daemon per database (SQLite).
+    cluster: Option<Cluster>,
 }
 
 impl Dispatcher {
@@ -83,8 +149,30 @@ impl Dispatcher {
         sender: Arc<Sender>,
         feed: LiveFeed,
     ) -> crate::store::Result<Dispatcher> {
-        let max_seen_id = store.max_delivery_id().await?;
-        let backlog = store.due_endpoints().await?;
+        let cluster = store.is_shared().then(|| {
+            let (news_tx, news) = mpsc::channel(256);
+            let (released, released_rx) = mpsc::unbounded_channel();
+            Cluster {
+                leases: HashMap::new(),
+                releasing: HashMap::new(),
+                news,
+                released,
+                keeper: Some(Keeper::new(
+                    store.clone(),
+                    catalog.clone(),
+                    config.lease_timeout,
+                    news_tx,
+                    released_rx,
+                )),
+            }
+        });
+        // Shared: every row is read from storage by its endpoint's holder,
+        // so no id is waiting in the writer's channel to be excluded; the
+        // backlog comes with each lease.
+        let (max_seen_id, backlog) = match cluster {
+            Some(_) => (i64::MAX as u64, Vec::new()),
+            None => (store.max_delivery_id().await?, store.due_endpoints().await?),
+        };
         let limits = Limits {
             memory_queue: config.memory_queue.max(1),
             window: config.window.max(1),
@@ -110,6 +198,7 @@ impl Dispatcher {
             ends_tx,
             ends_rx,
             actions: Vec::new(),
+            cluster,
         })
     }
 
@@ -120,26 +209,38 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) {
         let mut changes: watch::Receiver<u64> = self.catalog.changes();
+        let keeper = self
+            .cluster
+            .as_mut()
+            .and_then(|c| c.keeper.take())
+            .map(|keeper| tokio::spawn(keeper.run(shutdown.clone())));
         loop {
             self.carry_out();
+            self.hand_back_drained();
             let catalog = self.catalog.clone();
+            let catalog = &**catalog.get();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(message) = committed.recv() => self.on_committed(message),
                 Some(claimed) = self.claims_rx.recv() => {
-                    self.scheduler.claimed(claimed, &**catalog.get());
+                    self.scheduler.claimed(claimed, sendable!(self, catalog));
                 }
                 Some(end) = self.ends_rx.recv() => {
-                    self.scheduler.attempt_ended(&end.endpoint_id, end.reached, end.gone, &**catalog.get());
+                    self.scheduler.attempt_ended(&end.endpoint_id, end.reached, end.gone, sendable!(self, catalog));
                 }
                 Some(Control::RetryNow(delivery)) = control.recv() => {
-                    self.scheduler.retry_now(delivery, &**catalog.get());
+                    self.scheduler.retry_now(delivery, sendable!(self, catalog));
                 }
                 Some(fired) = self.scheduler.next_timer() => {
-                    self.scheduler.on_timer(fired, &**catalog.get());
+                    self.scheduler.on_timer(fired, sendable!(self, catalog));
                 }
-                Ok(()) = changes.changed() => self.scheduler.catalog_changed(&**catalog.get()),
+                Ok(()) = changes.changed() => self.scheduler.catalog_changed(sendable!(self, catalog)),
+                Some(news) = lease_news(&mut self.cluster) => self.on_lease_news(news, catalog),
             }
+        }
+        if let Some(keeper) = keeper {
+            // It gives this node's leases up before the daemon exits.
+            let _ = keeper.await;
         }
         tracing::info!(
             in_memory = self.scheduler.held(),
@@ -148,14 +249,89 @@ impl Dispatcher {
         );
     }
 
+    /// What the lease keeper says: endpoints taken, lost, asked back, or
+    /// with new deliveries in storage.
+    fn on_lease_news(&mut self, news: LeaseNews, catalog: &Catalog) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let changed: Vec<Arc<str>> = match news {
+            LeaseNews::Acquired(taken) => {
+                let mut ids = Vec::with_capacity(taken.len());
+                let mut backlog = Vec::new();
+                for (lease, due) in taken {
+                    let id: Arc<str> = lease.endpoint_id.as_str().into();
+                    cluster.releasing.remove(&id);
+                    cluster.leases.insert(id.clone(), lease.token);
+                    if let Some(due) = due {
+                        backlog.push((lease.endpoint_id, due));
+                    }
+                    ids.push(id);
+                }
+                self.scheduler.stored(backlog, sendable!(self, catalog));
+                ids
+            }
+            LeaseNews::Lost(ids) => ids
+                .into_iter()
+                .map(|id| {
+                    let id: Arc<str> = id.into();
+                    cluster.leases.remove(&id);
+                    cluster.releasing.remove(&id);
+                    id
+                })
+                .collect(),
+            LeaseNews::Release(ids) => ids
+                .into_iter()
+                .filter_map(|id| {
+                    let (id, token) = cluster.leases.remove_entry(id.as_str())?;
+                    cluster.releasing.insert(id.clone(), token);
+                    Some(id)
+                })
+                .collect(),
+            LeaseNews::Due(due) => {
+                self.scheduler.stored(due, sendable!(self, catalog));
+                return;
+            }
+        };
+        self.scheduler
+            .ownership_changed(&changed, sendable!(self, catalog));
+    }
+
+    /// Leases asked back whose endpoint has nothing left in flight or
+    /// waiting for a result go back to the keeper.
+    fn hand_back_drained(&mut self) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        if cluster.releasing.is_empty() {
+            return;
+        }
+        let scheduler = &self.scheduler;
+        cluster.releasing.retain(|id, token| {
+            if !scheduler.holds_nothing(id) {
+                return true;
+            }
+            let _ = cluster.released.send(Released(Lease {
+                endpoint_id: id.to_string(),
+                token: *token,
+            }));
+            false
+        });
+    }
+
     fn on_committed(&mut self, message: Committed) {
         let catalog = self.catalog.get();
+        let catalog = &**catalog;
         match message {
             Committed::Deliveries(deliveries) => {
+                let shared = self.cluster.is_some();
                 for delivery in deliveries {
                     self.max_seen_id = self.max_seen_id.max(delivery.id);
                     self.announce(&delivery, DeliveryStatus::Pending, None);
-                    self.scheduler.deliver(delivery, &**catalog);
+                    // Shared: its endpoint's holder reads it from storage.
+                    if !shared {
+                        self.scheduler.deliver(delivery, catalog);
+                    }
                 }
             }
             Committed::Settled(results) => {
@@ -165,14 +341,15 @@ impl Dispatcher {
                 for settled in &results {
                     self.announce(&settled.delivery, settled.status, Some(settled));
                 }
-                self.scheduler.settled(&results, &**catalog);
+                self.scheduler.settled(&results, sendable!(self, catalog));
             }
             Committed::SettleFailed(results) => {
                 tracing::warn!(
                     results = results.len(),
                     "Attempt results could not be stored; sending pauses and the deliveries are attempted again later."
                 );
-                self.scheduler.settle_failed(&results, &**catalog);
+                self.scheduler
+                    .settle_failed(&results, sendable!(self, catalog));
             }
         }
     }
@@ -190,6 +367,7 @@ impl Dispatcher {
                         writer: self.writer.clone(),
                         ends: self.ends_tx.clone(),
                         default_schedule: self.default_schedule.clone(),
+                        lease: self.lease_of(&delivery.endpoint_id),
                     }
                     .spawn(delivery, endpoint);
                 }
@@ -242,9 +420,15 @@ impl Dispatcher {
         });
     }
 
+    /// The lease token results for this endpoint are stored under.
+    fn lease_of(&self, endpoint_id: &str) -> Option<i64> {
+        self.cluster.as_ref().map(|c| c.token(endpoint_id))
+    }
+
     /// The endpoint no longer exists: the delivery cannot be made.
     fn abandon(&self, mut delivery: DueDelivery, reason: String) {
         let writer = self.writer.clone();
+        let lease = self.lease_of(&delivery.endpoint_id);
         delivery.due_ms = now_ms();
         tokio::spawn(async move {
             let settled = Settled {
@@ -254,6 +438,7 @@ impl Dispatcher {
                 next_attempt_ms: None,
                 last_error: Some(reason),
                 endpoint_gone: false,
+                lease,
             };
             let _ = writer.settle(settled).await;
         });
@@ -302,5 +487,13 @@ impl Dispatcher {
                 updated_ms: now,
             },
         });
+    }
+}
+
+/// The keeper's next message; never, with one daemon per database.
+async fn lease_news(cluster: &mut Option<Cluster>) -> Option<LeaseNews> {
+    match cluster {
+        Some(c) => c.news.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -118,6 +118,13 @@ enum Target {
 /// Where endpoints are looked up (the catalog in force).
 pub trait Endpoints {
     fn endpoint(&self, id: &str) -> Option<&Arc<Endpoint>>;
+
+    /// Whether this daemon sends for the endpoint: always with one daemon;
+    /// with several, while it holds the endpoint's lease. An endpoint not
+    /// owned is held like a disabled one: its backlog stays in storage.
+    fn owns(&self, _id: &str) -> bool {
+        true
+    }
 }
 
 /// Milliseconds since the epoch, as due times in storage are kept. Tests
@@ -229,15 +236,50 @@ impl Scheduler {
     /// due at the given time.
     pub fn stored(&mut self, backlog: Vec<(String, i64)>, eps: &impl Endpoints) {
         let now = self.now_ms();
+        let mut ids = Vec::with_capacity(backlog.len());
         for (endpoint_id, due) in backlog {
+            if !eps.owns(&endpoint_id) {
+                continue;
+            }
             let id: Arc<str> = Arc::from(endpoint_id);
             self.lanes
                 .entry(id.clone())
                 .or_default()
                 .backlog
                 .note(due, now);
+            ids.push(id);
         }
-        self.refresh_all(eps);
+        self.refresh_many(&ids, eps);
+    }
+
+    /// Which endpoints this daemon sends for changed (leases taken, lost or
+    /// handed back): these lanes are planned again, and a lane no longer
+    /// owned that holds nothing is forgotten.
+    pub fn ownership_changed(&mut self, ids: &[Arc<str>], eps: &impl Endpoints) {
+        self.refresh_many(ids, eps);
+        for id in ids {
+            if !eps.owns(id) && self.holds_nothing(id) {
+                self.forget(id);
+            }
+        }
+    }
+
+    /// Nothing of the endpoint is in memory or in flight.
+    pub fn holds_nothing(&self, id: &str) -> bool {
+        self.lanes
+            .get(id)
+            .is_none_or(|lane| lane.held.is_empty() && lane.in_flight == 0)
+    }
+
+    /// Drops a lane that holds nothing (its endpoint is sent by another
+    /// daemon now); what it knew of storage is read again if it comes back.
+    fn forget(&mut self, id: &str) {
+        let Some(lane) = self.lanes.remove(id) else {
+            return;
+        };
+        if let Some(key) = lane.backlog.timer {
+            self.timers.remove(&key);
+        }
     }
 
     /// A delivery committed just now (or made due by the Admin API): taken
@@ -245,6 +287,10 @@ impl Scheduler {
     /// storage, else left in storage for a claim.
     pub fn deliver(&mut self, delivery: DueDelivery, eps: &impl Endpoints) {
         let id = delivery.endpoint_id.clone();
+        if !eps.owns(&id) {
+            // Its owner reads it from storage.
+            return;
+        }
         if let Some(key) = self.retry_keys.get(&delivery.id) {
             self.timers.reset(key, Duration::ZERO);
             return;
@@ -463,6 +509,9 @@ impl Scheduler {
     }
 
     fn target(&self, endpoint_id: &str, eps: &impl Endpoints) -> Target {
+        if !eps.owns(endpoint_id) {
+            return Target::Held;
+        }
         match eps.endpoint(endpoint_id) {
             Some(e) if e.state == EndpointState::Enabled => Target::Open(e.clone()),
             Some(_) => Target::Held,

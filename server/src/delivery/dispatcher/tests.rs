@@ -288,6 +288,7 @@ fn settled(delivery: DueDelivery, status: DeliveryStatus, next: Option<i64>) -> 
         next_attempt_ms: next,
         last_error: None,
         endpoint_gone: false,
+        lease: None,
     }
 }
 

@@ -73,6 +73,13 @@ impl Committer {
                 Ok(answer) => answer,
             });
         }
+        if !done.runs.is_empty() {
+            // Every node's flow engine looks at the due runs again.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(super::cluster::RUNS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await.map_err(commit_outcome_unknown)?;
         Ok(done)
     }
@@ -306,6 +313,23 @@ async fn insert_deliveries(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+    notify_deliveries(tx, endpoints).await
+}
+
+/// Tells every node which endpoints got deliveries; PostgreSQL sends the
+/// notifications when the transaction commits, and only if it does.
+pub(super) async fn notify_deliveries(
+    tx: &mut PgConnection,
+    mut endpoints: Vec<&str>,
+) -> Result<()> {
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    let payloads = super::cluster::hint_payloads(endpoints.into_iter());
+    sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS u(p)")
+        .bind(super::cluster::DELIVERIES_CHANNEL)
+        .bind(&payloads)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -339,15 +363,18 @@ const UPDATE_SETTLED_DELIVERIES: &str = "UPDATE deliveries d SET status = u.stat
     last_status_code = COALESCE(u.status_code, d.last_status_code), last_error = u.last_error, \
     last_duration_ms = COALESCE(u.duration_ms, d.last_duration_ms), updated_ms = $8 \
     FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::text[], \
-    $7::int8[]) AS u(id, status, attempts, next_attempt_ms, status_code, last_error, duration_ms) \
-    WHERE d.id = u.id";
+    $7::int8[], $9::int8[]) \
+    AS u(id, status, attempts, next_attempt_ms, status_code, last_error, duration_ms, lease) \
+    WHERE d.id = u.id AND (u.lease IS NULL OR EXISTS (SELECT 1 FROM endpoint_leases l \
+    WHERE l.endpoint_id = d.endpoint_id AND l.token = u.lease)) \
+    RETURNING d.id";
 
 const DISABLE_GONE_ENDPOINT: &str = "UPDATE endpoints SET state = 'gone', \
     version = version + 1, updated_ms = $1 WHERE id = $2 AND state = 'enabled'";
 
-/// Records attempt results: the attempts, and the deliveries' new states.
-/// When one delivery is settled twice in a batch, the later result stands,
-/// as it would row by row.
+/// Records attempt results: the deliveries' new states, and the attempts
+/// of those whose lease still held. When one delivery is settled twice in a
+/// batch, the later result stands, as it would row by row.
 async fn record_settled(tx: &mut PgConnection, settles: &[Settled], now: i64) -> Result<()> {
     if settles.is_empty() {
         return Ok(());
@@ -362,9 +389,8 @@ async fn record_settled(tx: &mut PgConnection, settles: &[Settled], now: i64) ->
         .filter(|(i, s)| last_of.get(&s.delivery.id) == Some(i))
         .map(|(_, s)| s)
         .collect();
-    record_attempts(tx, &latest).await?;
     let ids: Vec<i64> = latest.iter().map(|s| s.delivery.id as i64).collect();
-    sqlx::query(UPDATE_SETTLED_DELIVERIES)
+    let updated: Vec<i64> = sqlx::query_scalar(UPDATE_SETTLED_DELIVERIES)
         .bind(&ids)
         .bind(latest.iter().map(|s| s.status.as_str()).collect::<Vec<_>>())
         .bind(
@@ -398,9 +424,28 @@ async fn record_settled(tx: &mut PgConnection, settles: &[Settled], now: i64) ->
                 .collect::<Vec<_>>(),
         )
         .bind(now)
-        .execute(&mut *tx)
+        .bind(latest.iter().map(|s| s.lease).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
         .await?;
-    for s in latest.iter().filter(|s| s.endpoint_gone) {
+    let fenced = updated.len() < latest.len();
+    let stored: Vec<&Settled> = if fenced {
+        let updated: std::collections::HashSet<i64> = updated.into_iter().collect();
+        let (kept, late): (Vec<&Settled>, Vec<&Settled>) = latest
+            .into_iter()
+            .partition(|s| updated.contains(&(s.delivery.id as i64)));
+        for s in late {
+            tracing::warn!(
+                delivery = s.delivery.id,
+                endpoint = %s.delivery.endpoint_id,
+                "An attempt result came after its endpoint's lease passed to another daemon; it is not stored."
+            );
+        }
+        kept
+    } else {
+        latest
+    };
+    record_attempts(tx, &stored).await?;
+    for s in stored.iter().filter(|s| s.endpoint_gone) {
         sqlx::query(DISABLE_GONE_ENDPOINT)
             .bind(now)
             .bind(&*s.delivery.endpoint_id)

@@ -9,6 +9,7 @@
 //! the schema (`migrations/postgres`) has the same tables and columns.
 
 mod catalog_watch;
+mod cluster;
 mod committer;
 mod flows;
 mod runs;
@@ -52,8 +53,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// This daemon among those sharing the database: fresh on every start,
-    /// so a restarted daemon never mistakes a dead one's leases for its own.
+    /// This daemon among those sharing the database (see `named`).
     node_id: std::sync::Arc<str>,
 }
 
@@ -97,6 +97,16 @@ impl PgStore {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// Names this daemon `host/listen`: two live daemons cannot hold the same
+    /// address on one host, so the name is unique among live daemons, and a
+    /// daemon restarted after a crash on the same host and address resumes
+    /// its predecessor's leases at once instead of waiting for them to
+    /// expire.
+    pub fn named(mut self, listen: std::net::SocketAddr) -> PgStore {
+        self.node_id = format!("{}/{listen}", host_name()).into();
+        self
     }
 
     pub(super) fn pool(&self) -> &PgPool {
@@ -181,7 +191,6 @@ impl PgStore {
         }
         self.get_endpoint(&e.id).await
     }
-
 
     pub async fn delete_endpoint(&self, id: &str) -> Result<()> {
         let in_use: Option<String> =
@@ -312,7 +321,6 @@ impl PgStore {
         self.get_subscription(&s.id).await
     }
 
-
     pub async fn delete_subscription(&self, id: &str) -> Result<()> {
         let done = sqlx::query("DELETE FROM subscriptions WHERE id = $1")
             .bind(id)
@@ -408,6 +416,14 @@ impl PgStore {
         .bind(id as i64)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 1 {
+            // Whichever node holds the endpoint's lease picks it up.
+            sqlx::query("SELECT pg_notify($1, endpoint_id) FROM deliveries WHERE id = $2")
+                .bind(cluster::DELIVERIES_CHANNEL)
+                .bind(id as i64)
+                .execute(&self.pool)
+                .await?;
+        }
         if done.rows_affected() == 0 {
             let (current, _, _) = self.get_delivery(id).await?;
             return Err(Error::FailedPrecondition(format!(
@@ -525,15 +541,19 @@ fn bind_endpoint<'q>(
         .bind(&e.id)
 }
 
-/// `host-pid-random`: readable in the `nodes` table and logs, unique per start.
+/// `host-pid-random`, until the daemon names itself (`PgStore::named`).
 fn new_node_id() -> std::sync::Arc<str> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let tag: u32 = rand::random();
+    format!("{}-{}-{tag:08x}", host_name(), std::process::id()).into()
+}
+
+/// This machine's name, for node ids.
+pub(super) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".to_string());
-    let tag: u32 = rand::random();
-    format!("{host}-{}-{tag:08x}", std::process::id()).into()
+        .unwrap_or_else(|| "node".to_string())
 }
 
 fn not_found(what: &'static str, id: &str) -> Error {

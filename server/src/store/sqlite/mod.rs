@@ -197,7 +197,6 @@ impl SqliteStore {
         self.get_endpoint(&e.id).await
     }
 
-
     pub async fn delete_endpoint(&self, id: &str) -> Result<()> {
         let in_use: Option<String> =
             sqlx::query_scalar("SELECT name FROM subscriptions WHERE target = ? LIMIT 1")
@@ -326,7 +325,6 @@ impl SqliteStore {
         }
         self.get_subscription(&s.id).await
     }
-
 
     pub async fn delete_subscription(&self, id: &str) -> Result<()> {
         let done = sqlx::query("DELETE FROM subscriptions WHERE id = ?")
