@@ -451,3 +451,135 @@ async fn runs_follow_their_concurrency_policy_and_cancel(backend: Backend) {
         StartOutcome::Started(_)
     ));
 }
+
+/// Several daemons on PostgreSQL: endpoint leases are taken once, taken
+/// over only when expired with a higher token, and a result stored under an
+/// old token changes nothing; run claims keep other nodes out.
+#[tokio::test]
+async fn postgres_leases_fence_late_results_and_claims_keep_other_nodes_out() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let config = WriterConfig {
+        max_batch: 256,
+        queue: 256,
+    };
+    let (tx, mut committed) = mpsc::channel(64);
+    let (store, writer, _tasks) = Store::open_postgres(&url, config.clone(), tx, Arc::new(NoRuns))
+        .await
+        .expect("open the store");
+    let (other_tx, _other_committed) = mpsc::channel(64);
+    let (other, _other_writer, _other_tasks) =
+        Store::open_postgres(&url, config, other_tx, Arc::new(NoRuns))
+            .await
+            .expect("open a second node's store");
+    assert!(store.is_shared() && store.node_id() != other.node_id());
+    let lease = Duration::from_secs(30);
+    let endpoints = ["e1".to_string(), "e2".to_string()];
+
+    let first = store
+        .acquire_endpoint_leases(&endpoints, 1, lease)
+        .await
+        .expect("acquire");
+    assert_eq!(first.len(), 1, "at most the limit: {first:?}");
+    let second = other
+        .acquire_endpoint_leases(&endpoints, 5, lease)
+        .await
+        .expect("acquire");
+    assert_eq!(second.len(), 1, "only the free one: {second:?}");
+    assert_ne!(first[0].endpoint_id, second[0].endpoint_id);
+    assert_eq!(
+        store.renew_endpoint_leases(lease).await.expect("renew"),
+        first
+    );
+
+    // The other node's lease on e1 or e2 expires and this node takes it over.
+    let theirs = &second[0].endpoint_id;
+    other
+        .release_endpoint_lease(theirs, second[0].token)
+        .await
+        .expect("release");
+    let taken = store
+        .acquire_endpoint_leases(std::slice::from_ref(theirs), 1, lease)
+        .await
+        .expect("take over");
+    assert_eq!(taken.len(), 1);
+    assert!(
+        taken[0].token > second[0].token,
+        "a takeover raises the token: {taken:?} after {second:?}"
+    );
+    assert!(other
+        .renew_endpoint_leases(lease)
+        .await
+        .expect("renew")
+        .is_empty());
+
+    writer
+        .publish(vec![event("a", "{}", &[theirs.as_str()])])
+        .await
+        .expect("publish");
+    let delivery = next_deliveries(&mut committed).await.remove(0);
+    let due = store
+        .due_of(&[theirs.clone(), "nothing".to_string()])
+        .await
+        .expect("due of");
+    assert_eq!(due.len(), 1, "{due:?}");
+    let result = |lease: i64| Settled {
+        delivery: DueDelivery {
+            attempts: 1,
+            ..delivery.clone()
+        },
+        attempt: Some(Attempt {
+            number: 1,
+            started_ms: now_ms(),
+            duration_ms: 3,
+            status_code: Some(200),
+            error: None,
+            response_body: String::new(),
+            request_headers: BTreeMap::new(),
+        }),
+        status: DeliveryStatus::Succeeded,
+        next_attempt_ms: None,
+        last_error: None,
+        endpoint_gone: false,
+        lease: Some(lease),
+    };
+    for token in [second[0].token, taken[0].token] {
+        writer.settle(result(token)).await.expect("settle");
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), committed.recv()).await {
+                Ok(Some(Committed::Settled(_))) => break,
+                Ok(Some(_)) => continue,
+                other => panic!("the result was not handled: {other:?}"),
+            }
+        }
+        let (stored, _, attempts) = store.get_delivery(delivery.id).await.expect("get");
+        if token == second[0].token {
+            assert_eq!(
+                stored.status,
+                DeliveryStatus::Pending,
+                "a late result is fenced out"
+            );
+            assert!(attempts.is_empty());
+        } else {
+            assert_eq!(stored.status, DeliveryStatus::Succeeded);
+            assert_eq!(attempts.len(), 1);
+        }
+    }
+
+    assert!(store.claim_run("run-1", lease).await.expect("claim"));
+    assert!(store.claim_run("run-1", lease).await.expect("claim again"));
+    assert!(!other
+        .claim_run("run-1", lease)
+        .await
+        .expect("claim elsewhere"));
+    store.release_run("run-1").await.expect("release");
+    assert!(other
+        .claim_run("run-1", lease)
+        .await
+        .expect("claim after release"));
+    assert_eq!(store.heartbeat(lease).await.expect("heartbeat"), 1);
+    assert_eq!(other.heartbeat(lease).await.expect("heartbeat"), 2);
+    store.leave_cluster().await.expect("leave");
+    assert_eq!(other.heartbeat(lease).await.expect("heartbeat"), 1);
+}

@@ -122,10 +122,10 @@ impl PgStore {
         leases_from(&rows)
     }
 
-    /// Gives a lease up (expired at once, its token kept).
+    /// Gives a lease up: expired at once and no node's, its token kept.
     pub async fn release_endpoint_lease(&self, endpoint_id: &str, token: i64) -> Result<()> {
         sqlx::query(
-            "UPDATE endpoint_leases SET expires_ms = 0 \
+            "UPDATE endpoint_leases SET expires_ms = 0, node_id = '' \
              WHERE endpoint_id = $1 AND node_id = $2 AND token = $3",
         )
         .bind(endpoint_id)
@@ -139,7 +139,7 @@ impl PgStore {
     /// A clean stop: every lease given up, the node's row gone.
     pub async fn leave_cluster(&self) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE endpoint_leases SET expires_ms = 0 WHERE node_id = $1")
+        sqlx::query("UPDATE endpoint_leases SET expires_ms = 0, node_id = '' WHERE node_id = $1")
             .bind(&*self.node_id)
             .execute(&mut *tx)
             .await?;
