@@ -465,7 +465,7 @@ async fn postgres_leases_fence_late_results_and_claims_keep_other_nodes_out() {
         queue: 256,
     };
     let (tx, mut committed) = mpsc::channel(64);
-    let (store, writer, _tasks) = Store::open_postgres(&url, config.clone(), tx, Arc::new(NoRuns))
+    let (store, writer, _tasks) = Store::open_postgres(&url, config, tx, Arc::new(NoRuns))
         .await
         .expect("open the store");
     let (other_tx, _other_committed) = mpsc::channel(64);
