@@ -119,12 +119,12 @@ async fn acknowledged_events_survive_five_kill_9s_under_load() {
 
 /// Shared by the publisher tasks: ids, acknowledged ids, their count.
 #[derive(Clone)]
-struct Load {
+pub struct Load {
     next: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<HashSet<String>>>,
-    http_acks: Arc<AtomicU64>,
-    grpc_acks: Arc<AtomicU64>,
+    pub stop: Arc<AtomicBool>,
+    pub acked: Arc<Mutex<HashSet<String>>>,
+    pub http_acks: Arc<AtomicU64>,
+    pub grpc_acks: Arc<AtomicU64>,
     count: Arc<watch::Sender<usize>>,
 }
 
@@ -142,12 +142,12 @@ impl Default for Load {
 }
 
 impl Load {
-    fn next_id(&self) -> String {
+    pub fn next_id(&self) -> String {
         format!("kill-{}", self.next.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A failed publish is not retried: it was never acknowledged.
-    async fn record(&self, id: String, acked: bool, counter: &AtomicU64) {
+    pub async fn record(&self, id: String, acked: bool, counter: &AtomicU64) {
         if acked {
             self.acked.lock().expect("the ack set").insert(id);
             counter.fetch_add(1, Ordering::Relaxed);
@@ -157,7 +157,7 @@ impl Load {
         }
     }
 
-    async fn wait_for(&self, target: usize) {
+    pub async fn wait_for(&self, target: usize) {
         let mut count = self.count.subscribe();
         let reached = tokio::time::timeout(PHASE_TIMEOUT, count.wait_for(|n| *n >= target))
             .await

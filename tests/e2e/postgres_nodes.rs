@@ -9,12 +9,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hookyard::v1::{CreateSubscriptionRequest, RunState, Subscription};
+use hookyard::v1::{CreateSubscriptionRequest, PublishRequest, RunState, Subscription};
+use hookyard_bench::sink::{Sink, SinkConfig};
+use reqwest::StatusCode;
 use serde_json::json;
+use std::sync::atomic::Ordering;
+use tokio::task::JoinSet;
 
 use crate::{
-    api::{http_event, publish_http},
-    harness::{Daemon, EndpointSpec, TestConfig, WAIT},
+    api::{grpc_event, http_event, publish_http},
+    faults_kill::Load,
+    harness::{Daemon, EndpointSpec, TestConfig, API_KEY, WAIT},
     runs::{poll_until, started},
     sink::{Behaviour, Received, TestReceiver},
 };
@@ -255,4 +260,175 @@ async fn a_flow_run_waiting_on_a_daemon_killed_with_9_finishes_on_another() {
     poll_until(&mut admin, &id, RunState::Succeeded).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(sink.drain().is_empty(), "each step ran once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_daemons_under_http_and_grpc_load_lose_nothing_when_each_is_killed_in_turn() {
+    const ACKS_PER_ROUND: usize = 150;
+    // Failures keep retries pending across the kills as well.
+    let mut sinks = Vec::new();
+    let mut config = TestConfig::new().set("storage.lease_timeout", json!(LEASE));
+    for i in 0..2 {
+        let sink = Sink::start(SinkConfig {
+            fail_share: 0.05,
+            ..SinkConfig::default()
+        })
+        .await
+        .expect("start a sink");
+        let id = format!("ep{i}");
+        config = config
+            .endpoint(
+                EndpointSpec::new(&id, &sink.url("/hook"))
+                    .retry_schedule(&["0s", "100ms", "100ms", "100ms", "100ms", "100ms"]),
+            )
+            .subscription(
+                &format!("to-{id}"),
+                &["lead.*"],
+                &[],
+                &format!("endpoint:{id}"),
+            );
+        sinks.push(sink);
+    }
+    let mut daemons = cluster(&config, 3).await;
+
+    let load = Load::default();
+    let mut tasks = JoinSet::new();
+    for daemon in &daemons {
+        let (client, url, http_load) =
+            (daemon.http.clone(), daemon.url("/v1/events"), load.clone());
+        tasks.spawn(async move {
+            while !http_load.stop.load(Ordering::Relaxed) {
+                let id = http_load.next_id();
+                let acked = client
+                    .post(&url)
+                    .bearer_auth(API_KEY)
+                    .json(&json!({"id": id, "name": "lead.kill", "payload": {"n": id}}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == StatusCode::ACCEPTED);
+                http_load.record(id, acked, &http_load.http_acks).await;
+            }
+        });
+        let (mut events, grpc_load) = (daemon.events_client(), load.clone());
+        tasks.spawn(async move {
+            while !grpc_load.stop.load(Ordering::Relaxed) {
+                let id = grpc_load.next_id();
+                let mut event = grpc_event("lead.kill");
+                event.id = id.clone();
+                let acked = events
+                    .publish(PublishRequest { event: Some(event) })
+                    .await
+                    .is_ok();
+                grpc_load.record(id, acked, &grpc_load.grpc_acks).await;
+            }
+        });
+    }
+
+    let lease = Duration::from_secs(2);
+    for round in 0..3 {
+        load.wait_for((2 * round + 1) * ACKS_PER_ROUND).await;
+        daemons[round].kill9().await;
+        let killed = Instant::now();
+        // The other two keep acknowledging, and take the dead one's
+        // endpoints over once its leases expire.
+        load.wait_for((2 * round + 2) * ACKS_PER_ROUND).await;
+        tokio::time::sleep((lease + Duration::from_secs(1)).saturating_sub(killed.elapsed())).await;
+        daemons[round].restart().await;
+    }
+    load.wait_for(7 * ACKS_PER_ROUND).await;
+    load.stop.store(true, Ordering::Relaxed);
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("a publisher task");
+    }
+
+    let acked = load.acked.lock().expect("the ack set").clone();
+    let (http, grpc) = (
+        load.http_acks.load(Ordering::Relaxed),
+        load.grpc_acks.load(Ordering::Relaxed),
+    );
+    assert!(
+        http >= 100 && grpc >= 100,
+        "both protocols must be acknowledged: {http} over HTTP, {grpc} over gRPC"
+    );
+    let deadline = Instant::now() + WAIT;
+    for (i, sink) in sinks.iter().enumerate() {
+        loop {
+            let missing = sink.missing(&acked);
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} acknowledged events never reached endpoint ep{i}, e.g. {:?}",
+                missing.len(),
+                acked.len(),
+                &missing[..missing.len().min(5)]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn cancel_on_published_on_one_daemon_cancels_a_run_waiting_on_another() {
+    let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let flow = json!({
+        "id": "nurture",
+        "inputs": {"email": {"type": "email", "required": true}},
+        "correlate_by": "{{ inputs.email }}",
+        "cancel_on": [{"event": "lead.call_booked", "key": "{{ event.payload.email }}"}],
+        "steps": [{"id": "mail", "delay": "3s", "http": {"url": sink.url()}}]
+    });
+    let config = TestConfig::new()
+        .set("storage.lease_timeout", json!(LEASE))
+        .flow(flow);
+    let daemons = cluster(&config, 2).await;
+    let ada = started(&daemons[0], "nurture", json!({"email": "ada@example.com"})).await;
+    let bob = started(&daemons[0], "nurture", json!({"email": "bob@example.com"})).await;
+    let mut admin = daemons[1].admin_client();
+    poll_until(&mut admin, &ada, RunState::Waiting).await;
+
+    let booked = publish_http(
+        &daemons[1],
+        &json!({"name": "lead.call_booked", "payload": {"email": "ada@example.com"}}),
+    )
+    .await;
+    let mut first = daemons[0].admin_client();
+    let cancelled = poll_until(&mut first, &ada, RunState::Cancelled).await;
+    let error = cancelled.run.map(|r| r.error).unwrap_or_default();
+    assert!(error.contains(&booked.id), "{error}");
+    poll_until(&mut admin, &bob, RunState::Succeeded).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.drain().len(), 1, "only bob's run mailed");
+}
+
+#[tokio::test]
+async fn a_long_transaction_holding_an_endpoint_row_does_not_stop_delivery() {
+    let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let daemon = Daemon::start(TestConfig::crm(&sink.url())).await;
+    let url = daemon.postgres_url().expect("PostgreSQL").to_string();
+    let mut other = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("connect to PostgreSQL");
+    // Another client: an old snapshot, and a lock on the endpoint's row and
+    // on the catalog version (its trigger), held while events flow.
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut other)
+        .await
+        .expect("BEGIN");
+    sqlx::query("UPDATE endpoints SET updated_ms = updated_ms WHERE id = 'crm'")
+        .execute(&mut other)
+        .await
+        .expect("lock the endpoint's row");
+
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        ids.push(publish_http(&daemon, &http_event("lead.created")).await.id);
+    }
+    let expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    sink.until_ids(&expected, WAIT).await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("ROLLBACK");
 }
