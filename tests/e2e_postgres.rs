@@ -54,6 +54,8 @@ mod hostile_grpc;
 mod hostile_http;
 #[path = "e2e/limits.rs"]
 mod limits;
+#[path = "e2e/metrics.rs"]
+mod metrics;
 #[path = "e2e/migrate.rs"]
 mod migrate;
 #[path = "e2e/postgres_nodes.rs"]

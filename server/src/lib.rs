@@ -43,6 +43,7 @@ pub mod config;
 pub mod delivery;
 pub mod flows;
 pub mod intake;
+pub mod metrics;
 pub mod model;
 pub mod publish;
 pub mod routing;
@@ -270,6 +271,11 @@ pub async fn start(
     }
     let health = supervisor.health();
     let public_app = public_app(&config, intake, store.clone(), sources.clone(), &health).await?;
+    let scrape = crate::metrics::Scrape {
+        handle: crate::metrics::install()?,
+        store: store.clone(),
+        catalog: catalog.clone(),
+    };
     let admin_app = admin_app(
         AdminService::new(
             store,
@@ -288,7 +294,9 @@ pub async fn start(
         &health,
         config.http.request_timeout,
     )
-    .await?;
+    .await?
+    .merge(crate::metrics::router(scrape.clone()));
+    let admin_app = traced(admin_app);
 
     let limits = ConnectionLimits {
         header_timeout: config.http.header_timeout,
@@ -318,7 +326,8 @@ pub async fn start(
         "dispatcher",
         dispatcher.run(committed_rx, control_rx, work.clone()),
     );
-    supervisor.spawn("flow engine", engine.run(work));
+    supervisor.spawn("flow engine", engine.run(work.clone()));
+    tokio::spawn(crate::metrics::upkeep(scrape.handle, work));
     supervisor.spawn(
         "public server",
         server::serve(listeners.public, public_app, limits, serving.clone()),
@@ -396,7 +405,35 @@ async fn public_app(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             config.http.request_timeout,
         ));
-    Ok(grpc.merge(http).fallback(intake::http::not_found))
+    Ok(traced(grpc.merge(http).fallback(intake::http::not_found)))
+}
+
+/// Every request gets an id (the caller's `x-request-id`, or a new UUID),
+/// echoed in the response's `x-request-id` and carried by the request's
+/// span. Requests are logged at DEBUG (`RUST_LOG=tower_http=debug`): a log
+/// line per request at INFO would cost more than the request at full load.
+fn traced(router: axum::Router) -> axum::Router {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    router
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |request: &axum::http::Request<_>| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::debug_span!(
+                        "request",
+                        method = %request.method(),
+                        path = request.uri().path(),
+                        request_id = id,
+                    )
+                },
+            ),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
 /// gRPC Events: the API key, then the message's size, are checked before

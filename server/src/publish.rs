@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::{
     catalog::{CatalogHandle, FlowRoute},
     flows::{catalog::FlowSet, start, FlowCatalog},
+    metrics::{self, Door},
     model::{NewEvent, Published},
     store::{PublishOutcome, Rejection, SubmitError, Writer},
 };
@@ -70,19 +71,43 @@ impl Publisher {
         }
     }
 
-    /// Routes `events` and commits them; one outcome per event, in order.
-    pub async fn publish(&self, mut events: Vec<NewEvent>) -> Result<PublishOutcome, PublishError> {
+    /// Routes `events` that came in at `door` and commits them; one outcome
+    /// per event, in order. Each outcome is counted for `/metrics`.
+    pub async fn publish(
+        &self,
+        door: Door,
+        mut events: Vec<NewEvent>,
+    ) -> Result<PublishOutcome, PublishError> {
         self.route(&mut events);
-        Ok(self.writer.publish(events).await?)
+        let offered = events.len() as u64;
+        let outcomes = match self.writer.publish(events).await {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                let error = PublishError::from(error);
+                let outcome = match error {
+                    PublishError::Overloaded => "overloaded",
+                    _ => "unavailable",
+                };
+                metrics::events(door, outcome, offered);
+                return Err(error);
+            }
+        };
+        count_outcomes(door, &outcomes);
+        Ok(outcomes)
     }
 
     /// Publishes a single event.
-    pub async fn publish_one(&self, event: NewEvent) -> Result<(String, Published), PublishError> {
+    pub async fn publish_one(
+        &self,
+        door: Door,
+        event: NewEvent,
+    ) -> Result<(String, Published), PublishError> {
         let id = event.id.clone();
-        let outcome =
-            self.publish(vec![event]).await?.pop().ok_or_else(|| {
-                PublishError::Unavailable("the writer returned no outcome".into())
-            })?;
+        let outcome = self
+            .publish(door, vec![event])
+            .await?
+            .pop()
+            .ok_or_else(|| PublishError::Unavailable("the writer returned no outcome".into()))?;
         match outcome {
             Ok(published) => Ok((id, published)),
             Err(rejection) => Err(PublishError::rejected(&id, rejection)),
@@ -95,7 +120,7 @@ impl Publisher {
         let catalog = self.catalog.get();
         let flows = self.flows.get();
         let mut flow_routes = Vec::new();
-        for event in events {
+        for event in events.iter_mut() {
             catalog.route(
                 &event.name,
                 event.tenant_id.as_deref(),
@@ -110,6 +135,26 @@ impl Publisher {
             event.cancels = cancels;
         }
     }
+}
+
+/// Counts what storage answered for each event; routing is counted for the
+/// events stored now (a duplicate routes nothing).
+fn count_outcomes(door: Door, outcomes: &PublishOutcome) {
+    let (mut accepted, mut duplicate, mut conflict, mut matched) = (0, 0, 0, 0);
+    for outcome in outcomes {
+        match outcome {
+            Ok(p) if p.duplicate => duplicate += 1,
+            Ok(p) => {
+                accepted += 1;
+                matched += u64::from(p.matched);
+            }
+            Err(Rejection::Conflict { .. }) => conflict += 1,
+        }
+    }
+    metrics::events(door, "accepted", accepted);
+    metrics::events(door, "duplicate", duplicate);
+    metrics::events(door, "conflict", conflict);
+    metrics::routed(matched);
 }
 
 /// Adds the run a flow subscription starts for `event`.

@@ -325,15 +325,15 @@ async fn three_daemons_under_http_and_grpc_load_lose_nothing_when_each_is_killed
     }
 
     let lease = Duration::from_secs(2);
-    for round in 0..3 {
+    for (round, daemon) in daemons.iter_mut().enumerate() {
         load.wait_for((2 * round + 1) * ACKS_PER_ROUND).await;
-        daemons[round].kill9().await;
+        daemon.kill9().await;
         let killed = Instant::now();
         // The other two keep acknowledging, and take the dead one's
         // endpoints over once its leases expire.
         load.wait_for((2 * round + 2) * ACKS_PER_ROUND).await;
         tokio::time::sleep((lease + Duration::from_secs(1)).saturating_sub(killed.elapsed())).await;
-        daemons[round].restart().await;
+        daemon.restart().await;
     }
     load.wait_for(7 * ACKS_PER_ROUND).await;
     load.stop.store(true, Ordering::Relaxed);

@@ -279,6 +279,7 @@ impl Engine {
                     tracing::error!(run_id = %run.id, step = %step.id, %message, "A step panicked; the run fails.");
                     step::crashed(&run, &message)
                 });
+            crate::metrics::step(&run.flow_id, step_outcome(&transition));
             let advance = match transition {
                 Transition::Defer(error) => {
                     tracing::warn!(run_id = %run.id, step = %step.id, %error, "Step deferred.");
@@ -345,6 +346,17 @@ struct RunClaim {
 impl Drop for RunClaim {
     fn drop(&mut self) {
         self.engine.release(&self.run_id);
+    }
+}
+
+/// How a step's execution is counted in `/metrics`.
+fn step_outcome(transition: &Transition) -> &'static str {
+    match transition {
+        Transition::Done { .. } => "ok",
+        Transition::Wait { .. } => "waiting",
+        Transition::Retry { .. } => "retry",
+        Transition::Fail { .. } => "failed",
+        Transition::Defer(_) => "deferred",
     }
 }
 

@@ -31,7 +31,7 @@ use tokio::sync::{broadcast, Notify};
 
 pub use catalog::FlowCatalog;
 
-use crate::model::run::Run;
+use crate::model::run::{Run, RunState};
 
 /// Webhook keys are stored as SHA-256 digests and compared in constant time.
 pub fn webhook_key_hash(key: &str) -> Vec<u8> {
@@ -89,6 +89,16 @@ impl FlowSignals {
 impl crate::store::RunsCommitted for FlowSignals {
     fn runs_committed(&self, runs: Vec<Run>) {
         self.wake.notify_one();
+        for run in &runs {
+            // Each run is committed in these states once: when it starts and
+            // when it ends.
+            if matches!(
+                run.state,
+                RunState::Created | RunState::Succeeded | RunState::Failed | RunState::Cancelled
+            ) {
+                crate::metrics::run_state(&run.flow_id, run.state.as_str());
+            }
+        }
         if self.feed.tx.receiver_count() == 0 {
             return;
         }

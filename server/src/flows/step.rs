@@ -4,6 +4,7 @@
 //! returned transition before it runs anything else, so each side effect
 //! happens after the previous one is on disk.
 
+use crate::metrics::Door;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, USER_AGENT};
@@ -248,7 +249,7 @@ async fn emit_event(
         }
     };
     let name = new_event.name.clone();
-    match env.publisher.publish_one(new_event).await {
+    match env.publisher.publish_one(Door::Flow, new_event).await {
         Ok((id, published)) => Transition::Done {
             record: record(
                 run,

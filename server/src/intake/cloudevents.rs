@@ -8,6 +8,7 @@
 //! A binary-mode body without a `Content-Type` is read as JSON. Also
 //! answers the CloudEvents webhook abuse-protection handshake.
 
+use crate::metrics::Door;
 use std::collections::BTreeMap;
 
 use axum::{
@@ -76,13 +77,16 @@ pub async fn publish(
             .into_iter()
             .next()
             .ok_or_else(|| ApiError::Unavailable("no event was built".into()))?;
-        let (id, published) = intake.publisher.publish_one(event).await?;
+        let (id, published) = intake
+            .publisher
+            .publish_one(Door::CloudEvents, event)
+            .await?;
         let answer = json!({"id": id, "seq": published.seq, "duplicate": published.duplicate,
             "matched": published.matched});
         return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-    let outcomes = intake.publisher.publish(events).await?;
+    let outcomes = intake.publisher.publish(Door::CloudEvents, events).await?;
     let results: Vec<Value> = ids
         .iter()
         .zip(outcomes)

@@ -103,6 +103,28 @@ impl ApiError {
         }
     }
 
+    /// What a refusal at an event door is counted as in `/metrics`;
+    /// `None` for what the publish pipeline counts itself (conflicts,
+    /// overload, storage) or what is no event at all.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Malformed { .. }
+            | ApiError::BadRequest(_)
+            | ApiError::TooLarge { .. }
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::Validation(_)
+            | ApiError::InvalidInputs(_) => Some("invalid"),
+            ApiError::Unauthorized(_) | ApiError::BadSignature(_) | ApiError::Forbidden(_) => {
+                Some("unauthorized")
+            }
+            ApiError::RateLimited { .. } => Some("rate_limited"),
+            ApiError::NotFound(_)
+            | ApiError::Conflict(_)
+            | ApiError::Overloaded
+            | ApiError::Unavailable(_) => None,
+        }
+    }
+
     /// A short machine-readable name, also the reason rejections are counted under.
     pub fn code(&self) -> &'static str {
         match self {

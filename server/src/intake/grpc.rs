@@ -4,6 +4,7 @@
 //! the message size were checked before the message was read (`grpc_gate`);
 //! here each call is charged to the key's rate limit, one cell per event.
 
+use crate::metrics::Door;
 use std::sync::Arc;
 
 use hookyard::v1::{
@@ -36,7 +37,10 @@ impl EventsService {
         self.intake
             .keys
             .admit(&principal.name, events)
-            .map_err(|e| e.into_status(""))?;
+            .map_err(|e| {
+                crate::metrics::events(Door::Grpc, "rate_limited", events as u64);
+                e.into_status("")
+            })?;
         Ok(principal)
     }
 }
@@ -49,17 +53,20 @@ impl Events for EventsService {
     ) -> Result<Response<PublishResponse>, Status> {
         let key = self.admit(&request, 1)?;
         let event = request.into_inner().event.ok_or_else(|| {
+            crate::metrics::events(Door::Grpc, "invalid", 1);
             ApiError::Validation(vec![event::FieldError::new(&[], "is required")])
                 .into_status("event")
         })?;
-        let event = event::from_proto(event, &key)
-            .map_err(|fields| ApiError::Validation(fields).into_status("event"))?;
+        let event = event::from_proto(event, &key).map_err(|fields| {
+            crate::metrics::events(Door::Grpc, "invalid", 1);
+            ApiError::Validation(fields).into_status("event")
+        })?;
         key.authorize(std::slice::from_ref(&event))
             .map_err(|e| e.into_status("event"))?;
         let (id, published) = self
             .intake
             .publisher
-            .publish_one(event)
+            .publish_one(Door::Grpc, event)
             .await
             .map_err(|e| ApiError::from(e).into_status("event"))?;
         Ok(Response::new(response(id, published)))
@@ -89,7 +96,10 @@ impl Events for EventsService {
                     valid.push(event);
                     results.push(None);
                 }
-                Err(fields) => results.push(Some(invalid_result(&fields))),
+                Err(fields) => {
+                    crate::metrics::events(Door::Grpc, "invalid", 1);
+                    results.push(Some(invalid_result(&fields)));
+                }
             }
         }
         // One event for another tenant refuses the call: a question of
@@ -100,7 +110,7 @@ impl Events for EventsService {
             let outcomes = self
                 .intake
                 .publisher
-                .publish(valid)
+                .publish(Door::Grpc, valid)
                 .await
                 .map_err(|e| ApiError::from(e).into_status(""))?;
             for ((index, id), outcome) in slots.into_iter().zip(ids).zip(outcomes) {

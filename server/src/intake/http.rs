@@ -3,6 +3,7 @@
 //! cheapest first — credentials, content type, size — so a bad request costs
 //! little before it is refused.
 
+use crate::metrics::Door;
 use std::sync::Arc;
 
 use axum::{
@@ -49,21 +50,37 @@ async fn post_event(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let door = match cloudevents::mode(&headers) {
+        Some(_) => Door::CloudEvents,
+        None => Door::Http,
+    };
+    let answer = publish_event(&state, &headers, body).await;
+    if let Some(refusal) = answer.as_ref().err().and_then(ApiError::refusal) {
+        crate::metrics::events(door, refusal, 1);
+    }
+    answer
+}
+
+async fn publish_event(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let intake = &state.intake;
     let key = intake
         .keys
         .authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
-    if let Some(mode) = cloudevents::mode(&headers) {
+    if let Some(mode) = cloudevents::mode(headers) {
         let limit = match mode {
             cloudevents::Mode::Batch => intake.batch_body_limit,
             _ => intake.body_limit,
         };
-        let bytes = read_body(body, &headers, limit).await?;
-        return cloudevents::publish(intake, mode, &headers, &bytes, &key).await;
+        let bytes = read_body(body, headers, limit).await?;
+        return cloudevents::publish(intake, mode, headers, &bytes, &key).await;
     }
-    require_json(&headers)?;
+    require_json(headers)?;
     intake.keys.admit(&key.name, 1)?;
-    let bytes = read_body(body, &headers, intake.body_limit).await?;
+    let bytes = read_body(body, headers, intake.body_limit).await?;
     let event = event::from_json(&bytes, &key).map_err(|e| match e {
         event::Invalid::Malformed {
             line,
@@ -77,7 +94,7 @@ async fn post_event(
         event::Invalid::Fields(fields) => ApiError::Validation(fields),
     })?;
     key.authorize(std::slice::from_ref(&event))?;
-    let (id, published) = intake.publisher.publish_one(event).await?;
+    let (id, published) = intake.publisher.publish_one(Door::Http, event).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

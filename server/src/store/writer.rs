@@ -258,6 +258,7 @@ async fn write(
     loop {
         inputs.take_waiting(&mut next, config.max_batch);
         if writing.is_none() && !next.is_empty() {
+            crate::metrics::writer_queue(inputs.queued());
             writing = start_write(backend, std::mem::take(&mut next));
             if writing.is_none() {
                 return Err(commit_thread_gone());
@@ -313,6 +314,11 @@ impl Inputs {
         }
     }
 
+    /// Requests waiting in the queues.
+    fn queued(&self) -> usize {
+        self.publish_rx.len() + self.settle_rx.len() + self.flow_rx.len()
+    }
+
     /// Moves what is already waiting into `batch`, up to `max` events.
     fn take_waiting(&mut self, batch: &mut Batch, max: usize) {
         while batch.events < max {
@@ -365,6 +371,8 @@ impl Wal {
 struct Written {
     batch: Batch,
     result: Result<Done, Error>,
+    /// When the batch started committing, for the commit latency metric.
+    started: std::time::Instant,
 }
 
 /// Takes written batches in order; syncs once for all that are waiting, then
@@ -391,7 +399,15 @@ async fn sync(
             }
             return Err(Error::Fatal(detail));
         }
-        for Written { batch, result } in waiting.drain(..) {
+        for Written {
+            batch,
+            result,
+            started,
+        } in waiting.drain(..)
+        {
+            if result.is_ok() {
+                crate::metrics::commit(batch.events, started.elapsed());
+            }
             answer(batch, result, &outputs).await;
         }
     }
@@ -435,6 +451,7 @@ impl Batch {
 /// Starts committing a batch; `None` when the backend can no longer commit
 /// at all (the batch's callers are then told the writer stopped).
 fn start_write(backend: &Backend, batch: Batch) -> Option<oneshot::Receiver<Written>> {
+    let started = std::time::Instant::now();
     match backend {
         Backend::Sqlite(committer) => committer.submit(move |db| {
             let events: Vec<&[NewEvent]> = batch
@@ -444,7 +461,11 @@ fn start_write(backend: &Backend, batch: Batch) -> Option<oneshot::Receiver<Writ
                 .collect();
             let result = db.commit(&events, &batch.settles, &batch.flows);
             drop(events);
-            Written { batch, result }
+            Written {
+                batch,
+                result,
+                started,
+            }
         }),
         Backend::Postgres(committer) => {
             let committer = committer.clone();
@@ -459,7 +480,11 @@ fn start_write(backend: &Backend, batch: Batch) -> Option<oneshot::Receiver<Writ
                     .commit(&events, &batch.settles, &batch.flows)
                     .await;
                 drop(events);
-                let _ = written_tx.send(Written { batch, result });
+                let _ = written_tx.send(Written {
+                    batch,
+                    result,
+                    started,
+                });
             });
             Some(written)
         }

@@ -95,6 +95,7 @@ impl AttemptTask {
         let mut settled = settle(delivery, report, schedule, rand::random());
         settled.lease = self.lease;
         log_attempt(&settled, &endpoint.id);
+        count_attempt(&settled, &endpoint.id);
         // The slot is free as soon as the request is over; the delivery stays
         // held until its result is committed.
         let status = settled.attempt.as_ref().and_then(|a| a.status_code);
@@ -170,6 +171,22 @@ pub fn settle(
         endpoint_gone,
         lease: None,
     }
+}
+
+fn count_attempt(settled: &Settled, endpoint: &str) {
+    let (outcome, finished) = match settled.status {
+        DeliveryStatus::Succeeded => ("success", Some("succeeded")),
+        DeliveryStatus::Dead if settled.endpoint_gone => ("gone", Some("dead")),
+        DeliveryStatus::Dead => ("dead", Some("dead")),
+        _ => ("retry", None),
+    };
+    let took = settled.attempt.as_ref().map_or(0, |a| a.duration_ms);
+    crate::metrics::attempt(
+        endpoint,
+        outcome,
+        Duration::from_millis(u64::from(took)),
+        finished,
+    );
 }
 
 fn log_attempt(settled: &Settled, endpoint: &str) {

@@ -227,6 +227,8 @@ impl Dispatcher {
                 }
                 Some(end) = self.ends_rx.recv() => {
                     self.scheduler.attempt_ended(&end.endpoint_id, end.reached, end.gone, sendable!(self, catalog));
+                    crate::metrics::in_flight(&end.endpoint_id, -1.0);
+                    crate::metrics::breaker(&end.endpoint_id, self.scheduler.breaker_state(&end.endpoint_id));
                 }
                 Some(Control::RetryNow(delivery)) = control.recv() => {
                     self.scheduler.retry_now(delivery, sendable!(self, catalog));
@@ -362,6 +364,7 @@ impl Dispatcher {
             match action {
                 Action::Send { delivery, endpoint } => {
                     self.announce(&delivery, DeliveryStatus::InFlight, None);
+                    crate::metrics::in_flight(&endpoint.id, 1.0);
                     AttemptTask {
                         sender: self.sender.clone(),
                         writer: self.writer.clone(),

@@ -227,6 +227,20 @@ impl Scheduler {
         self.in_flight
     }
 
+    /// The endpoint's circuit breaker, for metrics: 0 closed, 1 probing,
+    /// 2 open (sending paused).
+    pub fn breaker_state(&self, endpoint_id: &str) -> f64 {
+        match self
+            .lanes
+            .get(endpoint_id)
+            .map(|lane| lane.breaker.allowance(Instant::now()))
+        {
+            None | Some(Allowance::Open) => 0.0,
+            Some(Allowance::Probe) => 1.0,
+            Some(Allowance::Paused { .. }) => 2.0,
+        }
+    }
+
     /// Deliveries one endpoint holds in memory.
     pub fn held_by(&self, endpoint_id: &str) -> usize {
         self.lanes.get(endpoint_id).map_or(0, |l| l.held.len())

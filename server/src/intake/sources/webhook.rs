@@ -6,6 +6,7 @@
 //! request; every rejection is counted for its source and reason. An
 //! accepted webhook is routed and committed like any event before the 202.
 
+use crate::metrics::Door;
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -76,6 +77,7 @@ async fn receive(
         Ok(response) => response,
         Err(Rejected(reason, error)) => {
             source.rejections.count(reason);
+            crate::metrics::source_refused(&source.source.id, reason);
             tracing::debug!(source = %source.source.id, reason, "Refused a webhook.");
             error.into_response()
         }
@@ -116,7 +118,7 @@ async fn accept(
     let (id, published) = state
         .intake
         .publisher
-        .publish_one(event)
+        .publish_one(Door::Source, event)
         .await
         .map_err(ApiError::from)?;
     Ok((
