@@ -22,6 +22,8 @@ mod webhooks;
 
 #[path = "e2e/admin.rs"]
 mod admin;
+#[path = "e2e/backup.rs"]
+mod backup;
 #[path = "e2e/breaker.rs"]
 mod breaker;
 #[path = "e2e/check_config.rs"]

@@ -158,6 +158,15 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
         .with_context(|| format!("could not migrate {target}"))
 }
 
+/// `hookyard backup FILE`: an online, consistent copy of the SQLite
+/// database into `file` (which must not exist); its size in bytes.
+pub async fn backup(config: &Config, file: &std::path::Path) -> anyhow::Result<u64> {
+    let target = config.storage_target();
+    Store::backup(&target, file)
+        .await
+        .with_context(|| format!("could not back up {target} into {}", file.display()))
+}
+
 /// Opens storage, applies the config's declared resources, starts the writer,
 /// dispatcher and both servers. Returns once everything accepts work.
 pub async fn start(

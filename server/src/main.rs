@@ -53,6 +53,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Copy the SQLite database into FILE, consistently, while the daemon
+    /// runs (restore: stop the daemon, put FILE in place of
+    /// data_dir/hookyard.db, remove hookyard.db-wal and -shm, start).
+    Backup {
+        /// Where the copy goes; must not exist.
+        file: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +93,13 @@ fn main() -> anyhow::Result<()> {
                         .join(", ")
                 ),
             }
+            Ok(())
+        }
+        Command::Backup { file, config } => {
+            let config = config::load_for_serve(config.as_deref())?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let bytes = runtime.block_on(hookyard_server::backup(&config, &file))?;
+            println!("{}: {bytes} bytes", file.display());
             Ok(())
         }
         Command::CheckConfig { config: path } => {

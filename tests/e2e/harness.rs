@@ -494,9 +494,19 @@ impl Daemon {
         &self,
         subcommand: &str,
     ) -> (std::process::ExitStatus, String, String) {
+        self.run_subcommand_with(subcommand, &[]).await
+    }
+
+    /// `hookyard SUBCOMMAND ARGS… --config <this daemon's config>`.
+    pub async fn run_subcommand_with(
+        &self,
+        subcommand: &str,
+        args: &[&str],
+    ) -> (std::process::ExitStatus, String, String) {
         let mut command = Command::new(binary());
         command
             .arg(subcommand)
+            .args(args)
             .arg("--config")
             .arg(self.dir.path().join("hookyard.yaml"))
             .env("NO_COLOR", "1")

@@ -279,6 +279,25 @@ impl Store {
         }
     }
 
+    /// Copies the SQLite database at `target` into the file `to` while the
+    /// daemon may be running (a consistent snapshot); returns the copy's
+    /// size. PostgreSQL is backed up with its own tools.
+    pub async fn backup(target: &Target, to: &Path) -> Result<u64> {
+        match target {
+            Target::Sqlite(db) => {
+                let (db, to) = (db.clone(), to.to_path_buf());
+                tokio::task::spawn_blocking(move || sqlite::backup::backup(&db, &to))
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("the backup stopped: {e}")))?
+            }
+            Target::Postgres(_) => Err(Error::FailedPrecondition(
+                "storage is PostgreSQL: back it up with pg_dump or your database service's \
+                 backups (hookyard backup copies the SQLite database)"
+                    .to_string(),
+            )),
+        }
+    }
+
     /// Whether several daemons may share this storage (PostgreSQL), so
     /// endpoints and runs are leased before they are worked on.
     pub fn is_shared(&self) -> bool {

@@ -11,6 +11,7 @@ use sqlx::{
     Row, SqlitePool,
 };
 
+pub(super) mod backup;
 mod checkpoint;
 pub(super) mod committer;
 mod fail_stop;
