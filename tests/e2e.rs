@@ -76,6 +76,8 @@ mod migrate;
 mod private_files;
 #[path = "e2e/publish.rs"]
 mod publish;
+#[path = "e2e/retention.rs"]
+mod retention;
 #[path = "e2e/retry.rs"]
 mod retry;
 #[path = "e2e/sources_admin.rs"]

@@ -64,6 +64,8 @@ mod postgres_nodes;
 mod postgres_outage;
 #[path = "e2e/publish.rs"]
 mod publish;
+#[path = "e2e/retention.rs"]
+mod retention;
 #[path = "e2e/retry.rs"]
 mod retry;
 #[path = "e2e/runs.rs"]

@@ -158,6 +158,18 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
         .with_context(|| format!("could not migrate {target}"))
 }
 
+/// The retention settings as the janitor takes them (`0s`: keep forever).
+fn retention(config: &config::RetentionConfig) -> store::retention::Retention {
+    let keep = |d: std::time::Duration| (!d.is_zero()).then_some(d);
+    store::retention::Retention {
+        events: keep(config.events),
+        dead: keep(config.dead),
+        attempts: keep(config.attempts),
+        runs: keep(config.runs),
+        interval: config.interval,
+    }
+}
+
 /// `hookyard backup FILE`: an online, consistent copy of the SQLite
 /// database into `file` (which must not exist); its size in bytes.
 pub async fn backup(config: &Config, file: &std::path::Path) -> anyhow::Result<u64> {
@@ -280,6 +292,7 @@ pub async fn start(
     }
     let health = supervisor.health();
     let public_app = public_app(&config, intake, store.clone(), sources.clone(), &health).await?;
+    let janitor_store = store.clone();
     let scrape = crate::metrics::Scrape {
         handle: crate::metrics::install()?,
         store: store.clone(),
@@ -336,7 +349,12 @@ pub async fn start(
         dispatcher.run(committed_rx, control_rx, work.clone()),
     );
     supervisor.spawn("flow engine", engine.run(work.clone()));
-    tokio::spawn(crate::metrics::upkeep(scrape.handle, work));
+    tokio::spawn(crate::metrics::upkeep(scrape.handle, work.clone()));
+    tokio::spawn(store::retention::janitor(
+        janitor_store,
+        retention(&config.retention),
+        work,
+    ));
     supervisor.spawn(
         "public server",
         server::serve(listeners.public, public_app, limits, serving.clone()),

@@ -45,6 +45,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub delivery: DeliveryConfig,
     pub storage: StorageConfig,
+    pub retention: RetentionConfig,
     pub endpoints: Vec<EndpointConfig>,
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Partners and forms posting to `/webhook/v1/{token}`.
@@ -58,6 +59,30 @@ pub struct Config {
     /// The flow files' texts, read by `load`.
     #[serde(skip)]
     pub flow_file_texts: Vec<(PathBuf, String)>,
+}
+
+/// How long finished work is kept before the janitor deletes it; `0s`
+/// keeps it forever.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Events whose deliveries all succeeded (or that matched nothing),
+    /// with their deliveries and attempts.
+    #[serde(with = "humantime_serde")]
+    pub events: Duration,
+    /// Events with a dead delivery (and none still to make): kept apart,
+    /// for an operator to look into or retry.
+    #[serde(with = "humantime_serde")]
+    pub dead: Duration,
+    /// Attempt records (request, response, timing) of older deliveries.
+    #[serde(with = "humantime_serde")]
+    pub attempts: Duration,
+    /// Flow runs that ended (succeeded, failed or cancelled), with their logs.
+    #[serde(with = "humantime_serde")]
+    pub runs: Duration,
+    /// How often the janitor looks.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,6 +342,14 @@ impl Config {
             bail!(
                 "storage.lease_timeout must be between 1s and 1h, not {}",
                 humantime::format_duration(self.storage.lease_timeout)
+            );
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(86_400))
+            .contains(&self.retention.interval)
+        {
+            bail!(
+                "retention.interval must be between 100ms and 1d, not {}",
+                humantime::format_duration(self.retention.interval)
             );
         }
         if self.storage.max_batch == 0 || self.storage.queue == 0 {

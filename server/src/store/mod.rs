@@ -17,6 +17,7 @@
 //!   fail-stop.
 
 mod postgres;
+pub mod retention;
 mod rows;
 mod sqlite;
 pub mod writer;
@@ -296,6 +297,37 @@ impl Store {
                     .to_string(),
             )),
         }
+    }
+
+    pub async fn event_seq_range(&self) -> Result<Option<(i64, i64)>> {
+        dispatch!(self.event_seq_range())
+    }
+
+    pub async fn delivery_id_range(&self) -> Result<Option<(i64, i64)>> {
+        dispatch!(self.delivery_id_range())
+    }
+
+    pub async fn prune_event_window(
+        &self,
+        after: i64,
+        upto: i64,
+        cutoff_ms: i64,
+        dead_cutoff_ms: i64,
+    ) -> Result<retention::Window> {
+        dispatch!(self.prune_event_window(after, upto, cutoff_ms, dead_cutoff_ms))
+    }
+
+    pub async fn prune_attempt_window(
+        &self,
+        after: i64,
+        upto: i64,
+        cutoff_ms: i64,
+    ) -> Result<retention::Window> {
+        dispatch!(self.prune_attempt_window(after, upto, cutoff_ms))
+    }
+
+    pub async fn prune_runs(&self, cutoff_ms: i64, limit: usize) -> Result<u64> {
+        dispatch!(self.prune_runs(cutoff_ms, limit))
     }
 
     /// Whether several daemons may share this storage (PostgreSQL), so

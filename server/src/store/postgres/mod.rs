@@ -12,6 +12,7 @@ mod catalog_watch;
 mod cluster;
 mod committer;
 mod flows;
+mod retention;
 mod runs;
 mod sources;
 mod stats;
