@@ -72,6 +72,8 @@ mod limits;
 mod metrics;
 #[path = "e2e/migrate.rs"]
 mod migrate;
+#[path = "e2e/packaging.rs"]
+mod packaging;
 #[path = "e2e/private_files.rs"]
 mod private_files;
 #[path = "e2e/publish.rs"]

@@ -142,14 +142,48 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         "ready listen={} admin_listen={}",
         running.listen, running.admin_listen
     );
+    notify_systemd(&format!(
+        "READY=1\nSTATUS=serving on {} (admin {})",
+        running.listen, running.admin_listen
+    ));
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("Shutting down.");
+        notify_systemd("STOPPING=1");
         shutdown.cancel();
     });
     running.wait().await?;
     tracing::info!("Hookyard stopped.");
     Ok(())
+}
+
+/// Tells systemd how the daemon is doing when it runs as a `Type=notify`
+/// service (`$NOTIFY_SOCKET` set); nothing otherwise. The protocol is one
+/// datagram to that socket, a path or, with a leading `@`, an abstract name.
+fn notify_systemd(state: &str) {
+    #[cfg(unix)]
+    {
+        let Some(socket_path) = std::env::var_os("NOTIFY_SOCKET") else {
+            return;
+        };
+        let sent = (|| -> std::io::Result<usize> {
+            use std::os::unix::{ffi::OsStrExt, net::UnixDatagram};
+            let socket = UnixDatagram::unbound()?;
+            let bytes = socket_path.as_bytes();
+            #[cfg(target_os = "linux")]
+            if let Some(name) = bytes.strip_prefix(b"@") {
+                use std::os::linux::net::SocketAddrExt;
+                let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                return socket.send_to_addr(state.as_bytes(), &address);
+            }
+            socket.send_to(state.as_bytes(), std::ffi::OsStr::from_bytes(bytes))
+        })();
+        if let Err(error) = sent {
+            tracing::warn!(%error, "Could not notify systemd.");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 async fn wait_for_signal() {
