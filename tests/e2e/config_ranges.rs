@@ -131,3 +131,57 @@ async fn environment_variables_override_the_file_and_are_checked() {
     assert!(!ok, "max_in_flight 0 from the environment was accepted");
     assert!(stderr.contains("delivery.max_in_flight"), "{stderr}");
 }
+
+#[tokio::test]
+async fn secrets_named_by_env_keys_are_read_from_the_environment() {
+    use crate::sink::{assert_signed, Behaviour, TestReceiver};
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let daemon = crate::harness::Daemon::start(
+        crate::harness::TestConfig::new()
+            .set(
+                "api_keys",
+                serde_json::json!([{"name": "web", "key_env": "WEB_PUBLISH_KEY"}]),
+            )
+            .set(
+                "endpoints",
+                serde_json::json!([{"id": "crm", "url": sink.url(), "secret_env": "CRM_SIGNING_SECRET"}]),
+            )
+            .subscription("leads", &["lead.*"], &[], "endpoint:crm")
+            .env("WEB_PUBLISH_KEY", "hy_web_key_0123456789abcdef")
+            .env("CRM_SIGNING_SECRET", SECRET),
+    )
+    .await;
+    let response = daemon
+        .http
+        .post(daemon.url("/v1/events"))
+        .bearer_auth("hy_web_key_0123456789abcdef")
+        .json(&serde_json::json!({"name": "lead.created", "payload": {}}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    assert_signed(&sink.next().await, SECRET);
+
+    for (yaml, env, named) in [
+        (
+            "api_keys: [{name: web, key_env: NOT_SET_ANYWHERE}]",
+            vec![],
+            "api_keys[0].key_env",
+        ),
+        (
+            "api_keys: [{name: web, key: hy_web_key_0123456789abcdef, key_env: K}]",
+            vec![("K", "hy_other_key_0123456789abcdef")],
+            "api_keys[0]",
+        ),
+        (
+            "endpoints: [{id: crm, url: 'http://127.0.0.1:9/', secret_env: NOT_SET_ANYWHERE}]",
+            vec![],
+            "endpoints[0].secret_env",
+        ),
+    ] {
+        let (ok, stderr) = serve_with_env(yaml, &env).await;
+        assert!(!ok, "{yaml} started");
+        assert!(stderr.contains(named), "{yaml}: {stderr}");
+    }
+}

@@ -119,7 +119,12 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     pub name: String,
+    /// The key itself; or see `key_env`.
+    #[serde(default)]
     pub key: String,
+    /// The name of an environment variable holding the key.
+    #[serde(default)]
+    pub key_env: Option<String>,
     /// Events per second this key may publish (flow runs count as one);
     /// keys that share a name share one budget.
     #[serde(default)]
@@ -200,6 +205,9 @@ pub struct EndpointConfig {
     pub url: String,
     #[serde(default)]
     pub secret: Option<String>,
+    /// The name of an environment variable holding `secret`.
+    #[serde(default)]
+    pub secret_env: Option<String>,
     #[serde(default)]
     pub tenant_id: Option<String>,
     #[serde(default)]
@@ -290,6 +298,7 @@ impl Config {
             .extract()
             .map_err(|e| anyhow::anyhow!(render_figment_error(e)))?;
         config.read_flow_files(path.and_then(std::path::Path::parent))?;
+        config.read_env_secrets()?;
         // An empty HOOKYARD_STORAGE__POSTGRES_URL means SQLite, like none.
         if config.storage.postgres_url.as_deref() == Some("") {
             config.storage.postgres_url = None;
@@ -557,6 +566,53 @@ fn render_figment_error(error: figment::Error) -> String {
 }
 
 /// Reads the config for `hookyard serve`.
+/// The value of the environment variable a `*_env` key names; the message
+/// names the key.
+fn env_secret(key: &str, var: &str) -> anyhow::Result<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Ok(value),
+        Ok(_) => bail!("{key} names `{var}`, which is empty"),
+        Err(_) => bail!("{key} names `{var}`, which is not set"),
+    }
+}
+
+impl Config {
+    /// Secrets kept out of the file: `api_keys[].key_env`,
+    /// `endpoints[].secret_env` and `sources[].secret_env` name environment
+    /// variables read here; giving both a value and its `_env` is an error.
+    fn read_env_secrets(&mut self) -> anyhow::Result<()> {
+        for (i, key) in self.api_keys.iter_mut().enumerate() {
+            match (&key.key_env, key.key.is_empty()) {
+                (Some(var), true) => key.key = env_secret(&format!("api_keys[{i}].key_env"), var)?,
+                (Some(_), false) => bail!("api_keys[{i}]: give `key` or `key_env`, not both"),
+                (None, true) => bail!("api_keys[{i}].key is required (or key_env)"),
+                (None, false) => {}
+            }
+        }
+        for (i, endpoint) in self.endpoints.iter_mut().enumerate() {
+            if let Some(var) = &endpoint.secret_env {
+                if endpoint.secret.is_some() {
+                    bail!("endpoints[{i}]: give `secret` or `secret_env`, not both");
+                }
+                endpoint.secret = Some(env_secret(&format!("endpoints[{i}].secret_env"), var)?);
+            }
+        }
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            if let Some(var) = &source.secret_env {
+                if !source.signature.secret().is_empty() {
+                    bail!("sources[{i}]: give `signature.secret` or `secret_env`, not both");
+                }
+                if source.signature.kind() == "none" {
+                    bail!("sources[{i}].secret_env: the source has no signature to use it");
+                }
+                let secret = env_secret(&format!("sources[{i}].secret_env"), var)?;
+                source.signature.set_secret(secret);
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn load_for_serve(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| match path {
         Some(p) => format!("invalid configuration in {}", p.display()),

@@ -34,6 +34,10 @@ pub struct SourceConfig {
     pub required: Vec<String>,
     #[serde(default)]
     pub signature: Signature,
+    /// The name of an environment variable holding the signature's secret
+    /// (instead of `signature.secret` in the file).
+    #[serde(default)]
+    pub secret_env: Option<String>,
     #[serde(default)]
     pub allowed_cidrs: Vec<IpNet>,
     #[serde(default)]

@@ -152,12 +152,14 @@ mod tests {
             ApiKeyConfig {
                 name: "crm".into(),
                 key: "hy_test_key_0123456789abcdef".into(),
+                key_env: None,
                 tenant_id: None,
                 rate_limit: None,
             },
             ApiKeyConfig {
                 name: "acme-app".into(),
                 key: "hy_acme_key_0123456789abcdef".into(),
+                key_env: None,
                 tenant_id: Some("acme".into()),
                 rate_limit: None,
             },
@@ -169,6 +171,7 @@ mod tests {
         let limited = |key: &str| ApiKeyConfig {
             name: "crm".into(),
             key: key.into(),
+            key_env: None,
             tenant_id: None,
             rate_limit: Some(crate::model::RateLimit {
                 per_second: 1,
@@ -181,6 +184,7 @@ mod tests {
             ApiKeyConfig {
                 name: "batch".into(),
                 key: "hy_batch_key_0123456789abcdef".into(),
+                key_env: None,
                 tenant_id: None,
                 rate_limit: None,
             },

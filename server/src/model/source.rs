@@ -97,13 +97,23 @@ pub enum Signature {
     #[default]
     None,
     /// `webhook-id`, `webhook-timestamp`, `webhook-signature`; secret `whsec_…`.
-    StandardWebhooks { secret: String },
+    StandardWebhooks {
+        #[serde(default)]
+        secret: String,
+    },
     /// `X-Hub-Signature-256: sha256=<hex>`.
-    Github { secret: String },
+    Github {
+        #[serde(default)]
+        secret: String,
+    },
     /// `Stripe-Signature: t=…,v1=…`.
-    Stripe { secret: String },
+    Stripe {
+        #[serde(default)]
+        secret: String,
+    },
     /// HMAC-SHA256 of the body in a header of your choice.
     HmacSha256 {
+        #[serde(default)]
         secret: String,
         header: String,
         #[serde(default)]
