@@ -842,3 +842,63 @@ mod tests {
         assert!(err.contains("nope"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod reference {
+    /// Every key of `defaults.yaml`, with its default, is in
+    /// docs/configuration.md: the reference cannot fall behind the file.
+    #[test]
+    fn the_reference_lists_every_default_key_with_its_value() {
+        let reference = include_str!("../../../docs/configuration.md");
+        let defaults: serde_yaml::Value =
+            serde_yaml::from_str(super::DEFAULTS).expect("defaults.yaml parses");
+        let mut keys = Vec::new();
+        flatten("", &defaults, &mut keys);
+        assert!(keys.len() > 30, "{keys:?}");
+        for (key, value) in keys {
+            let row = reference
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{key}` |")))
+                .unwrap_or_else(|| panic!("docs/configuration.md does not list `{key}`"));
+            assert!(
+                row.contains(&value),
+                "docs/configuration.md gives `{key}` another default than {value}: {row}"
+            );
+        }
+    }
+
+    /// Dotted keys with their default as written in the reference.
+    fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<(String, String)>) {
+        match value {
+            serde_yaml::Value::Mapping(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let k = k.as_str().unwrap_or_default();
+                    let key = if prefix.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            serde_yaml::Value::Sequence(items) => {
+                let items: Vec<String> = items
+                    .iter()
+                    .map(|i| format!("\"{}\"", i.as_str().unwrap_or_default()))
+                    .collect();
+                out.push((prefix.to_string(), format!("`[{}]`", items.join(", "))));
+            }
+            serde_yaml::Value::String(s) => out.push((prefix.to_string(), format!("`{s}`"))),
+            serde_yaml::Value::Number(n) => {
+                let n = n.to_string();
+                let n = if n.contains('.') || !prefix.ends_with("time_scale") {
+                    n
+                } else {
+                    format!("{n}.0")
+                };
+                out.push((prefix.to_string(), format!("`{n}`")));
+            }
+            other => out.push((prefix.to_string(), format!("`{other:?}`"))),
+        }
+    }
+}
