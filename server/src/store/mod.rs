@@ -23,6 +23,7 @@ pub mod writer;
 
 use std::{collections::BTreeMap, path::Path};
 
+pub use postgres::feed_bus::{FeedBus, FeedBusTask, LocalFeeds, RemoteChange};
 pub use writer::{
     Committed, FlowOp, PublishOutcome, Rejection, RunsCommitted, Settled, SubmitError, Writer,
     WriterConfig,
@@ -248,6 +249,16 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(_) => None,
             Backend::Postgres(pg) => Some(pg.node_id()),
+        }
+    }
+
+    /// On PostgreSQL, the bus that carries this node's delivery and run
+    /// changes to the other nodes' watchers and theirs to this node's
+    /// (`postgres::feed_bus`); `None` on SQLite. One per daemon.
+    pub fn feed_bus(&self) -> Option<(FeedBus, FeedBusTask)> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg.feed_bus()),
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod catalog_watch;
 mod committer;
+pub(super) mod feed_bus;
 mod flows;
 mod runs;
 mod sources;
