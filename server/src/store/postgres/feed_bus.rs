@@ -57,7 +57,7 @@ use sqlx::{
     postgres::{PgListener, PgPoolOptions},
     PgPool,
 };
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{
@@ -376,8 +376,8 @@ impl Encoder {
             first_run: self.next_run,
             deliveries: Vec::new(),
             runs: Vec::new(),
-            // The envelope, numbers at their widest.
-            bytes: self.node.len() + 100,
+            // The envelope (106 bytes with the numbers at their widest).
+            bytes: self.node.len() + 120,
         }
     }
 
@@ -445,61 +445,105 @@ async fn receive(
     reads: PgPool,
     shutdown: CancellationToken,
 ) {
+    let (watched_tx, watched_rx) = watch::channel(false);
+    tokio::join!(
+        follow_watchers(&shared, feeds.as_ref(), watched_tx, &shutdown),
+        listen(&shared, feeds.clone(), reads, watched_rx, &shutdown),
+    );
+}
+
+/// Whether this node has a watcher, checked once a second and when one
+/// opens; ends at shutdown.
+async fn follow_watchers(
+    shared: &Shared,
+    feeds: &dyn LocalFeeds,
+    watched: watch::Sender<bool>,
+    shutdown: &CancellationToken,
+) {
     let mut check = tokio::time::interval(CHECK_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        while !feeds.watched() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = check.tick() => {}
-                _ = shared.watch_started.notified() => {}
-            }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = check.tick() => {}
+            _ = shared.watch_started.notified() => {}
         }
-        let mut session = match Session::open(&reads).await {
-            Ok(session) => session,
-            Err(error) => {
-                tracing::debug!(%error, "Cannot listen for the other nodes' feed changes yet.");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = check.tick() => continue,
-                }
-            }
-        };
-        shared.listener_pid.store(session.pid, Ordering::Relaxed);
-        let mut receiver = Receiver {
-            own_node: shared.node_id.clone(),
-            feeds: feeds.clone(),
-            reads: reads.clone(),
-            expected: HashMap::new(),
-        };
+        let now = feeds.watched();
+        watched.send_if_modified(|was| std::mem::replace(was, now) != now);
+    }
+}
+
+/// Listens while this node has a watcher. The wait for a notification is
+/// only ever cancelled to stop listening, never to look at something else.
+async fn listen(
+    shared: &Shared,
+    feeds: Arc<dyn LocalFeeds>,
+    reads: PgPool,
+    mut watched: watch::Receiver<bool>,
+    shutdown: &CancellationToken,
+) {
+    let mut receiver = Receiver {
+        own_node: shared.node_id.clone(),
+        feeds,
+        reads: reads.clone(),
+        expected: HashMap::new(),
+    };
+    loop {
+        // Where each node's numbers were is kept across a reconnection (so
+        // what it sent meanwhile shows as a gap), not across a stop.
+        receiver.expected.clear();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            // An error: the follower is gone, at shutdown.
+            gone = async { watched.wait_for(|w| *w).await.is_err() } => if gone {
+                return;
+            },
+        }
         let stopped = loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break true,
-                _ = check.tick() => {
-                    if !feeds.watched() {
+            let mut session = match Session::open(&reads).await {
+                Ok(session) => session,
+                Err(error) => {
+                    tracing::debug!(%error, "Cannot listen for the other nodes' feed changes yet.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break true,
+                        _ = tokio::time::sleep(CHECK_EVERY) => {}
+                    }
+                    if !*watched.borrow() {
                         break false;
                     }
+                    continue;
                 }
-                received = session.listener.try_recv() => match received {
-                    Ok(Some(notification)) => receiver.handle(notification.payload()).await,
-                    // Reconnected at once, without the lock: take it again.
-                    // What was sent meanwhile shows as a gap.
-                    Ok(None) => match session.lock().await {
-                        Ok(pid) => shared.listener_pid.store(pid, Ordering::Relaxed),
+            };
+            shared.listener_pid.store(session.pid, Ordering::Relaxed);
+            let ended = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Some(true),
+                    gone = async { watched.wait_for(|w| !*w).await.is_err() } => break Some(gone),
+                    received = session.listener.try_recv() => match received {
+                        Ok(Some(notification)) => receiver.handle(notification.payload()).await,
+                        // Reconnected at once, without the lock: take it
+                        // again. What was sent meanwhile shows as a gap.
+                        Ok(None) => match session.lock().await {
+                            Ok(pid) => shared.listener_pid.store(pid, Ordering::Relaxed),
+                            Err(error) => {
+                                tracing::debug!(%error, "Lost the feed connection; listening again.");
+                                break None;
+                            }
+                        },
                         Err(error) => {
                             tracing::debug!(%error, "Lost the feed connection; listening again.");
-                            break false;
+                            break None;
                         }
                     },
-                    Err(error) => {
-                        tracing::debug!(%error, "Lost the feed connection; listening again.");
-                        break false;
-                    }
-                },
+                }
+            };
+            shared.listener_pid.store(0, Ordering::Relaxed);
+            session.close().await;
+            match ended {
+                Some(stopped) => break stopped,
+                None => continue,
             }
         };
-        shared.listener_pid.store(0, Ordering::Relaxed);
-        session.close().await;
         if stopped {
             return;
         }
@@ -579,8 +623,8 @@ impl Receiver {
             return;
         }
         let end = (
-            message.first_delivery + message.deliveries.len() as u64,
-            message.first_run + message.runs.len() as u64,
+            (message.first_delivery).saturating_add(message.deliveries.len() as u64),
+            (message.first_run).saturating_add(message.runs.len() as u64),
         );
         let expected = self
             .expected
