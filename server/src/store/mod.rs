@@ -252,16 +252,6 @@ impl Store {
         }
     }
 
-    /// On PostgreSQL, the bus that carries this node's delivery and run
-    /// changes to the other nodes' watchers and theirs to this node's
-    /// (`postgres::feed_bus`); `None` on SQLite. One per daemon.
-    pub fn feed_bus(&self) -> Option<(FeedBus, FeedBusTask)> {
-        match &self.backend {
-            Backend::Sqlite(_) => None,
-            Backend::Postgres(pg) => Some(pg.feed_bus()),
-        }
-    }
-
     pub async fn ping(&self) -> Result<()> {
         dispatch!(self.ping())
     }
@@ -495,6 +485,16 @@ impl Store {
     /// endpoint's current backlog.
     pub async fn delivery_stats(&self, since_ms: i64) -> Result<DeliveryStats> {
         dispatch!(self.delivery_stats(since_ms))
+    }
+
+    /// On PostgreSQL, the bus that carries this node's delivery and run
+    /// changes to the other nodes' watchers and theirs to this node's
+    /// (`postgres::feed_bus`); `None` on SQLite. One per daemon.
+    pub fn feed_bus(&self) -> Option<(FeedBus, FeedBusTask)> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg.feed_bus()),
+        }
     }
 }
 
