@@ -35,6 +35,8 @@ mod faults_backlog;
 mod faults_kill;
 #[path = "e2e/faults_sink.rs"]
 mod faults_sink;
+#[path = "e2e/feeds_nodes.rs"]
+mod feeds_nodes;
 #[path = "e2e/flow_examples.rs"]
 mod flow_examples;
 #[path = "e2e/flows.rs"]

@@ -30,7 +30,8 @@
 //!   writer.
 //! - `delivery`: the dispatcher, the signed HTTP sender, retries, SSRF guard.
 //! - `flows`: flow definitions, run starts and the engine that steps runs.
-//! - `admin`: the Admin gRPC API and the live feed of delivery changes.
+//! - `admin`: the Admin gRPC API and the live feeds of delivery and run
+//!   changes (on PostgreSQL, every node's, over `store::FeedBus`).
 //! - `config`, `bootstrap`, `server`: settings, declared resources, serving.
 //! - `supervise`: notices a component that stops, turns readiness off and
 //!   ends the daemon for a restart.
@@ -62,7 +63,12 @@ use tonic::service::interceptor::InterceptedService;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::{
-    admin::{feed::LiveFeed, flows::FlowAdmin, token::AdminAuth, AdminService},
+    admin::{
+        feed::{LiveFeed, NodeFeeds},
+        flows::FlowAdmin,
+        token::AdminAuth,
+        AdminService,
+    },
     catalog::CatalogHandle,
     config::Config,
     delivery::{ssrf::AddressPolicy, Dispatcher, DispatcherConfig, Sender},
@@ -231,6 +237,16 @@ pub async fn start(
         .map(|changes| sync_catalog(changes, catalog.clone(), flows.clone(), sources.clone()));
 
     let feed = LiveFeed::new();
+    // PostgreSQL: the feeds show every node sharing the database.
+    let feed_bus = store.feed_bus().map(|(bus, task)| {
+        feed.attach(bus.clone());
+        signals.feed.attach(bus);
+        let here = Arc::new(NodeFeeds {
+            deliveries: feed.clone(),
+            runs: signals.feed.clone(),
+        });
+        task.run(here, supervisor.work())
+    });
     let sender = Arc::new(Sender::new(
         AddressPolicy::new(config.delivery.allow_private_targets.clone()),
         config.delivery.timeout,
@@ -343,6 +359,9 @@ pub async fn start(
                 _ = sync => {}
             }
         });
+    }
+    if let Some(feed_bus) = feed_bus {
+        supervisor.spawn("feed bus", feed_bus);
     }
     supervisor.spawn(
         "dispatcher",

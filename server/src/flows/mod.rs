@@ -27,11 +27,15 @@ pub mod template;
 
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
 
 pub use catalog::FlowCatalog;
 
-use crate::model::run::{Run, RunState};
+use crate::{
+    admin::feed::{Changes, Feed},
+    model::run::{Run, RunState},
+    store::FeedBus,
+};
 
 /// Webhook keys are stored as SHA-256 digests and compared in constant time.
 pub fn webhook_key_hash(key: &str) -> Vec<u8> {
@@ -40,10 +44,13 @@ pub fn webhook_key_hash(key: &str) -> Vec<u8> {
 }
 
 /// Run changes broadcast to `WatchRuns`; like the delivery feed, a slow
-/// watcher loses the oldest changes and never slows the runs down.
+/// watcher loses the oldest changes and never slows the runs down. On
+/// PostgreSQL it carries every node's run changes (`admin::feed`); a run
+/// from another node comes without its step records and trigger data,
+/// which `WatchRuns` does not show.
 #[derive(Clone)]
 pub struct RunFeed {
-    tx: broadcast::Sender<Arc<RunChange>>,
+    feed: Feed<RunChange>,
 }
 
 #[derive(Debug)]
@@ -55,12 +62,21 @@ pub struct RunChange {
 impl RunFeed {
     fn new() -> RunFeed {
         RunFeed {
-            tx: broadcast::channel(4096).0,
+            feed: Feed::new(4096),
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RunChange>> {
-        self.tx.subscribe()
+    /// Joins the feed to the other nodes (PostgreSQL); once.
+    pub fn attach(&self, bus: FeedBus) {
+        self.feed.attach(bus);
+    }
+
+    pub fn subscribe(&self) -> Changes<RunChange> {
+        self.feed.subscribe()
+    }
+
+    pub(crate) fn feed(&self) -> &Feed<RunChange> {
+        &self.feed
     }
 }
 
@@ -99,12 +115,17 @@ impl crate::store::RunsCommitted for FlowSignals {
                 crate::metrics::run_state(&run.flow_id, run.state.as_str());
             }
         }
-        if self.feed.tx.receiver_count() == 0 {
+        let feed = &self.feed.feed;
+        let bus = feed.bus();
+        if bus.is_none() && !feed.watched_here() {
             return;
         }
         let time_ms = crate::model::now_ms();
         for run in runs {
-            let _ = self.feed.tx.send(Arc::new(RunChange { run, time_ms }));
+            if let Some(bus) = bus {
+                bus.send_run(&run, time_ms);
+            }
+            feed.broadcast(RunChange { run, time_ms });
         }
     }
 }

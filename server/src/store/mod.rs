@@ -24,6 +24,7 @@ pub mod writer;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
+pub use postgres::feed_bus::{FeedBus, FeedBusTask, LocalFeeds, RemoteChange};
 pub use writer::{
     Committed, FlowOp, PublishOutcome, Rejection, RunsCommitted, Settled, SubmitError, Writer,
     WriterConfig,
@@ -654,6 +655,16 @@ impl Store {
     /// endpoint's current backlog.
     pub async fn delivery_stats(&self, since_ms: i64) -> Result<DeliveryStats> {
         dispatch!(self.delivery_stats(since_ms))
+    }
+
+    /// On PostgreSQL, the bus that carries this node's delivery and run
+    /// changes to the other nodes' watchers and theirs to this node's
+    /// (`postgres::feed_bus`); `None` on SQLite. One per daemon.
+    pub fn feed_bus(&self) -> Option<(FeedBus, FeedBusTask)> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg.feed_bus()),
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 mod catalog_watch;
 mod cluster;
 mod committer;
+pub(super) mod feed_bus;
 mod flows;
 mod retention;
 mod runs;
