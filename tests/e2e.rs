@@ -78,6 +78,10 @@ mod packaging;
 mod private_files;
 #[path = "e2e/publish.rs"]
 mod publish;
+#[path = "e2e/reads.rs"]
+mod reads;
+#[path = "e2e/reload.rs"]
+mod reload;
 #[path = "e2e/retention.rs"]
 mod retention;
 #[path = "e2e/retry.rs"]

@@ -66,6 +66,10 @@ mod postgres_nodes;
 mod postgres_outage;
 #[path = "e2e/publish.rs"]
 mod publish;
+#[path = "e2e/reads.rs"]
+mod reads;
+#[path = "e2e/reload.rs"]
+mod reload;
 #[path = "e2e/retention.rs"]
 mod retention;
 #[path = "e2e/retry.rs"]

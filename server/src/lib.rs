@@ -104,7 +104,33 @@ pub struct Running {
     pub admin_listen: SocketAddr,
     /// Whether this start created the admin token file.
     pub admin_token_created: bool,
+    /// Applies a re-read config's declared resources (SIGHUP).
+    pub reloader: Reloader,
     supervisor: Supervisor,
+}
+
+/// Applies the endpoints, subscriptions, sources and flows a config file
+/// declares to the running daemon, as a start does (upserts by id or
+/// name; nothing declared before is deleted). Other settings take effect on
+/// the next start.
+#[derive(Clone)]
+pub struct Reloader {
+    store: Store,
+    catalog: Arc<CatalogHandle>,
+    flows: Arc<FlowCatalog>,
+    sources: Arc<SourceRegistry>,
+}
+
+impl Reloader {
+    /// Checks the whole file first (as `check-config` does), so a file with
+    /// a mistake changes nothing.
+    pub async fn apply(&self, config: &Config) -> anyhow::Result<()> {
+        check_config(config).await?;
+        bootstrap::apply_declared(config, &self.store, &self.catalog, &self.flows).await?;
+        self.flows.reload().await?;
+        self.sources.reload().await?;
+        Ok(())
+    }
 }
 
 impl Running {
@@ -309,6 +335,12 @@ pub async fn start(
     let health = supervisor.health();
     let public_app = public_app(&config, intake, store.clone(), sources.clone(), &health).await?;
     let janitor_store = store.clone();
+    let reloader = Reloader {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        flows: flows.clone(),
+        sources: sources.clone(),
+    };
     let scrape = crate::metrics::Scrape {
         handle: crate::metrics::install()?,
         store: store.clone(),
@@ -386,6 +418,7 @@ pub async fn start(
         listen,
         admin_listen,
         admin_token_created,
+        reloader,
         supervisor,
     })
 }
@@ -441,7 +474,8 @@ async fn public_app(
         sources,
         trusted_proxies: config.http.trusted_proxies.clone().into(),
     });
-    let http = intake::http::router(intake.clone(), store, readiness.clone())
+    let http = intake::http::router(intake.clone(), store.clone(), readiness.clone())
+        .merge(intake::reads::router(intake.clone(), store))
         .merge(webhooks)
         .merge(intake::flows::router(
             intake,

@@ -67,11 +67,11 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
-            let config = config::load_for_serve(config.as_deref())?;
+        Command::Serve { config: path } => {
+            let config = config::load_for_serve(path.as_deref())?;
             init_logging(config.log_format);
             let runtime = tokio::runtime::Runtime::new()?;
-            let served = runtime.block_on(serve(config));
+            let served = runtime.block_on(serve(config, path));
             runtime.shutdown_timeout(BLOCKING_GRACE);
             served
         }
@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: config::Config) -> anyhow::Result<()> {
+async fn serve(config: config::Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let listeners = Listeners {
         public: TcpListener::bind(config.listen)
             .await
@@ -152,9 +152,39 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         notify_systemd("STOPPING=1");
         shutdown.cancel();
     });
+    tokio::spawn(reload_on_hangup(running.reloader.clone(), path));
     running.wait().await?;
     tracing::info!("Hookyard stopped.");
     Ok(())
+}
+
+/// SIGHUP: reads the config file again and applies its declared endpoints,
+/// subscriptions, sources and flows (`systemctl reload`). A file that does
+/// not load or apply changes nothing; the error is logged and the daemon
+/// goes on with what it had.
+async fn reload_on_hangup(reloader: hookyard_server::Reloader, path: Option<PathBuf>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let applied = match config::load_for_serve(path.as_deref()) {
+                Ok(config) => reloader.apply(&config).await,
+                Err(error) => Err(error),
+            };
+            match applied {
+                Ok(()) => tracing::info!("Reloaded the declared resources from the config file."),
+                Err(error) => tracing::error!(
+                    error = format!("{error:#}"),
+                    "Reload refused; nothing changed."
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (reloader, path);
 }
 
 /// Tells systemd how the daemon is doing when it runs as a `Type=notify`

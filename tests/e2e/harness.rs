@@ -476,6 +476,25 @@ impl Daemon {
     }
 
     /// Everything the daemon logged so far, across restarts.
+    /// Writes `config` as the running daemon's config file and sends it
+    /// SIGHUP, as `systemctl reload` does.
+    pub fn reload_with(&mut self, config: TestConfig) {
+        self.config = config;
+        let yaml = self.config.render(
+            &self.data_dir(),
+            self.listen,
+            self.admin_listen,
+            self.postgres_url.as_deref(),
+        );
+        std::fs::write(self.dir.path().join("hookyard.yaml"), yaml).expect("write the config");
+        let pid = self.pid();
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("run kill -HUP");
+        assert!(sent.success(), "kill -HUP {pid}");
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }

@@ -16,6 +16,7 @@ pub mod grpc_gate;
 pub mod http;
 pub mod payload;
 pub mod rate;
+pub mod reads;
 pub mod sources;
 
 use std::sync::Arc;

@@ -583,6 +583,24 @@ impl Store {
         dispatch!(self.set_flow_webhook_key(id, hash))
     }
 
+    /// An event by id with each of its deliveries and their attempts.
+    pub async fn get_event(
+        &self,
+        id: &str,
+    ) -> Result<(StoredEvent, Vec<(Delivery, Vec<Attempt>)>)> {
+        let (event, delivery_ids) =
+            dispatch!(self.find_event(id))?.ok_or_else(|| Error::NotFound {
+                what: "event",
+                id: id.to_string(),
+            })?;
+        let mut deliveries = Vec::with_capacity(delivery_ids.len());
+        for delivery_id in delivery_ids {
+            let (delivery, _, attempts) = self.get_delivery(delivery_id).await?;
+            deliveries.push((delivery, attempts));
+        }
+        Ok((event, deliveries))
+    }
+
     pub async fn get_run(&self, id: &str) -> Result<(Run, Vec<LogLine>)> {
         dispatch!(self.get_run(id))
     }

@@ -412,6 +412,24 @@ impl SqliteStore {
         Ok((delivery, event, attempts))
     }
 
+    /// The event with this id, and its deliveries' ids in creation order.
+    pub async fn find_event(&self, id: &str) -> Result<Option<(StoredEvent, Vec<u64>)>> {
+        let Some(row) = sqlx::query("SELECT * FROM events WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let event = event_from_row(&row)?;
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM deliveries WHERE event_seq = ? ORDER BY id")
+                .bind(event.seq as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(Some((event, ids.into_iter().map(|i| i as u64).collect())))
+    }
+
     pub async fn schedule_retry(&self, id: u64) -> Result<(Delivery, DueDelivery)> {
         let now = now_ms();
         let done = sqlx::query(
