@@ -25,6 +25,8 @@ mod config_ranges;
 mod connections;
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/ctl.rs"]
+mod ctl;
 #[path = "e2e/duplicates.rs"]
 mod duplicates;
 #[path = "e2e/errors.rs"]

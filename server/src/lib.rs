@@ -41,6 +41,7 @@ pub mod admin;
 pub mod bootstrap;
 pub mod catalog;
 pub mod config;
+pub mod ctl;
 pub mod delivery;
 pub mod flows;
 pub mod intake;

@@ -53,6 +53,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// The Admin API from the command line: endpoints, subscriptions,
+    /// sources, flows, deliveries, runs, tail, publish.
+    Ctl(hookyard_server::ctl::Ctl),
+    /// Shell completions for `hookyard`: bash, zsh, fish, elvish, powershell.
+    Completions { shell: clap_complete::Shell },
     /// Copy the SQLite database into FILE, consistently, while the daemon
     /// runs (restore: stop the daemon, put FILE in place of
     /// data_dir/hookyard.db, remove hookyard.db-wal and -shm, start).
@@ -93,6 +98,24 @@ fn main() -> anyhow::Result<()> {
                         .join(", ")
                 ),
             }
+            Ok(())
+        }
+        Command::Ctl(ctl) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            // A refusal is an answer, not a crash: printed plainly, exit 1.
+            if let Err(error) = runtime.block_on(hookyard_server::ctl::run(ctl)) {
+                eprintln!("error: {error:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hookyard", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let _ = std::io::stdout().write_all(&script);
             Ok(())
         }
         Command::Backup { file, config } => {

@@ -1,0 +1,840 @@
+//! `hookyard ctl`: the Admin API from scripts. Each command is one Admin
+//! call (two for an update: read, change the flags given, write back with
+//! the version read, so a concurrent edit is refused rather than lost).
+//! Output is a table for people, or `--json` for scripts (one JSON value;
+//! `tail` prints one object per line). Errors from the daemon are printed
+//! with the fields they name, and the command exits 1.
+//!
+//! The Admin API and its token are found as the TUI finds them: `--addr` /
+//! `HOOKYARD_ADDR`, `--token` / `HOOKYARD_TOKEN`, else the `admin.token`
+//! file in `--data-dir` / `HOOKYARD_DATA_DIR`.
+
+mod render;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use hookyard::v1::{
+    admin_client::AdminClient, events_client::EventsClient, CancelRunRequest,
+    CreateEndpointRequest, CreateFlowRequest, CreateSubscriptionRequest, DeleteEndpointRequest,
+    DeleteFlowRequest, DeleteSourceRequest, DeleteSubscriptionRequest, DeliveryFilter,
+    DeliveryStatus, Endpoint, EndpointState, Event, GetDeliveryRequest, GetEndpointRequest,
+    GetFlowRequest, GetRunRequest, GetSourceRequest, GetSubscriptionRequest, ListDeliveriesRequest,
+    ListEndpointsRequest, ListFlowsRequest, ListRunsRequest, ListSourcesRequest,
+    ListSubscriptionsRequest, PublishRequest, ResumeSourceRequest, RetryDeliveryRequest, RunState,
+    Subscription, SuspendSourceRequest, UpdateEndpointRequest, UpdateFlowRequest,
+    UpdateSubscriptionRequest, WatchDeliveriesRequest,
+};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::interceptor::InterceptedService,
+    transport::Channel,
+    Request, Status,
+};
+
+use render::Output;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookyard ctl",
+    about = "Hookyard's Admin API from the command line"
+)]
+pub struct Ctl {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// The daemon's Admin API (`admin_listen`).
+    #[arg(
+        long,
+        env = "HOOKYARD_ADDR",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    pub addr: String,
+    /// The admin token; read from `<data-dir>/admin.token` when not given.
+    #[arg(long, env = "HOOKYARD_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// The daemon's data directory, where it wrote `admin.token`.
+    #[arg(
+        long,
+        env = "HOOKYARD_DATA_DIR",
+        default_value = "./hookyard-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Tenant HTTP endpoints.
+    #[command(subcommand)]
+    Endpoints(EndpointCommand),
+    /// Routing rules: patterns to an endpoint or a flow.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionCommand),
+    /// Partner and form webhooks (create them in the config file or the TUI).
+    #[command(subcommand)]
+    Sources(SourceCommand),
+    /// Flow definitions.
+    #[command(subcommand)]
+    Flows(FlowCommand),
+    /// Deliveries: list, inspect, retry.
+    #[command(subcommand)]
+    Deliveries(DeliveryCommand),
+    /// Flow runs: list, inspect, cancel.
+    #[command(subcommand)]
+    Runs(RunCommand),
+    /// Every delivery change as it happens, one line each, until Ctrl-C.
+    Tail {
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// An event name pattern, e.g. `lead.*`.
+        #[arg(long)]
+        event: Option<String>,
+    },
+    /// Publish one event through the Events API (needs an API key).
+    Publish {
+        /// The event's name, e.g. `lead.created`.
+        name: String,
+        /// The payload, a JSON object.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The daemon's public address (`listen`).
+        #[arg(
+            long,
+            env = "HOOKYARD_PUBLIC_ADDR",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        public_addr: String,
+        /// An API key (`api_keys` in the config).
+        #[arg(long, env = "HOOKYARD_API_KEY", hide_env_values = true)]
+        api_key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    List,
+    Get {
+        id: String,
+    },
+    Create {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        fields: EndpointFields,
+    },
+    /// Changes only the fields given.
+    Update {
+        id: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        fields: EndpointFields,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EndpointFields {
+    /// `whsec_…`; made by the daemon when a new endpoint has none.
+    #[arg(long)]
+    secret: Option<String>,
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Per-attempt timeout, e.g. `10s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    #[arg(long)]
+    max_in_flight: Option<u32>,
+    #[arg(long)]
+    description: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionCommand {
+    List,
+    Get {
+        id: String,
+    },
+    Create {
+        #[arg(long)]
+        name: String,
+        /// A pattern (repeat for several), e.g. `lead.*`.
+        #[arg(long = "pattern", required = true)]
+        patterns: Vec<String>,
+        /// `endpoint:<id>` or `flow:<id>`.
+        #[arg(long)]
+        target: String,
+        #[arg(long = "exclude")]
+        exclude: Vec<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Changes only the fields given (patterns given replace the list).
+    Update {
+        id: String,
+        #[arg(long = "pattern")]
+        patterns: Vec<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long = "exclude")]
+        exclude: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    List,
+    Get { id: String },
+    Suspend { id: String },
+    Resume { id: String },
+    Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowCommand {
+    List,
+    Get {
+        id: String,
+    },
+    /// From a YAML definition file.
+    Create {
+        file: PathBuf,
+    },
+    /// A new version from a YAML definition file (its `id` names the flow).
+    Update {
+        file: PathBuf,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveryCommand {
+    List {
+        /// pending, in_flight, succeeded, failed or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// An event name pattern.
+        #[arg(long)]
+        event: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    Get {
+        id: u64,
+    },
+    /// Attempt a failed or dead delivery again now.
+    Retry {
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    List {
+        #[arg(long)]
+        flow: Option<String>,
+        /// created, running, waiting, succeeded, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    Get {
+        id: String,
+    },
+    Cancel {
+        id: String,
+    },
+}
+
+type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// Runs one command; the error is what to print (exit 1).
+pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
+    let out = Output::new(ctl.json);
+    match ctl.command {
+        CtlCommand::Publish {
+            name,
+            payload,
+            id,
+            tenant,
+            public_addr,
+            api_key,
+        } => publish(&out, &public_addr, &api_key, name, payload, id, tenant).await,
+        command => {
+            let mut admin = connect(&ctl.connection)?;
+            admin_command(&out, &mut admin, command).await
+        }
+    }
+}
+
+fn connect(connection: &Connection) -> anyhow::Result<Admin> {
+    let addr = with_scheme(&connection.addr);
+    let token = match &connection.token {
+        Some(token) => token.trim().to_string(),
+        None => {
+            let path = connection.data_dir.join("admin.token");
+            std::fs::read_to_string(&path)
+                .with_context(|| {
+                    format!(
+                        "no admin token: pass --token, set HOOKYARD_TOKEN, or point --data-dir \
+                         at the daemon's data directory ({} is unreadable)",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_string()
+        }
+    };
+    let header: MetadataValue<Ascii> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the admin token has characters a header cannot carry"))?;
+    let channel = Channel::from_shared(addr.clone())
+        .map_err(|e| anyhow::anyhow!("--addr {addr:?} is not a URL: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    Ok(AdminClient::with_interceptor(channel, Bearer(header)))
+}
+
+fn with_scheme(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+async fn admin_command(out: &Output, admin: &mut Admin, command: CtlCommand) -> anyhow::Result<()> {
+    match command {
+        CtlCommand::Endpoints(c) => endpoints(out, admin, c).await,
+        CtlCommand::Subscriptions(c) => subscriptions(out, admin, c).await,
+        CtlCommand::Sources(c) => sources(out, admin, c).await,
+        CtlCommand::Flows(c) => flows(out, admin, c).await,
+        CtlCommand::Deliveries(c) => deliveries(out, admin, c).await,
+        CtlCommand::Runs(c) => runs(out, admin, c).await,
+        CtlCommand::Tail { endpoint, event } => tail(out, admin, endpoint, event).await,
+        CtlCommand::Publish { .. } => Ok(()),
+    }
+}
+
+/// The daemon's refusal, with the fields it names.
+fn refused(status: Status) -> anyhow::Error {
+    use tonic_types::StatusExt;
+    let mut message = format!("{:?}: {}", status.code(), status.message());
+    if let Some(bad) = status.get_details_bad_request() {
+        for violation in bad.field_violations {
+            let line = format!("{}: {}", violation.field, violation.description);
+            if !status.message().contains(&line) {
+                message.push_str(&format!("\n  {line}"));
+            }
+        }
+    }
+    anyhow::anyhow!(message)
+}
+
+async fn endpoints(out: &Output, admin: &mut Admin, c: EndpointCommand) -> anyhow::Result<()> {
+    match c {
+        EndpointCommand::List => {
+            let list = admin
+                .list_endpoints(ListEndpointsRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.endpoints(&list.endpoints);
+        }
+        EndpointCommand::Get { id } => {
+            let e = admin
+                .get_endpoint(GetEndpointRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.endpoints(std::slice::from_ref(&e));
+        }
+        EndpointCommand::Create { id, url, fields } => {
+            let mut endpoint = Endpoint {
+                id,
+                url,
+                state: EndpointState::Enabled as i32,
+                ..Endpoint::default()
+            };
+            fields.apply(&mut endpoint);
+            let e = admin
+                .create_endpoint(CreateEndpointRequest {
+                    endpoint: Some(endpoint),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.endpoints(std::slice::from_ref(&e));
+        }
+        EndpointCommand::Update {
+            id,
+            url,
+            fields,
+            enable,
+            disable,
+        } => {
+            let mut endpoint = admin
+                .get_endpoint(GetEndpointRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            if let Some(url) = url {
+                endpoint.url = url;
+            }
+            fields.apply(&mut endpoint);
+            if enable {
+                endpoint.state = EndpointState::Enabled as i32;
+            }
+            if disable {
+                endpoint.state = EndpointState::Disabled as i32;
+            }
+            let e = admin
+                .update_endpoint(UpdateEndpointRequest {
+                    endpoint: Some(endpoint),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.endpoints(std::slice::from_ref(&e));
+        }
+        EndpointCommand::Delete { id } => {
+            admin
+                .delete_endpoint(DeleteEndpointRequest { id: id.clone() })
+                .await
+                .map_err(refused)?;
+            out.done("deleted endpoint", &id);
+        }
+    }
+    Ok(())
+}
+
+impl EndpointFields {
+    fn apply(self, e: &mut Endpoint) {
+        if let Some(secret) = self.secret {
+            e.secret = secret;
+        }
+        if let Some(tenant) = self.tenant {
+            e.tenant_id = tenant;
+        }
+        if let Some(timeout) = self.timeout {
+            e.timeout_ms = timeout.as_millis().min(u32::MAX as u128) as u32;
+        }
+        if let Some(max) = self.max_in_flight {
+            e.max_in_flight = max;
+        }
+        if let Some(description) = self.description {
+            e.description = description;
+        }
+    }
+}
+
+async fn subscriptions(
+    out: &Output,
+    admin: &mut Admin,
+    c: SubscriptionCommand,
+) -> anyhow::Result<()> {
+    match c {
+        SubscriptionCommand::List => {
+            let list = admin
+                .list_subscriptions(ListSubscriptionsRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.subscriptions(&list.subscriptions);
+        }
+        SubscriptionCommand::Get { id } => {
+            let s = admin
+                .get_subscription(GetSubscriptionRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.subscriptions(std::slice::from_ref(&s));
+        }
+        SubscriptionCommand::Create {
+            name,
+            patterns,
+            target,
+            exclude,
+            tenant,
+            description,
+            disabled,
+        } => {
+            let s = admin
+                .create_subscription(CreateSubscriptionRequest {
+                    subscription: Some(Subscription {
+                        name,
+                        patterns,
+                        exclude,
+                        target,
+                        tenant_id: tenant.unwrap_or_default(),
+                        description: description.unwrap_or_default(),
+                        enabled: !disabled,
+                        ..Subscription::default()
+                    }),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.subscriptions(std::slice::from_ref(&s));
+        }
+        SubscriptionCommand::Update {
+            id,
+            patterns,
+            target,
+            exclude,
+            description,
+            enable,
+            disable,
+        } => {
+            let mut s = admin
+                .get_subscription(GetSubscriptionRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            if !patterns.is_empty() {
+                s.patterns = patterns;
+            }
+            if !exclude.is_empty() {
+                s.exclude = exclude;
+            }
+            if let Some(target) = target {
+                s.target = target;
+            }
+            if let Some(description) = description {
+                s.description = description;
+            }
+            if enable {
+                s.enabled = true;
+            }
+            if disable {
+                s.enabled = false;
+            }
+            let s = admin
+                .update_subscription(UpdateSubscriptionRequest {
+                    subscription: Some(s),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.subscriptions(std::slice::from_ref(&s));
+        }
+        SubscriptionCommand::Delete { id } => {
+            admin
+                .delete_subscription(DeleteSubscriptionRequest { id: id.clone() })
+                .await
+                .map_err(refused)?;
+            out.done("deleted subscription", &id);
+        }
+    }
+    Ok(())
+}
+
+async fn sources(out: &Output, admin: &mut Admin, c: SourceCommand) -> anyhow::Result<()> {
+    let source = match c {
+        SourceCommand::List => {
+            let list = admin
+                .list_sources(ListSourcesRequest::default())
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.sources(&list.sources);
+            return Ok(());
+        }
+        SourceCommand::Get { id } => admin.get_source(GetSourceRequest { id }).await,
+        SourceCommand::Suspend { id } => admin.suspend_source(SuspendSourceRequest { id }).await,
+        SourceCommand::Resume { id } => admin.resume_source(ResumeSourceRequest { id }).await,
+        SourceCommand::Delete { id } => {
+            admin
+                .delete_source(DeleteSourceRequest { id: id.clone() })
+                .await
+                .map_err(refused)?;
+            out.done("deleted source", &id);
+            return Ok(());
+        }
+    }
+    .map_err(refused)?
+    .into_inner();
+    out.sources(std::slice::from_ref(&source));
+    Ok(())
+}
+
+async fn flows(out: &Output, admin: &mut Admin, c: FlowCommand) -> anyhow::Result<()> {
+    let flow = match c {
+        FlowCommand::List => {
+            let list = admin
+                .list_flows(ListFlowsRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.flows(&list.flows);
+            return Ok(());
+        }
+        FlowCommand::Get { id } => {
+            let flow = admin
+                .get_flow(GetFlowRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.flow_definition(&flow);
+            return Ok(());
+        }
+        FlowCommand::Create { file } => {
+            admin
+                .create_flow(CreateFlowRequest {
+                    definition_yaml: read(&file)?,
+                })
+                .await
+        }
+        FlowCommand::Update { file } => {
+            admin
+                .update_flow(UpdateFlowRequest {
+                    definition_yaml: read(&file)?,
+                    version: 0,
+                })
+                .await
+        }
+        FlowCommand::Delete { id } => {
+            admin
+                .delete_flow(DeleteFlowRequest { id: id.clone() })
+                .await
+                .map_err(refused)?;
+            out.done("deleted flow", &id);
+            return Ok(());
+        }
+    }
+    .map_err(refused)?
+    .into_inner();
+    out.flows(std::slice::from_ref(&flow));
+    Ok(())
+}
+
+fn read(file: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("could not read {}", file.display()))
+}
+
+async fn deliveries(out: &Output, admin: &mut Admin, c: DeliveryCommand) -> anyhow::Result<()> {
+    match c {
+        DeliveryCommand::List {
+            status,
+            endpoint,
+            event,
+            limit,
+        } => {
+            let status = match status.as_deref() {
+                None => DeliveryStatus::Unspecified,
+                Some(s) => delivery_status(s)?,
+            };
+            let page = admin
+                .list_deliveries(ListDeliveriesRequest {
+                    filter: Some(DeliveryFilter {
+                        status: status as i32,
+                        endpoint_id: endpoint.unwrap_or_default(),
+                        event_name: event.unwrap_or_default(),
+                        ..DeliveryFilter::default()
+                    }),
+                    page_size: limit,
+                    page_token: String::new(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.deliveries(&page.deliveries);
+        }
+        DeliveryCommand::Get { id } => {
+            let detail = admin
+                .get_delivery(GetDeliveryRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.delivery_detail(&detail);
+        }
+        DeliveryCommand::Retry { id } => {
+            let d = admin
+                .retry_delivery(RetryDeliveryRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.deliveries(std::slice::from_ref(&d));
+        }
+    }
+    Ok(())
+}
+
+fn delivery_status(s: &str) -> anyhow::Result<DeliveryStatus> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "pending" => DeliveryStatus::Pending,
+        "in_flight" => DeliveryStatus::InFlight,
+        "succeeded" => DeliveryStatus::Succeeded,
+        "failed" => DeliveryStatus::Failed,
+        "dead" => DeliveryStatus::Dead,
+        other => {
+            bail!("--status: `{other}` is not one of pending, in_flight, succeeded, failed, dead")
+        }
+    })
+}
+
+fn run_state(s: &str) -> anyhow::Result<RunState> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "created" => RunState::Created,
+        "running" => RunState::Running,
+        "waiting" => RunState::Waiting,
+        "succeeded" => RunState::Succeeded,
+        "failed" => RunState::Failed,
+        "cancelled" => RunState::Cancelled,
+        other => bail!(
+            "--state: `{other}` is not one of created, running, waiting, succeeded, failed, cancelled"
+        ),
+    })
+}
+
+async fn runs(out: &Output, admin: &mut Admin, c: RunCommand) -> anyhow::Result<()> {
+    match c {
+        RunCommand::List { flow, state, limit } => {
+            let state = match state.as_deref() {
+                None => RunState::Unspecified,
+                Some(s) => run_state(s)?,
+            };
+            let page = admin
+                .list_runs(ListRunsRequest {
+                    flow_id: flow.unwrap_or_default(),
+                    state: state as i32,
+                    page_size: limit,
+                    ..ListRunsRequest::default()
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.runs(&page.runs);
+        }
+        RunCommand::Get { id } => {
+            let detail = admin
+                .get_run(GetRunRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.run_detail(&detail);
+        }
+        RunCommand::Cancel { id } => {
+            let run = admin
+                .cancel_run(CancelRunRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.runs(std::slice::from_ref(&run));
+        }
+    }
+    Ok(())
+}
+
+async fn tail(
+    out: &Output,
+    admin: &mut Admin,
+    endpoint: Option<String>,
+    event: Option<String>,
+) -> anyhow::Result<()> {
+    let mut stream = admin
+        .watch_deliveries(WatchDeliveriesRequest {
+            filter: Some(DeliveryFilter {
+                endpoint_id: endpoint.unwrap_or_default(),
+                event_name: event.unwrap_or_default(),
+                ..DeliveryFilter::default()
+            }),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    while let Some(update) = stream.message().await.map_err(refused)? {
+        out.update(&update);
+    }
+    Ok(())
+}
+
+async fn publish(
+    out: &Output,
+    public_addr: &str,
+    api_key: &str,
+    name: String,
+    payload: String,
+    id: Option<String>,
+    tenant: Option<String>,
+) -> anyhow::Result<()> {
+    let addr = with_scheme(public_addr);
+    let channel = Channel::from_shared(addr.clone())
+        .map_err(|e| anyhow::anyhow!("--public-addr {addr:?} is not a URL: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let header: MetadataValue<Ascii> = format!("Bearer {api_key}")
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the API key has characters a header cannot carry"))?;
+    let mut events = EventsClient::with_interceptor(channel, Bearer(header));
+    let published = events
+        .publish(PublishRequest {
+            event: Some(Event {
+                id: id.unwrap_or_default(),
+                name,
+                source: "hookyard-ctl".to_string(),
+                tenant_id: tenant.unwrap_or_default(),
+                payload: payload.into_bytes(),
+                ..Event::default()
+            }),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    out.published(&published);
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! `hookyard ctl` against a real daemon: create, list, update and delete
+//! through the Admin API, refusals naming the field, deliveries and runs,
+//! `tail` and `publish`, table and JSON output, shell completions.
+
+use std::{process::Stdio, time::Duration};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::{
+    harness::{built_binary, Daemon, TestConfig, API_KEY, WAIT},
+    runs::started,
+    sink::{Behaviour, TestReceiver},
+};
+
+fn command(daemon: &Daemon, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(built_binary("hookyard"));
+    command
+        .arg("ctl")
+        .args(args)
+        .env("HOOKYARD_ADDR", daemon.admin_addr().to_string())
+        .env("HOOKYARD_TOKEN", daemon.admin_token())
+        .env("HOOKYARD_PUBLIC_ADDR", daemon.http_base())
+        .env("HOOKYARD_API_KEY", API_KEY)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn ctl(daemon: &Daemon, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::time::timeout(WAIT, command(daemon, args).output())
+        .await
+        .expect("hookyard ctl finished")
+        .expect("run hookyard ctl");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn ctl_json(daemon: &Daemon, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (ok, stdout, stderr) = ctl(daemon, &all).await;
+    assert!(ok, "hookyard ctl {args:?}: {stderr}");
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stdout}"))
+}
+
+#[tokio::test]
+async fn ctl_manages_resources_and_reads_deliveries_and_runs() {
+    let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let flow = json!({"id": "welcome", "steps": [{"id": "mail", "http": {"url": sink.url()}}]});
+    let daemon = Daemon::start(TestConfig::new().flow(flow)).await;
+
+    let (ok, table, stderr) = ctl(
+        &daemon,
+        &[
+            "endpoints",
+            "create",
+            "--id",
+            "crm",
+            "--url",
+            &sink.url(),
+            "--max-in-flight",
+            "4",
+        ],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(table.starts_with("ID"), "a table: {table}");
+    let endpoints = ctl_json(&daemon, &["endpoints", "list"]).await;
+    assert_eq!(endpoints[0]["id"], "crm");
+    assert_eq!(endpoints[0]["max_in_flight"], 4);
+
+    let (ok, _, stderr) = ctl(
+        &daemon,
+        &[
+            "subscriptions",
+            "create",
+            "--name",
+            "bad",
+            "--pattern",
+            "lead..x",
+            "--target",
+            "endpoint:crm",
+        ],
+    )
+    .await;
+    assert!(!ok, "a bad pattern is refused");
+    assert!(
+        stderr.contains("patterns[0]"),
+        "the refusal names the field: {stderr}"
+    );
+    let created = ctl_json(
+        &daemon,
+        &[
+            "subscriptions",
+            "create",
+            "--name",
+            "leads",
+            "--pattern",
+            "lead.*",
+            "--target",
+            "endpoint:crm",
+        ],
+    )
+    .await;
+    let subscription = created[0]["id"].as_str().expect("an id").to_string();
+
+    // tail sees the delivery that publish makes.
+    let mut tail = command(&daemon, &["--json", "tail"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tail");
+    let mut lines = BufReader::new(tail.stdout.take().expect("stdout")).lines();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let published = ctl_json(
+        &daemon,
+        &[
+            "publish",
+            "lead.created",
+            "--payload",
+            r#"{"email":"ada@example.com"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(published["matched"], 1);
+    let event_id = published["id"].as_str().expect("an id").to_string();
+    sink.next().await;
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("tail printed a line")
+        .expect("read tail")
+        .expect("a line");
+    let change: Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(change["event_id"], event_id.as_str());
+    tail.kill().await.expect("stop tail");
+
+    let deliveries = ctl_json(&daemon, &["deliveries", "list", "--endpoint", "crm"]).await;
+    assert_eq!(deliveries[0]["event_id"], event_id.as_str());
+    let id = deliveries[0]["id"].to_string();
+    let detail = ctl_json(&daemon, &["deliveries", "get", &id]).await;
+    assert_eq!(detail["payload"]["email"], "ada@example.com");
+
+    let updated = ctl_json(
+        &daemon,
+        &["subscriptions", "update", &subscription, "--disable"],
+    )
+    .await;
+    assert_eq!(updated[0]["enabled"], false);
+    let (ok, _, stderr) = ctl(&daemon, &["subscriptions", "delete", &subscription]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        ctl_json(&daemon, &["subscriptions", "list"]).await,
+        json!([])
+    );
+
+    let run = started(&daemon, "welcome", json!({})).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let detail = ctl_json(&daemon, &["runs", "get", &run]).await;
+        if detail["state"] == "succeeded" {
+            assert_eq!(detail["steps"][0]["id"], "mail");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{detail}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let runs = ctl_json(&daemon, &["runs", "list", "--flow", "welcome"]).await;
+    assert_eq!(runs[0]["id"], run.as_str());
+    let flows = ctl_json(&daemon, &["flows", "list"]).await;
+    assert_eq!(flows[0]["id"], "welcome");
+
+    let (ok, _, stderr) = ctl(&daemon, &["--token", "wrong-token", "endpoints", "list"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+
+    let completions = tokio::process::Command::new(built_binary("hookyard"))
+        .args(["completions", "bash"])
+        .output()
+        .await
+        .expect("hookyard completions");
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("hookyard"));
+}
