@@ -94,10 +94,15 @@ pub enum ConnState {
 }
 
 /// An answer from the daemon.
+/// Deliveries shown when the live view opens.
+const RECENT: u32 = 50;
+
 #[derive(Debug)]
 pub enum Update {
     Conn(ConnState),
     Delivery(DeliveryUpdate),
+    /// The latest deliveries, newest first, read when the live view opens.
+    Recent(Vec<Delivery>),
     Detail(u64, ApiResult<DeliveryDetail>),
     /// How many retries were scheduled and what went wrong with the rest.
     Retried {
@@ -247,13 +252,17 @@ impl Runner {
                     }
                     let api = Arc::clone(&self.api);
                     let tx = self.tx.clone();
-                    let open = move || api.watch_deliveries(filter.clone());
-                    self.watch = Some(tokio::spawn(follow(
-                        open,
-                        Update::Delivery,
-                        Update::Conn,
-                        tx,
-                    )));
+                    self.watch = Some(tokio::spawn(async move {
+                        // The latest first, so the view is not empty until
+                        // something happens; then every change as it comes.
+                        if let Ok(recent) = api.list_deliveries(filter.clone(), RECENT).await {
+                            if tx.send(Update::Recent(recent)).await.is_err() {
+                                return;
+                            }
+                        }
+                        let open = move || api.watch_deliveries(filter.clone());
+                        follow(open, Update::Delivery, Update::Conn, tx).await;
+                    }));
                 }
                 Command::WatchRuns(filter) => {
                     if let Some(old) = self.watch_runs.take() {

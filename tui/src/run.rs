@@ -49,6 +49,7 @@ async fn event_loop(
     let mut tick = tokio::time::interval(Duration::from_millis(1000 / FPS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut dirty = true;
+    let plain = ui::no_color();
     loop {
         runner.run(app.take_commands());
         if app.should_quit() {
@@ -58,7 +59,12 @@ async fn event_loop(
             _ = tick.tick() => {
                 app.on_tick(unix_now());
                 if dirty || app.animating() {
-                    terminal.draw(|frame| ui::render(&app, frame))?;
+                    terminal.draw(|frame| {
+                        ui::render(&app, frame);
+                        if plain {
+                            ui::strip_colors(frame.buffer_mut());
+                        }
+                    })?;
                     dirty = false;
                 }
             }

@@ -239,3 +239,22 @@ fn hints(app: &App) -> String {
     };
     hints.join("  ")
 }
+
+/// Whether colours are off: `NO_COLOR` set to anything but empty
+/// (<https://no-color.org>).
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// Removes every colour from a drawn frame, for `NO_COLOR`. What a
+/// background colour marked (the selected row, the tab in use) is shown
+/// reversed instead, so it stays visible without colour.
+pub fn strip_colors(buffer: &mut ratatui::buffer::Buffer) {
+    for cell in buffer.content.iter_mut() {
+        if cell.bg != Color::Reset {
+            cell.modifier.insert(ratatui::style::Modifier::REVERSED);
+        }
+        cell.fg = Color::Reset;
+        cell.bg = Color::Reset;
+    }
+}

@@ -25,6 +25,7 @@ impl App {
                 }
             }
             Update::Delivery(update) => self.live.apply(self.now, update),
+            Update::Recent(deliveries) => self.live.recent(deliveries),
             Update::Detail(id, result) => {
                 if let Mode::Detail(view) = &mut self.mode {
                     view.loaded(id, result);

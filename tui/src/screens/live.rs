@@ -67,6 +67,21 @@ impl LiveScreen {
         }
     }
 
+    /// The latest deliveries (newest first), shown before any change comes;
+    /// not counted in the rates, and never over a row a change already
+    /// brought.
+    pub fn recent(&mut self, deliveries: Vec<Delivery>) {
+        for delivery in deliveries.into_iter().rev() {
+            if !self.index.contains_key(&delivery.id) {
+                self.show(DeliveryUpdate {
+                    delivery: Some(delivery),
+                    time: None,
+                    missed: 0,
+                });
+            }
+        }
+    }
+
     fn show(&mut self, update: DeliveryUpdate) {
         let Some(delivery) = update.delivery else {
             return;

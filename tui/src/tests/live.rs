@@ -243,3 +243,33 @@ fn statuses_are_coloured() {
     assert_eq!(colour_of("ok"), Color::Green);
     assert_eq!(colour_of("in flight"), Color::Cyan);
 }
+
+#[test]
+fn live_shows_the_latest_deliveries_on_connect_without_overwriting_a_streamed_change() {
+    let mut app = live_app();
+    app.apply(update(delivery(
+        3,
+        "lead.created",
+        DeliveryStatus::Succeeded,
+    )));
+    // Newest first, as ListDeliveries answers; 3 came by the stream already.
+    app.apply(Update::Recent(vec![
+        delivery(3, "lead.created", DeliveryStatus::Pending),
+        delivery(2, "lead.updated", DeliveryStatus::Failed),
+        delivery(1, "lead.created", DeliveryStatus::Succeeded),
+    ]));
+    let rows: Vec<(u64, i32)> = app
+        .live
+        .rows()
+        .map(|r| (r.delivery.id, r.delivery.status))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (2, DeliveryStatus::Failed as i32),
+            (1, DeliveryStatus::Succeeded as i32),
+            (3, DeliveryStatus::Succeeded as i32),
+        ],
+        "the listed ones are added, the streamed row keeps its newer state"
+    );
+}

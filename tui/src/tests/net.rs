@@ -31,6 +31,11 @@ async fn the_stream_reconnects_with_backoff_and_resumes() {
     let started = tokio::time::Instant::now();
     runner.run(vec![Command::Watch(Default::default())]);
 
+    // The latest deliveries come first, before the stream is opened.
+    assert!(matches!(
+        rx.recv().await.expect("the watch task runs"),
+        Update::Recent(_)
+    ));
     let mut seen = Vec::new();
     while seen.len() < 7 {
         seen.push(rx.recv().await.expect("the watch task runs"));

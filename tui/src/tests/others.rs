@@ -257,3 +257,29 @@ async fn a_marks_every_dead_letter_and_r_retries_them_all() {
     assert_eq!(fake.state.lock().unwrap().retried, vec![7, 8, 9]);
     assert!(matches!(&app.flash, Some(crate::app::Flash::Info(m)) if m.contains('3')));
 }
+
+#[tokio::test]
+async fn no_color_leaves_no_colour_and_marks_the_selection_reversed() {
+    let fake = endpoints();
+    let app = on_tab(&fake, '2').await;
+    let mut terminal =
+        ratatui::Terminal::new(ratatui::backend::TestBackend::new(100, 20)).expect("a terminal");
+    terminal
+        .draw(|frame| {
+            crate::ui::render(&app, frame);
+            crate::ui::strip_colors(frame.buffer_mut());
+        })
+        .expect("draw");
+    let buffer = terminal.backend().buffer();
+    assert!(buffer
+        .content
+        .iter()
+        .all(|c| c.fg == ratatui::style::Color::Reset && c.bg == ratatui::style::Color::Reset));
+    assert!(
+        buffer
+            .content
+            .iter()
+            .any(|c| c.modifier.contains(ratatui::style::Modifier::REVERSED)),
+        "what a background colour marked stays visible"
+    );
+}
