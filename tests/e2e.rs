@@ -102,6 +102,8 @@ mod stats;
 mod template_limits;
 #[path = "e2e/tenants.rs"]
 mod tenants;
+#[path = "e2e/tls.rs"]
+mod tls;
 #[path = "e2e/tui.rs"]
 mod tui;
 #[path = "e2e/watch.rs"]

@@ -169,7 +169,11 @@ pub async fn check_config(config: &Config) -> anyhow::Result<()> {
     Sender::new(
         AddressPolicy::new(config.delivery.allow_private_targets.clone()),
         config.delivery.timeout,
+        &extra_roots(config)?,
     )?;
+    if let Some(tls) = &config.tls {
+        server::tls::acceptor(tls)?;
+    }
     Ok(())
 }
 
@@ -189,6 +193,15 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Vec<i64>> {
     Store::migrate(&target)
         .await
         .with_context(|| format!("could not migrate {target}"))
+}
+
+/// `delivery.ca_file`'s certificates, trusted for endpoints besides the
+/// usual roots.
+fn extra_roots(config: &Config) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    match &config.delivery.ca_file {
+        Some(path) => Sender::roots_from(path),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The retention settings as the janitor takes them (`0s`: keep forever).
@@ -277,6 +290,7 @@ pub async fn start(
     let sender = Arc::new(Sender::new(
         AddressPolicy::new(config.delivery.allow_private_targets.clone()),
         config.delivery.timeout,
+        &extra_roots(&config)?,
     )?);
     let (control_tx, control_rx) = mpsc::channel(1024);
     let dispatcher = Dispatcher::new(
@@ -375,6 +389,7 @@ pub async fn start(
         max_connections: config.http.max_connections,
         max_per_ip: config.http.max_connections_per_ip,
         uncapped: config.http.trusted_proxies.clone(),
+        tls: config.tls.as_ref().map(server::tls::acceptor).transpose()?,
     };
     // The Admin API listens apart (loopback by default) and is not capped per address.
     let admin_limits = ConnectionLimits {

@@ -55,7 +55,7 @@ enum Command {
     },
     /// The Admin API from the command line: endpoints, subscriptions,
     /// sources, flows, deliveries, runs, tail, publish.
-    Ctl(hookyard_server::ctl::Ctl),
+    Ctl(Box<hookyard_server::ctl::Ctl>),
     /// Shell completions for `hookyard`: bash, zsh, fish, elvish, powershell.
     Completions { shell: clap_complete::Shell },
     /// Copy the SQLite database into FILE, consistently, while the daemon
@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ctl(ctl) => {
             let runtime = tokio::runtime::Runtime::new()?;
             // A refusal is an answer, not a crash: printed plainly, exit 1.
-            if let Err(error) = runtime.block_on(hookyard_server::ctl::run(ctl)) {
+            if let Err(error) = runtime.block_on(hookyard_server::ctl::run(*ctl)) {
                 eprintln!("error: {error:#}");
                 std::process::exit(1);
             }

@@ -21,12 +21,17 @@ pub struct Args {
     /// The daemon's data directory, where it wrote `admin.token`.
     #[arg(long, env = "HOOKYARD_DATA_DIR", default_value = "./hookyard-data")]
     pub data_dir: PathBuf,
+    /// A PEM certificate to trust for an `https://` address (a daemon with
+    /// its own `tls` certificate); the system's roots are trusted anyway.
+    #[arg(long, env = "HOOKYARD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
     pub addr: String,
     pub token: String,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Args {
@@ -52,7 +57,11 @@ impl Args {
                     .to_string()
             }
         };
-        Ok(Connection { addr, token })
+        Ok(Connection {
+            addr,
+            token,
+            ca_file: self.ca_file.clone(),
+        })
     }
 }
 

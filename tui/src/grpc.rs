@@ -51,11 +51,29 @@ pub struct GrpcAdmin {
 }
 
 impl GrpcAdmin {
-    pub fn new(addr: &str, token: &str) -> anyhow::Result<GrpcAdmin> {
-        let channel = TransportEndpoint::from_shared(addr.to_string())
+    /// Over TLS for an `https://` address, trusting the system's roots and
+    /// `ca_file`.
+    pub fn new(
+        addr: &str,
+        token: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<GrpcAdmin> {
+        let mut endpoint = TransportEndpoint::from_shared(addr.to_string())
             .map_err(|e| anyhow::anyhow!("--addr {addr:?} is not a URI: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect_lazy();
+            .connect_timeout(CONNECT_TIMEOUT);
+        if addr.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = ca_file {
+                let pem = std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("--ca-file: cannot read {}: {e}", path.display())
+                })?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| anyhow::anyhow!("could not set up TLS: {e}"))?;
+        }
+        let channel = endpoint.connect_lazy();
         let header: MetadataValue<Ascii> = format!("Bearer {token}")
             .parse()
             .map_err(|_| anyhow::anyhow!("the admin token has characters a header cannot carry"))?;

@@ -29,7 +29,11 @@ const UPDATES: usize = 4096;
 const BATCH: usize = 2048;
 
 pub async fn run(connection: Connection) -> anyhow::Result<()> {
-    let api: Arc<dyn AdminApi> = Arc::new(GrpcAdmin::new(&connection.addr, &connection.token)?);
+    let api: Arc<dyn AdminApi> = Arc::new(GrpcAdmin::new(
+        &connection.addr,
+        &connection.token,
+        connection.ca_file.as_deref(),
+    )?);
     // Installs a panic hook that restores the terminal before the message.
     let mut terminal = ratatui::init();
     let result = event_loop(&mut terminal, api, &connection.addr).await;

@@ -28,6 +28,8 @@ const ENV_KEYS: &[&str] = &[
     "http",
     "delivery",
     "storage",
+    "retention",
+    "tls",
     "flow_runner",
     "flow_files",
 ];
@@ -46,6 +48,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub storage: StorageConfig,
     pub retention: RetentionConfig,
+    /// TLS on both listeners; plain TCP when unset.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     pub endpoints: Vec<EndpointConfig>,
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Partners and forms posting to `/webhook/v1/{token}`.
@@ -59,6 +64,14 @@ pub struct Config {
     /// The flow files' texts, read by `load`.
     #[serde(skip)]
     pub flow_file_texts: Vec<(PathBuf, String)>,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// How long finished work is kept before the janitor deletes it; `0s`
@@ -164,6 +177,10 @@ pub struct HttpConfig {
 pub struct DeliveryConfig {
     /// CIDRs that outbound webhooks may reach although they are private.
     pub allow_private_targets: Vec<IpNet>,
+    /// PEM certificates trusted for endpoints besides the system's roots
+    /// (endpoints behind a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Delays before each retry, for endpoints without their own schedule.
     #[serde(deserialize_with = "durations::list")]
     pub retry_schedule: Vec<Duration>,

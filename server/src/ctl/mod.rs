@@ -71,6 +71,10 @@ pub struct Connection {
         global = true
     )]
     pub data_dir: PathBuf,
+    /// A PEM certificate to trust for an `https://` address (a daemon with
+    /// its own `tls` certificate); the system's roots are trusted anyway.
+    #[arg(long, env = "HOOKYARD_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -313,7 +317,20 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
             tenant,
             public_addr,
             api_key,
-        } => publish(&out, &public_addr, &api_key, name, payload, id, tenant).await,
+        } => {
+            let ca_file = ctl.connection.ca_file.as_deref();
+            publish(
+                &out,
+                ca_file,
+                &public_addr,
+                &api_key,
+                name,
+                payload,
+                id,
+                tenant,
+            )
+            .await
+        }
         command => {
             let mut admin = connect(&ctl.connection)?;
             admin_command(&out, &mut admin, command).await
@@ -342,11 +359,28 @@ fn connect(connection: &Connection) -> anyhow::Result<Admin> {
     let header: MetadataValue<Ascii> = format!("Bearer {token}")
         .parse()
         .map_err(|_| anyhow::anyhow!("the admin token has characters a header cannot carry"))?;
-    let channel = Channel::from_shared(addr.clone())
-        .map_err(|e| anyhow::anyhow!("--addr {addr:?} is not a URL: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
+    let channel = channel(&addr, "--addr", connection.ca_file.as_deref())?;
     Ok(AdminClient::with_interceptor(channel, Bearer(header)))
+}
+
+/// A lazy channel to `addr`, over TLS for `https://` (trusting the system's
+/// roots and `ca_file`).
+fn channel(addr: &str, flag: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<Channel> {
+    let mut endpoint = Channel::from_shared(addr.to_string())
+        .map_err(|e| anyhow::anyhow!("{flag} {addr:?} is not a URL: {e}"))?
+        .connect_timeout(Duration::from_secs(5));
+    if addr.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--ca-file: cannot read {}", path.display()))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("could not set up TLS for the connection")?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 fn with_scheme(addr: &str) -> String {
@@ -803,8 +837,10 @@ async fn tail(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn publish(
     out: &Output,
+    ca_file: Option<&std::path::Path>,
     public_addr: &str,
     api_key: &str,
     name: String,
@@ -813,10 +849,7 @@ async fn publish(
     tenant: Option<String>,
 ) -> anyhow::Result<()> {
     let addr = with_scheme(public_addr);
-    let channel = Channel::from_shared(addr.clone())
-        .map_err(|e| anyhow::anyhow!("--public-addr {addr:?} is not a URL: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
+    let channel = channel(&addr, "--public-addr", ca_file)?;
     let header: MetadataValue<Ascii> = format!("Bearer {api_key}")
         .parse()
         .map_err(|_| anyhow::anyhow!("the API key has characters a header cannot carry"))?;

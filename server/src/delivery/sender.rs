@@ -37,9 +37,19 @@ pub struct Report {
 }
 
 impl Sender {
-    pub fn new(policy: AddressPolicy, default_timeout: Duration) -> reqwest::Result<Sender> {
+    /// `extra_roots`: certificates trusted besides the usual roots
+    /// (`delivery.ca_file`, for endpoints behind a private CA).
+    pub fn new(
+        policy: AddressPolicy,
+        default_timeout: Duration,
+        extra_roots: &[reqwest::Certificate],
+    ) -> reqwest::Result<Sender> {
         let policy = Arc::new(policy);
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for root in extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let client = builder
             .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
             .redirect(redirect::Policy::none())
             // One request per recorded attempt: retries are the dispatcher's,
@@ -58,6 +68,19 @@ impl Sender {
             default_timeout,
             user_agent: format!("hookyard/{}", env!("CARGO_PKG_VERSION")),
         })
+    }
+
+    /// The certificates of a PEM file (`delivery.ca_file`).
+    pub fn roots_from(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+        use anyhow::Context;
+        let pem = std::fs::read(path)
+            .with_context(|| format!("delivery.ca_file: cannot read {}", path.display()))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("delivery.ca_file: {} is not PEM", path.display()))?;
+        if roots.is_empty() {
+            anyhow::bail!("delivery.ca_file: no certificate in {}", path.display());
+        }
+        Ok(roots)
     }
 
     /// The pooled, SSRF-guarded client, shared with flows' HTTP steps.

@@ -9,6 +9,7 @@
 mod connection;
 pub mod deadline;
 mod per_ip;
+pub mod tls;
 
 use std::{sync::Arc, time::Duration};
 
@@ -35,7 +36,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// ...and the connection is dropped when the answer takes longer: the peer is gone.
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectionLimits {
     /// For the first request's headers (HTTP/1), or the HTTP/2 preface and
     /// first request.
@@ -47,6 +48,9 @@ pub struct ConnectionLimits {
     pub max_per_ip: usize,
     /// Addresses never capped per address: proxies speak for many clients.
     pub uncapped: Vec<IpNet>,
+    /// TLS, when configured: the handshake runs in the connection's task,
+    /// bounded by `header_timeout` like a request's headers.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 pub async fn serve(
@@ -98,19 +102,53 @@ pub async fn serve(
             },
         );
         let service = TowerToHyperService::new(Tracked::new(app, activity.clone()));
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
         let shutdown = shutdown.clone();
+        let builder = builder.clone();
+        let tls = limits.tls.clone();
         connections.spawn(async move {
-            connection::drive(
-                connection,
-                |c| c.graceful_shutdown(),
-                &activity,
-                timeouts,
-                &shutdown,
-            )
-            .await;
+            match tls {
+                None => {
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    connection::drive(
+                        connection,
+                        |c| c.graceful_shutdown(),
+                        &activity,
+                        timeouts,
+                        &shutdown,
+                    )
+                    .await;
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(timeouts.header, acceptor.accept(stream)).await;
+                    let stream = match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed.");
+                            drop((permit, slot));
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out.");
+                            drop((permit, slot));
+                            return;
+                        }
+                    };
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    connection::drive(
+                        connection,
+                        |c| c.graceful_shutdown(),
+                        &activity,
+                        timeouts,
+                        &shutdown,
+                    )
+                    .await;
+                }
+            }
             drop((permit, slot));
         });
     }
