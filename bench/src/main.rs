@@ -273,7 +273,7 @@ fn main() -> anyhow::Result<()> {
     );
     if !several && cli.nodes != [1] {
         anyhow::bail!(
-            "--nodes is for intake-http, intake-grpc, intake-grpc-batch, end-to-end and fanout;              this scenario runs one daemon"
+            "--nodes is for intake-http, intake-grpc, intake-grpc-batch, end-to-end and fanout; this scenario runs one daemon"
         );
     }
     if cli.postgres_url.is_none() && cli.storage == StorageArg::Sqlite {
