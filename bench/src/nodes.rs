@@ -156,10 +156,10 @@ impl Nodes {
     /// On PostgreSQL, waits until the `endpoints` endpoints are leased,
     /// every daemon holds at least one and none more than ceil(endpoints /
     /// daemons); answers how many each daemon holds, in start order. On
-    /// SQLite (one daemon, no leases) answers at once.
-    pub async fn wait_leases_spread(&self, endpoints: usize) -> anyhow::Result<Vec<usize>> {
+    /// SQLite (one daemon, no leases) answers `None` at once.
+    pub async fn wait_leases_spread(&self, endpoints: usize) -> anyhow::Result<Option<Vec<usize>>> {
         let Some(url) = self.daemons[0].postgres_url() else {
-            return Ok(vec![endpoints]);
+            return Ok(None);
         };
         let n = self.daemons.len();
         let share = endpoints.div_ceil(n);
@@ -194,7 +194,7 @@ impl Nodes {
             let spread = endpoints < n || last.iter().all(|&c| c >= 1);
             if total == endpoints && spread && last.iter().all(|&c| c <= share) {
                 conn.close().await.ok();
-                return Ok(last);
+                return Ok(Some(last));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -234,4 +234,9 @@ async fn readyz(addr: SocketAddr) -> anyhow::Result<u16> {
         .and_then(|status| status.split_whitespace().nth(1))
         .and_then(|code| code.parse().ok())
         .with_context(|| format!("not an HTTP answer: {:?}", text.lines().next()))
+}
+
+/// `[3, 3]`, or `-` where there are no leases (SQLite).
+pub fn leases_text(leases: Option<&[usize]>) -> String {
+    leases.map_or_else(|| "-".to_string(), |l| format!("{l:?}"))
 }

@@ -23,7 +23,7 @@ use super::{cpu_per, run_prefix, Common};
 use crate::{
     daemon::{CpuClock, DaemonSpec},
     load::{self, event_id, HttpWorker, Outcome, Plan},
-    nodes::Nodes,
+    nodes::{self, Nodes},
     report::{self, Latency, Table, LATENCY_HEADERS},
     sink::{Sink, SinkConfig},
 };
@@ -147,10 +147,11 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
         let us = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
         summary.push(format!(
             "{n} node(s), rate {rate}: {} acknowledged/s; cpu us/ev {} (daemons), {} \
-             (PostgreSQL); endpoint leases per daemon {leases:?}",
+             (PostgreSQL); endpoint leases per daemon {}",
             report::thousands(acked_per_s),
             us(cpu_us),
             us(pg_cpu_us),
+            nodes::leases_text(leases.as_deref()),
         ));
         results.push(json!({
             "nodes": n,

@@ -16,7 +16,7 @@ use super::{cpu_per, run_prefix, Common};
 use crate::{
     daemon::{CpuClock, DaemonSpec},
     load::{self, event_id, HttpWorker, Plan},
-    nodes::Nodes,
+    nodes::{self, Nodes},
     report::{self, Latency, Table, LATENCY_HEADERS},
     sink::{Sink, SinkConfig},
 };
@@ -170,7 +170,8 @@ async fn run_nodes(
     row.push(cpu_us.map_or_else(|| "-".to_string(), |c| format!("{c:.1}")));
     row.push(pg_cpu_us.map_or_else(|| "-".to_string(), |c| format!("{c:.1}")));
     let mut notes = vec![format!(
-        "{n} node(s): endpoint leases per daemon {leases:?}; all delivered after {:.1} s{}",
+        "{n} node(s): endpoint leases per daemon {}; all delivered after {:.1} s{}",
+        nodes::leases_text(leases.as_deref()),
         drained.as_secs_f64(),
         if complete {
             ""
