@@ -103,11 +103,6 @@ impl Nodes {
         self.daemons.iter().map(|d| d.listen).collect()
     }
 
-    /// The first daemon (the database's owner).
-    pub fn first(&self) -> &Daemon {
-        &self.daemons[0]
-    }
-
     /// All the daemons' CPU time together.
     pub fn cpu_clock(&self) -> CpuSum {
         CpuSum::of(self.daemons.iter().map(Daemon::cpu_clock))
