@@ -4,7 +4,9 @@
 //! its own tokio runtime as in production instead of sharing threads with the
 //! load generator, and its memory (`VmRSS`, `VmHWM` in `/proc/<pid>/status`)
 //! is its own. With `Storage::Postgres` it stores in a fresh database of its
-//! own (`HOOKYARD_STORAGE__POSTGRES_URL`), dropped when the daemon stops.
+//! own (`HOOKYARD_STORAGE__POSTGRES_URL`), dropped when the daemon stops;
+//! `Daemon::join` starts another on the same database, as a second node of
+//! a cluster (`crate::nodes`).
 
 use std::{
     net::SocketAddr,
@@ -81,8 +83,11 @@ pub struct Daemon {
     pub listen: SocketAddr,
     pub pid: u32,
     dir: TempDir,
-    /// On PostgreSQL: the server and this daemon's database.
+    /// On PostgreSQL: the server and this daemon's database, when the
+    /// daemon owns it (it was the first of its cluster).
     database: Option<(Arc<Postgres>, Database)>,
+    /// On PostgreSQL: the database it stores in, its own or its cluster's.
+    postgres_url: Option<String>,
 }
 
 impl Daemon {
@@ -90,6 +95,36 @@ impl Daemon {
         binary: &Path,
         storage: &Storage,
         spec: &DaemonSpec,
+    ) -> anyhow::Result<Daemon> {
+        let database = match storage {
+            Storage::Sqlite => None,
+            Storage::Postgres(pg) => Some((pg.clone(), pg.fresh_database().await?)),
+        };
+        let url = database.as_ref().map(|(_, db)| db.url.clone());
+        Daemon::launch(binary, spec, url, database).await
+    }
+
+    /// Starts another daemon on `first`'s PostgreSQL database (a node of the
+    /// same cluster). It does not own the database: `first` drops it when it
+    /// stops, so stop this one first.
+    pub async fn join(binary: &Path, first: &Daemon, spec: &DaemonSpec) -> anyhow::Result<Daemon> {
+        let url = first
+            .postgres_url()
+            .context("only a daemon on PostgreSQL can have others join its database")?
+            .to_string();
+        Daemon::launch(binary, spec, Some(url), None).await
+    }
+
+    /// The database URL this daemon stores in, on PostgreSQL.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.postgres_url.as_deref()
+    }
+
+    async fn launch(
+        binary: &Path,
+        spec: &DaemonSpec,
+        postgres_url: Option<String>,
+        database: Option<(Arc<Postgres>, Database)>,
     ) -> anyhow::Result<Daemon> {
         if !binary.exists() {
             bail!(
@@ -132,12 +167,8 @@ impl Daemon {
                 command.env_remove(key);
             }
         }
-        let database = match storage {
-            Storage::Sqlite => None,
-            Storage::Postgres(pg) => Some((pg.clone(), pg.fresh_database().await?)),
-        };
-        if let Some((_, db)) = &database {
-            command.env("HOOKYARD_STORAGE__POSTGRES_URL", &db.url);
+        if let Some(url) = &postgres_url {
+            command.env("HOOKYARD_STORAGE__POSTGRES_URL", url);
         }
         let mut child = command.spawn().context("start hookyard")?;
         let pid = child.id().context("the daemon's pid")?;
@@ -171,6 +202,7 @@ impl Daemon {
             pid,
             dir,
             database,
+            postgres_url,
         })
     }
 
@@ -322,6 +354,22 @@ impl CpuClock {
         };
         // USER_HZ is 100 on Linux.
         Some(Duration::from_millis(ticks * 10))
+    }
+}
+
+/// The CPU time of several processes added up: the daemons of a cluster
+/// (`Nodes`), so a CPU column counts all of them, as one daemon's did.
+/// A reading is `None` when any of them cannot be read (one has exited).
+#[derive(Debug, Clone)]
+pub struct CpuSum(Arc<[CpuClock]>);
+
+impl CpuSum {
+    pub fn of(clocks: impl IntoIterator<Item = CpuClock>) -> CpuSum {
+        CpuSum(clocks.into_iter().collect())
+    }
+
+    pub fn read(&self) -> Option<Duration> {
+        self.0.iter().map(|clock| clock.read()).sum()
     }
 }
 

@@ -9,6 +9,7 @@
 //! - `ceiling`: a bare server that reads the body and answers, storing
 //!   nothing: what the machine can do with the same load.
 //! - `daemon`: starts the real `hookyard` binary in a temp data dir.
+//! - `nodes`: several daemons on one PostgreSQL database (`--nodes`).
 //! - `storage`: SQLite, or PostgreSQL (a cluster of its own or a given
 //!   server) with a fresh database for every daemon.
 //! - `report`: latency summaries, the table on stdout and the JSON file.
@@ -19,6 +20,7 @@
 pub mod ceiling;
 pub mod daemon;
 pub mod load;
+pub mod nodes;
 pub mod report;
 pub mod scenarios;
 pub mod sink;

@@ -6,12 +6,13 @@
 //! cargo build --release -p hookyard-bench -p hookyard-server
 //! target/release/hookyard-bench intake-http
 //! target/release/hookyard-bench --storage postgres intake-http
+//! target/release/hookyard-bench --storage postgres --nodes 1,2,3 end-to-end
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hookyard_bench::{
-    daemon, load,
+    daemon, load, nodes,
     scenarios::{
         self, backlog, end_to_end, fanout, flows,
         intake::{self, Generator},
@@ -36,6 +37,11 @@ struct Cli {
     /// CREATE DATABASE. PostgreSQL's CPU is not counted then.
     #[arg(long, global = true)]
     postgres_url: Option<String>,
+    /// Daemons sharing one PostgreSQL database, one run per count (e.g.
+    /// `1,2,3`); the load is spread round robin over them. PostgreSQL only;
+    /// intake-http, intake-grpc, intake-grpc-batch, end-to-end and fanout.
+    #[arg(long, global = true, value_delimiter = ',', default_value = "1")]
+    nodes: Vec<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,6 +135,11 @@ enum Scenario {
         connections: usize,
         #[arg(long, default_value_t = 1024)]
         payload: usize,
+        /// Endpoints (paths on the sink) the events are spread over, each
+        /// event to one; default 1, or 6 when --nodes asks for more than one
+        /// daemon, so that every daemon holds endpoint leases.
+        #[arg(long)]
+        endpoints: Option<usize>,
     },
     /// One event to 10 endpoints.
     Fanout {
@@ -232,9 +243,10 @@ impl GeneratorArg {
     }
 }
 
-fn common(name: &str, args: &CommonArgs, storage: &Storage) -> Common {
+fn common(name: &str, args: &CommonArgs, storage: &Storage, nodes: &[usize]) -> Common {
     Common {
         storage: storage.clone(),
+        nodes: nodes.to_vec(),
         hookyard: args.hookyard.clone().unwrap_or_else(daemon::default_binary),
         warmup: args.warmup,
         duration: args.duration,
@@ -251,6 +263,22 @@ fn main() -> anyhow::Result<()> {
         cli.command,
         Scenario::Ceiling | Scenario::Wrk { .. } | Scenario::Routing { .. }
     );
+    let several = matches!(
+        cli.command,
+        Scenario::IntakeHttp { .. }
+            | Scenario::IntakeGrpc { .. }
+            | Scenario::IntakeGrpcBatch { .. }
+            | Scenario::EndToEnd { .. }
+            | Scenario::Fanout { .. }
+    );
+    if !several && cli.nodes != [1] {
+        anyhow::bail!(
+            "--nodes is for intake-http, intake-grpc, intake-grpc-batch, end-to-end and fanout; this scenario runs one daemon"
+        );
+    }
+    if cli.postgres_url.is_none() && cli.storage == StorageArg::Sqlite {
+        nodes::check(&cli.nodes, &Storage::Sqlite)?;
+    }
     let storage = match (&cli.postgres_url, cli.storage) {
         _ if !starts_daemons => Storage::Sqlite,
         (Some(url), _) => Storage::Postgres(Arc::new(Postgres::existing(url.clone()))),
@@ -260,7 +288,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(async {
         tokio::select! {
-            result = run(cli.command, &storage) => result,
+            result = run(cli.command, &storage, &cli.nodes) => result,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
         }
     });
@@ -271,8 +299,9 @@ fn main() -> anyhow::Result<()> {
     result.and(stopped)
 }
 
-async fn run(command: Scenario, storage: &Storage) -> anyhow::Result<()> {
-    let common = |name: &str, args: &CommonArgs| common(name, args, storage);
+async fn run(command: Scenario, storage: &Storage, nodes: &[usize]) -> anyhow::Result<()> {
+    nodes::check(nodes, storage)?;
+    let common = |name: &str, args: &CommonArgs| common(name, args, storage, nodes);
     {
         match command {
             Scenario::Ceiling => hookyard_bench::ceiling::serve().await,
@@ -350,9 +379,12 @@ async fn run(command: Scenario, storage: &Storage) -> anyhow::Result<()> {
                 rates,
                 connections,
                 payload,
+                endpoints,
             } => {
+                let several = nodes.iter().any(|&n| n > 1);
                 let args = end_to_end::EndToEndArgs {
                     rates,
+                    endpoints: endpoints.unwrap_or(if several { 6 } else { 1 }),
                     connections,
                     payload,
                 };

@@ -3,7 +3,10 @@
 //! under test. Installs it when missing (`apt-get install -y wrk`), writes a
 //! Lua script that posts the same events as `HttpWorker` (a unique id per
 //! request, the same headers and body size), runs it and reads the summary
-//! lines the script's `done()` prints.
+//! lines the script's `done()` prints. Given several servers (the daemons
+//! of a cluster), the script's `setup()` points wrk's threads at them in
+//! turn (`thread.addr`), so one wrk process spreads the load and its one
+//! latency histogram covers all of them.
 //!
 //! Not here: the harness's own generator (`load`), which also does open loop
 //! and gRPC; wrk is only used closed loop over HTTP/1.1.
@@ -134,14 +137,19 @@ impl WrkOutcome {
 }
 
 /// Runs `wrk --latency -t<threads> -c<connections> -d<duration>` against
-/// `POST http://addr/v1/events` with the generated script.
-pub async fn run(wrk: &Path, addr: SocketAddr, plan: &WrkPlan) -> anyhow::Result<WrkOutcome> {
+/// `POST http://addr/v1/events` with the generated script; with several
+/// addresses, thread `k` sends to address `k mod n` (so `threads` should be
+/// a multiple of their number, and each thread has connections / threads).
+pub async fn run(wrk: &Path, addrs: &[SocketAddr], plan: &WrkPlan) -> anyhow::Result<WrkOutcome> {
+    let Some(&addr) = addrs.first() else {
+        bail!("wrk needs a server to load");
+    };
     let mut script = tempfile::Builder::new()
         .prefix("hookyard-bench-")
         .suffix(".lua")
         .tempfile()
         .context("a temp file for the wrk script")?;
-    std::io::Write::write_all(&mut script, lua_script(plan).as_bytes())?;
+    std::io::Write::write_all(&mut script, lua_script(plan, addrs).as_bytes())?;
     // wrk takes whole seconds.
     let seconds = plan.duration.as_secs_f64().ceil().max(1.0) as u64;
     let output = Command::new(wrk)
@@ -173,8 +181,13 @@ pub async fn run(wrk: &Path, addr: SocketAddr, plan: &WrkPlan) -> anyhow::Result
 /// The Lua script: `request()` builds each request (a fresh id from the
 /// thread's number and a counter), `response()` counts answers other than
 /// 202 and duplicates, `done()` prints `hookyard-wrk key=value …` lines.
-fn lua_script(plan: &WrkPlan) -> String {
+fn lua_script(plan: &WrkPlan, addrs: &[SocketAddr]) -> String {
     let pad = crate::load::pad_len(&plan.prefix, &plan.name, plan.body_bytes);
+    let targets = addrs
+        .iter()
+        .map(|a| format!(r#"{{"{}", "{}"}}"#, a.ip(), a.port()))
+        .collect::<Vec<_>>()
+        .join(", ");
     let authorization = format!("Bearer {}", crate::API_KEY);
     // Request text is built by concatenation rather than `wrk.format`
     // (a `string.format` per header and a table per request).
@@ -184,8 +197,11 @@ local prefix = "{prefix}"
 local name = "{name}"
 local pad = string.rep("x", {pad})
 local threads = {{}}
+local targets = {{ {targets} }}
 
 function setup(thread)
+  local target = targets[(#threads % #targets) + 1]
+  thread.addr = wrk.lookup(target[1], target[2])[1]
   thread:set("tid", #threads)
   table.insert(threads, thread)
 end
@@ -321,7 +337,14 @@ mod tests {
             name: "bench.intake".to_string(),
             body_bytes: 1024,
         };
-        let script = lua_script(&plan);
+        let addrs: [SocketAddr; 2] = [
+            "127.0.0.1:4000".parse().unwrap(),
+            "127.0.0.1:4001".parse().unwrap(),
+        ];
+        let script = lua_script(&plan, &addrs);
+        assert!(
+            script.contains(r#"local targets = { {"127.0.0.1", "4000"}, {"127.0.0.1", "4001"} }"#)
+        );
         assert!(script.contains("local prefix = \"ceiling-1a2b3c4d\""));
         let pad = crate::load::pad_len(&plan.prefix, &plan.name, plan.body_bytes);
         assert!(script.contains(&format!("string.rep(\"x\", {pad})")));

@@ -2,6 +2,14 @@
 //! delivers every event to the sink. Reports intake latency (intended send →
 //! 202) and end-to-end latency (202 → the sink received the webhook, and
 //! intended send → received), per rate.
+//!
+//! With `endpoints` above 1, endpoint `k` is a path of its own on the sink
+//! with a subscription of its own (`bench.e2e.<k>`), and each event goes to
+//! one of them: every event is still delivered once, but several daemons
+//! (`--nodes`) each have endpoints to send for. HTTP connection `w` posts to
+//! daemon `w mod n` and endpoint `(w / n) mod endpoints`, so every endpoint
+//! gets events through every daemon, and most deliveries are read by
+//! another daemon than the one that took the event.
 
 use std::{
     collections::HashMap,
@@ -13,8 +21,9 @@ use serde_json::json;
 
 use super::{cpu_per, run_prefix, Common};
 use crate::{
-    daemon::{CpuClock, Daemon, DaemonSpec},
+    daemon::{CpuClock, DaemonSpec},
     load::{self, event_id, HttpWorker, Outcome, Plan},
+    nodes::{self, Nodes},
     report::{self, Latency, Table, LATENCY_HEADERS},
     sink::{Sink, SinkConfig},
 };
@@ -24,30 +33,61 @@ const SETTLE: Duration = Duration::from_secs(60);
 
 pub struct EndToEndArgs {
     pub rates: Vec<f64>,
+    /// Endpoints the events are spread over (each event to one).
+    pub endpoints: usize,
     pub connections: usize,
     pub payload: usize,
 }
 
 pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
-    let mut headers = vec!["rate/s", "measure"];
+    let mut headers = vec!["nodes", "rate/s", "measure"];
     headers.extend(LATENCY_HEADERS);
     headers.extend(["count", "lost"]);
     let mut table = Table::new(&headers);
     let mut results = Vec::new();
     let mut summary = Vec::new();
-    for &rate in &args.rates {
+    let endpoints = args.endpoints.max(1);
+    for (&n, &rate) in common
+        .nodes
+        .iter()
+        .flat_map(|n| args.rates.iter().map(move |r| (n, r)))
+    {
         let sink = Sink::start(SinkConfig::default()).await?;
-        let spec = DaemonSpec::default().route(
-            "sink",
-            &sink.url("/hook"),
-            &["bench.*"],
-            &["0s", "1s", "1s"],
-        );
-        let daemon = Daemon::start(&common.hookyard, &common.storage, &spec).await?;
+        let spec = if endpoints == 1 {
+            DaemonSpec::default().route(
+                "sink",
+                &sink.url("/hook"),
+                &["bench.*"],
+                &["0s", "1s", "1s"],
+            )
+        } else {
+            (0..endpoints).fold(DaemonSpec::default(), |spec, k| {
+                spec.route(
+                    &format!("sink{k}"),
+                    &sink.url(&format!("/hook/{k}")),
+                    &[&format!("bench.e2e.{k}")],
+                    &["0s", "1s", "1s"],
+                )
+            })
+        };
+        let daemons = Nodes::start(&common.hookyard, &common.storage, &spec, n).await?;
+        let leases = match daemons.wait_leases_spread(endpoints).await {
+            Ok(leases) => leases,
+            Err(error) => {
+                daemons.stop().await;
+                return Err(error);
+            }
+        };
         let prefix = run_prefix("e2e");
+        let addrs = daemons.listens();
         let workers = (0..args.connections)
-            .map(|_| {
-                HttpWorker::new(daemon.listen, "bench.e2e", &prefix, args.payload).record_acks()
+            .map(|w| {
+                let name = if endpoints == 1 {
+                    "bench.e2e".to_string()
+                } else {
+                    format!("bench.e2e.{}", (w / addrs.len()) % endpoints)
+                };
+                HttpWorker::new(addrs[w % addrs.len()], &name, &prefix, args.payload).record_acks()
             })
             .collect();
         let plan = Plan {
@@ -60,18 +100,16 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
         // CPU from the end of the warm-up until everything acknowledged
         // has arrived: intake and delivery together, per event acknowledged
         // in the measured window.
-        let clocks = (Some(daemon.cpu_clock()), daemon.pg_cpu_clock());
-        let read = move || {
-            (
-                clocks.0.and_then(CpuClock::read),
-                clocks.1.and_then(CpuClock::read),
-            )
-        };
+        let clocks = (daemons.cpu_clock(), daemons.pg_cpu_clock());
+        let read = move || (clocks.0.read(), clocks.1.and_then(CpuClock::read));
         let warmup = common.warmup;
-        let cpu_start = tokio::spawn(async move {
-            tokio::time::sleep(warmup).await;
-            read()
-        });
+        let cpu_start = {
+            let read = read.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(warmup).await;
+                read()
+            })
+        };
         let outcome = load::run(plan, workers).await;
         let arrived = delivered(&outcome, &sink, &prefix, rate, common.warmup).await;
         let cpu_end = read();
@@ -83,7 +121,7 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
             Latency::of(&arrived.from_ack),
             Latency::of(&arrived.from_send),
         );
-        daemon.stop().await;
+        daemons.stop().await;
         let rows = [
             (
                 "intake (send→202)",
@@ -94,23 +132,31 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
             ("e2e (send→sink)", from_send, arrived.lost),
         ];
         for (label, latency, bad) in &rows {
-            let mut row = vec![format!("{rate}"), label.to_string()];
+            let mut row = vec![n.to_string(), format!("{rate}"), label.to_string()];
             row.extend(latency.cells());
             row.push(latency.count.to_string());
             row.push(bad.to_string());
             table.row(row);
         }
         if let Some(error) = &outcome.first_error {
-            println!("rate {rate}: first error of {}: {error}", outcome.errors);
+            println!(
+                "{n} node(s), rate {rate}: first error of {}: {error}",
+                outcome.errors
+            );
         }
         let us = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
         summary.push(format!(
-            "rate {rate}: {} acknowledged/s; cpu us/ev {} (daemon), {} (PostgreSQL)",
+            "{n} node(s), rate {rate}: {} acknowledged/s; cpu us/ev {} (daemons), {} \
+             (PostgreSQL); endpoint leases per daemon {}",
             report::thousands(acked_per_s),
             us(cpu_us),
             us(pg_cpu_us),
+            nodes::leases_text(leases.as_deref()),
         ));
         results.push(json!({
+            "nodes": n,
+            "endpoints": endpoints,
+            "leases_per_node": leases,
             "rate": rate,
             "published": outcome.requests,
             "publish_errors": outcome.errors,
@@ -125,7 +171,7 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
         }));
     }
     println!(
-        "\nend-to-end on {}: HTTP open loop over {} connections, payload {} B, {:?} per rate after {:?} warm-up\n{}",
+        "\nend-to-end on {}: HTTP open loop over {} connections, {endpoints} endpoint(s), payload {} B, {:?} per rate after {:?} warm-up\n{}",
         common.storage.label(),
         args.connections,
         args.payload,
@@ -138,12 +184,12 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
     }
     println!(
         "cpu us/ev: CPU time from the end of the warm-up until all acknowledged events arrived, \
-         per event acknowledged in the measured window (intake and delivery); PostgreSQL: all its \
-         server processes (own cluster only)."
+         per event acknowledged in the measured window (intake and delivery, all the daemons \
+         together); PostgreSQL: all its server processes (own cluster only)."
     );
     report::write_json(
         &common.json,
-        &json!({"scenario": "end-to-end", "storage": common.storage.label(), "connections": args.connections, "duration_s": common.duration.as_secs_f64(), "runs": results}),
+        &json!({"scenario": "end-to-end", "storage": common.storage.label(), "nodes": common.nodes, "endpoints": endpoints, "connections": args.connections, "duration_s": common.duration.as_secs_f64(), "runs": results}),
     )?;
     println!("wrote {}", common.json.display());
     Ok(())

@@ -6,6 +6,13 @@
 //! Over HTTP each level is measured with the harness's generator and with
 //! `wrk` (`Generator`), each against its own ceiling, so a ratio is never
 //! taken against a ceiling the generator itself capped.
+//!
+//! With `--nodes 1,2,3` (PostgreSQL) each level and generator measures the
+//! ceiling once, then one cluster of each size on a fresh database, the
+//! load spread round robin over the daemons' public addresses: HTTP
+//! connection `k` (harness) or wrk thread `k` goes to daemon `k mod n`;
+//! gRPC call `k` to daemon `k mod n`, over ceil(connections / n) HTTP/2
+//! connections per daemon. The CPU column is all the daemons' together.
 
 use std::{
     net::SocketAddr,
@@ -19,8 +26,9 @@ use serde_json::json;
 use super::{run_prefix, Common};
 use crate::{
     ceiling::Ceiling,
-    daemon::{CpuClock, Daemon, DaemonSpec},
+    daemon::{CpuClock, CpuSum, DaemonSpec},
     load::{self, GrpcWorker, HttpWorker, Ids, Plan},
+    nodes::Nodes,
     report::{self, Latency, Table, LATENCY_HEADERS},
     wrk::{self, WrkPlan},
 };
@@ -74,7 +82,8 @@ struct Measured {
     first_error: Option<String>,
     requests: u64,
     elapsed: Duration,
-    /// The server's CPU time (user + system) over the measured window.
+    /// The server's CPU time (user + system) over the measured window; with
+    /// several daemons, all of theirs.
     cpu: Option<Duration>,
     /// PostgreSQL's (all its server processes), when the daemon stores there.
     pg_cpu: Option<Duration>,
@@ -104,9 +113,12 @@ async fn measure(
     common: &Common,
     args: &IntakeArgs,
     in_flight: usize,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     label: &str,
 ) -> anyhow::Result<Measured> {
+    if addrs.is_empty() {
+        bail!("no server to load");
+    }
     let plan = Plan {
         workers: in_flight,
         warmup: common.warmup,
@@ -118,8 +130,14 @@ async fn measure(
     let outcome = match args.protocol {
         Protocol::Http => {
             let workers = (0..args.connections)
-                .map(|_| {
-                    HttpWorker::new(addr, "bench.intake", &prefix, args.payload).with_ids(args.ids)
+                .map(|k| {
+                    HttpWorker::new(
+                        addrs[k % addrs.len()],
+                        "bench.intake",
+                        &prefix,
+                        args.payload,
+                    )
+                    .with_ids(args.ids)
                 })
                 .collect();
             let o = load::run(plan, workers).await;
@@ -133,13 +151,21 @@ async fn measure(
             )
         }
         Protocol::Grpc => {
-            let channels = (0..args.connections.max(1))
-                .map(|_| load::grpc_channel(addr))
+            // Per daemon, its share of the connections (at least one).
+            let per_server = args.connections.max(1).div_ceil(addrs.len());
+            let channels = addrs
+                .iter()
+                .map(|&addr| {
+                    (0..per_server)
+                        .map(|_| load::grpc_channel(addr))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let workers = (0..in_flight)
                 .map(|k| {
+                    let server = &channels[k % channels.len()];
                     GrpcWorker::new(
-                        channels[k % channels.len()].clone(),
+                        server[(k / channels.len()) % server.len()].clone(),
                         "bench.intake",
                         &prefix,
                         args.batch,
@@ -181,12 +207,12 @@ async fn measure_wrk(
     common: &Common,
     args: &IntakeArgs,
     wrk_path: &Path,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     label: &str,
     clocks: Clocks,
 ) -> anyhow::Result<Measured> {
     let plan = |duration: Duration, tag: &str| WrkPlan {
-        threads: wrk_threads(args.connections),
+        threads: wrk_threads(args.connections, addrs.len()),
         connections: args.connections,
         duration,
         prefix: run_prefix(&format!("{label}-{tag}")),
@@ -194,10 +220,10 @@ async fn measure_wrk(
         body_bytes: args.payload,
     };
     if !common.warmup.is_zero() {
-        wrk::run(wrk_path, addr, &plan(common.warmup, "warmup")).await?;
+        wrk::run(wrk_path, addrs, &plan(common.warmup, "warmup")).await?;
     }
     let cpu_before = clocks.read();
-    let o = wrk::run(wrk_path, addr, &plan(common.duration, "wrk")).await?;
+    let o = wrk::run(wrk_path, addrs, &plan(common.duration, "wrk")).await?;
     let cpu_after = clocks.read();
     let ok = o.requests.saturating_sub(o.non_202);
     Ok(Measured {
@@ -216,10 +242,13 @@ async fn measure_wrk(
 }
 
 /// One wrk thread per core, as the `wrk -t2` on this 2-core machine the
-/// ceiling was checked with; never more threads than connections.
-fn wrk_threads(connections: usize) -> usize {
+/// ceiling was checked with; with several servers, rounded up to a multiple
+/// of their number, since each thread sends to one server (`-t3` for 3 on 2
+/// cores); never more threads than connections.
+fn wrk_threads(connections: usize, servers: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    cores.min(connections).max(1)
+    let servers = servers.max(1);
+    (cores.div_ceil(servers) * servers).min(connections).max(1)
 }
 
 pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Result<()> {
@@ -239,6 +268,7 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
         "in flight",
         "generator",
         "server",
+        "nodes",
         "req/s",
         "events/s",
         "ratio",
@@ -248,12 +278,18 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
     let mut table = Table::new(&headers);
     for level in &levels {
         for run in &level.runs {
-            for (label, m) in [("ceiling", &run.ceiling), ("hookyard", &run.hookyard)] {
+            let rows = std::iter::once(("ceiling", "-".to_string(), &run.ceiling)).chain(
+                run.hookyard
+                    .iter()
+                    .map(|n| ("hookyard", n.nodes.to_string(), &n.measured)),
+            );
+            for (label, nodes, m) in rows {
                 let cpu = m.cpu_per_event_us();
                 let mut row = vec![
                     level.in_flight.to_string(),
                     run.generator.label().to_string(),
                     label.to_string(),
+                    nodes,
                     report::thousands(m.requests_per_s),
                     report::thousands(m.events_per_s),
                     format!("{:.2}", run.ratio_of(m)),
@@ -282,18 +318,24 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
         table.render()
     );
     println!(
-        "cpu us/ev: the server's CPU time (user + system) over the measured window, per event; \
-         pg cpu us/ev: PostgreSQL's, all its server processes (own cluster only)."
+        "cpu us/ev: the server's CPU time (user + system) over the measured window, per event \
+         (with several nodes, all the daemons' together); pg cpu us/ev: PostgreSQL's, all its \
+         server processes (own cluster only)."
     );
     for level in &levels {
-        if let Some(line) = level.comparison() {
+        for line in level.comparison() {
             println!("{line}");
         }
     }
     let mut refused = Vec::new();
     for level in &levels {
         for run in &level.runs {
-            for (label, m) in [("ceiling", &run.ceiling), ("hookyard", &run.hookyard)] {
+            let measured = std::iter::once(("ceiling".to_string(), &run.ceiling)).chain(
+                run.hookyard
+                    .iter()
+                    .map(|n| (format!("hookyard on {} node(s)", n.nodes), &n.measured)),
+            );
+            for (label, m) in measured {
                 let at = format!(
                     "{label} at {} in flight ({})",
                     level.in_flight,
@@ -315,6 +357,8 @@ pub async fn run(name: &str, common: &Common, args: &IntakeArgs) -> anyhow::Resu
     }
     let value = json!({
         "scenario": name,
+        "storage": common.storage.label(),
+        "nodes": common.nodes,
         "connections": args.connections,
         "batch": args.batch,
         "payload_bytes": args.payload,
@@ -356,7 +400,7 @@ async fn prepare_wrk(args: &mut IntakeArgs) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(wrk::ensure().await?))
 }
 
-/// One load level: per generator, the ceiling and the daemon with the same
+/// One load level: per generator, the ceiling and the daemons with the same
 /// requests in flight.
 struct Level {
     in_flight: usize,
@@ -366,13 +410,28 @@ struct Level {
 struct Run {
     generator: Generator,
     ceiling: Measured,
-    hookyard: Measured,
+    /// One per node count, in the order asked.
+    hookyard: Vec<NodesRun>,
+}
+
+/// The daemons of one cluster size under the load.
+struct NodesRun {
+    nodes: usize,
+    measured: Measured,
+    /// All the daemons' together.
     daemon_rss_kib: Option<u64>,
 }
 
 impl Run {
     fn ratio_of(&self, m: &Measured) -> f64 {
         m.events_per_s / self.ceiling.events_per_s.max(1.0)
+    }
+
+    fn nodes(&self, nodes: usize) -> Option<&Measured> {
+        self.hookyard
+            .iter()
+            .find(|n| n.nodes == nodes)
+            .map(|n| &n.measured)
     }
 }
 
@@ -381,25 +440,35 @@ impl Level {
         self.runs.iter().find(|r| r.generator == generator)
     }
 
-    /// Both ratios side by side, and how far the harness's generator got
-    /// on the bare server next to wrk.
-    fn comparison(&self) -> Option<String> {
-        let harness = self.run(Generator::Harness)?;
-        let wrk = self.run(Generator::Wrk)?;
-        Some(format!(
-            "{} in flight: daemon/ceiling {:.2} with the harness's generator, {:.2} with wrk; \
-             the harness's generator reached {:.2} of wrk's ceiling ({} against {} req/s) \
-             and {:.2} of wrk's daemon throughput ({} against {} req/s).",
-            self.in_flight,
-            harness.ratio_of(&harness.hookyard),
-            wrk.ratio_of(&wrk.hookyard),
-            harness.ceiling.requests_per_s / wrk.ceiling.requests_per_s.max(1.0),
-            report::thousands(harness.ceiling.requests_per_s),
-            report::thousands(wrk.ceiling.requests_per_s),
-            harness.hookyard.requests_per_s / wrk.hookyard.requests_per_s.max(1.0),
-            report::thousands(harness.hookyard.requests_per_s),
-            report::thousands(wrk.hookyard.requests_per_s),
-        ))
+    /// Per node count, both ratios side by side, and how far the harness's
+    /// generator got on the bare server next to wrk.
+    fn comparison(&self) -> Vec<String> {
+        let (Some(harness), Some(wrk)) = (self.run(Generator::Harness), self.run(Generator::Wrk))
+        else {
+            return Vec::new();
+        };
+        harness
+            .hookyard
+            .iter()
+            .filter_map(|h| Some((h.nodes, &h.measured, wrk.nodes(h.nodes)?)))
+            .map(|(nodes, h, w)| {
+                format!(
+                    "{} in flight, {nodes} node(s): daemon/ceiling {:.2} with the harness's \
+                     generator, {:.2} with wrk; the harness's generator reached {:.2} of wrk's \
+                     ceiling ({} against {} req/s) and {:.2} of wrk's daemon throughput ({} \
+                     against {} req/s).",
+                    self.in_flight,
+                    harness.ratio_of(h),
+                    wrk.ratio_of(w),
+                    harness.ceiling.requests_per_s / wrk.ceiling.requests_per_s.max(1.0),
+                    report::thousands(harness.ceiling.requests_per_s),
+                    report::thousands(wrk.ceiling.requests_per_s),
+                    h.requests_per_s / w.requests_per_s.max(1.0),
+                    report::thousands(h.requests_per_s),
+                    report::thousands(w.requests_per_s),
+                )
+            })
+            .collect()
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -421,13 +490,29 @@ impl Level {
         };
         let mut by_generator = serde_json::Map::new();
         for run in &self.runs {
+            let by_nodes: Vec<_> = run
+                .hookyard
+                .iter()
+                .map(|n| {
+                    json!({
+                        "nodes": n.nodes,
+                        "hookyard": summary(&n.measured),
+                        "ratio": run.ratio_of(&n.measured),
+                        "daemon_rss_kib": n.daemon_rss_kib,
+                    })
+                })
+                .collect();
+            // `hookyard`, `ratio` and `daemon_rss_kib` are the first node
+            // count's, as before `--nodes`.
+            let first = run.hookyard.first();
             by_generator.insert(
                 run.generator.label().to_string(),
                 json!({
                     "ceiling": summary(&run.ceiling),
-                    "hookyard": summary(&run.hookyard),
-                    "ratio": run.ratio_of(&run.hookyard),
-                    "daemon_rss_kib": run.daemon_rss_kib,
+                    "hookyard": first.map(|n| summary(&n.measured)),
+                    "ratio": first.map(|n| run.ratio_of(&n.measured)),
+                    "daemon_rss_kib": first.and_then(|n| n.daemon_rss_kib),
+                    "by_nodes": by_nodes,
                 }),
             );
         }
@@ -438,7 +523,8 @@ impl Level {
     }
 }
 
-/// The ceiling, then a fresh daemon, under the same load from `generator`.
+/// The ceiling, then fresh daemons (one cluster per node count), under the
+/// same load from `generator`.
 async fn measure_level(
     common: &Common,
     args: &IntakeArgs,
@@ -446,14 +532,14 @@ async fn measure_level(
     generator: Generator,
     wrk_path: Option<&Path>,
 ) -> anyhow::Result<Run> {
-    let measure = |addr: SocketAddr, label: &'static str, clocks: Clocks| async move {
+    let measure = |addrs: Vec<SocketAddr>, label: &'static str, clocks: Clocks| async move {
         match (generator, wrk_path) {
             (Generator::Wrk, Some(path)) => {
-                measure_wrk(common, args, path, addr, label, clocks).await
+                measure_wrk(common, args, path, &addrs, label, clocks).await
             }
             (Generator::Wrk, None) => bail!("wrk was not prepared"),
             (Generator::Harness, _) => {
-                measure_with_cpu(common, args, in_flight, addr, label, clocks).await
+                measure_with_cpu(common, args, in_flight, &addrs, label, clocks).await
             }
         }
     };
@@ -463,26 +549,33 @@ async fn measure_level(
         Protocol::Grpc => ceiling.grpc,
     };
     let clocks = Clocks {
-        server: ceiling.cpu_clock(),
+        server: ceiling.cpu_clock().map(|c| CpuSum::of([c])),
         pg: None,
     };
-    let top = measure(ceiling_addr, "ceiling", clocks).await?;
+    let top = measure(vec![ceiling_addr], "ceiling", clocks).await?;
     drop(ceiling);
 
     let spec = DaemonSpec::default().route("nowhere", "http://127.0.0.1:9/", &["other.*"], &["0s"]);
-    let daemon = Daemon::start(&common.hookyard, &common.storage, &spec).await?;
-    let clocks = Clocks {
-        server: Some(daemon.cpu_clock()),
-        pg: daemon.pg_cpu_clock(),
-    };
-    let got = measure(daemon.listen, "daemon", clocks).await?;
-    let daemon_rss_kib = daemon.memory_kib().map(|m| m.0);
-    daemon.stop().await;
+    let mut hookyard = Vec::with_capacity(common.nodes.len());
+    for &n in &common.nodes {
+        let nodes = Nodes::start(&common.hookyard, &common.storage, &spec, n).await?;
+        let clocks = Clocks {
+            server: Some(nodes.cpu_clock()),
+            pg: nodes.pg_cpu_clock(),
+        };
+        let got = measure(nodes.listens(), "daemon", clocks).await;
+        let daemon_rss_kib = nodes.memory_kib().map(|m| m.0);
+        nodes.stop().await;
+        hookyard.push(NodesRun {
+            nodes: n,
+            measured: got?,
+            daemon_rss_kib,
+        });
+    }
     Ok(Run {
         generator,
         ceiling: top,
-        hookyard: got,
-        daemon_rss_kib,
+        hookyard,
     })
 }
 
@@ -492,16 +585,19 @@ async fn measure_with_cpu(
     common: &Common,
     args: &IntakeArgs,
     in_flight: usize,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     label: &str,
     clocks: Clocks,
 ) -> anyhow::Result<Measured> {
     let warmup = common.warmup;
-    let at_start = tokio::spawn(async move {
-        tokio::time::sleep(warmup).await;
-        clocks.read()
-    });
-    let mut measured = measure(common, args, in_flight, addr, label).await?;
+    let at_start = {
+        let clocks = clocks.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            clocks.read()
+        })
+    };
+    let mut measured = measure(common, args, in_flight, addrs, label).await?;
     let at_end = clocks.read();
     let at_start = at_start.await.unwrap_or_default();
     measured.cpu = spent(at_start.0, at_end.0);
@@ -509,17 +605,18 @@ async fn measure_with_cpu(
     Ok(measured)
 }
 
-/// The server's CPU clock and, on PostgreSQL, the database's.
-#[derive(Debug, Clone, Copy)]
+/// The server's CPU clock (all the daemons' together) and, on PostgreSQL,
+/// the database's.
+#[derive(Debug, Clone)]
 struct Clocks {
-    server: Option<CpuClock>,
+    server: Option<CpuSum>,
     pg: Option<CpuClock>,
 }
 
 impl Clocks {
-    fn read(self) -> (Option<Duration>, Option<Duration>) {
+    fn read(&self) -> (Option<Duration>, Option<Duration>) {
         (
-            self.server.and_then(CpuClock::read),
+            self.server.as_ref().and_then(CpuSum::read),
             self.pg.and_then(CpuClock::read),
         )
     }

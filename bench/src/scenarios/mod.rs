@@ -20,6 +20,8 @@ pub struct Common {
     pub duration: Duration,
     pub json: PathBuf,
     pub storage: Storage,
+    /// Daemons on one database, one run each (`--nodes`; `[1]` by default).
+    pub nodes: Vec<usize>,
 }
 
 /// A unique prefix for event ids, so two runs never collide as duplicates.
