@@ -148,6 +148,9 @@ async fn serve(config: config::Config, path: Option<PathBuf>) -> anyhow::Result<
             .with_context(|| format!("could not listen on {}", config.admin_listen))?,
     };
     let shutdown = CancellationToken::new();
+    // Handlers in place before anyone can hear "ready": a SIGTERM or SIGHUP
+    // sent right after must be handled, not take the default action (exit).
+    let signals = Signals::install();
     let token_path = config.admin_token_path();
     let data_dir = config.data_dir.clone();
     let running = hookyard_server::start(config, listeners, shutdown.clone()).await?;
@@ -169,13 +172,14 @@ async fn serve(config: config::Config, path: Option<PathBuf>) -> anyhow::Result<
         "READY=1\nSTATUS=serving on {} (admin {})",
         running.listen, running.admin_listen
     ));
+    let Signals { stop, hangup } = signals;
     tokio::spawn(async move {
-        wait_for_signal().await;
+        stop.wait().await;
         tracing::info!("Shutting down.");
         notify_systemd("STOPPING=1");
         shutdown.cancel();
     });
-    tokio::spawn(reload_on_hangup(running.reloader.clone(), path));
+    tokio::spawn(reload_on_hangup(hangup, running.reloader.clone(), path));
     running.wait().await?;
     tracing::info!("Hookyard stopped.");
     Ok(())
@@ -185,29 +189,26 @@ async fn serve(config: config::Config, path: Option<PathBuf>) -> anyhow::Result<
 /// subscriptions, sources and flows (`systemctl reload`). A file that does
 /// not load or apply changes nothing; the error is logged and the daemon
 /// goes on with what it had.
-async fn reload_on_hangup(reloader: hookyard_server::Reloader, path: Option<PathBuf>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            return;
+async fn reload_on_hangup(
+    mut hangups: Hangups,
+    reloader: hookyard_server::Reloader,
+    path: Option<PathBuf>,
+) {
+    while hangups.next().await {
+        let applied = match config::load_for_serve(path.as_deref()) {
+            Ok(config) => reloader.apply(&config).await,
+            Err(error) => Err(error),
         };
-        while hangups.recv().await.is_some() {
-            let applied = match config::load_for_serve(path.as_deref()) {
-                Ok(config) => reloader.apply(&config).await,
-                Err(error) => Err(error),
-            };
-            match applied {
-                Ok(()) => tracing::info!("Reloaded the declared resources from the config file."),
-                Err(error) => tracing::error!(
+        match applied {
+            Ok(()) => tracing::info!("Reloaded the declared resources from the config file."),
+            Err(error) => {
+                tracing::error!(
                     error = format!("{error:#}"),
                     "Reload refused; nothing changed."
-                ),
+                )
             }
         }
     }
-    #[cfg(not(unix))]
-    let _ = (reloader, path);
 }
 
 /// Tells systemd how the daemon is doing when it runs as a `Type=notify`
@@ -239,25 +240,89 @@ fn notify_systemd(state: &str) {
     let _ = state;
 }
 
-async fn wait_for_signal() {
+/// The signals the daemon handles, registered at once.
+struct Signals {
+    stop: StopSignals,
+    hangup: Hangups,
+}
+
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+struct Hangups {
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                stop: StopSignals {
+                    term: signal(SignalKind::terminate()).ok(),
+                    interrupt: signal(SignalKind::interrupt()).ok(),
+                },
+                hangup: Hangups {
+                    hup: signal(SignalKind::hangup()).ok(),
+                },
             }
         }
+        #[cfg(not(unix))]
+        Signals {
+            stop: StopSignals {},
+            hangup: Hangups {},
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+impl StopSignals {
+    /// SIGTERM or Ctrl-C.
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let (mut term, mut interrupt) = (self.term, self.interrupt);
+            tokio::select! {
+                _ = recv(&mut term) => {}
+                _ = recv(&mut interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+impl Hangups {
+    /// The next SIGHUP; `false` when none can come.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            match &mut self.hup {
+                Some(hup) => hup.recv().await.is_some(),
+                None => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

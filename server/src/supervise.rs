@@ -40,6 +40,10 @@ const LINGER: Duration = Duration::from_secs(3);
 /// requests, and the writer committing the results of attempts still in
 /// flight (each holds it open until its request ends or times out).
 const DRAIN: Duration = Duration::from_secs(5);
+/// A component that ended cleanly while the daemon runs is often the echo of
+/// another's failure (the checkpointer ends when the writer it serves dies):
+/// the cause gets this long to be reported first.
+const ECHO_GRACE: Duration = Duration::from_millis(200);
 
 /// Whether the daemon takes traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,10 +194,21 @@ impl Supervisor {
         let mut failure: Option<Failure> = None;
         let mut close_at: Option<Instant> = None;
         let mut deadline: Option<Instant> = None;
+        // A clean end while running, held back for ECHO_GRACE.
+        let mut echo: Option<(&'static str, Instant)> = None;
         loop {
             tokio::select! {
                 ended = self.tasks.join_next() => match ended {
-                    None => break,
+                    None => {
+                        if let Some((name, _)) = echo.take() {
+                            failure.get_or_insert_with(|| self.clean_end(name));
+                        }
+                        break;
+                    }
+                    Some(Ok((name, Ok(())))) if failure.is_none() && echo.is_none() && !self.work.is_cancelled() => {
+                        self.forget(name);
+                        echo = Some((name, Instant::now() + ECHO_GRACE));
+                    }
                     Some(Ok((name, result))) => {
                         if let Some(stopped) = self.ended(name, result) {
                             if failure.is_none() && !self.serving.is_cancelled() {
@@ -204,6 +219,16 @@ impl Supervisor {
                     }
                     Some(Err(error)) => tracing::error!(%error, "A supervision task failed."),
                 },
+                _ = sleep_until(echo.map(|(_, at)| at)), if echo.is_some() => {
+                    if let Some((name, _)) = echo.take() {
+                        if failure.is_none() {
+                            if !self.serving.is_cancelled() {
+                                close_at = Some(Instant::now() + LINGER);
+                            }
+                            failure = Some(self.clean_end(name));
+                        }
+                    }
+                }
                 _ = self.shutdown.cancelled(), if deadline.is_none() => {
                     self.health.stopping();
                     close_at = None;
@@ -227,15 +252,33 @@ impl Supervisor {
         }
     }
 
-    /// Records that `name` ended; a failure unless the daemon is stopping
-    /// and it ended cleanly.
-    fn ended(&mut self, name: &'static str, result: Result<(), String>) -> Option<Failure> {
+    /// `name` is no longer running.
+    fn forget(&mut self, name: &'static str) {
         if let Some(count) = self.running.get_mut(name) {
             *count -= 1;
             if *count == 0 {
                 self.running.remove(name);
             }
         }
+    }
+
+    /// A component that ended cleanly while the daemon ran, and no other
+    /// failure came first: that is the failure.
+    fn clean_end(&mut self, name: &'static str) -> Failure {
+        let reason = "it ended while the daemon was running".to_string();
+        tracing::error!(component = name, %reason, "A component stopped; the daemon stops for a restart.");
+        self.health.fail(name);
+        self.work.cancel();
+        Failure {
+            component: name,
+            reason,
+        }
+    }
+
+    /// Records that `name` ended; a failure unless the daemon is stopping
+    /// and it ended cleanly.
+    fn ended(&mut self, name: &'static str, result: Result<(), String>) -> Option<Failure> {
+        self.forget(name);
         let reason = match result {
             Err(reason) => reason,
             Ok(()) if self.work.is_cancelled() => {
@@ -321,8 +364,31 @@ mod tests {
             !shutdown.is_cancelled(),
             "the caller's token is the caller's"
         );
-        // The listeners stayed open for the linger, then drained at once.
-        assert_eq!(started.elapsed(), LINGER);
+        // A clean end waits ECHO_GRACE for a cause to be reported first;
+        // then the listeners stay open for the linger and drain at once.
+        assert_eq!(started.elapsed(), ECHO_GRACE + LINGER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_end_right_after_a_failure_is_not_reported_as_the_cause() {
+        let mut supervisor = Supervisor::new(CancellationToken::new());
+        let (health, work) = (supervisor.health(), supervisor.work());
+        // The checkpointer ends cleanly when the writer it serves dies; the
+        // writer's error comes a moment later and is the one reported.
+        supervisor.spawn("checkpointer", async {});
+        supervisor.spawn("writer", async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Err::<(), _>("the commit thread stopped".to_string())
+        });
+        supervisor.spawn("flow engine", until(work.clone()));
+        let failure = supervisor.wait().await.expect_err("a failure");
+        assert_eq!(failure.component, "writer");
+        assert_eq!(
+            health.readiness(),
+            Readiness::Failed {
+                component: "writer"
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]
