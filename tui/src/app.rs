@@ -127,6 +127,10 @@ pub enum Mode {
         command: Box<Command>,
         after: Option<Box<Mode>>,
     },
+    /// Editing the `/` text filter of a list screen.
+    ListFilter {
+        input: TextInput,
+    },
     /// Editing the Runs filter.
     RunFilter {
         input: TextInput,
@@ -243,6 +247,30 @@ impl App {
             )
     }
 
+    /// The `/` filter of the list on screen, when the tab is a list.
+    pub(crate) fn list_filter(&self) -> Option<&str> {
+        match self.tab {
+            Tab::Endpoints => Some(&self.endpoints.list.filter),
+            Tab::Subscriptions => Some(&self.subscriptions.list.filter),
+            Tab::Sources => Some(&self.sources.list.filter),
+            Tab::Flows => Some(&self.flows.list.filter),
+            Tab::Dead => Some(&self.dead.list.filter),
+            Tab::Live | Tab::Runs => None,
+        }
+    }
+
+    /// Sets the `/` filter of the list on screen.
+    pub(crate) fn set_list_filter(&mut self, text: &str) {
+        match self.tab {
+            Tab::Endpoints => self.endpoints.list.set_filter(text),
+            Tab::Subscriptions => self.subscriptions.list.set_filter(text),
+            Tab::Sources => self.sources.list.set_filter(text),
+            Tab::Flows => self.flows.list.set_filter(text),
+            Tab::Dead => self.dead.list.set_filter(text),
+            Tab::Live | Tab::Runs => {}
+        }
+    }
+
     pub fn handle_key(&mut self, key: KeyEvent) {
         if keys::is_interrupt(&key) {
             self.quit = true;
@@ -263,6 +291,11 @@ impl App {
             self.switch(self.tab.prev());
         } else if let Some(tab) = digit_tab(&key) {
             self.switch(tab);
+        } else if k.filter.matches(&key) && self.list_filter().is_some() {
+            let current = self.list_filter().unwrap_or_default().to_string();
+            self.mode = Mode::ListFilter {
+                input: crate::widgets::input::TextInput::new(&current),
+            };
         } else {
             let keys = self.keys.clone();
             let mut ctx = Ctx {

@@ -62,6 +62,22 @@ impl App {
                     self.mode = after.take().map_or(Mode::Browse, |mode| *mode);
                 }
             }
+            Mode::ListFilter { input } => {
+                if keys.back.matches(key) {
+                    self.mode = Mode::Browse;
+                } else if keys.open.matches(key) {
+                    let text = input.value().trim().to_string();
+                    self.mode = Mode::Browse;
+                    self.set_list_filter(&text);
+                    self.flash = Some(Flash::Info(if text.is_empty() {
+                        "showing every row".to_string()
+                    } else {
+                        format!("showing rows containing “{text}” (/ then Enter on empty to clear)")
+                    }));
+                } else {
+                    input.handle_key(key);
+                }
+            }
             Mode::RunFilter { input, error } => {
                 if keys.back.matches(key) {
                     self.mode = Mode::Browse;

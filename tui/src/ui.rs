@@ -159,6 +159,7 @@ fn conn_line(app: &App, narrow: bool) -> Line<'static> {
 fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
     let filtering = match &app.mode {
         Mode::Filter { input, error } => Some(("filter / ", input, error)),
+        Mode::ListFilter { input } => Some(("find / ", input, &None)),
         Mode::RunFilter { input, error } => Some(("runs / ", input, error)),
         _ => None,
     };

@@ -1,5 +1,7 @@
-//! The state every table screen shares: rows from the daemon and which one
-//! is selected, kept in range whenever the rows change.
+//! The state every table screen shares: rows from the daemon, the `/` text
+//! filter over them, and which shown row is selected, kept in range whenever
+//! the rows or the filter change. Screens draw `items`, which holds only the
+//! rows the filter lets through.
 
 use crossterm::event::KeyEvent;
 use ratatui::widgets::TableState;
@@ -13,7 +15,12 @@ use crate::{
 
 #[derive(Debug)]
 pub struct ListView<T> {
+    /// What is shown: the loaded rows the filter lets through.
     pub items: Remote<Vec<T>>,
+    /// Every loaded row.
+    all: Vec<T>,
+    /// Lower-case text every shown row contains; empty shows all.
+    pub filter: String,
     selected: usize,
 }
 
@@ -21,12 +28,19 @@ impl<T> Default for ListView<T> {
     fn default() -> Self {
         ListView {
             items: Remote::Loading,
+            all: Vec::new(),
+            filter: String::new(),
             selected: 0,
         }
     }
 }
 
-impl<T> ListView<T> {
+/// The text a row is found by with `/`.
+pub trait Searchable {
+    fn search_text(&self) -> String;
+}
+
+impl<T: Searchable + Clone> ListView<T> {
     /// New rows from the daemon, sorted by `order`.
     pub fn set_sorted(
         &mut self,
@@ -41,10 +55,43 @@ impl<T> ListView<T> {
 
     /// New rows from the daemon, in the order given.
     pub fn set(&mut self, result: ApiResult<Vec<T>>) {
-        self.items = Remote::from_result(result);
+        match result {
+            Ok(rows) => {
+                self.all = rows;
+                self.apply_filter();
+            }
+            Err(error) => {
+                self.all.clear();
+                self.items = Remote::from_result(Err(error));
+            }
+        }
         self.selected = clamp(self.selected, self.len());
     }
 
+    /// Shows only the rows whose text contains `text` (any case).
+    pub fn set_filter(&mut self, text: &str) {
+        self.filter = text.trim().to_lowercase();
+        if self.items.loaded().is_some() {
+            self.apply_filter();
+        }
+        self.selected = clamp(self.selected, self.len());
+    }
+
+    fn apply_filter(&mut self) {
+        let shown = if self.filter.is_empty() {
+            self.all.clone()
+        } else {
+            self.all
+                .iter()
+                .filter(|row| row.search_text().to_lowercase().contains(&self.filter))
+                .cloned()
+                .collect()
+        };
+        self.items = Remote::from_result(Ok(shown));
+    }
+}
+
+impl<T> ListView<T> {
     /// Back to loading, until the next `set`.
     pub fn reload(&mut self) {
         self.items = Remote::Loading;
@@ -82,5 +129,62 @@ impl<T> ListView<T> {
 
     pub fn table_state(&self) -> TableState {
         TableState::default().with_selected(Some(self.selected))
+    }
+}
+
+impl Searchable for hookyard::v1::Endpoint {
+    fn search_text(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.id, self.url, self.tenant_id, self.description
+        )
+    }
+}
+
+impl Searchable for hookyard::v1::Subscription {
+    fn search_text(&self) -> String {
+        format!(
+            "{} {} {} {} {} {}",
+            self.id,
+            self.name,
+            self.patterns.join(" "),
+            self.exclude.join(" "),
+            self.target,
+            self.description
+        )
+    }
+}
+
+impl Searchable for hookyard::v1::Source {
+    fn search_text(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.id, self.name, self.tenant_id, self.description
+        )
+    }
+}
+
+impl Searchable for hookyard::v1::Flow {
+    fn search_text(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.id,
+            self.description,
+            self.step_ids.join(" ")
+        )
+    }
+}
+
+impl Searchable for hookyard::v1::Delivery {
+    fn search_text(&self) -> String {
+        format!(
+            "{} {} {} {} {} {}",
+            self.id,
+            self.event_id,
+            self.event_name,
+            self.subscription_name,
+            self.target,
+            self.last_error
+        )
     }
 }

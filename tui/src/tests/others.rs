@@ -283,3 +283,40 @@ async fn no_color_leaves_no_colour_and_marks_the_selection_reversed() {
         "what a background colour marked stays visible"
     );
 }
+
+#[tokio::test]
+async fn slash_filters_a_list_and_an_empty_filter_shows_every_row() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    assert_eq!(app.tab, Tab::Endpoints);
+    let ids = |app: &App| -> Vec<String> {
+        app.endpoints
+            .list
+            .loaded()
+            .map(|rows| rows.iter().map(|e| e.id.clone()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(ids(&app), ["crm", "old"]);
+
+    press(&mut app, KeyCode::Char('/'));
+    assert!(matches!(app.mode, Mode::ListFilter { .. }));
+    type_text(&mut app, "ACME");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(ids(&app), ["old"], "found by its tenant, in any case");
+    assert_eq!(
+        app.endpoints.list.selected().map(|e| e.id.clone()),
+        Some("old".to_string())
+    );
+
+    // The filter holds when the list is read again.
+    press(&mut app, KeyCode::Char('R'));
+    settle(&mut app, &fake).await;
+    assert_eq!(ids(&app), ["old"]);
+
+    press(&mut app, KeyCode::Char('/'));
+    for _ in 0..4 {
+        press(&mut app, KeyCode::Backspace);
+    }
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(ids(&app), ["crm", "old"]);
+}
