@@ -432,3 +432,84 @@ async fn a_long_transaction_holding_an_endpoint_row_does_not_stop_delivery() {
         .await
         .expect("ROLLBACK");
 }
+
+#[tokio::test]
+async fn deliveries_of_an_endpoint_deleted_while_no_daemon_held_it_are_dead_lettered() {
+    use hookyard::v1::{DeliveryFilter, DeliveryStatus, ListDeliveriesRequest};
+    let refusing = TestReceiver::start(Behaviour::Always(503)).await;
+    let kept = TestConfig::new().set("storage.lease_timeout", json!(LEASE));
+    let with_endpoint = kept
+        .clone()
+        // The second attempt falls due while the daemon is down.
+        .endpoint(EndpointSpec::new("gone", &refusing.url()).retry_schedule(&["0s", "3s", "1h"]))
+        .subscription("to-gone", &["lead.*"], &[], "endpoint:gone");
+    let mut daemon = Daemon::start(with_endpoint).await;
+    for _ in 0..3 {
+        publish_http(&daemon, &http_event("lead.created")).await;
+    }
+    let mut admin = daemon.admin_client();
+    let listed = |status: DeliveryStatus| ListDeliveriesRequest {
+        filter: Some(DeliveryFilter {
+            status: status as i32,
+            ..DeliveryFilter::default()
+        }),
+        page_size: 100,
+        page_token: String::new(),
+    };
+    let deadline = Instant::now() + WAIT;
+    while admin
+        .list_deliveries(listed(DeliveryStatus::Failed))
+        .await
+        .expect("ListDeliveries")
+        .into_inner()
+        .deliveries
+        .len()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the three deliveries never failed once"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Stopped cleanly (its leases given up), the endpoint deleted behind
+    // its back, then started without it: nobody holds `gone` any more.
+    daemon.stop().await;
+    let url = daemon.postgres_url().expect("PostgreSQL").to_string();
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    sqlx::query("DELETE FROM subscriptions WHERE target = 'endpoint:gone'")
+        .execute(&pool)
+        .await
+        .expect("delete the subscription");
+    sqlx::query("DELETE FROM endpoints WHERE id = 'gone'")
+        .execute(&pool)
+        .await
+        .expect("delete the endpoint");
+    pool.close().await;
+    daemon.restart_with(kept).await;
+
+    let mut admin = daemon.admin_client();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let dead = admin
+            .list_deliveries(listed(DeliveryStatus::Dead))
+            .await
+            .expect("ListDeliveries")
+            .into_inner()
+            .deliveries;
+        if dead.len() == 3 {
+            assert!(
+                dead.iter()
+                    .all(|d| d.last_error.contains("no longer exists")),
+                "{dead:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deleted endpoint's deliveries were not dead-lettered: {dead:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -388,6 +388,16 @@ impl Store {
         }
     }
 
+    /// Endpoints with deliveries to make that no longer exist (PostgreSQL:
+    /// deleted while no node held them); none on SQLite, whose one
+    /// dispatcher dead-letters them itself.
+    pub async fn orphaned_endpoints(&self) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => pg.orphaned_endpoints().await,
+        }
+    }
+
     /// Takes a run for this node to step; `false` when another node steps
     /// it. Always `true` on SQLite (one daemon).
     pub async fn claim_run(&self, run_id: &str, lease: Duration) -> Result<bool> {

@@ -14,7 +14,9 @@
 //!   live nodes), and asks the dispatcher to hand back what is above it (a
 //!   node that joins gets work without anyone dying);
 //! - lets go of leases on endpoints that were deleted and have nothing left
-//!   to deliver.
+//!   to deliver, and takes those of deleted endpoints that still have
+//!   deliveries and no holder, so they are dead-lettered rather than left
+//!   pending forever.
 //!
 //! It also forwards the committer's `hookyard_deliveries` notifications for
 //! endpoints it holds: that is how deliveries committed by any node reach
@@ -170,6 +172,29 @@ impl Keeper {
             .cloned()
             .collect();
         self.drop_finished(deleted).await;
+        self.adopt_orphans().await;
+    }
+
+    /// Leases endpoints that were deleted while no node held them and still
+    /// have deliveries: the dispatcher finds them gone and records what is
+    /// left as dead ("no longer exists"), as it does for an endpoint it held
+    /// when deleted; then the lease goes. Any node may adopt them.
+    async fn adopt_orphans(&mut self) {
+        let orphans = match self.store.orphaned_endpoints().await {
+            Ok(orphans) => orphans,
+            Err(error) => {
+                tracing::debug!(%error, "Could not look for deliveries of deleted endpoints.");
+                return;
+            }
+        };
+        let orphans: Vec<String> = orphans
+            .into_iter()
+            .filter(|id| !self.held.contains_key(id))
+            .collect();
+        if !orphans.is_empty() {
+            let count = orphans.len();
+            self.acquire(&orphans, count).await;
+        }
     }
 
     /// Aligns what the dispatcher holds with what storage says this node

@@ -178,6 +178,28 @@ impl PgStore {
         Ok(due)
     }
 
+    /// Endpoints that have deliveries still to make but no longer exist
+    /// (deleted while no node held their lease, so no node would ever send
+    /// or dead-letter them). A loose scan of the due index: one index probe
+    /// per endpoint with a backlog, however deep the backlogs are.
+    pub async fn orphaned_endpoints(&self) -> Result<Vec<String>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "WITH RECURSIVE due(endpoint_id) AS ( \
+               (SELECT endpoint_id FROM deliveries WHERE status IN ('pending', 'failed') \
+                ORDER BY endpoint_id LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT d.endpoint_id FROM deliveries d \
+                       WHERE d.status IN ('pending', 'failed') AND d.endpoint_id > due.endpoint_id \
+                       ORDER BY d.endpoint_id LIMIT 1) \
+               FROM due WHERE due.endpoint_id IS NOT NULL) \
+             SELECT endpoint_id FROM due WHERE endpoint_id IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM endpoints e WHERE e.id = due.endpoint_id)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
     /// Takes the run for this node unless another node holds a live lease
     /// on it.
     pub async fn claim_run(&self, run_id: &str, lease: Duration) -> Result<bool> {
