@@ -436,3 +436,57 @@ async fn admin_queries_with_arbitrary_arguments_never_break_the_daemon() {
     });
     assert_still_delivering(&daemon, &mut sink, "after-admin-queries").await;
 }
+
+/// U+0000 in an id or a filter (PostgreSQL refuses it in any text value) is
+/// the caller's input, never an outage: nothing stored can match it.
+#[tokio::test]
+async fn a_nul_in_an_id_or_a_filter_matches_nothing_and_is_no_outage() {
+    let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let daemon = Daemon::start(TestConfig::crm(&sink.url())).await;
+    let mut admin = daemon.admin_client();
+    let answers = [
+        admin
+            .get_run(GetRunRequest { id: "\0".into() })
+            .await
+            .map(drop),
+        admin
+            .get_endpoint(GetEndpointRequest { id: "crm\0".into() })
+            .await
+            .map(drop),
+        admin
+            .list_runs(ListRunsRequest {
+                flow_id: "\0".into(),
+                ..ListRunsRequest::default()
+            })
+            .await
+            .map(drop),
+        admin
+            .list_deliveries(ListDeliveriesRequest {
+                filter: Some(DeliveryFilter {
+                    endpoint_id: "a\0b".into(),
+                    ..DeliveryFilter::default()
+                }),
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await
+            .map(drop),
+    ];
+    for answer in answers {
+        if let Err(status) = answer {
+            assert!(
+                judge_status("a NUL", &status).is_ok(),
+                "a caller's error, not an outage: {status:?}"
+            );
+        }
+    }
+    let read = daemon
+        .http
+        .get(daemon.url("/v1/runs/%00"))
+        .bearer_auth(crate::harness::API_KEY)
+        .send()
+        .await
+        .expect("GET /v1/runs/%00");
+    assert_eq!(read.status(), 404);
+    assert_still_delivering(&daemon, &mut sink, "after-nul").await;
+}

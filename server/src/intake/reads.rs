@@ -53,7 +53,7 @@ fn not_found(what: &str, id: &str) -> ApiError {
 
 fn storage(error: store::Error, what: &str, id: &str) -> ApiError {
     match error {
-        store::Error::NotFound { .. } => not_found(what, id),
+        store::Error::NotFound { .. } | store::Error::FailedPrecondition(_) => not_found(what, id),
         other => ApiError::Unavailable(other.to_string()),
     }
 }

@@ -65,6 +65,18 @@ pub enum Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        // PostgreSQL refuses U+0000 in any text parameter (22021); nothing
+        // stored holds one (it is stripped on the way in), so a lookup or
+        // filter with it matches nothing. It is the caller's input, not an
+        // outage.
+        if e.as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| code == "22021")
+        {
+            return Error::FailedPrecondition(
+                "text containing U+0000 (NUL) matches nothing stored".to_string(),
+            );
+        }
         Error::Unavailable(e.to_string())
     }
 }
