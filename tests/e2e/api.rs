@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use hookyard::v1::{
     Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Event,
-    GetDeliveryRequest, PublishRequest, PublishResponse, WatchDeliveriesRequest,
+    GetDeliveryRequest, ListDeliveriesRequest, PublishRequest, PublishResponse,
+    WatchDeliveriesRequest,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -178,5 +179,27 @@ impl Watch {
             .iter()
             .map(|id| done.remove(*id).expect("collected"))
             .collect()
+    }
+}
+
+/// The ids of every event with a delivery the Admin API still lists.
+pub async fn listed_event_ids(admin: &mut Admin) -> std::collections::HashSet<String> {
+    let mut ids = std::collections::HashSet::new();
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_deliveries(ListDeliveriesRequest {
+                filter: Some(DeliveryFilter::default()),
+                page_size: 500,
+                page_token,
+            })
+            .await
+            .expect("ListDeliveries")
+            .into_inner();
+        ids.extend(page.deliveries.into_iter().map(|d| d.event_id));
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        page_token = page.next_page_token;
     }
 }

@@ -2,45 +2,18 @@
 //! the copy (a data dir holding it as `hookyard.db`) starts a daemon that has
 //! the events and the configuration made before the backup.
 
-use std::{
-    collections::HashSet,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
 };
 
-use hookyard::v1::{
-    CreateSubscriptionRequest, DeliveryFilter, GetSubscriptionRequest, ListDeliveriesRequest,
-    Subscription,
-};
+use hookyard::v1::{CreateSubscriptionRequest, GetSubscriptionRequest, Subscription};
 
 use crate::{
-    api::{http_event, publish_http},
-    harness::{Admin, Daemon, TestConfig, WAIT},
+    api::{http_event, listed_event_ids, publish_http},
+    harness::{Daemon, TestConfig, WAIT},
     sink::{Behaviour, TestReceiver},
 };
-
-async fn event_ids(admin: &mut Admin) -> HashSet<String> {
-    let mut ids = HashSet::new();
-    let mut page_token = String::new();
-    loop {
-        let page = admin
-            .list_deliveries(ListDeliveriesRequest {
-                filter: Some(DeliveryFilter::default()),
-                page_size: 500,
-                page_token,
-            })
-            .await
-            .expect("ListDeliveries")
-            .into_inner();
-        ids.extend(page.deliveries.into_iter().map(|d| d.event_id));
-        if page.next_page_token.is_empty() {
-            return ids;
-        }
-        page_token = page.next_page_token;
-    }
-}
 
 #[tokio::test]
 async fn a_backup_taken_under_load_restores_events_and_configuration() {
@@ -119,7 +92,7 @@ async fn a_backup_taken_under_load_restores_events_and_configuration() {
     std::fs::copy(&file, data.join("hookyard.db")).expect("put the copy in place");
     let restored = Daemon::start(TestConfig::crm(&sink.url()).data_dir(&data)).await;
     let mut admin = restored.admin_client();
-    let ids = event_ids(&mut admin).await;
+    let ids = listed_event_ids(&mut admin).await;
     for id in &before {
         assert!(
             ids.contains(id),

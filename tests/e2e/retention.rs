@@ -8,33 +8,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::{
-    api::http_event,
-    harness::{Admin, Daemon, EndpointSpec, TestConfig, API_KEY},
+    api::{http_event, listed_event_ids},
+    harness::{Daemon, EndpointSpec, TestConfig, API_KEY},
     sink::{Behaviour, TestReceiver},
 };
-
-/// Event ids the Admin API still lists.
-async fn listed(admin: &mut Admin) -> std::collections::HashSet<String> {
-    use hookyard::v1::{DeliveryFilter, ListDeliveriesRequest};
-    let mut ids = std::collections::HashSet::new();
-    let mut page_token = String::new();
-    loop {
-        let page = admin
-            .list_deliveries(ListDeliveriesRequest {
-                filter: Some(DeliveryFilter::default()),
-                page_size: 500,
-                page_token,
-            })
-            .await
-            .expect("ListDeliveries")
-            .into_inner();
-        ids.extend(page.deliveries.into_iter().map(|d| d.event_id));
-        if page.next_page_token.is_empty() {
-            return ids;
-        }
-        page_token = page.next_page_token;
-    }
-}
 
 fn database_bytes(daemon: &Daemon) -> u64 {
     std::fs::metadata(daemon.data_path().join("hookyard.db")).map_or(0, |m| m.len())
@@ -93,7 +70,7 @@ async fn finished_events_go_after_their_retention_and_the_database_stops_growing
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let still = listed(&mut admin).await;
+    let still = listed_event_ids(&mut admin).await;
     for id in &first {
         assert!(!still.contains(id), "event {id} outlived its retention");
     }

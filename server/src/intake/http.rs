@@ -50,12 +50,13 @@ async fn post_event(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let door = match cloudevents::mode(&headers) {
-        Some(_) => Door::CloudEvents,
-        None => Door::Http,
-    };
     let answer = publish_event(&state, &headers, body).await;
     if let Some(refusal) = answer.as_ref().err().and_then(ApiError::refusal) {
+        // Worked out only for a refusal: the accepted path pays nothing.
+        let door = match cloudevents::mode(&headers) {
+            Some(_) => Door::CloudEvents,
+            None => Door::Http,
+        };
         crate::metrics::events(door, refusal, 1);
     }
     answer

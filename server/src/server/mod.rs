@@ -21,7 +21,7 @@ use hyper_util::{
 };
 use ipnet::IpNet;
 use tokio::{net::TcpListener, sync::Semaphore};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::{either::Either, sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
 use self::{
@@ -106,49 +106,29 @@ pub async fn serve(
         let builder = builder.clone();
         let tls = limits.tls.clone();
         connections.spawn(async move {
-            match tls {
-                None => {
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    connection::drive(
-                        connection,
-                        |c| c.graceful_shutdown(),
-                        &activity,
-                        timeouts,
-                        &shutdown,
-                    )
-                    .await;
-                }
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(timeouts.header, acceptor.accept(stream)).await;
-                    let stream = match handshake {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed.");
-                            drop((permit, slot));
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out.");
-                            drop((permit, slot));
-                            return;
-                        }
-                    };
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    connection::drive(
-                        connection,
-                        |c| c.graceful_shutdown(),
-                        &activity,
-                        timeouts,
-                        &shutdown,
-                    )
-                    .await;
-                }
-            }
+            // One serving path for both: the TLS stream, or the socket as is.
+            let io = match tls {
+                None => Either::Left(stream),
+                Some(acceptor) => match handshake(&acceptor, stream, timeouts.header).await {
+                    Ok(stream) => Either::Right(stream),
+                    Err(why) => {
+                        tracing::debug!(%peer, why, "TLS handshake failed.");
+                        drop((permit, slot));
+                        return;
+                    }
+                },
+            };
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            connection::drive(
+                connection,
+                |c| c.graceful_shutdown(),
+                &activity,
+                timeouts,
+                &shutdown,
+            )
+            .await;
             drop((permit, slot));
         });
     }
@@ -159,6 +139,19 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("Some connections were still open at the shutdown deadline.");
+    }
+}
+
+/// The TLS handshake, bounded like a request's headers.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    limit: Duration,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no handshake within {limit:?}")),
     }
 }
 
