@@ -11,7 +11,7 @@ use crate::{
     delivery::signing::SigningSecret,
     flows::{definition::parse_yaml, FlowCatalog},
     intake::event::FieldError,
-    model::{Endpoint, EndpointState, Subscription},
+    model::{Endpoint, EndpointOptions, EndpointState, Subscription},
     store::{self, Store},
 };
 
@@ -184,6 +184,16 @@ fn endpoint_from_config(c: &EndpointConfig) -> Endpoint {
             EndpointState::Disabled
         },
         description: c.description.clone(),
+        options: EndpointOptions {
+            format: c.format,
+            transform: c.transform.clone(),
+            rate_limit: c.rate_limit,
+            disable_after_ms: c.disable_after,
+            auth: c.auth.clone(),
+        },
+        previous_secret: None,
+        disabled_reason: None,
+        failing_since_ms: None,
         version: 0,
         created_ms: 0,
         updated_ms: 0,
@@ -201,6 +211,7 @@ fn subscription_from_config(c: &SubscriptionConfig) -> Subscription {
         enabled: c.enabled,
         description: c.description.clone(),
         inputs: c.inputs.clone(),
+        filter: c.filter.clone(),
         version: 0,
         created_ms: 0,
         updated_ms: 0,

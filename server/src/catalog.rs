@@ -9,8 +9,9 @@ use std::{collections::HashMap, sync::Arc};
 use arc_swap::ArcSwap;
 
 use crate::{
+    filter::{self, Filter},
     flows::{compiled::SubscriptionInputs, template::Secrets},
-    model::{Endpoint, EndpointState, Route, Subscription},
+    model::{Endpoint, EndpointState, NewEvent, Route, Subscription},
     routing::{Pattern, RouteSpec, RouteTable},
     store::{self, Store},
 };
@@ -20,7 +21,22 @@ pub struct Catalog {
     subscriptions: HashMap<String, Arc<Subscription>>,
     table: RouteTable,
     /// Parallel to the table's specs: where each matching spec routes to.
-    routes: Vec<(Target, Arc<Subscription>)>,
+    routes: Vec<Entry>,
+}
+
+/// One routable subscription: where it sends, and its filter if it has one.
+struct Entry {
+    target: Target,
+    subscription: Arc<Subscription>,
+    filter: Option<Filter>,
+}
+
+/// What TestRoute reports: the subscriptions that take an event, and those
+/// whose patterns matched but whose filter did not take it (and why).
+#[derive(Default)]
+pub struct Matches {
+    pub taken: Vec<Arc<Subscription>>,
+    pub filtered_out: Vec<(Arc<Subscription>, String)>,
 }
 
 /// Where a subscription sends what it matches.
@@ -68,10 +84,21 @@ impl Catalog {
                     continue;
                 }
             };
+            let filter = match sub.filter.as_deref().map(Filter::compile).transpose() {
+                Ok(filter) => filter,
+                Err(error) => {
+                    tracing::error!(subscription = %sub.name, %error, "Stored subscription filter does not compile; it routes nothing.");
+                    continue;
+                }
+            };
             match compile_spec(&sub, tenant) {
                 Ok(spec) => {
                     specs.push(spec);
-                    routes.push((route, sub));
+                    routes.push(Entry {
+                        target: route,
+                        subscription: sub,
+                        filter,
+                    });
                 }
                 Err(error) => {
                     tracing::error!(subscription = %sub.name, %error, "Stored subscription does not compile; it routes nothing.");
@@ -87,37 +114,59 @@ impl Catalog {
     }
 
     /// Appends the routes of every subscription that takes this event: to
-    /// endpoints in `out`, to flows in `flows`.
-    pub fn route(
-        &self,
-        name: &str,
-        tenant: Option<&str>,
-        out: &mut Vec<Route>,
-        flows: &mut Vec<FlowRoute>,
-    ) {
+    /// endpoints in `out`, to flows in `flows`. Filters run only for
+    /// subscriptions whose patterns and tenant matched, over a context built
+    /// once per event. Several subscriptions to one endpoint make one route
+    /// (one delivery) that lists the others.
+    pub fn route(&self, event: &NewEvent, out: &mut Vec<Route>, flows: &mut Vec<FlowRoute>) {
         SCRATCH.with_borrow_mut(|indices| {
-            self.table.route(name, tenant, indices);
+            self.table
+                .route(&event.name, event.tenant_id.as_deref(), indices);
+            let mut ctx = None;
             for &i in indices.iter() {
-                match &self.routes[i as usize].0 {
-                    Target::Endpoint(route) => out.push(route.clone()),
+                let entry = &self.routes[i as usize];
+                if let Some(filter) = &entry.filter {
+                    let ctx = ctx.get_or_insert_with(|| filter::context(event));
+                    match filter.accepts(ctx) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(error) => {
+                            tracing::debug!(subscription = %entry.subscription.name, event_id = %event.id, %error, "Filter could not decide; the event is not taken.");
+                            continue;
+                        }
+                    }
+                }
+                match &entry.target {
+                    Target::Endpoint(route) => merge_route(out, route),
                     Target::Flow(route) => flows.push(route.clone()),
                 }
             }
         });
     }
 
-    /// The subscriptions that would take this event.
-    pub fn matching_subscriptions(
-        &self,
-        name: &str,
-        tenant: Option<&str>,
-    ) -> Vec<Arc<Subscription>> {
+    /// Which subscriptions would take this event, and which matched by name
+    /// but were filtered out.
+    pub fn matching_subscriptions(&self, event: &NewEvent) -> Matches {
         let mut indices = Vec::new();
-        self.table.route(name, tenant, &mut indices);
-        indices
-            .iter()
-            .map(|&i| self.routes[i as usize].1.clone())
-            .collect()
+        self.table
+            .route(&event.name, event.tenant_id.as_deref(), &mut indices);
+        let ctx = filter::context(event);
+        let mut matches = Matches::default();
+        for &i in &indices {
+            let entry = &self.routes[i as usize];
+            let verdict = entry.filter.as_ref().map(|f| f.accepts(&ctx));
+            match verdict {
+                None | Some(Ok(true)) => matches.taken.push(entry.subscription.clone()),
+                Some(Ok(false)) => matches
+                    .filtered_out
+                    .push((entry.subscription.clone(), "the filter is false".into())),
+                Some(Err(error)) => matches.filtered_out.push((
+                    entry.subscription.clone(),
+                    format!("the filter failed: {error}"),
+                )),
+            }
+        }
+        matches
     }
 
     pub fn endpoint(&self, id: &str) -> Option<&Arc<Endpoint>> {
@@ -136,6 +185,16 @@ impl Catalog {
     /// Every stored subscription, routable or not.
     pub fn subscriptions(&self) -> impl Iterator<Item = &Arc<Subscription>> {
         self.subscriptions.values()
+    }
+}
+
+/// Adds `route` to `out`, or to the route already there for its endpoint:
+/// one event reaches one endpoint once. Events match few subscriptions, so
+/// a scan beats a map here.
+fn merge_route(out: &mut Vec<Route>, route: &Route) {
+    match out.iter_mut().find(|r| r.endpoint_id == route.endpoint_id) {
+        Some(existing) => existing.also.push(route.subscription_id.clone()),
+        None => out.push(route.clone()),
     }
 }
 
@@ -172,6 +231,7 @@ fn routable(
     Some(Target::Endpoint(Route {
         subscription_id: Arc::from(sub.id.as_str()),
         endpoint_id: Arc::from(endpoint.id.as_str()),
+        also: Vec::new(),
     }))
 }
 
@@ -276,6 +336,10 @@ mod tests {
             max_in_flight: None,
             state: EndpointState::Enabled,
             description: String::new(),
+            options: Default::default(),
+            previous_secret: None,
+            disabled_reason: None,
+            failing_since_ms: None,
             version: 1,
             created_ms: 0,
             updated_ms: 0,
@@ -293,15 +357,32 @@ mod tests {
             enabled: true,
             description: String::new(),
             inputs: Default::default(),
+            filter: None,
             version: 1,
             created_ms: 0,
             updated_ms: 0,
         }
     }
 
+    fn event(tenant: Option<&str>, payload: &str) -> NewEvent {
+        NewEvent {
+            id: "e".into(),
+            name: "lead.created".into(),
+            source: "test".into(),
+            tenant_id: tenant.map(String::from),
+            time_ms: 0,
+            payload: payload.into(),
+            attributes: Default::default(),
+            body_hash: [0; 32],
+            routes: vec![],
+            flow_starts: vec![],
+            cancels: vec![],
+        }
+    }
+
     fn endpoints_for(catalog: &Catalog, tenant: Option<&str>) -> Vec<String> {
         let (mut out, mut flows) = (Vec::new(), Vec::new());
-        catalog.route("lead.created", tenant, &mut out, &mut flows);
+        catalog.route(&event(tenant, "{}"), &mut out, &mut flows);
         let mut ids: Vec<String> = out.iter().map(|r| r.endpoint_id.to_string()).collect();
         ids.sort();
         ids
@@ -324,7 +405,8 @@ mod tests {
         assert_eq!(endpoints_for(&catalog, Some("globex")), ["shared"]);
         assert_eq!(endpoints_for(&catalog, None), ["shared"]);
         let names: Vec<String> = catalog
-            .matching_subscriptions("lead.created", Some("globex"))
+            .matching_subscriptions(&event(Some("globex"), "{}"))
+            .taken
             .iter()
             .map(|s| s.name.clone())
             .collect();
@@ -344,5 +426,27 @@ mod tests {
         assert_eq!(endpoints_for(&catalog, Some("acme")), ["acme-crm"]);
         assert!(endpoints_for(&catalog, Some("globex")).is_empty());
         assert_eq!(catalog.subscriptions().count(), 2);
+    }
+
+    #[test]
+    fn one_delivery_per_endpoint_and_filters_decide_after_the_name() {
+        let mut big = subscription("big", None, "shared");
+        big.filter = Some("event.payload.amount > 100".into());
+        let catalog = Catalog::build(
+            vec![endpoint("shared", None)],
+            vec![subscription("all", None, "shared"), big],
+            &Arc::default(),
+        );
+        let (mut out, mut flows) = (Vec::new(), Vec::new());
+        catalog.route(&event(None, r#"{"amount": 500}"#), &mut out, &mut flows);
+        assert_eq!(out.len(), 1, "one delivery for the endpoint");
+        assert_eq!(out[0].also.len(), 1, "listing the other subscription");
+        out.clear();
+        catalog.route(&event(None, r#"{"amount": 5}"#), &mut out, &mut flows);
+        assert_eq!((out.len(), out[0].also.len()), (1, 0));
+        let matches = catalog.matching_subscriptions(&event(None, r#"{"amount": 5}"#));
+        assert_eq!(matches.taken.len(), 1);
+        assert_eq!(matches.filtered_out.len(), 1);
+        assert_eq!(matches.filtered_out[0].0.name, "big");
     }
 }

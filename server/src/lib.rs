@@ -43,6 +43,7 @@ pub mod catalog;
 pub mod config;
 pub mod ctl;
 pub mod delivery;
+pub mod filter;
 pub mod flows;
 pub mod intake;
 pub mod metrics;
@@ -292,6 +293,8 @@ pub async fn start(
         config.delivery.timeout,
         &extra_roots(&config)?,
     )?);
+    let admin_sender = sender.clone();
+    let (health_tx, health_rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::channel(1024);
     let dispatcher = Dispatcher::new(
         DispatcherConfig {
@@ -307,6 +310,7 @@ pub async fn start(
         catalog.clone(),
         sender.clone(),
         feed.clone(),
+        crate::delivery::health::EndpointHealth::new(health_tx),
     )
     .await?;
 
@@ -314,6 +318,12 @@ pub async fn start(
         catalog.clone(),
         flows.clone(),
         writer.clone(),
+    ));
+    tokio::spawn(crate::delivery::health::run(
+        health_rx,
+        store.clone(),
+        catalog.clone(),
+        publisher.clone(),
     ));
     let intake = Arc::new(Intake {
         publisher: publisher.clone(),
@@ -367,6 +377,7 @@ pub async fn start(
             catalog,
             feed,
             control_tx,
+            admin_sender,
             sources,
             FlowAdmin {
                 catalog: flows,

@@ -203,6 +203,8 @@ pub enum Door {
     Grpc,
     Source,
     Flow,
+    /// The daemon's own operational events (`hookyard.endpoint.disabled`).
+    Daemon,
 }
 
 impl Door {
@@ -213,6 +215,7 @@ impl Door {
             Door::Grpc => "grpc",
             Door::Source => "source",
             Door::Flow => "flow",
+            Door::Daemon => "daemon",
         }
     }
 }

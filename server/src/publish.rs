@@ -121,12 +121,9 @@ impl Publisher {
         let flows = self.flows.get();
         let mut flow_routes = Vec::new();
         for event in events.iter_mut() {
-            catalog.route(
-                &event.name,
-                event.tenant_id.as_deref(),
-                &mut event.routes,
-                &mut flow_routes,
-            );
+            let mut routes = std::mem::take(&mut event.routes);
+            catalog.route(event, &mut routes, &mut flow_routes);
+            event.routes = routes;
             for route in flow_routes.drain(..) {
                 start_from_event(&flows, &route, event);
             }

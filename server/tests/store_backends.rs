@@ -11,8 +11,8 @@ use hookyard_server::{
     model::{
         now_ms,
         run::{Concurrency, NewRun, OnConflict, Run, RunState, StartOutcome},
-        Attempt, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint, EndpointState, NewEvent,
-        Route, Subscription,
+        Attempt, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint, EndpointAuth, EndpointOptions, EndpointState, NewEvent,
+        PayloadFormat, RateLimit, Route, Subscription,
     },
     store::{
         Committed, Error, FlowOp, Rejection, RunsCommitted, Settled, Store, SubmitError, Writer,
@@ -139,6 +139,7 @@ fn event(id: &str, body: &str, endpoints: &[&str]) -> NewEvent {
             .map(|e| Route {
                 subscription_id: Arc::from(format!("sub-{e}")),
                 endpoint_id: Arc::from(*e),
+                also: Vec::new(),
             })
             .collect(),
         flow_starts: Vec::new(),
@@ -324,12 +325,31 @@ async fn catalog_changes_check_versions_and_references(backend: Backend) {
         max_in_flight: Some(4),
         state: EndpointState::Enabled,
         description: String::new(),
+        options: EndpointOptions {
+            format: PayloadFormat::Cloudevents,
+            transform: Some("{{ event.payload | tojson }}".to_string()),
+            rate_limit: Some(RateLimit {
+                per_second: 5,
+                burst: 2,
+            }),
+            disable_after_ms: Some(Duration::ZERO),
+            auth: Some(EndpointAuth::Basic {
+                username: "u".to_string(),
+                password: "p".to_string(),
+            }),
+        },
+        previous_secret: Some(("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSx".to_string(), 42)),
+        disabled_reason: None,
+        failing_since_ms: Some(7),
         version: 0,
         created_ms: 0,
         updated_ms: 0,
     };
     let created = s.store.create_endpoint(&endpoint).await.expect("create");
     assert_eq!((created.version, created.max_in_flight), (1, Some(4)));
+    assert_eq!(created.options, endpoint.options);
+    assert_eq!(created.previous_secret, endpoint.previous_secret);
+    assert_eq!(created.failing_since_ms, Some(7));
     assert!(matches!(
         s.store.create_endpoint(&endpoint).await,
         Err(Error::AlreadyExists(_))
@@ -351,6 +371,7 @@ async fn catalog_changes_check_versions_and_references(backend: Backend) {
         enabled: true,
         description: String::new(),
         inputs: BTreeMap::new(),
+        filter: None,
         version: 0,
         created_ms: 0,
         updated_ms: 0,

@@ -51,6 +51,7 @@ pub fn delivery(id: u64, name: &str, status: DeliveryStatus) -> Delivery {
         created_at: ts(id as i64),
         updated_at: ts(id as i64),
         event_seq: id,
+        also_subscription_ids: vec![],
         next_attempt_at: None,
     }
 }
@@ -77,6 +78,7 @@ pub fn subscription(id: &str, name: &str, patterns: &[&str], target: &str) -> Su
         created_at: ts(0),
         updated_at: ts(0),
         inputs: Default::default(),
+        filter: String::new(),
     }
 }
 

@@ -9,7 +9,8 @@ use prost_types::Timestamp;
 use crate::{
     delivery::signing,
     model::{
-        Attempt, Delivery, DeliveryStatus, Endpoint, EndpointState, StoredEvent, Subscription,
+        Attempt, Delivery, DeliveryStatus, Endpoint, EndpointAuth, EndpointOptions,
+        EndpointState, PayloadFormat, RateLimit, StoredEvent, Subscription,
     },
 };
 
@@ -48,6 +49,45 @@ pub fn endpoint_to_pb(e: &Endpoint) -> pb::Endpoint {
         version: e.version,
         created_at: timestamp(e.created_ms),
         updated_at: timestamp(e.updated_ms),
+        format: format_to_pb(e.options.format) as i32,
+        transform: e.options.transform.clone().unwrap_or_default(),
+        rate_limit: e.options.rate_limit.map(|r| pb::EndpointRateLimit {
+            per_second: r.per_second,
+            burst: r.burst,
+        }),
+        disable_after_ms: e
+            .options
+            .disable_after_ms
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        basic_auth: e.options.auth.as_ref().map(|auth| match auth {
+            EndpointAuth::Basic { username, .. } => pb::BasicAuth {
+                username: username.clone(),
+                password: String::new(),
+            },
+        }),
+        disabled_reason: e.disabled_reason.clone().unwrap_or_default(),
+        failing_since: e.failing_since_ms.and_then(timestamp),
+        previous_secret_expires_at: e.previous_secret.as_ref().and_then(|&(_, until)| timestamp(until)),
+    }
+}
+
+pub fn format_to_pb(format: PayloadFormat) -> pb::PayloadFormat {
+    match format {
+        PayloadFormat::Envelope => pb::PayloadFormat::Envelope,
+        PayloadFormat::StandardWebhooks => pb::PayloadFormat::StandardWebhooks,
+        PayloadFormat::Cloudevents => pb::PayloadFormat::Cloudevents,
+        PayloadFormat::CloudeventsBinary => pb::PayloadFormat::CloudeventsBinary,
+        PayloadFormat::Raw => pb::PayloadFormat::Raw,
+    }
+}
+
+fn format_from_pb(format: i32) -> PayloadFormat {
+    match pb::PayloadFormat::try_from(format) {
+        Ok(pb::PayloadFormat::StandardWebhooks) => PayloadFormat::StandardWebhooks,
+        Ok(pb::PayloadFormat::Cloudevents) => PayloadFormat::Cloudevents,
+        Ok(pb::PayloadFormat::CloudeventsBinary) => PayloadFormat::CloudeventsBinary,
+        Ok(pb::PayloadFormat::Raw) => PayloadFormat::Raw,
+        _ => PayloadFormat::Envelope,
     }
 }
 
@@ -56,7 +96,21 @@ pub fn endpoint_from_pb(e: pb::Endpoint) -> Endpoint {
     let state = match pb::EndpointState::try_from(e.state) {
         Ok(pb::EndpointState::Disabled) => EndpointState::Disabled,
         Ok(pb::EndpointState::Gone) => EndpointState::Gone,
+        Ok(pb::EndpointState::Failing) => EndpointState::Failing,
         _ => EndpointState::Enabled,
+    };
+    let options = EndpointOptions {
+        format: format_from_pb(e.format),
+        transform: non_empty(e.transform),
+        rate_limit: e.rate_limit.map(|r| RateLimit {
+            per_second: r.per_second,
+            burst: r.burst,
+        }),
+        disable_after_ms: e.disable_after_ms.map(Duration::from_millis),
+        auth: e.basic_auth.map(|b| EndpointAuth::Basic {
+            username: b.username,
+            password: b.password,
+        }),
     };
     Endpoint {
         id: e.id,
@@ -74,6 +128,10 @@ pub fn endpoint_from_pb(e: pb::Endpoint) -> Endpoint {
         max_in_flight: (e.max_in_flight > 0).then_some(e.max_in_flight),
         state,
         description: e.description,
+        options,
+        previous_secret: None,
+        disabled_reason: None,
+        failing_since_ms: None,
         version: e.version,
         created_ms: 0,
         updated_ms: 0,
@@ -85,6 +143,7 @@ fn endpoint_state_to_pb(state: EndpointState) -> pb::EndpointState {
         EndpointState::Enabled => pb::EndpointState::Enabled,
         EndpointState::Disabled => pb::EndpointState::Disabled,
         EndpointState::Gone => pb::EndpointState::Gone,
+        EndpointState::Failing => pb::EndpointState::Failing,
     }
 }
 
@@ -102,6 +161,7 @@ pub fn subscription_to_pb(s: &Subscription) -> pb::Subscription {
         created_at: timestamp(s.created_ms),
         updated_at: timestamp(s.updated_ms),
         inputs: s.inputs.clone().into_iter().collect(),
+        filter: s.filter.clone().unwrap_or_default(),
     }
 }
 
@@ -116,6 +176,7 @@ pub fn subscription_from_pb(s: pb::Subscription) -> Subscription {
         enabled: s.enabled,
         description: s.description,
         inputs: s.inputs.into_iter().collect(),
+        filter: non_empty(s.filter),
         version: s.version,
         created_ms: 0,
         updated_ms: 0,
@@ -161,6 +222,7 @@ pub fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
         created_at: timestamp(d.created_ms),
         updated_at: timestamp(d.updated_ms),
         event_seq: d.event_seq,
+        also_subscription_ids: d.also_subscriptions.clone(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! changes. It listens on its own address and every call needs the admin token.
 
 pub mod convert;
+mod endpoints;
 pub mod feed;
 pub mod flows;
 pub mod service;

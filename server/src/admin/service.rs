@@ -14,9 +14,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 use super::{convert, feed::LiveFeed, validate};
 use crate::{
     catalog::CatalogHandle,
-    delivery::{signing::SigningSecret, Control},
+    delivery::{signing::SigningSecret, Control, Sender},
     intake::{event::FieldError, sources::SourceRegistry},
-    model::{DeliveryFilter, Endpoint, Subscription},
+    model::{DeliveryFilter, Endpoint, EndpointAuth, EndpointState, NewEvent, Subscription},
     routing::Pattern,
     store::{self, Store},
 };
@@ -30,7 +30,9 @@ pub struct AdminService {
     pub(super) store: Store,
     pub(super) catalog: Arc<CatalogHandle>,
     feed: LiveFeed,
-    control: mpsc::Sender<Control>,
+    pub(super) control: mpsc::Sender<Control>,
+    /// For SendTestEvent: the dispatcher's own client and request builder.
+    pub(super) sender: Arc<Sender>,
     pub(super) sources: Arc<SourceRegistry>,
     pub(super) flows: super::flows::FlowAdmin,
     /// Ends the watch streams, so a watcher does not hold up shutdown.
@@ -43,6 +45,7 @@ impl AdminService {
         catalog: Arc<CatalogHandle>,
         feed: LiveFeed,
         control: mpsc::Sender<Control>,
+        sender: Arc<Sender>,
         sources: Arc<SourceRegistry>,
         flows: super::flows::FlowAdmin,
         shutdown: CancellationToken,
@@ -52,13 +55,14 @@ impl AdminService {
             catalog,
             feed,
             control,
+            sender,
             sources,
             flows,
             shutdown,
         }
     }
 
-    async fn reload(&self) -> Result<(), Status> {
+    pub(super) async fn reload(&self) -> Result<(), Status> {
         self.catalog.reload().await.map_err(store_status)
     }
 
@@ -145,15 +149,12 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Endpoint>, Status> {
         let input = required(request.into_inner().endpoint, "endpoint")?;
         let mut endpoint = convert::endpoint_from_pb(input);
-        if endpoint.secret.is_empty() {
-            // An empty secret keeps the stored one.
-            let current = self
-                .store
-                .get_endpoint(&endpoint.id)
-                .await
-                .map_err(store_status)?;
-            endpoint.secret = current.secret;
-        }
+        let current = self
+            .store
+            .get_endpoint(&endpoint.id)
+            .await
+            .map_err(store_status)?;
+        keep_stored(&mut endpoint, current);
         self.check_endpoint(&mut endpoint)?;
         let updated = self
             .store
@@ -270,10 +271,25 @@ impl Admin for AdminService {
             )]));
         }
         let tenant = (!request.tenant_id.is_empty()).then_some(request.tenant_id.as_str());
-        let matched = self
-            .catalog
-            .get()
-            .matching_subscriptions(&request.name, tenant);
+        let payload = if request.payload.is_empty() {
+            "{}".to_string()
+        } else {
+            String::from_utf8_lossy(&request.payload).into_owned()
+        };
+        let event = NewEvent {
+            id: "test-route".into(),
+            name: request.name.clone(),
+            source: "test-route".into(),
+            tenant_id: tenant.map(str::to_string),
+            time_ms: crate::model::now_ms(),
+            payload,
+            attributes: Default::default(),
+            body_hash: [0; 32],
+            routes: Vec::new(),
+            flow_starts: Vec::new(),
+            cancels: Vec::new(),
+        };
+        let matches = self.catalog.get().matching_subscriptions(&event);
         let flows = self.flows.catalog.get();
         // As intake does: a tenant's flow starts runs only for its tenant.
         let starts = |s: &Subscription| {
@@ -282,10 +298,19 @@ impl Admin for AdminService {
                 .is_none_or(|f| f.def.takes_events_of(tenant))
         };
         Ok(Response::new(pb::TestRouteResponse {
-            matched: matched
+            matched: matches
+                .taken
                 .iter()
                 .filter(|s| starts(s))
                 .map(|s| convert::subscription_to_pb(s))
+                .collect(),
+            filtered_out: matches
+                .filtered_out
+                .iter()
+                .map(|(s, reason)| pb::FilteredOut {
+                    subscription: Some(convert::subscription_to_pb(s)),
+                    reason: reason.clone(),
+                })
                 .collect(),
         }))
     }
@@ -378,6 +403,36 @@ impl Admin for AdminService {
             },
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn resend_delivery(
+        &self,
+        r: Request<pb::ResendDeliveryRequest>,
+    ) -> Result<Response<pb::Delivery>, Status> {
+        self.resend_delivery(r).await
+    }
+
+    // ---- endpoint operations (admin/endpoints.rs) ----
+
+    async fn rotate_endpoint_secret(
+        &self,
+        r: Request<pb::RotateEndpointSecretRequest>,
+    ) -> Result<Response<pb::RotateEndpointSecretResponse>, Status> {
+        self.rotate_endpoint_secret(r).await
+    }
+
+    async fn send_test_event(
+        &self,
+        r: Request<pb::SendTestEventRequest>,
+    ) -> Result<Response<pb::SendTestEventResponse>, Status> {
+        self.send_test_event(r).await
+    }
+
+    async fn recover_endpoint(
+        &self,
+        r: Request<pb::RecoverEndpointRequest>,
+    ) -> Result<Response<pb::RecoverEndpointResponse>, Status> {
+        self.recover_endpoint(r).await
     }
 
     // ---- sources (admin/sources.rs) ----
@@ -543,6 +598,35 @@ fn delivery_filter(filter: Option<pb::DeliveryFilter>) -> Result<DeliveryFilter,
         subscription_id: (!filter.subscription_id.is_empty()).then_some(filter.subscription_id),
         event_name,
     })
+}
+
+/// What an update leaves as stored: an empty secret or password keeps the
+/// stored one; the rotation's grace and the daemon's view of the endpoint's
+/// health stay, except that enabling it again starts its health afresh.
+fn keep_stored(endpoint: &mut Endpoint, current: Endpoint) {
+    if endpoint.secret.is_empty() || endpoint.secret == current.secret {
+        endpoint.secret = current.secret;
+        endpoint.previous_secret = current.previous_secret;
+    }
+    if let (
+        Some(EndpointAuth::Basic { password, .. }),
+        Some(EndpointAuth::Basic {
+            password: stored, ..
+        }),
+    ) = (&mut endpoint.options.auth, current.options.auth)
+    {
+        if password.is_empty() {
+            *password = stored;
+        }
+    }
+    let enabled_again =
+        endpoint.state == EndpointState::Enabled && current.state != EndpointState::Enabled;
+    if !enabled_again && endpoint.state == current.state {
+        endpoint.disabled_reason = current.disabled_reason;
+    }
+    if !enabled_again {
+        endpoint.failing_since_ms = current.failing_since_ms;
+    }
 }
 
 pub(super) fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {

@@ -2,14 +2,14 @@
 //! API and to what the config file declares. Every problem is reported, each
 //! naming its field.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     catalog::Catalog,
-    delivery::{limits, signing::SigningSecret},
+    delivery::{limits, request::Transform, signing::SigningSecret},
     flows::{catalog::FlowSet, compiled::SubscriptionInputs, template::Secrets},
     intake::event::FieldError,
-    model::{Endpoint, Subscription},
+    model::{Endpoint, EndpointAuth, EndpointOptions, Subscription},
     routing::Pattern,
 };
 
@@ -77,7 +77,56 @@ pub fn endpoint(e: &Endpoint) -> Vec<FieldError> {
             format!("must be at most {MAX_DESCRIPTION} bytes"),
         ));
     }
+    check_options(&e.options, &mut errors);
     errors
+}
+
+const MAX_TRANSFORM: usize = 64 * 1024;
+
+fn check_options(o: &EndpointOptions, errors: &mut Vec<FieldError>) {
+    if let Some(transform) = &o.transform {
+        if transform.len() > MAX_TRANSFORM {
+            errors.push(FieldError::new(
+                &["transform"],
+                format!("must be at most {MAX_TRANSFORM} bytes"),
+            ));
+        } else if let Err(message) = Transform::compile(transform) {
+            errors.push(FieldError::new(&["transform"], message));
+        }
+    }
+    if let Some(limit) = o.rate_limit {
+        if limit.per_second == 0 {
+            errors.push(FieldError::new(
+                &["rate_limit", "per_second"],
+                "must be at least 1",
+            ));
+        }
+        if limit.per_second > 100_000 || limit.burst > 100_000 {
+            errors.push(FieldError::new(
+                &["rate_limit"],
+                "per_second and burst must be at most 100000",
+            ));
+        }
+    }
+    if let Some(after) = o.disable_after_ms {
+        if !after.is_zero() && after < Duration::from_secs(1) {
+            errors.push(FieldError::new(
+                &["disable_after_ms"],
+                "must be 0 (never) or at least one second",
+            ));
+        }
+    }
+    if let Some(EndpointAuth::Basic { username, password }) = &o.auth {
+        if username.is_empty() || username.contains(':') {
+            errors.push(FieldError::new(
+                &["basic_auth", "username"],
+                "must be non-empty and without `:`",
+            ));
+        }
+        if password.is_empty() {
+            errors.push(FieldError::new(&["basic_auth", "password"], "is required"));
+        }
+    }
 }
 
 fn is_reserved_header(name: &str) -> bool {
@@ -109,6 +158,11 @@ pub fn subscription(
     }
     check_patterns("patterns", &s.patterns, &mut errors);
     check_patterns("exclude", &s.exclude, &mut errors);
+    if let Some(filter) = &s.filter {
+        if let Err(message) = crate::filter::Filter::compile(filter) {
+            errors.push(FieldError::new(&["filter"], message));
+        }
+    }
     if let Some(tenant) = &s.tenant_id {
         if !is_identifier(tenant, 128, b"._:~-") {
             errors.push(FieldError::new(
@@ -313,6 +367,10 @@ mod tenant_tests {
             max_in_flight: None,
             state: EndpointState::Enabled,
             description: String::new(),
+            options: Default::default(),
+            previous_secret: None,
+            disabled_reason: None,
+            failing_since_ms: None,
             version: 1,
             created_ms: 0,
             updated_ms: 0,
@@ -330,6 +388,7 @@ mod tenant_tests {
             enabled: true,
             description: String::new(),
             inputs: Default::default(),
+            filter: None,
             version: 1,
             created_ms: 0,
             updated_ms: 0,
@@ -409,6 +468,10 @@ mod tests {
             max_in_flight: None,
             state: EndpointState::Enabled,
             description: String::new(),
+            options: Default::default(),
+            previous_secret: None,
+            disabled_reason: None,
+            failing_since_ms: None,
             version: 0,
             created_ms: 0,
             updated_ms: 0,

@@ -15,6 +15,8 @@ use figment::{
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::model::{EndpointAuth, PayloadFormat, RateLimit};
+
 const DEFAULTS: &str = include_str!("defaults.yaml");
 
 /// Top-level keys that `HOOKYARD_*` variables may set; other `HOOKYARD_*`
@@ -239,6 +241,22 @@ pub struct EndpointConfig {
     pub description: String,
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// The body: envelope (default), standard_webhooks, cloudevents,
+    /// cloudevents_binary or raw.
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// A template over `event` producing the body instead.
+    #[serde(default)]
+    pub transform: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Failing every attempt this long disables the endpoint (default 5
+    /// days; `0s`: never).
+    #[serde(default, with = "humantime_serde")]
+    pub disable_after: Option<Duration>,
+    /// `{basic: {username, password}}`.
+    #[serde(default)]
+    pub auth: Option<EndpointAuth>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +276,9 @@ pub struct SubscriptionConfig {
     /// For `flow:` targets: each input as a template over the event.
     #[serde(default)]
     pub inputs: BTreeMap<String, String>,
+    /// An expression over `event`; only events it is true for are taken.
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 fn enabled() -> bool {

@@ -396,6 +396,7 @@ fn endpoint_state(state: i32) -> &'static str {
         Ok(EndpointState::Enabled) => "enabled",
         Ok(EndpointState::Disabled) => "disabled",
         Ok(EndpointState::Gone) => "gone",
+        Ok(EndpointState::Failing) => "failing",
         _ => "unknown",
     }
 }

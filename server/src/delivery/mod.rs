@@ -5,7 +5,9 @@
 
 pub mod breaker;
 pub mod dispatcher;
+pub mod health;
 pub mod limits;
+pub mod request;
 pub mod retry;
 pub mod sender;
 pub mod signing;

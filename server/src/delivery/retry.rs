@@ -39,6 +39,9 @@ pub enum Outcome {
     Success,
     /// 410: the receiver wants no more; the endpoint is disabled.
     Gone,
+    /// The receiver answered `webhook-delivery: abort`: this delivery is
+    /// not retried; the endpoint stays enabled.
+    Aborted,
     /// Anything else, a timeout or a connection error. `retry_after` is the
     /// receiver's `Retry-After` (429 and 503 only), capped at 24 h.
     Retryable { retry_after: Option<Duration> },

@@ -12,11 +12,11 @@ use std::{
 use reqwest::{header::HeaderMap, redirect, Url};
 
 use super::{
+    request::{self, Transforms},
     retry::{self, Outcome},
-    signing::{self, SigningSecret},
     ssrf::{AddressPolicy, GuardedResolver},
 };
-use crate::model::{now_ms, Attempt, DueDelivery, Endpoint};
+use crate::model::{now_ms, Attempt, DueDelivery, Endpoint, EventEnvelope};
 
 /// How much of a response body an attempt records.
 const RESPONSE_EXCERPT: usize = 4096;
@@ -28,6 +28,7 @@ pub struct Sender {
     policy: Arc<AddressPolicy>,
     default_timeout: Duration,
     user_agent: String,
+    transforms: Transforms,
 }
 
 /// What one attempt produced.
@@ -67,6 +68,7 @@ impl Sender {
             policy,
             default_timeout,
             user_agent: format!("hookyard/{}", env!("CARGO_PKG_VERSION")),
+            transforms: Transforms::default(),
         })
     }
 
@@ -101,14 +103,20 @@ impl Sender {
     pub async fn attempt(&self, delivery: &DueDelivery, endpoint: &Endpoint) -> Report {
         #[cfg(debug_assertions)]
         fault::panic_if_asked(&delivery.event.name);
+        let mut report = self.attempt_event(&delivery.event, endpoint).await;
+        report.attempt.number = delivery.attempts + 1;
+        report
+    }
+
+    /// Sends `event` to `endpoint` once, as a delivery would be sent; the
+    /// attempt is numbered 1.
+    pub async fn attempt_event(&self, event: &EventEnvelope, endpoint: &Endpoint) -> Report {
         let started_ms = now_ms();
         let started = Instant::now();
-        let number = delivery.attempts + 1;
-        let body = webhook_body(delivery);
         let timestamp = started_ms / 1000;
         let mut recorded = BTreeMap::new();
-        let result = match self.prepare(delivery, endpoint, timestamp, &body, &mut recorded) {
-            Ok((url, headers)) => {
+        let result = match self.prepare(event, endpoint, timestamp, started_ms, &mut recorded) {
+            Ok((url, headers, body)) => {
                 let timeout = endpoint.timeout.unwrap_or(self.default_timeout);
                 self.send(url, headers, body, timeout).await
             }
@@ -116,11 +124,20 @@ impl Sender {
         };
         let duration_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
         let (status_code, error, response_body, outcome) = match result {
-            Ok((status, retry_after, excerpt)) => {
-                let outcome = retry::classify(Some(status), retry_after.as_deref());
-                let error = (!matches!(outcome, Outcome::Success))
-                    .then(|| format!("endpoint answered HTTP {status}"));
-                (Some(status), error, excerpt, outcome)
+            Ok(answer) => {
+                let mut outcome = retry::classify(Some(answer.status), answer.retry_after.as_deref());
+                if answer.abort && !matches!(outcome, Outcome::Success) {
+                    outcome = Outcome::Aborted;
+                }
+                let error = match outcome {
+                    Outcome::Success => None,
+                    Outcome::Aborted => Some(format!(
+                        "endpoint answered HTTP {} with webhook-delivery: abort",
+                        answer.status
+                    )),
+                    _ => Some(format!("endpoint answered HTTP {}", answer.status)),
+                };
+                (Some(answer.status), error, answer.excerpt, outcome)
             }
             Err(error) => (
                 None,
@@ -131,7 +148,7 @@ impl Sender {
         };
         Report {
             attempt: Attempt {
-                number,
+                number: 1,
                 started_ms,
                 duration_ms,
                 status_code,
@@ -143,27 +160,20 @@ impl Sender {
         }
     }
 
-    /// The URL and headers, after the SSRF check of literal addresses.
+    /// The URL, headers and body, after the SSRF check of literal addresses.
     fn prepare(
         &self,
-        delivery: &DueDelivery,
+        event: &EventEnvelope,
         endpoint: &Endpoint,
         timestamp: i64,
-        body: &str,
+        now_ms: i64,
         recorded: &mut BTreeMap<String, String>,
-    ) -> Result<(Url, HeaderMap), String> {
+    ) -> Result<(Url, HeaderMap, String), String> {
         let url = Url::parse(&endpoint.url).map_err(|e| format!("invalid endpoint URL: {e}"))?;
         self.policy.check_url(&url).map_err(|e| e.to_string())?;
-        let secret = SigningSecret::parse(&endpoint.secret)
-            .map_err(|e| format!("endpoint secret is unusable: {e}"))?;
-        let signature = signing::sign(&secret, &delivery.event.id, timestamp, body.as_bytes());
-        let mut pairs: Vec<(&str, String)> = vec![
-            ("content-type", "application/json".into()),
-            ("user-agent", self.user_agent.clone()),
-            ("webhook-id", delivery.event.id.clone()),
-            ("webhook-timestamp", timestamp.to_string()),
-            ("webhook-signature", signature),
-        ];
+        let outbound = request::build(event, endpoint, &self.transforms, timestamp, now_ms)?;
+        let mut pairs: Vec<(&str, String)> = outbound.headers;
+        pairs.push(("user-agent", self.user_agent.clone()));
         pairs.extend(
             endpoint
                 .headers
@@ -176,15 +186,15 @@ impl Sender {
                 .map_err(|_| format!("invalid header name `{name}`"))?;
             let header_value = reqwest::header::HeaderValue::from_str(&value)
                 .map_err(|_| format!("invalid value for header `{name}`"))?;
-            let shown = if name == "webhook-signature" {
-                "v1,<redacted>".to_string()
-            } else {
-                value
+            let shown = match name {
+                "webhook-signature" => "v1,<redacted>".to_string(),
+                "authorization" => "<redacted>".to_string(),
+                _ => value,
             };
             recorded.insert(name.to_ascii_lowercase(), shown);
             headers.insert(header_name, header_value);
         }
-        Ok((url, headers))
+        Ok((url, headers, outbound.body))
     }
 
     async fn send(
@@ -193,7 +203,7 @@ impl Sender {
         headers: HeaderMap,
         body: String,
         timeout: Duration,
-    ) -> Result<(u16, Option<String>, String), String> {
+    ) -> Result<Answer, String> {
         let request = self
             .client
             .post(url)
@@ -207,6 +217,11 @@ impl Sender {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let abort = response
+            .headers()
+            .get("webhook-delivery")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("abort"));
         let mut excerpt = Vec::new();
         let mut read = 0usize;
         while read < RESPONSE_DRAIN {
@@ -220,33 +235,22 @@ impl Sender {
                 Ok(None) | Err(_) => break,
             }
         }
-        Ok((
+        Ok(Answer {
             status,
             retry_after,
-            String::from_utf8_lossy(&excerpt).into_owned(),
-        ))
+            abort,
+            excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
+        })
     }
 }
 
-/// `{"id","event_name","timestamp","tenant_id","payload"}`; the payload is
-/// already compact JSON and goes in as it is. Never panics, whatever the
-/// stored time: a panic here would jam the endpoint.
-pub fn webhook_body(delivery: &DueDelivery) -> String {
-    let event = &delivery.event;
-    let quote = |s: &str| serde_json::Value::from(s).to_string();
-    let timestamp = crate::timestamp::format_rfc3339_millis(event.time_ms);
-    format!(
-        r#"{{"id":{},"event_name":{},"timestamp":"{}","tenant_id":{},"payload":{}}}"#,
-        quote(&event.id),
-        quote(&event.name),
-        timestamp,
-        event
-            .tenant_id
-            .as_deref()
-            .map(quote)
-            .unwrap_or_else(|| "null".into()),
-        event.payload,
-    )
+/// What an endpoint answered.
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    /// `webhook-delivery: abort`: stop retrying this delivery.
+    abort: bool,
+    excerpt: String,
 }
 
 /// reqwest's top-level message hides the cause (refused, timed out, refused
@@ -281,57 +285,6 @@ mod fault {
         let name = NAME.get_or_init(|| std::env::var("HOOKYARD_FAULT_PANIC_EVENT").ok());
         if name.as_deref() == Some(event_name) {
             panic!("injected fault: HOOKYARD_FAULT_PANIC_EVENT={event_name}");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::EventEnvelope;
-
-    fn delivery_at(time_ms: i64) -> DueDelivery {
-        DueDelivery {
-            id: 1,
-            subscription_id: "s".into(),
-            endpoint_id: "e".into(),
-            attempts: 0,
-            due_ms: 0,
-            event: Arc::new(EventEnvelope {
-                seq: 1,
-                id: "ev\"1".into(),
-                name: "lead.created".into(),
-                tenant_id: None,
-                time_ms,
-                payload: r#"{"a":1}"#.into(),
-            }),
-        }
-    }
-
-    #[test]
-    fn body_has_the_contract_fields() {
-        let delivery = delivery_at(1_700_000_000_123);
-        let body: serde_json::Value =
-            serde_json::from_str(&webhook_body(&delivery)).unwrap_or_default();
-        assert_eq!(body["id"], "ev\"1");
-        assert_eq!(body["event_name"], "lead.created");
-        assert_eq!(body["timestamp"], "2023-11-14T22:13:20.123Z");
-        assert!(body["tenant_id"].is_null());
-        assert_eq!(body["payload"]["a"], 1);
-    }
-
-    #[test]
-    fn any_stored_time_formats_without_panicking() {
-        for (time_ms, expected) in [
-            (i64::MIN, "1970-01-01T00:00:00.000Z"),
-            (-1, "1970-01-01T00:00:00.000Z"),
-            (i64::MAX, "9999-12-31T23:59:59.999Z"),
-            // 10000-01-01T00:00:00Z: the time that once jammed an endpoint.
-            (253_402_300_800_000, "9999-12-31T23:59:59.999Z"),
-        ] {
-            let body: serde_json::Value =
-                serde_json::from_str(&webhook_body(&delivery_at(time_ms))).unwrap_or_default();
-            assert_eq!(body["timestamp"], expected, "{time_ms}");
         }
     }
 }

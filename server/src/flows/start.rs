@@ -147,6 +147,7 @@ pub fn event_json(event: &NewEvent) -> Value {
         "source": event.source,
         "tenant_id": event.tenant_id,
         "time_ms": event.time_ms,
+        "time": crate::timestamp::format_rfc3339_millis(event.time_ms),
         "payload": serde_json::from_str::<Value>(&event.payload).unwrap_or(Value::Null),
         "attributes": event.attributes,
     })

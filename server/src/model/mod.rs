@@ -2,6 +2,7 @@
 //! attempts as plain data. Storage, intake, delivery and the Admin API all speak
 //! these types; conversions to and from the wire live at the edges.
 
+pub mod endpoint;
 mod field_error;
 pub mod flow;
 pub mod run;
@@ -9,6 +10,7 @@ pub mod source;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+pub use endpoint::{EndpointAuth, EndpointOptions, PayloadFormat};
 pub use field_error::FieldError;
 
 /// An event that passed validation and waits to be committed.
@@ -35,11 +37,23 @@ pub struct NewEvent {
     pub cancels: Vec<run::RunCancel>,
 }
 
+impl NewEvent {
+    /// Subscriptions that took it: every delivery's (with those merged into
+    /// it) and every flow start's.
+    pub fn matched(&self) -> u32 {
+        let deliveries: usize = self.routes.iter().map(|r| 1 + r.also.len()).sum();
+        (deliveries + self.flow_starts.len()) as u32
+    }
+}
+
 /// One subscription an event goes to, and the endpoint it targets.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub subscription_id: Arc<str>,
     pub endpoint_id: Arc<str>,
+    /// Other subscriptions that matched the same endpoint; one delivery
+    /// stands for them all.
+    pub also: Vec<Arc<str>>,
 }
 
 /// A committed event as stored.
@@ -70,6 +84,8 @@ pub enum EndpointState {
     Disabled,
     /// Disabled by the daemon after the endpoint answered 410 Gone.
     Gone,
+    /// Disabled by the daemon: every attempt failed for `disable_after`.
+    Failing,
 }
 
 impl EndpointState {
@@ -78,6 +94,7 @@ impl EndpointState {
             EndpointState::Enabled => "enabled",
             EndpointState::Disabled => "disabled",
             EndpointState::Gone => "gone",
+            EndpointState::Failing => "failing",
         }
     }
 
@@ -86,6 +103,7 @@ impl EndpointState {
             "enabled" => Some(EndpointState::Enabled),
             "disabled" => Some(EndpointState::Disabled),
             "gone" => Some(EndpointState::Gone),
+            "failing" => Some(EndpointState::Failing),
             _ => None,
         }
     }
@@ -104,6 +122,14 @@ pub struct Endpoint {
     pub max_in_flight: Option<u32>,
     pub state: EndpointState,
     pub description: String,
+    pub options: EndpointOptions,
+    /// The secret rotated out and when it stops signing (ms): until then
+    /// requests carry both signatures.
+    pub previous_secret: Option<(String, i64)>,
+    /// Why the daemon disabled it (410 Gone, failing since …).
+    pub disabled_reason: Option<String>,
+    /// The first failed attempt since its last success.
+    pub failing_since_ms: Option<i64>,
     pub version: u64,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -121,6 +147,9 @@ pub struct Subscription {
     pub description: String,
     /// For `flow:` targets: each flow input as a template over the event.
     pub inputs: BTreeMap<String, String>,
+    /// A minijinja expression over `event`; only events it is true for are
+    /// taken.
+    pub filter: Option<String>,
     pub version: u64,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -180,6 +209,9 @@ pub struct Delivery {
     pub tenant_id: Option<String>,
     pub subscription_id: String,
     pub subscription_name: String,
+    /// Other subscriptions that matched the same endpoint; the event went
+    /// once, as this delivery.
+    pub also_subscriptions: Vec<String>,
     pub endpoint_id: String,
     pub status: DeliveryStatus,
     pub attempts: u32,
@@ -246,6 +278,7 @@ pub struct EventEnvelope {
     pub seq: u64,
     pub id: String,
     pub name: String,
+    pub source: String,
     pub tenant_id: Option<String>,
     pub time_ms: i64,
     pub payload: String,

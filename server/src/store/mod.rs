@@ -471,6 +471,16 @@ impl Store {
             Ok(current) => {
                 let mut next = endpoint.clone();
                 next.version = current.version;
+                next.previous_secret = current.previous_secret;
+                next.failing_since_ms = current.failing_since_ms;
+                // What the daemon disabled stays disabled across restarts
+                // until an admin enables it.
+                if matches!(current.state, EndpointState::Gone | EndpointState::Failing)
+                    && next.state == EndpointState::Enabled
+                {
+                    next.state = current.state;
+                    next.disabled_reason = current.disabled_reason;
+                }
                 self.update_endpoint(&next).await
             }
             Err(Error::NotFound { .. }) => self.create_endpoint(endpoint).await,
@@ -530,6 +540,30 @@ impl Store {
 
     pub async fn get_delivery(&self, id: u64) -> Result<(Delivery, StoredEvent, Vec<Attempt>)> {
         dispatch!(self.get_delivery(id))
+    }
+
+    /// A new delivery of a delivery's event to its endpoint, due now,
+    /// whatever became of the original; returned ready to send.
+    pub async fn resend_delivery(&self, id: u64) -> Result<(Delivery, DueDelivery)> {
+        dispatch!(self.resend_delivery(id))
+    }
+
+    /// Makes every failed or dead delivery of an endpoint created at or after
+    /// `since_ms` due now; how many.
+    pub async fn recover_endpoint(&self, endpoint_id: &str, since_ms: i64) -> Result<u64> {
+        dispatch!(self.recover_endpoint(endpoint_id, since_ms))
+    }
+
+    /// Records when the endpoint's attempts started failing (`None`: they
+    /// succeed again). Not an admin change: the version stays.
+    pub async fn set_endpoint_failing_since(&self, id: &str, since_ms: Option<i64>) -> Result<()> {
+        dispatch!(self.set_endpoint_failing_since(id, since_ms))
+    }
+
+    /// Disables an enabled endpoint on the daemon's own decision, saying
+    /// why; false when it was not enabled (an admin got there first).
+    pub async fn disable_failing_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+        dispatch!(self.disable_failing_endpoint(id, reason))
     }
 
     /// Makes a failed or dead delivery due now and returns it ready to send.

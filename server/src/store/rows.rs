@@ -98,6 +98,7 @@ pub(super) fn due_from_rows(rows: &[impl Columns]) -> Result<Vec<DueDelivery>> {
                         seq,
                         id: row.get("event_id")?,
                         name: row.get("name")?,
+                        source: row.get("source")?,
                         tenant_id: row.get("tenant_id")?,
                         time_ms: row.get("time_ms")?,
                         payload: row.get("payload")?,
@@ -116,6 +117,14 @@ pub(super) fn due_from_rows(rows: &[impl Columns]) -> Result<Vec<DueDelivery>> {
             })
         })
         .collect()
+}
+
+/// The other subscriptions a delivery stands for, as stored: NULL when
+/// there are none (nearly always).
+pub(super) fn also_json(route: &crate::model::Route) -> Option<String> {
+    (!route.also.is_empty()).then(|| {
+        to_json(&route.also.iter().map(|s| &**s).collect::<Vec<&str>>())
+    })
 }
 
 pub(super) fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -139,6 +148,16 @@ pub(super) fn endpoint_from_row(row: &impl Columns) -> Result<Endpoint> {
             .map(|n| n.clamp(0, u32::MAX as i64) as u32),
         state: EndpointState::parse(&state).ok_or_else(|| corrupt("endpoint state", &state))?,
         description: row.get("description")?,
+        options: from_json(&row.get::<String>("options")?)?,
+        previous_secret: match (
+            row.get::<Option<String>>("previous_secret")?,
+            row.get::<Option<i64>>("previous_secret_until_ms")?,
+        ) {
+            (Some(secret), Some(until)) => Some((secret, until)),
+            _ => None,
+        },
+        disabled_reason: row.get("disabled_reason")?,
+        failing_since_ms: row.get("failing_since_ms")?,
         version: row.get::<i64>("version")? as u64,
         created_ms: row.get("created_ms")?,
         updated_ms: row.get("updated_ms")?,
@@ -156,6 +175,7 @@ pub(super) fn subscription_from_row(row: &impl Columns) -> Result<Subscription> 
         enabled: row.get("enabled")?,
         description: row.get("description")?,
         inputs: from_json(&row.get::<String>("inputs")?)?,
+        filter: row.get("filter")?,
         version: row.get::<i64>("version")? as u64,
         created_ms: row.get("created_ms")?,
         updated_ms: row.get("updated_ms")?,
@@ -172,6 +192,11 @@ pub(super) fn delivery_from_row(row: &impl Columns) -> Result<Delivery> {
         tenant_id: row.get("tenant_id")?,
         subscription_id: row.get("subscription_id")?,
         subscription_name: row.get("subscription_name")?,
+        also_subscriptions: row
+            .get::<Option<String>>("also_subscriptions")?
+            .map(|list| from_json(&list))
+            .transpose()?
+            .unwrap_or_default(),
         endpoint_id: row.get("endpoint_id")?,
         status: DeliveryStatus::parse(&status)
             .ok_or_else(|| corrupt("delivery status", &status))?,

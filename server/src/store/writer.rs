@@ -622,6 +622,7 @@ mod tests {
             routes: vec![Route {
                 subscription_id: Arc::from("sub"),
                 endpoint_id: Arc::from("crm"),
+                also: Vec::new(),
             }],
             flow_starts: Vec::new(),
             cancels: Vec::new(),

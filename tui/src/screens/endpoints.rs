@@ -101,7 +101,9 @@ impl EndpointsScreen {
             let color = match state {
                 EndpointState::Enabled => Color::Green,
                 EndpointState::Disabled => Color::Yellow,
-                EndpointState::Gone | EndpointState::Unspecified => Color::Red,
+                EndpointState::Gone | EndpointState::Failing | EndpointState::Unspecified => {
+                    Color::Red
+                }
             };
             let n = numbers(&e.id);
             let flying = in_flight
@@ -175,6 +177,7 @@ pub fn state_name(state: EndpointState) -> &'static str {
         EndpointState::Enabled => "enabled",
         EndpointState::Disabled => "disabled",
         EndpointState::Gone => "gone",
+        EndpointState::Failing => "failing",
         EndpointState::Unspecified => "?",
     }
 }

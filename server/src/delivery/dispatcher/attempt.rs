@@ -141,6 +141,15 @@ pub fn settle(
             Some("endpoint answered 410 Gone; the endpoint is now disabled".to_string()),
             true,
         ),
+        Outcome::Aborted => (
+            DeliveryStatus::Dead,
+            None,
+            Some(format!(
+                "the receiver asked not to retry (webhook-delivery: abort); {}",
+                error.unwrap_or_default()
+            )),
+            false,
+        ),
         Outcome::Retryable { retry_after } => {
             match retry::next_delay(schedule, delivery.attempts, retry_after, jitter) {
                 Some(delay) => (

@@ -3,13 +3,21 @@
 //! knows of its backlog in storage. Nothing here reads the clock or talks to
 //! storage; the scheduler drives it.
 
-use std::collections::{HashSet, VecDeque};
+use std::{
+    collections::{HashSet, VecDeque},
+    num::NonZeroU32,
+    time::Duration,
+};
 
+use governor::{
+    clock::{Clock, DefaultClock},
+    DefaultDirectRateLimiter, Quota,
+};
 use tokio_util::time::delay_queue;
 
 use crate::{
     delivery::breaker::Breaker,
-    model::{DueCursor, DueDelivery},
+    model::{DueCursor, DueDelivery, RateLimit},
 };
 
 #[derive(Default)]
@@ -28,6 +36,10 @@ pub(super) struct Lane {
     /// Answered 410: nothing more goes out until the catalog shows the
     /// endpoint disabled.
     pub gone: bool,
+    /// The endpoint's rate limit (GCRA) and the limit it was made for.
+    pub throttle: Option<(RateLimit, DefaultDirectRateLimiter)>,
+    /// A timer is armed for when the rate limit lets the next request go.
+    pub throttle_armed: bool,
 }
 
 impl Lane {
@@ -41,6 +53,26 @@ impl Lane {
             && !self.in_send_queue
             && !self.in_claim_queue
             && !self.gone
+    }
+
+    /// How long until the rate limit lets one more request go (`None`: now,
+    /// and the request is counted). A changed limit starts a fresh bucket.
+    pub fn throttle_wait(&mut self, limit: Option<RateLimit>) -> Option<Duration> {
+        let Some(limit) = limit else {
+            self.throttle = None;
+            return None;
+        };
+        if self.throttle.as_ref().is_none_or(|(made_for, _)| *made_for != limit) {
+            let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
+            let burst = NonZeroU32::new(limit.burst).unwrap_or(per_second);
+            let quota = Quota::per_second(per_second).allow_burst(burst);
+            self.throttle = Some((limit, DefaultDirectRateLimiter::direct(quota)));
+        }
+        let (_, limiter) = self.throttle.as_ref()?;
+        limiter
+            .check()
+            .err()
+            .map(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// The earliest due time among the ready deliveries.

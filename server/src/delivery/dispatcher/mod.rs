@@ -32,7 +32,7 @@ use schedule::{Action, Claimed, Clock, Endpoints, Limits, Scheduler};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::sender::Sender;
+use super::{health::EndpointHealth, sender::Sender};
 use crate::{
     admin::feed::{DeliveryChange, LiveFeed},
     catalog::{Catalog, CatalogHandle},
@@ -57,6 +57,8 @@ pub struct DispatcherConfig {
 pub enum Control {
     /// Attempt this delivery now (it was marked due in storage).
     RetryNow(DueDelivery),
+    /// This endpoint has deliveries due now in storage (recovered).
+    Backlog(String),
 }
 
 impl Endpoints for Catalog {
@@ -125,6 +127,8 @@ pub struct Dispatcher {
     catalog: Arc<CatalogHandle>,
     sender: Arc<Sender>,
     feed: LiveFeed,
+    /// Which endpoints have failed for how long (auto-disable).
+    health: EndpointHealth,
     default_schedule: Arc<[Duration]>,
     /// Highest delivery id announced by the writer; storage rows above it are
     /// still on their way through the channel and must not be claimed too.
@@ -148,6 +152,7 @@ impl Dispatcher {
         catalog: Arc<CatalogHandle>,
         sender: Arc<Sender>,
         feed: LiveFeed,
+        health: EndpointHealth,
     ) -> crate::store::Result<Dispatcher> {
         let cluster = store.is_shared().then(|| {
             let (news_tx, news) = mpsc::channel(256);
@@ -191,6 +196,7 @@ impl Dispatcher {
             catalog,
             sender,
             feed,
+            health,
             default_schedule: config.retry_schedule.into(),
             max_seen_id,
             claims_tx,
@@ -230,9 +236,13 @@ impl Dispatcher {
                     crate::metrics::in_flight(&end.endpoint_id, -1.0);
                     crate::metrics::breaker(&end.endpoint_id, self.scheduler.breaker_state(&end.endpoint_id));
                 }
-                Some(Control::RetryNow(delivery)) = control.recv() => {
-                    self.scheduler.retry_now(delivery, sendable!(self, catalog));
-                }
+                Some(control) = control.recv() => match control {
+                    Control::RetryNow(delivery) => self.scheduler.retry_now(delivery, sendable!(self, catalog)),
+                    Control::Backlog(endpoint_id) => {
+                        let due = vec![(endpoint_id, now_ms())];
+                        self.scheduler.stored(due, sendable!(self, catalog));
+                    }
+                },
                 Some(fired) = self.scheduler.next_timer() => {
                     self.scheduler.on_timer(fired, sendable!(self, catalog));
                 }
@@ -340,8 +350,12 @@ impl Dispatcher {
                 if results.iter().any(|s| s.endpoint_gone) {
                     self.reload_catalog();
                 }
+                let now = now_ms();
                 for settled in &results {
                     self.announce(&settled.delivery, settled.status, Some(settled));
+                    if let Some(endpoint) = catalog.endpoint(&settled.delivery.endpoint_id) {
+                        self.health.record(endpoint, settled, now);
+                    }
                 }
                 self.scheduler.settled(&results, sendable!(self, catalog));
             }
@@ -479,6 +493,7 @@ impl Dispatcher {
                 tenant_id: delivery.event.tenant_id.clone(),
                 subscription_id: delivery.subscription_id.to_string(),
                 subscription_name,
+                also_subscriptions: Vec::new(),
                 endpoint_id: delivery.endpoint_id.to_string(),
                 status,
                 attempts: delivery.attempts,

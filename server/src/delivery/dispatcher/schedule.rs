@@ -161,6 +161,8 @@ enum Timer {
     Backlog(Arc<str>),
     /// A paused lane may probe.
     Resume(Arc<str>),
+    /// A rate-limited lane may send again.
+    Throttle(Arc<str>),
     /// Storage may record results again: try sending.
     StorageResume,
 }
@@ -483,6 +485,12 @@ impl Scheduler {
                 }
                 self.refresh(&id, eps);
             }
+            Timer::Throttle(id) => {
+                if let Some(lane) = self.lanes.get_mut(&id) {
+                    lane.throttle_armed = false;
+                }
+                self.refresh(&id, eps);
+            }
             Timer::StorageResume => {
                 self.storage_pause = None;
                 self.refresh_all(eps);
@@ -625,6 +633,17 @@ impl Scheduler {
                 }
                 return;
             }
+            if lane.throttle_armed {
+                return;
+            }
+            // Waiting for the rate limit is not an attempt: the delivery
+            // stays ready and the lane looks again when the limit allows.
+            if let Some(wait) = lane.throttle_wait(endpoint.options.rate_limit) {
+                lane.throttle_armed = true;
+                self.timers
+                    .insert_at(Timer::Throttle(id.clone()), Instant::now() + wait);
+                return;
+            }
             let Some(delivery) = lane.ready.pop_front() else {
                 break;
             };
@@ -677,9 +696,15 @@ impl Scheduler {
                 Allowance::Probe => 1,
                 Allowance::Paused { .. } => 0,
             };
-            if lane.gone || lane.in_flight >= allowed {
+            if lane.gone || lane.in_flight >= allowed || lane.throttle_armed {
                 // Its own limit holds it now; it rejoins when a slot of its
-                // own frees.
+                // own frees (or its rate limit allows).
+                continue;
+            }
+            if let Some(wait) = lane.throttle_wait(endpoint.options.rate_limit) {
+                lane.throttle_armed = true;
+                self.timers
+                    .insert_at(Timer::Throttle(id.clone()), Instant::now() + wait);
                 continue;
             }
             let Some(delivery) = lane.ready.pop_front() else {

@@ -122,10 +122,10 @@ const INSERT_EVENTS: &str = "INSERT INTO events (seq, id, name, source, tenant_i
     ON CONFLICT (id) DO NOTHING RETURNING seq";
 
 const INSERT_DELIVERIES: &str = "INSERT INTO deliveries (id, event_seq, subscription_id, \
-    endpoint_id, status, attempts, next_attempt_ms, created_ms, updated_ms) \
-    SELECT id, event_seq, subscription_id, endpoint_id, 'pending', 0, $5, $5, $5 \
-    FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[]) \
-    AS u(id, event_seq, subscription_id, endpoint_id)";
+    endpoint_id, status, attempts, next_attempt_ms, created_ms, updated_ms, also_subscriptions) \
+    SELECT id, event_seq, subscription_id, endpoint_id, 'pending', 0, $5, $5, $5, also \
+    FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $6::text[]) \
+    AS u(id, event_seq, subscription_id, endpoint_id, also)";
 
 /// Inserts every publish's events, each with its deliveries (due now, added
 /// to `done.due`) and its flow-run starts and cancels. An id already taken,
@@ -278,12 +278,14 @@ async fn insert_deliveries(
     let mut event_seqs = Vec::with_capacity(count);
     let mut subscriptions = Vec::with_capacity(count);
     let mut endpoints = Vec::with_capacity(count);
+    let mut also = Vec::with_capacity(count);
     let mut ids_left = ids.iter();
     for (event, seq) in &routed {
         let envelope = Arc::new(EventEnvelope {
             seq: *seq as u64,
             id: event.id.clone(),
             name: event.name.clone(),
+            source: event.source.clone(),
             tenant_id: event.tenant_id.clone(),
             time_ms: event.time_ms,
             payload: event.payload.clone(),
@@ -295,6 +297,7 @@ async fn insert_deliveries(
             event_seqs.push(*seq);
             subscriptions.push(&*route.subscription_id);
             endpoints.push(&*route.endpoint_id);
+            also.push(super::super::rows::also_json(route));
             done.due.push(DueDelivery {
                 id: *id as u64,
                 subscription_id: route.subscription_id.clone(),
@@ -311,6 +314,7 @@ async fn insert_deliveries(
         .bind(&subscriptions)
         .bind(&endpoints)
         .bind(now)
+        .bind(&also)
         .execute(&mut *tx)
         .await?;
     notify_deliveries(tx, endpoints).await
@@ -344,7 +348,7 @@ fn attributes_json(e: &NewEvent) -> Cow<'static, str> {
 
 /// Subscriptions and flows the event was routed to.
 fn matched(e: &NewEvent) -> u32 {
-    (e.routes.len() + e.flow_starts.len()) as u32
+    e.matched()
 }
 
 /// Replaces an attempt recorded before (an attempt repeated after a crash).
@@ -369,7 +373,7 @@ const UPDATE_SETTLED_DELIVERIES: &str = "UPDATE deliveries d SET status = u.stat
     WHERE l.endpoint_id = d.endpoint_id AND l.token = u.lease)) \
     RETURNING d.id";
 
-const DISABLE_GONE_ENDPOINT: &str = "UPDATE endpoints SET state = 'gone', \
+const DISABLE_GONE_ENDPOINT: &str = "UPDATE endpoints SET state = 'gone', disabled_reason = 'it answered 410 Gone', \
     version = version + 1, updated_ms = $1 WHERE id = $2 AND state = 'enabled'";
 
 /// Records attempt results: the deliveries' new states, and the attempts

@@ -143,8 +143,9 @@ impl PgStore {
         let result = bind_endpoint(
             sqlx::query(
                 "INSERT INTO endpoints (url, tenant_id, secret, headers, timeout_ms, retry_schedule_ms, \
-                 max_in_flight, state, description, id, version, created_ms, updated_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $12)",
+                 max_in_flight, state, description, id, options, previous_secret, previous_secret_until_ms, \
+                 disabled_reason, failing_since_ms, version, created_ms, updated_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $17)",
             ),
             e,
         )
@@ -163,25 +164,18 @@ impl PgStore {
     }
 
     pub async fn update_endpoint(&self, e: &Endpoint) -> Result<Endpoint> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE endpoints SET url = $1, tenant_id = $2, secret = $3, headers = $4, timeout_ms = $5, \
              retry_schedule_ms = $6, max_in_flight = $7, state = $8, description = $9, \
-             version = version + 1, updated_ms = $10 WHERE id = $11 AND version = $12",
-        )
-        .bind(&e.url)
-        .bind(&e.tenant_id)
-        .bind(&e.secret)
-        .bind(to_json(&e.headers))
-        .bind(e.timeout.map(|d| d.as_millis() as i64))
-        .bind(schedule_to_json(&e.retry_schedule))
-        .bind(e.max_in_flight.map(i64::from))
-        .bind(e.state.as_str())
-        .bind(&e.description)
-        .bind(now_ms())
-        .bind(&e.id)
-        .bind(e.version as i64)
-        .execute(&self.pool)
-        .await?;
+             options = $11, previous_secret = $12, previous_secret_until_ms = $13, \
+             disabled_reason = $14, failing_since_ms = $15, \
+             version = version + 1, updated_ms = $16 WHERE id = $10 AND version = $17",
+        );
+        let done = bind_endpoint(query, e)
+            .bind(now_ms())
+            .bind(e.version as i64)
+            .execute(&self.pool)
+            .await?;
         if done.rows_affected() == 0 {
             let current = self.get_endpoint(&e.id).await?;
             return Err(Error::StaleVersion {
@@ -257,8 +251,8 @@ impl PgStore {
         let now = now_ms();
         let result = sqlx::query(
             "INSERT INTO subscriptions (id, name, patterns, exclude, tenant_id, target, enabled, \
-             description, inputs, version, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11)",
+             description, inputs, filter, version, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, 1, $10, $11)",
         )
         .bind(&s.id)
         .bind(&s.name)
@@ -271,6 +265,7 @@ impl PgStore {
         .bind(to_json(&s.inputs))
         .bind(now)
         .bind(now)
+        .bind(&s.filter)
         .execute(&self.pool)
         .await;
         match result {
@@ -286,8 +281,8 @@ impl PgStore {
     pub async fn update_subscription(&self, s: &Subscription) -> Result<Subscription> {
         let result = sqlx::query(
             "UPDATE subscriptions SET name = $1, patterns = $2, exclude = $3, tenant_id = $4, target = $5, \
-             enabled = $6, description = $7, inputs = $8, version = version + 1, updated_ms = $9 \
-             WHERE id = $10 AND version = $11",
+             enabled = $6, description = $7, inputs = $8, filter = $12, version = version + 1, \
+             updated_ms = $9 WHERE id = $10 AND version = $11",
         )
         .bind(&s.name)
         .bind(to_json(&s.patterns))
@@ -300,6 +295,7 @@ impl PgStore {
         .bind(now_ms())
         .bind(&s.id)
         .bind(s.version as i64)
+        .bind(&s.filter)
         .execute(&self.pool)
         .await;
         let done = match result {
@@ -425,6 +421,75 @@ impl PgStore {
         Ok(Some((event, ids.into_iter().map(|i| i as u64).collect())))
     }
 
+    pub async fn resend_delivery(&self, id: u64) -> Result<(Delivery, DueDelivery)> {
+        let now = now_ms();
+        let new_id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO deliveries (event_seq, subscription_id, endpoint_id, status, attempts, next_attempt_ms, created_ms, updated_ms, also_subscriptions) SELECT event_seq, subscription_id, endpoint_id, 'pending', 0, $1, $2, $3, also_subscriptions FROM deliveries WHERE id = $4 RETURNING id",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(id as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        let new_id = new_id.ok_or_else(|| not_found("delivery", &id.to_string()))?;
+        let (delivery, _, _) = self.get_delivery(new_id as u64).await?;
+        // Whichever node holds the endpoint's lease picks it up.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(cluster::DELIVERIES_CHANNEL)
+            .bind(&delivery.endpoint_id)
+            .execute(&self.pool)
+            .await?;
+        let due = self
+            .load_due_where("d.id = $1", new_id, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| not_found("delivery", &new_id.to_string()))?;
+        Ok((delivery, due))
+    }
+
+    pub async fn recover_endpoint(&self, endpoint_id: &str, since_ms: i64) -> Result<u64> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'failed', next_attempt_ms = $1, updated_ms = $2 WHERE endpoint_id = $3 AND status IN ('failed', 'dead') AND created_ms >= $4",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(endpoint_id)
+        .bind(since_ms)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(cluster::DELIVERIES_CHANNEL)
+                .bind(endpoint_id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(done.rows_affected())
+    }
+
+    pub async fn set_endpoint_failing_since(&self, id: &str, since_ms: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE endpoints SET failing_since_ms = $1 WHERE id = $2")
+            .bind(since_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn disable_failing_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE endpoints SET state = 'failing', disabled_reason = $1, version = version + 1, updated_ms = $2 WHERE id = $3 AND state = 'enabled'",
+        )
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn schedule_retry(&self, id: u64) -> Result<(Delivery, DueDelivery)> {
         let now = now_ms();
         let done = sqlx::query(
@@ -518,20 +583,20 @@ impl PgStore {
 }
 
 const DELIVERY_SELECT: &str = "SELECT d.id, d.event_seq, e.id AS event_id, e.name AS event_name, \
-    e.tenant_id, d.subscription_id, COALESCE(s.name, '') AS subscription_name, d.endpoint_id, \
+    e.tenant_id, d.subscription_id, COALESCE(s.name, '') AS subscription_name, d.also_subscriptions, d.endpoint_id, \
     d.status, d.attempts, d.last_status_code, d.last_error, d.last_duration_ms, d.next_attempt_ms, \
     d.created_ms, d.updated_ms \
     FROM deliveries d JOIN events e ON e.seq = d.event_seq \
     LEFT JOIN subscriptions s ON s.id = d.subscription_id";
 
 const DUE_SELECT: &str = "SELECT d.id, d.subscription_id, d.endpoint_id, d.attempts, \
-    d.next_attempt_ms, e.seq, e.id AS event_id, e.name, e.tenant_id, e.time_ms, e.payload \
+    d.next_attempt_ms, e.seq, e.id AS event_id, e.name, e.source, e.tenant_id, e.time_ms, e.payload \
     FROM deliveries d JOIN events e ON e.seq = d.event_seq";
 
 // The due queries walk `deliveries_endpoint_due` (endpoint, due time, id)
 // over pending rows only; a page never sorts the endpoint's whole backlog.
 const CLAIM_DUE: &str = "SELECT d.id, d.subscription_id, d.endpoint_id, d.attempts, \
-    d.next_attempt_ms, e.seq, e.id AS event_id, e.name, e.tenant_id, e.time_ms, e.payload \
+    d.next_attempt_ms, e.seq, e.id AS event_id, e.name, e.source, e.tenant_id, e.time_ms, e.payload \
     FROM deliveries d JOIN events e ON e.seq = d.event_seq \
     WHERE d.endpoint_id = $1 AND d.status IN ('pending', 'failed') AND d.next_attempt_ms <= $2 \
     AND d.id <= $3 AND (d.next_attempt_ms, d.id) > ($4, $5) \
@@ -559,6 +624,11 @@ fn bind_endpoint<'q>(
         .bind(e.state.as_str())
         .bind(&e.description)
         .bind(&e.id)
+        .bind(to_json(&e.options))
+        .bind(e.previous_secret.as_ref().map(|(secret, _)| secret.as_str()))
+        .bind(e.previous_secret.as_ref().map(|&(_, until)| until))
+        .bind(&e.disabled_reason)
+        .bind(e.failing_since_ms)
 }
 
 /// `host-pid-random`, until the daemon names itself (`PgStore::named`).

@@ -239,8 +239,8 @@ const INSERT_EVENT: &str = "INSERT INTO events (id, name, source, tenant_id, tim
     ON CONFLICT (id) DO NOTHING";
 
 const INSERT_DELIVERY: &str = "INSERT INTO deliveries (event_seq, subscription_id, endpoint_id, \
-    status, attempts, next_attempt_ms, created_ms, updated_ms) \
-    VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4)";
+    status, attempts, next_attempt_ms, created_ms, updated_ms, also_subscriptions) \
+    VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4, ?5)";
 
 /// Inserts one publish's events, each with its deliveries (due now, added to
 /// `done.due`) and its flow-run starts and cancels, in the order published.
@@ -278,6 +278,7 @@ fn insert_events(
                 seq: seq as u64,
                 id: event.id.clone(),
                 name: event.name.clone(),
+                source: event.source.clone(),
                 tenant_id: event.tenant_id.clone(),
                 time_ms: event.time_ms,
                 payload: event.payload.clone(),
@@ -287,7 +288,8 @@ fn insert_events(
                     seq,
                     &*route.subscription_id,
                     &*route.endpoint_id,
-                    now
+                    now,
+                    super::super::rows::also_json(route),
                 ])?;
                 done.due.push(DueDelivery {
                     id: tx.last_insert_rowid() as u64,
@@ -326,7 +328,7 @@ fn attributes_json(attributes: &BTreeMap<String, String>) -> Cow<'static, str> {
 
 /// Subscriptions and flows the event was routed to.
 fn matched(e: &NewEvent) -> u32 {
-    (e.routes.len() + e.flow_starts.len()) as u32
+    e.matched()
 }
 
 /// The id is taken: the same body is a duplicate (answered, not routed
@@ -356,7 +358,7 @@ const UPDATE_SETTLED_DELIVERY: &str = "UPDATE deliveries SET status = ?2, attemp
     last_error = ?6, last_duration_ms = COALESCE(?7, last_duration_ms), updated_ms = ?8 \
     WHERE id = ?1";
 
-const DISABLE_GONE_ENDPOINT: &str = "UPDATE endpoints SET state = 'gone', version = version + 1, \
+const DISABLE_GONE_ENDPOINT: &str = "UPDATE endpoints SET state = 'gone', disabled_reason = 'it answered 410 Gone', version = version + 1, \
     updated_ms = ?1 WHERE id = ?2 AND state = 'enabled'";
 
 /// Records attempt results: the attempt, and the delivery's new state.
@@ -448,6 +450,7 @@ mod tests {
                 .map(|i| Route {
                     subscription_id: Arc::from(format!("sub-{i}")),
                     endpoint_id: Arc::from("crm"),
+                    also: Vec::new(),
                 })
                 .collect(),
             flow_starts: Vec::new(),
