@@ -38,6 +38,8 @@ mod connections;
 mod crash;
 #[path = "e2e/ctl.rs"]
 mod ctl;
+#[path = "e2e/delivery_depth.rs"]
+mod delivery_depth;
 #[path = "e2e/duplicates.rs"]
 mod duplicates;
 #[path = "e2e/errors.rs"]

@@ -95,14 +95,13 @@ impl Filter {
 }
 
 fn compile_error(expr: &str, e: &minijinja::Error) -> String {
-    let detail = e.detail().map_or_else(|| e.kind().to_string(), str::to_string);
+    let detail = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), str::to_string);
     match e.range() {
         Some(range) if range.start >= PREFIX.len() => {
             let at = (range.start - PREFIX.len()).min(expr.len());
-            let column = expr
-                .get(..at)
-                .map_or(at, |before| before.chars().count())
-                + 1;
+            let column = expr.get(..at).map_or(at, |before| before.chars().count()) + 1;
             format!("does not compile at character {column}: {detail}")
         }
         _ => format!("does not compile: {detail}"),
@@ -139,24 +138,29 @@ mod tests {
 
     #[test]
     fn a_filter_takes_what_it_is_true_for() {
-        let filter = Filter::compile(
-            r#"event.payload.amount > 100 and event.payload.currency == "EUR""#,
-        )
-        .expect("compiles");
+        let filter =
+            Filter::compile(r#"event.payload.amount > 100 and event.payload.currency == "EUR""#)
+                .expect("compiles");
         let take = |p: &str| filter.accepts(&context(&event(p)));
         assert_eq!(take(r#"{"amount": 150, "currency": "EUR"}"#), Ok(true));
         assert_eq!(take(r#"{"amount": 50, "currency": "EUR"}"#), Ok(false));
         assert_eq!(take(r#"{"amount": 150, "currency": "USD"}"#), Ok(false));
-        let by_tenant = Filter::compile(r#"event.tenant_id == "acme" and event.name is startingwith("order.")"#)
-            .expect("compiles");
+        let by_tenant = Filter::compile(
+            r#"event.tenant_id == "acme" and event.name is startingwith("order.")"#,
+        )
+        .expect("compiles");
         assert_eq!(by_tenant.accepts(&context(&event("{}"))), Ok(true));
     }
 
     #[test]
     fn mistakes_are_refused_with_their_position() {
-        let err = Filter::compile("event.payload.amount >").err().unwrap_or_default();
+        let err = Filter::compile("event.payload.amount >")
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("character"), "{err}");
-        let err = Filter::compile("payload.amount > 1").err().unwrap_or_default();
+        let err = Filter::compile("payload.amount > 1")
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("`payload`"), "{err}");
         assert!(Filter::compile("{{ event.name }}").is_err());
         assert!(Filter::compile("  ").is_err());

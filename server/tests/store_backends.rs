@@ -11,8 +11,8 @@ use hookyard_server::{
     model::{
         now_ms,
         run::{Concurrency, NewRun, OnConflict, Run, RunState, StartOutcome},
-        Attempt, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint, EndpointAuth, EndpointOptions, EndpointState, NewEvent,
-        PayloadFormat, RateLimit, Route, Subscription,
+        Attempt, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint, EndpointAuth,
+        EndpointOptions, EndpointState, NewEvent, PayloadFormat, RateLimit, Route, Subscription,
     },
     store::{
         Committed, Error, FlowOp, Rejection, RunsCommitted, Settled, Store, SubmitError, Writer,

@@ -38,6 +38,8 @@ pub enum Behaviour {
     FailTimes(u64, u16),
     /// `status` for about `share` of the requests (deterministic), else 200.
     FailShare(f64, u16),
+    /// `status` with `webhook-delivery: abort`: do not retry this one.
+    Abort(u16),
 }
 
 impl Behaviour {
@@ -46,6 +48,7 @@ impl Behaviour {
             Behaviour::Always(status) => status,
             Behaviour::FailTimes(n, status) if request_number < n => status,
             Behaviour::FailTimes(..) => 200,
+            Behaviour::Abort(status) => status,
             Behaviour::FailShare(share, status) => {
                 // A cheap hash spreads failures over the sequence.
                 let bucket = request_number.wrapping_mul(2_654_435_761) % 1000;
@@ -175,7 +178,7 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, [(&'static str, &'static str); 1]) {
     let at = Instant::now();
     let number = shared.count.fetch_add(1, Ordering::SeqCst);
     let _ = shared.tx.send(Received {
@@ -184,7 +187,12 @@ async fn record(
         body,
         at,
     });
-    StatusCode::from_u16(shared.behaviour.status(number)).expect("a valid status")
+    let status = StatusCode::from_u16(shared.behaviour.status(number)).expect("a valid status");
+    let delivery = match shared.behaviour {
+        Behaviour::Abort(_) => "abort",
+        _ => "continue",
+    };
+    (status, [("webhook-delivery", delivery)])
 }
 
 /// Checks the Standard Webhooks signature with `secret` (`whsec_<base64>`),

@@ -9,8 +9,8 @@ use prost_types::Timestamp;
 use crate::{
     delivery::signing,
     model::{
-        Attempt, Delivery, DeliveryStatus, Endpoint, EndpointAuth, EndpointOptions,
-        EndpointState, PayloadFormat, RateLimit, StoredEvent, Subscription,
+        Attempt, Delivery, DeliveryStatus, Endpoint, EndpointAuth, EndpointOptions, EndpointState,
+        PayloadFormat, RateLimit, StoredEvent, Subscription,
     },
 };
 
@@ -67,7 +67,10 @@ pub fn endpoint_to_pb(e: &Endpoint) -> pb::Endpoint {
         }),
         disabled_reason: e.disabled_reason.clone().unwrap_or_default(),
         failing_since: e.failing_since_ms.and_then(timestamp),
-        previous_secret_expires_at: e.previous_secret.as_ref().and_then(|&(_, until)| timestamp(until)),
+        previous_secret_expires_at: e
+            .previous_secret
+            .as_ref()
+            .and_then(|&(_, until)| timestamp(until)),
     }
 }
 

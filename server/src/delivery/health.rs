@@ -134,7 +134,10 @@ pub async fn run(
                 endpoint_id,
                 since_ms,
             } => {
-                if let Err(error) = store.set_endpoint_failing_since(&endpoint_id, since_ms).await {
+                if let Err(error) = store
+                    .set_endpoint_failing_since(&endpoint_id, since_ms)
+                    .await
+                {
                     tracing::warn!(endpoint = %endpoint_id, %error, "Could not record the endpoint's failing time.");
                 }
             }
@@ -142,7 +145,17 @@ pub async fn run(
                 endpoint_id,
                 since_ms,
                 reason,
-            } => disable(&store, &catalog, &publisher, &endpoint_id, since_ms, &reason).await,
+            } => {
+                disable(
+                    &store,
+                    &catalog,
+                    &publisher,
+                    &endpoint_id,
+                    since_ms,
+                    &reason,
+                )
+                .await
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use super::signing::{self, SigningSecret};
 use crate::{
     flows::template,
-    model::{EndpointAuth, EventEnvelope, Endpoint, PayloadFormat},
+    model::{Endpoint, EndpointAuth, EventEnvelope, PayloadFormat},
     timestamp::format_rfc3339_millis,
 };
 
@@ -243,7 +243,12 @@ const MAX_TRANSFORMS: usize = 1024;
 
 impl Transforms {
     pub fn get(&self, source: &str) -> Result<Arc<Transform>, String> {
-        if let Some(t) = self.compiled.lock().ok().and_then(|m| m.get(source).cloned()) {
+        if let Some(t) = self
+            .compiled
+            .lock()
+            .ok()
+            .and_then(|m| m.get(source).cloned())
+        {
             return Ok(t);
         }
         let compiled = Arc::new(Transform::compile(source)?);
@@ -306,8 +311,9 @@ mod tests {
 
     #[test]
     fn transforms_make_json_or_fail_saying_why() {
-        let t = Transform::compile(r#"{"text": {{ (event.name ~ " " ~ event.payload.a) | tojson }}}"#)
-            .expect("compiles");
+        let t =
+            Transform::compile(r#"{"text": {{ (event.name ~ " " ~ event.payload.a) | tojson }}}"#)
+                .expect("compiles");
         assert_eq!(
             t.render(&event(0)).ok().as_deref(),
             Some(r#"{"text": "lead.created 1"}"#)
@@ -320,8 +326,6 @@ mod tests {
             "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
         )
         .expect("compiles");
-        assert!(runaway
-            .render(&event(0))
-            .is_err_and(|e| e.contains("fuel")));
+        assert!(runaway.render(&event(0)).is_err_and(|e| e.contains("fuel")));
     }
 }

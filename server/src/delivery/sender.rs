@@ -125,7 +125,8 @@ impl Sender {
         let duration_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
         let (status_code, error, response_body, outcome) = match result {
             Ok(answer) => {
-                let mut outcome = retry::classify(Some(answer.status), answer.retry_after.as_deref());
+                let mut outcome =
+                    retry::classify(Some(answer.status), answer.retry_after.as_deref());
                 if answer.abort && !matches!(outcome, Outcome::Success) {
                     outcome = Outcome::Aborted;
                 }

@@ -27,11 +27,7 @@ pub struct EndpointOptions {
     pub rate_limit: Option<RateLimit>,
     /// Failing every attempt this long disables the endpoint; `None`: the
     /// default (5 days); zero: never.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "optional_ms"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_ms")]
     pub disable_after_ms: Option<Duration>,
     /// How requests authenticate, beyond the signature and static headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

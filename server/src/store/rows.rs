@@ -122,9 +122,8 @@ pub(super) fn due_from_rows(rows: &[impl Columns]) -> Result<Vec<DueDelivery>> {
 /// The other subscriptions a delivery stands for, as stored: NULL when
 /// there are none (nearly always).
 pub(super) fn also_json(route: &crate::model::Route) -> Option<String> {
-    (!route.also.is_empty()).then(|| {
-        to_json(&route.also.iter().map(|s| &**s).collect::<Vec<&str>>())
-    })
+    (!route.also.is_empty())
+        .then(|| to_json(&route.also.iter().map(|s| &**s).collect::<Vec<&str>>()))
 }
 
 pub(super) fn to_json<T: serde::Serialize>(value: &T) -> String {

@@ -62,7 +62,11 @@ impl Lane {
             self.throttle = None;
             return None;
         };
-        if self.throttle.as_ref().is_none_or(|(made_for, _)| *made_for != limit) {
+        if self
+            .throttle
+            .as_ref()
+            .is_none_or(|(made_for, _)| *made_for != limit)
+        {
             let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
             let burst = NonZeroU32::new(limit.burst).unwrap_or(per_second);
             let quota = Quota::per_second(per_second).allow_burst(burst);

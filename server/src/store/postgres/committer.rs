@@ -373,7 +373,8 @@ const UPDATE_SETTLED_DELIVERIES: &str = "UPDATE deliveries d SET status = u.stat
     WHERE l.endpoint_id = d.endpoint_id AND l.token = u.lease)) \
     RETURNING d.id";
 
-const DISABLE_GONE_ENDPOINT: &str = "UPDATE endpoints SET state = 'gone', disabled_reason = 'it answered 410 Gone', \
+const DISABLE_GONE_ENDPOINT: &str =
+    "UPDATE endpoints SET state = 'gone', disabled_reason = 'it answered 410 Gone', \
     version = version + 1, updated_ms = $1 WHERE id = $2 AND state = 'enabled'";
 
 /// Records attempt results: the deliveries' new states, and the attempts

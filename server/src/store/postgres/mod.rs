@@ -625,7 +625,11 @@ fn bind_endpoint<'q>(
         .bind(&e.description)
         .bind(&e.id)
         .bind(to_json(&e.options))
-        .bind(e.previous_secret.as_ref().map(|(secret, _)| secret.as_str()))
+        .bind(
+            e.previous_secret
+                .as_ref()
+                .map(|(secret, _)| secret.as_str()),
+        )
         .bind(e.previous_secret.as_ref().map(|&(_, until)| until))
         .bind(&e.disabled_reason)
         .bind(e.failing_since_ms)
