@@ -376,8 +376,10 @@ pub async fn start(
             store,
             catalog,
             feed,
-            control_tx,
-            admin_sender,
+            crate::admin::service::DeliveryAdmin {
+                control: control_tx,
+                sender: admin_sender,
+            },
             sources,
             FlowAdmin {
                 catalog: flows,

@@ -26,6 +26,13 @@ const MAX_PAGE: usize = 500;
 /// Updates buffered per watcher before older ones are dropped.
 const WATCH_BUFFER: usize = 256;
 
+/// What the Admin API asks of delivery: the dispatcher's control channel
+/// (retries, recoveries) and its sender (test sends).
+pub struct DeliveryAdmin {
+    pub control: mpsc::Sender<Control>,
+    pub sender: Arc<Sender>,
+}
+
 pub struct AdminService {
     pub(super) store: Store,
     pub(super) catalog: Arc<CatalogHandle>,
@@ -44,8 +51,7 @@ impl AdminService {
         store: Store,
         catalog: Arc<CatalogHandle>,
         feed: LiveFeed,
-        control: mpsc::Sender<Control>,
-        sender: Arc<Sender>,
+        delivery: DeliveryAdmin,
         sources: Arc<SourceRegistry>,
         flows: super::flows::FlowAdmin,
         shutdown: CancellationToken,
@@ -54,8 +60,8 @@ impl AdminService {
             store,
             catalog,
             feed,
-            control,
-            sender,
+            control: delivery.control,
+            sender: delivery.sender,
             sources,
             flows,
             shutdown,
