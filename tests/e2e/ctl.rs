@@ -185,3 +185,61 @@ async fn ctl_manages_resources_and_reads_deliveries_and_runs() {
         .expect("hookyard completions");
     assert!(String::from_utf8_lossy(&completions.stdout).contains("hookyard"));
 }
+
+#[tokio::test]
+async fn ctl_sets_delivery_options_rotates_tests_and_filters() {
+    let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let daemon = Daemon::start(TestConfig::crm(&sink.url())).await;
+    let updated = ctl_json(
+        &daemon,
+        &[
+            "endpoints",
+            "update",
+            "crm",
+            "--format",
+            "raw",
+            "--rate-limit",
+            "50",
+            "--disable-after",
+            "2d",
+        ],
+    )
+    .await;
+    assert_eq!(updated[0]["format"], "raw", "{updated}");
+    let (ok, _, stderr) = ctl(&daemon, &["endpoints", "update", "crm", "--format", "xml"]).await;
+    assert!(!ok && stderr.contains("standard_webhooks"), "{stderr}");
+
+    let rotated = ctl_json(
+        &daemon,
+        &["endpoints", "rotate-secret", "crm", "--grace", "1h"],
+    )
+    .await;
+    let secret = rotated["secret"].as_str().unwrap_or_default().to_string();
+    assert!(secret.starts_with("whsec_"), "{rotated}");
+
+    let tested = ctl_json(&daemon, &["endpoints", "test", "crm"]).await;
+    assert_eq!(tested["succeeded"], true, "{tested}");
+    let received = sink.next().await;
+    crate::sink::assert_signed(&received, &secret);
+    assert_eq!(received.json()["message"], "A test event from Hookyard.");
+
+    let (ok, _, stderr) = ctl(
+        &daemon,
+        &[
+            "subscriptions",
+            "create",
+            "--name",
+            "big",
+            "--pattern",
+            "order.*",
+            "--target",
+            "endpoint:crm",
+            "--filter",
+            "event.payload.amount >",
+        ],
+    )
+    .await;
+    assert!(!ok && stderr.contains("filter"), "{stderr}");
+    let recovered = ctl_json(&daemon, &["endpoints", "recover", "crm", "--since", "1h"]).await;
+    assert_eq!(recovered["ok"], true, "{recovered}");
+}

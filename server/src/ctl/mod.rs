@@ -19,12 +19,14 @@ use hookyard::v1::{
     admin_client::AdminClient, events_client::EventsClient, CancelRunRequest,
     CreateEndpointRequest, CreateFlowRequest, CreateSubscriptionRequest, DeleteEndpointRequest,
     DeleteFlowRequest, DeleteSourceRequest, DeleteSubscriptionRequest, DeliveryFilter,
-    DeliveryStatus, Endpoint, EndpointState, Event, GetDeliveryRequest, GetEndpointRequest,
-    GetFlowRequest, GetRunRequest, GetSourceRequest, GetSubscriptionRequest, ListDeliveriesRequest,
-    ListEndpointsRequest, ListFlowsRequest, ListRunsRequest, ListSourcesRequest,
-    ListSubscriptionsRequest, PublishRequest, ResumeSourceRequest, RetryDeliveryRequest, RunState,
-    Subscription, SuspendSourceRequest, UpdateEndpointRequest, UpdateFlowRequest,
-    UpdateSubscriptionRequest, WatchDeliveriesRequest,
+    DeliveryStatus, Endpoint, EndpointRateLimit, EndpointState, Event, GetDeliveryRequest,
+    GetEndpointRequest, GetFlowRequest, GetRunRequest, GetSourceRequest, GetSubscriptionRequest,
+    ListDeliveriesRequest, ListEndpointsRequest, ListFlowsRequest, ListRunsRequest,
+    ListSourcesRequest, ListSubscriptionsRequest, PayloadFormat, PublishRequest,
+    RecoverEndpointRequest, ResendDeliveryRequest, ResumeSourceRequest, RetryDeliveryRequest,
+    RotateEndpointSecretRequest, RunState, SendTestEventRequest, Subscription,
+    SuspendSourceRequest, UpdateEndpointRequest, UpdateFlowRequest, UpdateSubscriptionRequest,
+    WatchDeliveriesRequest,
 };
 use tonic::{
     metadata::{Ascii, MetadataValue},
@@ -158,6 +160,25 @@ pub enum EndpointCommand {
     Delete {
         id: String,
     },
+    /// A new signing secret, printed once; the old one keeps signing beside
+    /// it for the grace period.
+    RotateSecret {
+        id: String,
+        /// How long the old secret keeps signing (default 24h; `0s`: stop now).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<Duration>,
+    },
+    /// Sends a `hookyard.test` event now and prints the attempt.
+    Test {
+        id: String,
+    },
+    /// Re-queues the endpoint's failed and dead deliveries.
+    Recover {
+        id: String,
+        /// Only deliveries created within this long, e.g. `6h`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +195,29 @@ pub struct EndpointFields {
     max_in_flight: Option<u32>,
     #[arg(long)]
     description: Option<String>,
+    /// envelope, standard_webhooks, cloudevents, cloudevents_binary or raw.
+    #[arg(long, value_parser = payload_format)]
+    format: Option<PayloadFormat>,
+    /// A template over `event` producing the body (empty: none).
+    #[arg(long)]
+    transform: Option<String>,
+    /// Requests per second at most (0: no limit).
+    #[arg(long)]
+    rate_limit: Option<u32>,
+    /// Requests allowed at once above the rate (default: one second's worth).
+    #[arg(long)]
+    rate_limit_burst: Option<u32>,
+    /// Failing this long disables the endpoint (`0s`: never).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    disable_after: Option<Duration>,
+}
+
+fn payload_format(s: &str) -> Result<PayloadFormat, String> {
+    crate::model::PayloadFormat::parse(s)
+        .map(crate::admin::convert::format_to_pb)
+        .ok_or_else(|| {
+            "expected envelope, standard_webhooks, cloudevents, cloudevents_binary or raw".into()
+        })
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +241,9 @@ pub enum SubscriptionCommand {
         tenant: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        /// An expression over `event`, e.g. `event.payload.amount > 100`.
+        #[arg(long)]
+        filter: Option<String>,
         #[arg(long)]
         disabled: bool,
     },
@@ -211,6 +258,9 @@ pub enum SubscriptionCommand {
         exclude: Vec<String>,
         #[arg(long)]
         description: Option<String>,
+        /// An expression over `event` (empty: none).
+        #[arg(long)]
+        filter: Option<String>,
         #[arg(long, conflicts_with = "disable")]
         enable: bool,
         #[arg(long)]
@@ -268,6 +318,10 @@ pub enum DeliveryCommand {
     },
     /// Attempt a failed or dead delivery again now.
     Retry {
+        id: u64,
+    },
+    /// Send a delivery's event to its endpoint again, as a new delivery.
+    Resend {
         id: u64,
     },
 }
@@ -492,6 +546,50 @@ async fn endpoints(out: &Output, admin: &mut Admin, c: EndpointCommand) -> anyho
                 .map_err(refused)?;
             out.done("deleted endpoint", &id);
         }
+        EndpointCommand::RotateSecret { id, grace } => {
+            let rotated = admin
+                .rotate_endpoint_secret(RotateEndpointSecretRequest {
+                    id,
+                    grace_ms: grace.map(|g| g.as_millis().min(u64::MAX as u128) as u64),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.secret(&rotated.secret);
+        }
+        EndpointCommand::Test { id } => {
+            let answer = admin
+                .send_test_event(SendTestEventRequest {
+                    endpoint_id: id,
+                    ..SendTestEventRequest::default()
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.test_sent(&answer);
+            if !answer.succeeded {
+                anyhow::bail!("the endpoint did not accept the test event");
+            }
+        }
+        EndpointCommand::Recover { id, since } => {
+            let since = since.map(|ago| {
+                let at = crate::model::now_ms()
+                    .saturating_sub(ago.as_millis().min(i64::MAX as u128) as i64);
+                crate::admin::convert::timestamp(at).unwrap_or_default()
+            });
+            let recovered = admin
+                .recover_endpoint(RecoverEndpointRequest {
+                    endpoint_id: id.clone(),
+                    since,
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.done(
+                &format!("re-queued {} deliveries of endpoint", recovered.requeued),
+                &id,
+            );
+        }
     }
     Ok(())
 }
@@ -512,6 +610,29 @@ impl EndpointFields {
         }
         if let Some(description) = self.description {
             e.description = description;
+        }
+        if let Some(format) = self.format {
+            e.set_format(format);
+        }
+        if let Some(transform) = self.transform {
+            e.transform = transform;
+        }
+        match self.rate_limit {
+            Some(0) => e.rate_limit = None,
+            Some(per_second) => {
+                e.rate_limit = Some(EndpointRateLimit {
+                    per_second,
+                    burst: self.rate_limit_burst.unwrap_or(0),
+                })
+            }
+            None => {
+                if let (Some(limit), Some(burst)) = (e.rate_limit.as_mut(), self.rate_limit_burst) {
+                    limit.burst = burst;
+                }
+            }
+        }
+        if let Some(after) = self.disable_after {
+            e.disable_after_ms = Some(after.as_millis().min(u64::MAX as u128) as u64);
         }
     }
 }
@@ -545,6 +666,7 @@ async fn subscriptions(
             exclude,
             tenant,
             description,
+            filter,
             disabled,
         } => {
             let s = admin
@@ -556,6 +678,7 @@ async fn subscriptions(
                         target,
                         tenant_id: tenant.unwrap_or_default(),
                         description: description.unwrap_or_default(),
+                        filter: filter.unwrap_or_default(),
                         enabled: !disabled,
                         ..Subscription::default()
                     }),
@@ -571,6 +694,7 @@ async fn subscriptions(
             target,
             exclude,
             description,
+            filter,
             enable,
             disable,
         } => {
@@ -590,6 +714,9 @@ async fn subscriptions(
             }
             if let Some(description) = description {
                 s.description = description;
+            }
+            if let Some(filter) = filter {
+                s.filter = filter;
             }
             if enable {
                 s.enabled = true;
@@ -739,6 +866,14 @@ async fn deliveries(out: &Output, admin: &mut Admin, c: DeliveryCommand) -> anyh
         DeliveryCommand::Retry { id } => {
             let d = admin
                 .retry_delivery(RetryDeliveryRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.deliveries(std::slice::from_ref(&d));
+        }
+        DeliveryCommand::Resend { id } => {
+            let d = admin
+                .resend_delivery(ResendDeliveryRequest { id })
                 .await
                 .map_err(refused)?
                 .into_inner();

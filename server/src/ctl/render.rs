@@ -4,7 +4,8 @@
 
 use hookyard::v1::{
     Delivery, DeliveryDetail, DeliveryStatus, DeliveryUpdate, Endpoint, EndpointState, Flow,
-    PublishResponse, Run, RunDetail, RunState, Source, SourceStatus, Subscription,
+    PublishResponse, Run, RunDetail, RunState, SendTestEventResponse, Source, SourceStatus,
+    Subscription,
 };
 use serde_json::{json, Value};
 
@@ -33,6 +34,43 @@ impl Output {
         }
     }
 
+    /// A secret shown once (endpoint rotation).
+    pub fn secret(&self, secret: &str) {
+        if self.json {
+            println!("{}", json!({ "secret": secret }));
+        } else {
+            println!("{secret}");
+            eprintln!(
+                "The secret is shown only now; the old one signs beside it for the grace period."
+            );
+        }
+    }
+
+    pub fn test_sent(&self, answer: &SendTestEventResponse) {
+        let attempt = answer.attempt.clone().unwrap_or_default();
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "succeeded": answer.succeeded,
+                    "status_code": attempt.status_code,
+                    "error": attempt.error,
+                    "duration_ms": attempt.duration_ms,
+                    "response_body": attempt.response_body,
+                })
+            );
+        } else {
+            let status = match attempt.status_code {
+                0 => "no answer".to_string(),
+                code => format!("HTTP {code}"),
+            };
+            println!("{status} in {} ms {}", attempt.duration_ms, attempt.error);
+            if !attempt.response_body.is_empty() {
+                println!("{}", attempt.response_body);
+            }
+        }
+    }
+
     pub fn endpoints(&self, endpoints: &[Endpoint]) {
         let rows = endpoints
             .iter()
@@ -55,6 +93,11 @@ impl Output {
                     "headers": e.headers, "timeout_ms": e.timeout_ms,
                     "retry_schedule_ms": e.retry_schedule_ms, "max_in_flight": e.max_in_flight,
                     "description": e.description, "version": e.version,
+                    "format": payload_format(e.format()), "transform": e.transform,
+                    "rate_limit": e.rate_limit.map(|r| json!({"per_second": r.per_second, "burst": r.burst})),
+                    "disable_after_ms": e.disable_after_ms,
+                    "basic_auth_username": e.basic_auth.as_ref().map(|b| b.username.clone()),
+                    "disabled_reason": e.disabled_reason,
                 })
             })
             .collect();
@@ -80,7 +123,7 @@ impl Output {
                 json!({
                     "id": s.id, "name": s.name, "patterns": s.patterns, "exclude": s.exclude,
                     "target": s.target, "tenant_id": s.tenant_id, "enabled": s.enabled,
-                    "description": s.description, "version": s.version,
+                    "description": s.description, "version": s.version, "filter": s.filter,
                 })
             })
             .collect();
@@ -478,5 +521,16 @@ mod tests {
             table(&["ID", "STATE"], &rows),
             "ID          STATE\ncrm         enabled\nbilling-eu  disabled\n"
         );
+    }
+}
+
+fn payload_format(format: hookyard::v1::PayloadFormat) -> &'static str {
+    use hookyard::v1::PayloadFormat as F;
+    match format {
+        F::Unspecified | F::Envelope => "envelope",
+        F::StandardWebhooks => "standard_webhooks",
+        F::Cloudevents => "cloudevents",
+        F::CloudeventsBinary => "cloudevents_binary",
+        F::Raw => "raw",
     }
 }
