@@ -134,6 +134,121 @@ async fn endpoint_toggle_and_stale_edit() {
     assert_screen!("endpoint_form_stale", app, 120, 30);
 }
 
+#[tokio::test]
+async fn failing_endpoints_say_why() {
+    let fake = FakeAdmin::with(|s| {
+        let mut failing = endpoint(
+            "crm",
+            "https://crm.example.com/hook",
+            EndpointState::Failing,
+        );
+        failing.disabled_reason = "failing for 5d".to_string();
+        s.endpoints.insert("crm".to_string(), failing);
+    });
+    let mut app = on_tab(&fake, '3').await;
+    let screen = crate::testing::draw(&app, 120, 6);
+    assert!(screen.contains("failing"), "{screen}");
+    assert!(screen.contains("disabled: failing for 5d"), "{screen}");
+    assert_screen!("endpoints_failing", app, 120, 6);
+    press(&mut app, KeyCode::Char('e'));
+    let Mode::EndpointForm(form) = &app.mode else {
+        panic!("expected the form, got {:?}", app.mode);
+    };
+    assert_eq!(form.form.value("disabled_reason"), "failing for 5d");
+}
+
+#[tokio::test]
+async fn endpoint_format_rate_limit_disable_after_and_transform() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('e'));
+    // From the url to the format.
+    for _ in 0..6 {
+        press(&mut app, KeyCode::Tab);
+    }
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Tab);
+    type_text(&mut app, "10/x");
+    press(&mut app, KeyCode::Tab);
+    type_text(&mut app, "soon");
+    press(&mut app, KeyCode::Tab);
+    type_text(&mut app, r#"{"text": "{{ event.name }"}"#);
+    press(&mut app, KeyCode::Enter);
+    assert!(queued(&mut app).is_empty(), "caught before asking");
+    let Mode::EndpointForm(form) = &mut app.mode else {
+        panic!("the form closed");
+    };
+    assert_eq!(form.form.value("format"), "cloudevents");
+    assert_eq!(
+        form.form.error_of("rate_limit"),
+        Some("`10/x` is not per second[/burst]")
+    );
+    assert!(form.form.error_of("disable_after_ms").is_some());
+    form.form.fields[8].input.set("10/20");
+    form.form.fields[9].input.set("12h");
+    press(&mut app, KeyCode::Enter);
+    fake.state.lock().unwrap().fail_next = Some(ApiError::invalid(&[
+        ("rate_limit.burst", "must be at least per_second"),
+        ("transform", "syntax error: unexpected `}` at 1:24"),
+    ]));
+    settle(&mut app, &fake).await;
+    let Mode::EndpointForm(form) = &app.mode else {
+        panic!("the form closed");
+    };
+    assert_eq!(
+        form.form.error_of("rate_limit"),
+        Some("burst: must be at least per_second")
+    );
+    assert_eq!(
+        form.form.error_of("transform"),
+        Some("syntax error: unexpected `}` at 1:24")
+    );
+    assert_screen!("endpoint_form_new_fields_errors", app, 100, 30);
+    let Mode::EndpointForm(form) = &mut app.mode else {
+        panic!("the form closed");
+    };
+    form.form.fields[10]
+        .input
+        .set(r#"{"text": "{{ event.name }}"}"#);
+    press(&mut app, KeyCode::Enter);
+    settle(&mut app, &fake).await;
+    assert!(matches!(app.mode, Mode::Browse), "{:?}", app.mode);
+    let stored = fake.state.lock().unwrap().endpoints["crm"].clone();
+    assert_eq!(stored.format(), hookyard::v1::PayloadFormat::Cloudevents);
+    assert_eq!(
+        stored.rate_limit,
+        Some(hookyard::v1::EndpointRateLimit {
+            per_second: 10,
+            burst: 20
+        })
+    );
+    assert_eq!(stored.disable_after_ms, Some(12 * 3_600_000));
+    assert_eq!(stored.transform, r#"{"text": "{{ event.name }}"}"#);
+    // Read back as typed.
+    press(&mut app, KeyCode::Char('e'));
+    let Mode::EndpointForm(form) = &app.mode else {
+        panic!("expected the form");
+    };
+    assert_eq!(form.form.value("rate_limit"), "10/20");
+    assert_eq!(form.form.value("disable_after_ms"), "12h");
+    assert_eq!(form.form.value("format"), "cloudevents");
+}
+
+#[test]
+fn durations_parse_and_print() {
+    use crate::screens::endpoints::{duration_text, parse_duration};
+    assert_eq!(parse_duration("5d"), Ok(5 * 86_400_000));
+    assert_eq!(parse_duration("0s"), Ok(0));
+    assert_eq!(parse_duration("0"), Ok(0));
+    assert_eq!(parse_duration("250ms"), Ok(250));
+    assert!(parse_duration("5 days").is_err());
+    assert!(parse_duration("h").is_err());
+    assert_eq!(duration_text(5 * 86_400_000), "5d");
+    assert_eq!(duration_text(90_000), "90s");
+    assert_eq!(duration_text(0), "0s");
+}
+
 fn dead() -> FakeAdmin {
     FakeAdmin::with(|s| {
         for id in [7, 8, 9] {
