@@ -7,7 +7,10 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use crossterm::event::KeyEvent;
-use hookyard::v1::{Endpoint, EndpointRateLimit, EndpointState, GetStatsResponse, PayloadFormat};
+use hookyard::v1::{
+    Endpoint, EndpointRateLimit, EndpointState, GetStatsResponse, PayloadFormat,
+    RotateEndpointSecretResponse, SendTestEventResponse,
+};
 use rand::RngCore;
 use ratatui::{
     layout::{Constraint, Rect},
@@ -51,6 +54,25 @@ impl EndpointsScreen {
                 )))));
             } else if keys.live.matches(key) {
                 ctx.live_filter = Some(format!("endpoint:{}", endpoint.id));
+            } else if keys.rotate_secret.matches(key) {
+                ctx.confirm(
+                    format!(
+                        "Rotate the signing secret of `{}`? The old one keeps signing for a day.",
+                        endpoint.id
+                    ),
+                    Command::RotateEndpointSecret(endpoint.id),
+                );
+            } else if keys.send_test.matches(key) {
+                ctx.info(format!("sending a test event to `{}`…", endpoint.id));
+                ctx.commands.push(Command::SendTestEvent(endpoint.id));
+            } else if keys.recover.matches(key) {
+                ctx.confirm(
+                    format!(
+                        "Re-queue every failed and dead delivery of `{}`?",
+                        endpoint.id
+                    ),
+                    Command::RecoverEndpoint(endpoint.id),
+                );
             } else if keys.delete.matches(key) {
                 ctx.confirm(
                     format!("Delete endpoint `{}`?", endpoint.id),
@@ -368,6 +390,61 @@ impl EndpointForm {
         }
     }
 }
+
+/// The secret once, as the rotation answered it.
+pub fn rotated_lines(answer: &RotateEndpointSecretResponse) -> Vec<String> {
+    let mut lines = vec![
+        answer.secret.clone(),
+        String::new(),
+        "Shown once: copy it to the receiver now.".to_string(),
+    ];
+    let until = answer
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.previous_secret_expires_at.as_ref());
+    if let Some(until) = until {
+        lines.push(format!(
+            "The previous secret signs beside it until {} UTC.",
+            widgets::clock(Some(until))
+        ));
+    }
+    lines
+}
+
+/// What the test attempt got back: the status or the error, the time it
+/// took and the start of the response.
+pub fn test_event_lines(answer: &SendTestEventResponse) -> Vec<String> {
+    let attempt = answer.attempt.clone().unwrap_or_default();
+    let verdict = if answer.succeeded {
+        "delivered"
+    } else {
+        "failed"
+    };
+    let status = if attempt.status_code == 0 {
+        "no HTTP answer".to_string()
+    } else {
+        format!("HTTP {}", attempt.status_code)
+    };
+    let mut lines = vec![format!("{verdict}: {status} in {} ms", attempt.duration_ms)];
+    if !attempt.error.is_empty() {
+        lines.push(format!("error: {}", widgets::ellipsize(&attempt.error, 70)));
+    }
+    if !attempt.response_body.is_empty() {
+        lines.push(String::new());
+        lines.push("response:".to_string());
+        let body: Vec<_> = attempt.response_body.lines().collect();
+        for line in body.iter().take(TEST_BODY_LINES) {
+            lines.push(format!("  {}", widgets::ellipsize(line, 70)));
+        }
+        if body.len() > TEST_BODY_LINES {
+            lines.push(format!("  … {} more lines", body.len() - TEST_BODY_LINES));
+        }
+    }
+    lines
+}
+
+/// Response lines the test modal shows.
+const TEST_BODY_LINES: usize = 8;
 
 /// The formats as the form cycles through them.
 pub const FORMATS: &[&str] = &[

@@ -65,7 +65,17 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
         ),
         Tab::Endpoints => (
             "Endpoints",
-            keys(&[k.new, k.edit, k.delete, k.toggle, k.live, k.reload]),
+            keys(&[
+                k.new,
+                k.edit,
+                k.delete,
+                k.toggle,
+                k.rotate_secret,
+                k.send_test,
+                k.recover,
+                k.live,
+                k.reload,
+            ]),
         ),
         Tab::Dead => (
             "Dead letters",

@@ -6,9 +6,9 @@ use tonic::Code;
 
 use crate::{
     api::ApiError,
-    app::{App, Mode, Tab},
+    app::{App, Flash, Mode, Tab},
     assert_screen,
-    net::{ConnState, Update},
+    net::{Command, ConnState, Update},
     screens::sources::parse_rule,
     testing::*,
 };
@@ -247,6 +247,134 @@ fn durations_parse_and_print() {
     assert_eq!(duration_text(5 * 86_400_000), "5d");
     assert_eq!(duration_text(90_000), "90s");
     assert_eq!(duration_text(0), "0s");
+}
+
+#[tokio::test]
+async fn rotating_asks_first_then_shows_the_new_secret_once() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('r'));
+    assert!(matches!(app.mode, Mode::Confirm { .. }));
+    press(&mut app, KeyCode::Char('n'));
+    assert!(queued(&mut app).is_empty());
+    press(&mut app, KeyCode::Char('r'));
+    press(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        queued(&mut app),
+        vec![Command::RotateEndpointSecret("crm".to_string())]
+    );
+    press(&mut app, KeyCode::Char('r'));
+    press(&mut app, KeyCode::Char('y'));
+    settle(&mut app, &fake).await;
+    let Mode::Reveal { title, lines } = &app.mode else {
+        panic!("expected the secret, got {:?}", app.mode);
+    };
+    assert_eq!(title, "New signing secret of `crm`");
+    let secret = lines[0].clone();
+    assert!(secret.starts_with("whsec_rotated"), "{secret}");
+    assert_screen!("endpoint_secret_rotated", app, 100, 14);
+    press(&mut app, KeyCode::Esc);
+    assert!(matches!(app.mode, Mode::Browse));
+    let screen = crate::testing::draw(&app, 120, 10);
+    assert!(!screen.contains(&secret), "only the hint stays: {screen}");
+    assert_eq!(
+        fake.state.lock().unwrap().endpoints["crm"].version,
+        3,
+        "rotated on the daemon"
+    );
+}
+
+#[tokio::test]
+async fn t_sends_a_test_event_and_shows_what_came_back() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('t'));
+    assert_eq!(
+        queued(&mut app),
+        vec![Command::SendTestEvent("crm".to_string())]
+    );
+    press(&mut app, KeyCode::Char('t'));
+    settle(&mut app, &fake).await;
+    let Mode::Reveal { lines, .. } = &app.mode else {
+        panic!("expected the answer, got {:?}", app.mode);
+    };
+    assert_eq!(lines[0], "delivered: HTTP 200 in 42 ms");
+    press(&mut app, KeyCode::Esc);
+
+    fake.state.lock().unwrap().test_event = Some(hookyard::v1::SendTestEventResponse {
+        attempt: Some(hookyard::v1::Attempt {
+            number: 1,
+            duration_ms: 1500,
+            status_code: 500,
+            error: "HTTP 500".to_string(),
+            response_body: "{\n  \"error\": \"database is down\"\n}".to_string(),
+            ..Default::default()
+        }),
+        succeeded: false,
+    });
+    press(&mut app, KeyCode::Char('t'));
+    settle(&mut app, &fake).await;
+    assert_screen!("endpoint_test_event_failed", app, 100, 16);
+    assert_eq!(fake.state.lock().unwrap().tested, ["crm", "crm"]);
+}
+
+#[tokio::test]
+async fn recover_requeues_failed_and_dead_deliveries_after_asking() {
+    let fake = endpoints();
+    {
+        let mut s = fake.state.lock().unwrap();
+        s.deliveries = vec![
+            delivery(1, "lead.created", DeliveryStatus::Failed),
+            delivery(2, "lead.created", DeliveryStatus::Dead),
+            delivery(3, "lead.created", DeliveryStatus::Succeeded),
+        ];
+    }
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('u'));
+    assert_screen!("endpoint_recover_confirm", app, 100, 10);
+    press(&mut app, KeyCode::Esc);
+    assert!(queued(&mut app).is_empty());
+    press(&mut app, KeyCode::Char('u'));
+    press(&mut app, KeyCode::Char('y'));
+    settle(&mut app, &fake).await;
+    assert_eq!(
+        app.flash,
+        Some(Flash::Info(
+            "re-queued 2 failed or dead deliveries of `crm`".to_string()
+        ))
+    );
+    let statuses: Vec<_> = fake
+        .state
+        .lock()
+        .unwrap()
+        .deliveries
+        .iter()
+        .map(|d| d.status())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Pending,
+            DeliveryStatus::Succeeded
+        ]
+    );
+}
+
+#[tokio::test]
+async fn help_on_endpoints_lists_rotate_test_and_recover() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('?'));
+    let screen = crate::testing::draw(&app, 80, 30);
+    for words in [
+        "rotate the signing secret",
+        "send a test event",
+        "re-queue failed/dead deliveries",
+    ] {
+        assert!(screen.contains(words), "{words} missing: {screen}");
+    }
+    assert_screen!("help_endpoints", app, 80, 30);
 }
 
 fn dead() -> FakeAdmin {
