@@ -310,6 +310,9 @@ impl Form {
             } else {
                 spans.push(Span::raw(widgets::ellipsize(&value, value_width)));
             }
+            if focused && matches!(field.kind, FieldKind::Choice(_)) {
+                spans.push(Span::styled("  space: next", dim_style()));
+            }
             if focused && field.kind == FieldKind::Text {
                 let col = (LABEL + 2 + field.input.cursor()).min(inner_width.saturating_sub(1));
                 cursor = Some((col as u16, lines.len() as u16));

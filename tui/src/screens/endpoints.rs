@@ -344,6 +344,9 @@ impl EndpointForm {
             max_in_flight: too_big(max_in_flight),
             state: if f.is_on("state") {
                 EndpointState::Enabled
+            } else if base.state() == EndpointState::Failing {
+                // Left off: still the daemon's doing, not an admin's.
+                EndpointState::Failing
             } else {
                 EndpointState::Disabled
             }

@@ -155,6 +155,21 @@ async fn failing_endpoints_say_why() {
         panic!("expected the form, got {:?}", app.mode);
     };
     assert_eq!(form.form.value("disabled_reason"), "failing for 5d");
+    // Saved with `enabled` left off, it stays failing, not disabled.
+    press(&mut app, KeyCode::Enter);
+    settle(&mut app, &fake).await;
+    assert!(matches!(app.mode, Mode::Browse), "{:?}", app.mode);
+    assert_eq!(
+        fake.state.lock().unwrap().endpoints["crm"].state(),
+        EndpointState::Failing
+    );
+    // Space re-enables it from the table.
+    press(&mut app, KeyCode::Char(' '));
+    settle(&mut app, &fake).await;
+    assert_eq!(
+        fake.state.lock().unwrap().endpoints["crm"].state(),
+        EndpointState::Enabled
+    );
 }
 
 #[tokio::test]
@@ -366,7 +381,7 @@ async fn help_on_endpoints_lists_rotate_test_and_recover() {
     let fake = endpoints();
     let mut app = on_tab(&fake, '3').await;
     press(&mut app, KeyCode::Char('?'));
-    let screen = crate::testing::draw(&app, 80, 30);
+    let screen = crate::testing::draw(&app, 80, 24);
     for words in [
         "rotate the signing secret",
         "send a test event",
@@ -374,7 +389,8 @@ async fn help_on_endpoints_lists_rotate_test_and_recover() {
     ] {
         assert!(screen.contains(words), "{words} missing: {screen}");
     }
-    assert_screen!("help_endpoints", app, 80, 30);
+    assert_screen!("help_endpoints", app, 80, 24);
+    assert!(screen.contains("Ctrl-R"), "the last line fits 80x24");
 }
 
 fn dead() -> FakeAdmin {
