@@ -7,8 +7,9 @@
 use futures::{future::BoxFuture, stream::BoxStream};
 use hookyard::v1::{
     Delivery, DeliveryDetail, DeliveryFilter, DeliveryUpdate, Endpoint, Flow, GetStatsResponse,
-    ListRunsRequest, ListRunsResponse, Run, RunDetail, RunUpdate, Source, SourceWithToken,
-    StartRunResponse, Subscription, WatchRunsRequest,
+    ListRunsRequest, ListRunsResponse, RotateEndpointSecretResponse, Run, RunDetail, RunUpdate,
+    SendTestEventResponse, Source, SourceWithToken, StartRunResponse, Subscription,
+    WatchRunsRequest,
 };
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -42,6 +43,22 @@ pub trait AdminApi: Send + Sync + 'static {
     fn create_endpoint(&self, endpoint: Endpoint) -> Call<Endpoint>;
     fn update_endpoint(&self, endpoint: Endpoint) -> Call<Endpoint>;
     fn delete_endpoint(&self, id: String) -> Call<()>;
+    /// The new secret is in the answer and nowhere else; the old one keeps
+    /// signing for `grace_ms` (unset: the daemon's 24 hours).
+    fn rotate_endpoint_secret(
+        &self,
+        id: String,
+        grace_ms: Option<u64>,
+    ) -> Call<RotateEndpointSecretResponse>;
+    /// One attempt now, outside the queue; `payload` empty: an example.
+    fn send_test_event(
+        &self,
+        endpoint_id: String,
+        event_name: String,
+        payload: Vec<u8>,
+    ) -> Call<SendTestEventResponse>;
+    /// Re-queues the endpoint's failed and dead deliveries; how many.
+    fn recover_endpoint(&self, endpoint_id: String) -> Call<u64>;
 
     /// Per-subscription and per-endpoint numbers over the last hour.
     fn get_stats(&self) -> Call<GetStatsResponse>;

@@ -28,6 +28,8 @@ pub enum FieldKind {
     Toggle,
     /// Shown, not editable (an id after creation).
     Fixed,
+    /// One of a few values, cycled with space; the value is the input's text.
+    Choice(&'static [&'static str]),
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +68,24 @@ impl Field {
     pub fn fixed(key: &'static str, label: &'static str, value: impl Into<String>) -> Field {
         Field {
             kind: FieldKind::Fixed,
+            ..Field::text(key, label, value)
+        }
+    }
+
+    /// Starts on `value`, or on the first choice when it is not one of them.
+    pub fn choice(
+        key: &'static str,
+        label: &'static str,
+        choices: &'static [&'static str],
+        value: &str,
+    ) -> Field {
+        let value = if choices.contains(&value) {
+            value
+        } else {
+            choices.first().copied().unwrap_or_default()
+        };
+        Field {
+            kind: FieldKind::Choice(choices),
             ..Field::text(key, label, value)
         }
     }
@@ -151,7 +171,13 @@ impl Form {
                 field.on = !field.on;
                 true
             }
-            FieldKind::Toggle | FieldKind::Fixed => false,
+            FieldKind::Choice(choices) if keys.toggle.matches(key) => {
+                let at = choices.iter().position(|c| *c == field.input.value());
+                let next = at.map_or(0, |i| (i + 1) % choices.len());
+                field.input.set(choices[next]);
+                true
+            }
+            FieldKind::Toggle | FieldKind::Fixed | FieldKind::Choice(_) => false,
         };
         if changed {
             field.error = None;
@@ -276,12 +302,16 @@ impl Form {
                         "[ ] no".to_string()
                     }
                 }
+                FieldKind::Choice(_) => format!("‹ {} ›", field.input.value()),
                 _ => field.input.value().to_string(),
             };
             if value.is_empty() && !field.hint.is_empty() {
                 spans.push(Span::styled(field.hint, dim_style()));
             } else {
                 spans.push(Span::raw(widgets::ellipsize(&value, value_width)));
+            }
+            if focused && matches!(field.kind, FieldKind::Choice(_)) {
+                spans.push(Span::styled("  space: next", dim_style()));
             }
             if focused && field.kind == FieldKind::Text {
                 let col = (LABEL + 2 + field.input.cursor()).min(inner_width.saturating_sub(1));

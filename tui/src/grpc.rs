@@ -12,10 +12,11 @@ use hookyard::v1::{
     GetDeliveryRequest, GetEndpointRequest, GetRunRequest, GetStatsRequest, GetStatsResponse,
     GetSubscriptionRequest, ListDeliveriesRequest, ListEndpointsRequest, ListFlowsRequest,
     ListRunsRequest, ListRunsResponse, ListSourcesRequest, ListSubscriptionsRequest,
-    ResumeSourceRequest, RetryDeliveryRequest, RotateSourceTokenRequest, Run, RunDetail, Source,
-    SourceWithToken, StartRunRequest, StartRunResponse, Subscription, SuspendSourceRequest,
-    TestRouteRequest, UpdateEndpointRequest, UpdateSubscriptionRequest, WatchDeliveriesRequest,
-    WatchRunsRequest,
+    RecoverEndpointRequest, ResumeSourceRequest, RetryDeliveryRequest, RotateEndpointSecretRequest,
+    RotateEndpointSecretResponse, RotateSourceTokenRequest, Run, RunDetail, SendTestEventRequest,
+    SendTestEventResponse, Source, SourceWithToken, StartRunRequest, StartRunResponse,
+    Subscription, SuspendSourceRequest, TestRouteRequest, UpdateEndpointRequest,
+    UpdateSubscriptionRequest, WatchDeliveriesRequest, WatchRunsRequest,
 };
 use tonic::{
     metadata::{Ascii, MetadataValue},
@@ -279,6 +280,51 @@ impl AdminApi for GrpcAdmin {
             DeleteEndpointRequest { id },
             |mut c, r| async move { c.delete_endpoint(r).await },
             unit,
+        )
+    }
+
+    fn rotate_endpoint_secret(
+        &self,
+        id: String,
+        grace_ms: Option<u64>,
+    ) -> Call<RotateEndpointSecretResponse> {
+        unary(
+            &self.client,
+            RotateEndpointSecretRequest { id, grace_ms },
+            |mut c, r| async move { c.rotate_endpoint_secret(r).await },
+            |r| r,
+        )
+    }
+
+    fn send_test_event(
+        &self,
+        endpoint_id: String,
+        event_name: String,
+        payload: Vec<u8>,
+    ) -> Call<SendTestEventResponse> {
+        let request = SendTestEventRequest {
+            endpoint_id,
+            event_name,
+            payload,
+        };
+        unary(
+            &self.client,
+            request,
+            |mut c, r| async move { c.send_test_event(r).await },
+            |r| r,
+        )
+    }
+
+    fn recover_endpoint(&self, endpoint_id: String) -> Call<u64> {
+        let request = RecoverEndpointRequest {
+            endpoint_id,
+            since: None,
+        };
+        unary(
+            &self.client,
+            request,
+            |mut c, r| async move { c.recover_endpoint(r).await },
+            |r| r.requeued,
         )
     }
 

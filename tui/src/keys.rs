@@ -72,6 +72,9 @@ pub struct KeyBindings {
     pub cancel: Binding,
     pub view: Binding,
     pub start: Binding,
+    pub rotate_secret: Binding,
+    pub send_test: Binding,
+    pub recover: Binding,
 }
 
 impl Default for KeyBindings {
@@ -115,6 +118,13 @@ impl Default for KeyBindings {
             cancel: Binding::new(Char('c'), "c", "cancel the run (asks first)"),
             view: Binding::new(Char('v'), "Enter/v", "view the definition (YAML)"),
             start: Binding::new(Char('r'), "r", "start a run with JSON inputs"),
+            rotate_secret: Binding::new(Char('r'), "r", "rotate the signing secret (asks first)"),
+            send_test: Binding::new(Char('t'), "t", "send a test event, show the answer"),
+            recover: Binding::new(
+                Char('u'),
+                "u",
+                "re-queue failed/dead deliveries (asks first)",
+            ),
         }
     }
 }

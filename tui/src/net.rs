@@ -9,8 +9,9 @@ use std::{sync::Arc, time::Duration};
 use futures::{stream::BoxStream, StreamExt};
 use hookyard::v1::{
     Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, Flow,
-    GetStatsResponse, ListRunsRequest, ListRunsResponse, Run, RunDetail, RunUpdate, Source,
-    SourceWithToken, StartRunResponse, Subscription, WatchRunsRequest,
+    GetStatsResponse, ListRunsRequest, ListRunsResponse, RotateEndpointSecretResponse, Run,
+    RunDetail, RunUpdate, SendTestEventResponse, Source, SourceWithToken, StartRunResponse,
+    Subscription, WatchRunsRequest,
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 use tonic::Code;
@@ -54,6 +55,13 @@ pub enum Command {
     },
     ReloadEndpoint(String),
     DeleteEndpoint(String),
+    /// A new signing secret, the old one signing beside it for the
+    /// daemon's grace.
+    RotateEndpointSecret(String),
+    /// One attempt with the daemon's example event.
+    SendTestEvent(String),
+    /// Re-queues every failed and dead delivery of the endpoint.
+    RecoverEndpoint(String),
     LoadStats,
     LoadSources,
     CreateSource(Source),
@@ -119,6 +127,10 @@ pub enum Update {
     EndpointSaved(ApiResult<Endpoint>),
     EndpointReloaded(ApiResult<Endpoint>),
     EndpointDeleted(ApiResult<()>),
+    EndpointSecretRotated(String, ApiResult<RotateEndpointSecretResponse>),
+    TestEventSent(String, ApiResult<SendTestEventResponse>),
+    /// How many deliveries were re-queued.
+    EndpointRecovered(String, ApiResult<u64>),
     Stats(ApiResult<GetStatsResponse>),
     Sources(ApiResult<Vec<Source>>),
     SourceToken(ApiResult<SourceWithToken>),
@@ -186,6 +198,20 @@ pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
         }),
         Command::ReloadEndpoint(id) => Update::EndpointReloaded(api.get_endpoint(id).await),
         Command::DeleteEndpoint(id) => Update::EndpointDeleted(api.delete_endpoint(id).await),
+        Command::RotateEndpointSecret(id) => {
+            let result = api.rotate_endpoint_secret(id.clone(), None).await;
+            Update::EndpointSecretRotated(id, result)
+        }
+        Command::SendTestEvent(id) => {
+            let result = api
+                .send_test_event(id.clone(), String::new(), Vec::new())
+                .await;
+            Update::TestEventSent(id, result)
+        }
+        Command::RecoverEndpoint(id) => {
+            let result = api.recover_endpoint(id.clone()).await;
+            Update::EndpointRecovered(id, result)
+        }
         Command::LoadStats => Update::Stats(api.get_stats().await),
         Command::LoadSources => Update::Sources(api.list_sources().await),
         Command::CreateSource(source) => Update::SourceToken(api.create_source(source).await),

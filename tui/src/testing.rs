@@ -7,9 +7,10 @@ use std::{collections::BTreeMap, sync::Mutex};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use futures::{FutureExt, StreamExt};
 use hookyard::v1::{
-    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, Flow,
-    GetStatsResponse, ListRunsRequest, ListRunsResponse, Run, RunDetail, RunState, RunUpdate,
-    Source, SourceStatus, SourceWithToken, StartRunResponse, Subscription, WatchRunsRequest,
+    Attempt, Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint,
+    Flow, GetStatsResponse, ListRunsRequest, ListRunsResponse, RotateEndpointSecretResponse, Run,
+    RunDetail, RunState, RunUpdate, SendTestEventResponse, Source, SourceStatus, SourceWithToken,
+    StartRunResponse, Subscription, WatchRunsRequest,
 };
 use ratatui::{backend::TestBackend, Terminal};
 use tonic::Code;
@@ -44,6 +45,10 @@ pub struct FakeState {
     pub run_updates: Vec<RunUpdate>,
     /// Inputs of the runs started, as JSON.
     pub started: Vec<(String, serde_json::Value)>,
+    /// What `send_test_event` answers; unset: a 200 with `ok`.
+    pub test_event: Option<SendTestEventResponse>,
+    /// Endpoints `send_test_event` was called for.
+    pub tested: Vec<String>,
     next_id: u64,
 }
 
@@ -242,6 +247,73 @@ impl AdminApi for FakeAdmin {
                 .remove(&id)
                 .map(drop)
                 .ok_or_else(|| not_found("endpoint", &id))
+        })
+    }
+
+    /// The new secret is `whsec_rotated<n>`; the old one signs for a day.
+    fn rotate_endpoint_secret(
+        &self,
+        id: String,
+        _grace_ms: Option<u64>,
+    ) -> Call<RotateEndpointSecretResponse> {
+        self.write(|s| {
+            s.next_id += 1;
+            let secret = format!("whsec_rotated{}", s.next_id);
+            let endpoint = s
+                .endpoints
+                .get_mut(&id)
+                .ok_or_else(|| not_found("endpoint", &id))?;
+            endpoint.version += 1;
+            endpoint.secret_hint = format!("whsec_…{}", &secret[secret.len() - 4..]);
+            endpoint.previous_secret_expires_at = ts(86_400);
+            Ok(RotateEndpointSecretResponse {
+                endpoint: Some(endpoint.clone()),
+                secret,
+            })
+        })
+    }
+
+    fn send_test_event(
+        &self,
+        endpoint_id: String,
+        _event_name: String,
+        _payload: Vec<u8>,
+    ) -> Call<SendTestEventResponse> {
+        self.write(|s| {
+            if !s.endpoints.contains_key(&endpoint_id) {
+                return Err(not_found("endpoint", &endpoint_id));
+            }
+            s.tested.push(endpoint_id);
+            Ok(s.test_event.clone().unwrap_or(SendTestEventResponse {
+                attempt: Some(Attempt {
+                    number: 1,
+                    started_at: ts(0),
+                    duration_ms: 42,
+                    status_code: 200,
+                    response_body: "ok".to_string(),
+                    ..Attempt::default()
+                }),
+                succeeded: true,
+            }))
+        })
+    }
+
+    /// Failed and dead deliveries of the endpoint become pending.
+    fn recover_endpoint(&self, endpoint_id: String) -> Call<u64> {
+        self.write(|s| {
+            if !s.endpoints.contains_key(&endpoint_id) {
+                return Err(not_found("endpoint", &endpoint_id));
+            }
+            let mut requeued = 0;
+            for d in &mut s.deliveries {
+                if d.target == format!("endpoint:{endpoint_id}")
+                    && matches!(d.status(), DeliveryStatus::Failed | DeliveryStatus::Dead)
+                {
+                    d.status = DeliveryStatus::Pending.into();
+                    requeued += 1;
+                }
+            }
+            Ok(requeued)
         })
     }
 

@@ -217,7 +217,9 @@ fn hints(app: &App) -> String {
             "e edit",
             "d delete",
             "space on/off",
-            "l live",
+            "r rotate",
+            "t test",
+            "u recover",
             "? keys",
         ],
         (Mode::Browse, Tab::Dead) => &[

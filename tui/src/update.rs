@@ -10,7 +10,10 @@ use crate::{
     forms::Banner,
     net::{Command, ConnState, Update},
     screens::{
-        endpoints::EndpointForm, run_detail::RunView, runs, subscriptions::SubscriptionForm,
+        endpoints::{self, EndpointForm},
+        run_detail::RunView,
+        runs,
+        subscriptions::SubscriptionForm,
     },
 };
 
@@ -89,6 +92,38 @@ impl App {
             Update::EndpointDeleted(result) => {
                 self.done(result, "endpoint deleted", Command::LoadEndpoints)
             }
+            Update::EndpointSecretRotated(id, result) => match result {
+                Ok(answer) => {
+                    self.flash = Some(Flash::Info(format!("rotated the secret of `{id}`")));
+                    self.mode = Mode::Reveal {
+                        title: format!("New signing secret of `{id}`"),
+                        lines: endpoints::rotated_lines(&answer),
+                    };
+                    self.commands.push(Command::LoadEndpoints);
+                }
+                Err(e) => self.flash = Some(Flash::Error(change_failed(&e))),
+            },
+            Update::TestEventSent(id, result) => match result {
+                Ok(answer) => {
+                    self.flash = None;
+                    self.mode = Mode::Reveal {
+                        title: format!("Test event to `{id}`"),
+                        lines: endpoints::test_event_lines(&answer),
+                    };
+                    self.commands.push(Command::LoadStats);
+                }
+                Err(e) => self.flash = Some(Flash::Error(format!("test event: {}", e.describe()))),
+            },
+            Update::EndpointRecovered(id, result) => match result {
+                Ok(n) => {
+                    self.flash = Some(Flash::Info(format!(
+                        "re-queued {n} failed or dead deliveries of `{id}`"
+                    )));
+                    self.commands.push(Command::LoadEndpoints);
+                    self.commands.push(Command::LoadStats);
+                }
+                Err(e) => self.flash = Some(Flash::Error(change_failed(&e))),
+            },
             Update::Stats(result) => {
                 if let Ok(stats) = result {
                     self.stats = Some(stats);

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use crossterm::event::KeyEvent;
-use hookyard::v1::{Endpoint, EndpointState, GetStatsResponse};
+use hookyard::v1::{
+    Endpoint, EndpointRateLimit, EndpointState, GetStatsResponse, PayloadFormat,
+    RotateEndpointSecretResponse, SendTestEventResponse,
+};
 use rand::RngCore;
 use ratatui::{
     layout::{Constraint, Rect},
@@ -51,6 +54,25 @@ impl EndpointsScreen {
                 )))));
             } else if keys.live.matches(key) {
                 ctx.live_filter = Some(format!("endpoint:{}", endpoint.id));
+            } else if keys.rotate_secret.matches(key) {
+                ctx.confirm(
+                    format!(
+                        "Rotate the signing secret of `{}`? The old one keeps signing for a day.",
+                        endpoint.id
+                    ),
+                    Command::RotateEndpointSecret(endpoint.id),
+                );
+            } else if keys.send_test.matches(key) {
+                ctx.info(format!("sending a test event to `{}`…", endpoint.id));
+                ctx.commands.push(Command::SendTestEvent(endpoint.id));
+            } else if keys.recover.matches(key) {
+                ctx.confirm(
+                    format!(
+                        "Re-queue every failed and dead delivery of `{}`?",
+                        endpoint.id
+                    ),
+                    Command::RecoverEndpoint(endpoint.id),
+                );
             } else if keys.delete.matches(key) {
                 ctx.confirm(
                     format!("Delete endpoint `{}`?", endpoint.id),
@@ -117,15 +139,18 @@ impl EndpointsScreen {
                 }
                 _ => "-".to_string(),
             };
-            let last_error = n
-                .filter(|n| !n.last_error.is_empty())
-                .map_or("-".to_string(), |n| {
-                    format!(
-                        "{} {}",
-                        widgets::clock(n.last_error_at.as_ref()),
-                        n.last_error
-                    )
-                });
+            let last_error = if !e.disabled_reason.is_empty() {
+                format!("disabled: {}", e.disabled_reason)
+            } else {
+                n.filter(|n| !n.last_error.is_empty())
+                    .map_or("-".to_string(), |n| {
+                        format!(
+                            "{} {}",
+                            widgets::clock(n.last_error_at.as_ref()),
+                            n.last_error
+                        )
+                    })
+            };
             Row::new([
                 Cell::from(e.id.clone()),
                 Cell::from(e.url.clone()),
@@ -215,7 +240,7 @@ impl EndpointForm {
         headers.sort();
         let number = |n: u32| if n == 0 { String::new() } else { n.to_string() };
         let schedule: Vec<String> = e.retry_schedule_ms.iter().map(u64::to_string).collect();
-        let form = Form::new(
+        let mut form = Form::new(
             title,
             vec![
                 id,
@@ -228,11 +253,29 @@ impl EndpointForm {
                     .hint("default; e.g. 0, 5000, 300000"),
                 Field::text("max_in_flight", "max in flight", number(e.max_in_flight))
                     .hint("default"),
+                Field::choice("format", "format", FORMATS, format_name(e.format())),
+                Field::text("rate_limit", "rate limit", rate_limit_text(e.rate_limit))
+                    .hint("none; per second[/burst], e.g. 10/20"),
+                Field::text(
+                    "disable_after_ms",
+                    "disable after",
+                    e.disable_after_ms.map(duration_text).unwrap_or_default(),
+                )
+                .hint("5d of failures; e.g. 12h, 0s never"),
+                Field::text("transform", "transform", e.transform.clone())
+                    .hint(r#"optional, e.g. {"text": "{{ event.name }}"}"#),
                 Field::toggle("state", "enabled", e.state() == EndpointState::Enabled),
                 Field::text("secret", "new secret", "").hint(secret_hint),
                 Field::text("description", "description", e.description.clone()),
             ],
         );
+        if !e.disabled_reason.is_empty() {
+            form.fields.push(Field::fixed(
+                "disabled_reason",
+                "disabled why",
+                e.disabled_reason.clone(),
+            ));
+        }
         EndpointForm {
             original,
             form,
@@ -272,6 +315,22 @@ impl EndpointForm {
                 None => errors.push(("headers", format!("`{item}` is not Name=value"))),
             }
         }
+        let rate_limit = parse_rate_limit(&f.value("rate_limit")).unwrap_or_else(|e| {
+            errors.push(("rate_limit", e));
+            None
+        });
+        let disable_after = f.value("disable_after_ms");
+        let disable_after_ms = if disable_after.is_empty() {
+            None
+        } else {
+            parse_duration(&disable_after).map_or_else(
+                |e| {
+                    errors.push(("disable_after_ms", e));
+                    None
+                },
+                Some,
+            )
+        };
         let too_big = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         let base = self.original.clone().unwrap_or_default();
         let endpoint = Endpoint {
@@ -285,11 +344,18 @@ impl EndpointForm {
             max_in_flight: too_big(max_in_flight),
             state: if f.is_on("state") {
                 EndpointState::Enabled
+            } else if base.state() == EndpointState::Failing {
+                // Left off: still the daemon's doing, not an admin's.
+                EndpointState::Failing
             } else {
                 EndpointState::Disabled
             }
             .into(),
             description: f.value("description"),
+            format: format_of(&f.value("format")).into(),
+            rate_limit,
+            disable_after_ms,
+            transform: f.value("transform"),
             ..base
         };
         if errors.is_empty() {
@@ -326,6 +392,160 @@ impl EndpointForm {
             }
         }
     }
+}
+
+/// The secret once, as the rotation answered it.
+pub fn rotated_lines(answer: &RotateEndpointSecretResponse) -> Vec<String> {
+    let mut lines = vec![
+        answer.secret.clone(),
+        String::new(),
+        "Shown once: copy it to the receiver now.".to_string(),
+    ];
+    let until = answer
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.previous_secret_expires_at.as_ref());
+    if let Some(until) = until {
+        lines.push(format!(
+            "The previous secret signs beside it until {} UTC.",
+            widgets::clock(Some(until))
+        ));
+    }
+    lines
+}
+
+/// What the test attempt got back: the status or the error, the time it
+/// took and the start of the response.
+pub fn test_event_lines(answer: &SendTestEventResponse) -> Vec<String> {
+    let attempt = answer.attempt.clone().unwrap_or_default();
+    let verdict = if answer.succeeded {
+        "delivered"
+    } else {
+        "failed"
+    };
+    let status = if attempt.status_code == 0 {
+        "no HTTP answer".to_string()
+    } else {
+        format!("HTTP {}", attempt.status_code)
+    };
+    let mut lines = vec![format!("{verdict}: {status} in {} ms", attempt.duration_ms)];
+    if !attempt.error.is_empty() {
+        lines.push(format!("error: {}", widgets::ellipsize(&attempt.error, 70)));
+    }
+    if !attempt.response_body.is_empty() {
+        lines.push(String::new());
+        lines.push("response:".to_string());
+        let body: Vec<_> = attempt.response_body.lines().collect();
+        for line in body.iter().take(TEST_BODY_LINES) {
+            lines.push(format!("  {}", widgets::ellipsize(line, 70)));
+        }
+        if body.len() > TEST_BODY_LINES {
+            lines.push(format!("  … {} more lines", body.len() - TEST_BODY_LINES));
+        }
+    }
+    lines
+}
+
+/// Response lines the test modal shows.
+const TEST_BODY_LINES: usize = 8;
+
+/// The formats as the form cycles through them.
+pub const FORMATS: &[&str] = &[
+    "envelope",
+    "standard-webhooks",
+    "cloudevents",
+    "cloudevents-binary",
+    "raw",
+];
+
+pub fn format_name(format: PayloadFormat) -> &'static str {
+    match format {
+        PayloadFormat::Unspecified | PayloadFormat::Envelope => "envelope",
+        PayloadFormat::StandardWebhooks => "standard-webhooks",
+        PayloadFormat::Cloudevents => "cloudevents",
+        PayloadFormat::CloudeventsBinary => "cloudevents-binary",
+        PayloadFormat::Raw => "raw",
+    }
+}
+
+fn format_of(name: &str) -> PayloadFormat {
+    match name {
+        "standard-webhooks" => PayloadFormat::StandardWebhooks,
+        "cloudevents" => PayloadFormat::Cloudevents,
+        "cloudevents-binary" => PayloadFormat::CloudeventsBinary,
+        "raw" => PayloadFormat::Raw,
+        _ => PayloadFormat::Envelope,
+    }
+}
+
+/// `10` or `10/20` (per second / burst); unset shows empty.
+fn rate_limit_text(limit: Option<EndpointRateLimit>) -> String {
+    match limit {
+        None => String::new(),
+        Some(l) if l.burst == 0 => l.per_second.to_string(),
+        Some(l) => format!("{}/{}", l.per_second, l.burst),
+    }
+}
+
+pub fn parse_rate_limit(text: &str) -> Result<Option<EndpointRateLimit>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (rate, burst) = text.split_once('/').unwrap_or((text, ""));
+    let number = |n: &str| -> Result<u32, String> {
+        n.trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not per second[/burst]"))
+    };
+    let per_second = number(rate)?;
+    let burst = if burst.trim().is_empty() {
+        0
+    } else {
+        number(burst)?
+    };
+    Ok(Some(EndpointRateLimit { per_second, burst }))
+}
+
+const UNITS: &[(&str, u64)] = &[
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
+/// `5d`, `12h`, `30m`, `45s`, `250ms`; a bare `0` is never.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    if text == "0" {
+        return Ok(0);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = UNITS
+        .iter()
+        .find(|(u, _)| *u == unit.trim())
+        .map(|(_, s)| *s);
+    match (number.parse::<u64>(), scale) {
+        (Ok(n), Some(scale)) => n
+            .checked_mul(scale)
+            .ok_or_else(|| format!("`{text}` is too long")),
+        _ => Err(format!("`{text}` is not a duration like 5d, 12h, 30m, 0s")),
+    }
+}
+
+/// The largest unit that divides it: 432000000 → `5d`.
+pub fn duration_text(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    let (unit, scale) = UNITS
+        .iter()
+        .find(|(_, scale)| ms.is_multiple_of(*scale))
+        .copied()
+        .unwrap_or(("ms", 1));
+    format!("{}{unit}", ms / scale)
 }
 
 /// `whsec_` + base64 of 32 random bytes, as the daemon makes them.

@@ -34,9 +34,11 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
             ),
             "switch screens",
         ),
-        (k.help.label.to_string(), k.help.action),
+        (
+            format!("{} {}", k.help.label, k.back.label),
+            "show every key / close, back",
+        ),
         (k.quit.label.to_string(), "quit (Ctrl-C: from anywhere)"),
-        (k.back.label.to_string(), k.back.action),
     ];
     let lists = ("↑↓ jk PgUp PgDn g G".to_string(), "move through the list");
     let detail: Group = (
@@ -49,10 +51,15 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
     let forms: Group = (
         "Forms",
         vec![
-            (k.next_field.label.to_string(), k.next_field.action),
-            (k.prev_field.label.to_string(), k.prev_field.action),
+            (
+                format!("{} {}", k.next_field.label, k.prev_field.label),
+                "next / previous field",
+            ),
             (k.save.label.to_string(), "save (Ctrl-S too)"),
-            (k.toggle.label.to_string(), "flip a yes/no field"),
+            (
+                k.toggle.label.to_string(),
+                "flip a yes/no field, cycle a choice",
+            ),
             ("Ctrl-R".to_string(), "reload after someone else's change"),
         ],
     );
@@ -65,7 +72,17 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
         ),
         Tab::Endpoints => (
             "Endpoints",
-            keys(&[k.new, k.edit, k.delete, k.toggle, k.live, k.reload]),
+            keys(&[
+                k.new,
+                k.edit,
+                k.delete,
+                k.toggle,
+                k.rotate_secret,
+                k.send_test,
+                k.recover,
+                k.live,
+                k.reload,
+            ]),
         ),
         Tab::Dead => (
             "Dead letters",

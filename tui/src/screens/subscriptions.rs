@@ -186,6 +186,8 @@ impl SubscriptionForm {
                     .hint("e.g. endpoint:crm or flow:onboarding"),
                 Field::text("inputs", "flow inputs", inputs_text(&s.inputs))
                     .hint("flow: targets; e.g. email={{ event.payload.email }}; kind=lead"),
+                Field::text("filter", "filter", s.filter)
+                    .hint("optional, e.g. event.payload.amount > 100"),
                 Field::toggle("enabled", "enabled", s.enabled),
                 Field::text("description", "description", s.description),
             ],
@@ -211,6 +213,7 @@ impl SubscriptionForm {
             enabled: f.is_on("enabled"),
             description: f.value("description"),
             inputs: parse_inputs(&f.value("inputs"))?,
+            filter: f.value("filter"),
             ..base
         })
     }

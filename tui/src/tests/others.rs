@@ -6,9 +6,9 @@ use tonic::Code;
 
 use crate::{
     api::ApiError,
-    app::{App, Mode, Tab},
+    app::{App, Flash, Mode, Tab},
     assert_screen,
-    net::{ConnState, Update},
+    net::{Command, ConnState, Update},
     screens::sources::parse_rule,
     testing::*,
 };
@@ -132,6 +132,265 @@ async fn endpoint_toggle_and_stale_edit() {
     press(&mut app, KeyCode::Enter);
     settle(&mut app, &fake).await;
     assert_screen!("endpoint_form_stale", app, 120, 30);
+}
+
+#[tokio::test]
+async fn failing_endpoints_say_why() {
+    let fake = FakeAdmin::with(|s| {
+        let mut failing = endpoint(
+            "crm",
+            "https://crm.example.com/hook",
+            EndpointState::Failing,
+        );
+        failing.disabled_reason = "failing for 5d".to_string();
+        s.endpoints.insert("crm".to_string(), failing);
+    });
+    let mut app = on_tab(&fake, '3').await;
+    let screen = crate::testing::draw(&app, 120, 6);
+    assert!(screen.contains("failing"), "{screen}");
+    assert!(screen.contains("disabled: failing for 5d"), "{screen}");
+    assert_screen!("endpoints_failing", app, 120, 6);
+    press(&mut app, KeyCode::Char('e'));
+    let Mode::EndpointForm(form) = &app.mode else {
+        panic!("expected the form, got {:?}", app.mode);
+    };
+    assert_eq!(form.form.value("disabled_reason"), "failing for 5d");
+    // Saved with `enabled` left off, it stays failing, not disabled.
+    press(&mut app, KeyCode::Enter);
+    settle(&mut app, &fake).await;
+    assert!(matches!(app.mode, Mode::Browse), "{:?}", app.mode);
+    assert_eq!(
+        fake.state.lock().unwrap().endpoints["crm"].state(),
+        EndpointState::Failing
+    );
+    // Space re-enables it from the table.
+    press(&mut app, KeyCode::Char(' '));
+    settle(&mut app, &fake).await;
+    assert_eq!(
+        fake.state.lock().unwrap().endpoints["crm"].state(),
+        EndpointState::Enabled
+    );
+}
+
+#[tokio::test]
+async fn endpoint_format_rate_limit_disable_after_and_transform() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('e'));
+    // From the url to the format.
+    for _ in 0..6 {
+        press(&mut app, KeyCode::Tab);
+    }
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Tab);
+    type_text(&mut app, "10/x");
+    press(&mut app, KeyCode::Tab);
+    type_text(&mut app, "soon");
+    press(&mut app, KeyCode::Tab);
+    type_text(&mut app, r#"{"text": "{{ event.name }"}"#);
+    press(&mut app, KeyCode::Enter);
+    assert!(queued(&mut app).is_empty(), "caught before asking");
+    let Mode::EndpointForm(form) = &mut app.mode else {
+        panic!("the form closed");
+    };
+    assert_eq!(form.form.value("format"), "cloudevents");
+    assert_eq!(
+        form.form.error_of("rate_limit"),
+        Some("`10/x` is not per second[/burst]")
+    );
+    assert!(form.form.error_of("disable_after_ms").is_some());
+    form.form.fields[8].input.set("10/20");
+    form.form.fields[9].input.set("12h");
+    press(&mut app, KeyCode::Enter);
+    fake.state.lock().unwrap().fail_next = Some(ApiError::invalid(&[
+        ("rate_limit.burst", "must be at least per_second"),
+        ("transform", "syntax error: unexpected `}` at 1:24"),
+    ]));
+    settle(&mut app, &fake).await;
+    let Mode::EndpointForm(form) = &app.mode else {
+        panic!("the form closed");
+    };
+    assert_eq!(
+        form.form.error_of("rate_limit"),
+        Some("burst: must be at least per_second")
+    );
+    assert_eq!(
+        form.form.error_of("transform"),
+        Some("syntax error: unexpected `}` at 1:24")
+    );
+    assert_screen!("endpoint_form_new_fields_errors", app, 100, 30);
+    let Mode::EndpointForm(form) = &mut app.mode else {
+        panic!("the form closed");
+    };
+    form.form.fields[10]
+        .input
+        .set(r#"{"text": "{{ event.name }}"}"#);
+    press(&mut app, KeyCode::Enter);
+    settle(&mut app, &fake).await;
+    assert!(matches!(app.mode, Mode::Browse), "{:?}", app.mode);
+    let stored = fake.state.lock().unwrap().endpoints["crm"].clone();
+    assert_eq!(stored.format(), hookyard::v1::PayloadFormat::Cloudevents);
+    assert_eq!(
+        stored.rate_limit,
+        Some(hookyard::v1::EndpointRateLimit {
+            per_second: 10,
+            burst: 20
+        })
+    );
+    assert_eq!(stored.disable_after_ms, Some(12 * 3_600_000));
+    assert_eq!(stored.transform, r#"{"text": "{{ event.name }}"}"#);
+    // Read back as typed.
+    press(&mut app, KeyCode::Char('e'));
+    let Mode::EndpointForm(form) = &app.mode else {
+        panic!("expected the form");
+    };
+    assert_eq!(form.form.value("rate_limit"), "10/20");
+    assert_eq!(form.form.value("disable_after_ms"), "12h");
+    assert_eq!(form.form.value("format"), "cloudevents");
+}
+
+#[test]
+fn durations_parse_and_print() {
+    use crate::screens::endpoints::{duration_text, parse_duration};
+    assert_eq!(parse_duration("5d"), Ok(5 * 86_400_000));
+    assert_eq!(parse_duration("0s"), Ok(0));
+    assert_eq!(parse_duration("0"), Ok(0));
+    assert_eq!(parse_duration("250ms"), Ok(250));
+    assert!(parse_duration("5 days").is_err());
+    assert!(parse_duration("h").is_err());
+    assert_eq!(duration_text(5 * 86_400_000), "5d");
+    assert_eq!(duration_text(90_000), "90s");
+    assert_eq!(duration_text(0), "0s");
+}
+
+#[tokio::test]
+async fn rotating_asks_first_then_shows_the_new_secret_once() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('r'));
+    assert!(matches!(app.mode, Mode::Confirm { .. }));
+    press(&mut app, KeyCode::Char('n'));
+    assert!(queued(&mut app).is_empty());
+    press(&mut app, KeyCode::Char('r'));
+    press(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        queued(&mut app),
+        vec![Command::RotateEndpointSecret("crm".to_string())]
+    );
+    press(&mut app, KeyCode::Char('r'));
+    press(&mut app, KeyCode::Char('y'));
+    settle(&mut app, &fake).await;
+    let Mode::Reveal { title, lines } = &app.mode else {
+        panic!("expected the secret, got {:?}", app.mode);
+    };
+    assert_eq!(title, "New signing secret of `crm`");
+    let secret = lines[0].clone();
+    assert!(secret.starts_with("whsec_rotated"), "{secret}");
+    assert_screen!("endpoint_secret_rotated", app, 100, 14);
+    press(&mut app, KeyCode::Esc);
+    assert!(matches!(app.mode, Mode::Browse));
+    let screen = crate::testing::draw(&app, 120, 10);
+    assert!(!screen.contains(&secret), "only the hint stays: {screen}");
+    assert_eq!(
+        fake.state.lock().unwrap().endpoints["crm"].version,
+        3,
+        "rotated on the daemon"
+    );
+}
+
+#[tokio::test]
+async fn t_sends_a_test_event_and_shows_what_came_back() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('t'));
+    assert_eq!(
+        queued(&mut app),
+        vec![Command::SendTestEvent("crm".to_string())]
+    );
+    press(&mut app, KeyCode::Char('t'));
+    settle(&mut app, &fake).await;
+    let Mode::Reveal { lines, .. } = &app.mode else {
+        panic!("expected the answer, got {:?}", app.mode);
+    };
+    assert_eq!(lines[0], "delivered: HTTP 200 in 42 ms");
+    press(&mut app, KeyCode::Esc);
+
+    fake.state.lock().unwrap().test_event = Some(hookyard::v1::SendTestEventResponse {
+        attempt: Some(hookyard::v1::Attempt {
+            number: 1,
+            duration_ms: 1500,
+            status_code: 500,
+            error: "HTTP 500".to_string(),
+            response_body: "{\n  \"error\": \"database is down\"\n}".to_string(),
+            ..Default::default()
+        }),
+        succeeded: false,
+    });
+    press(&mut app, KeyCode::Char('t'));
+    settle(&mut app, &fake).await;
+    assert_screen!("endpoint_test_event_failed", app, 100, 16);
+    assert_eq!(fake.state.lock().unwrap().tested, ["crm", "crm"]);
+}
+
+#[tokio::test]
+async fn recover_requeues_failed_and_dead_deliveries_after_asking() {
+    let fake = endpoints();
+    {
+        let mut s = fake.state.lock().unwrap();
+        s.deliveries = vec![
+            delivery(1, "lead.created", DeliveryStatus::Failed),
+            delivery(2, "lead.created", DeliveryStatus::Dead),
+            delivery(3, "lead.created", DeliveryStatus::Succeeded),
+        ];
+    }
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('u'));
+    assert_screen!("endpoint_recover_confirm", app, 100, 10);
+    press(&mut app, KeyCode::Esc);
+    assert!(queued(&mut app).is_empty());
+    press(&mut app, KeyCode::Char('u'));
+    press(&mut app, KeyCode::Char('y'));
+    settle(&mut app, &fake).await;
+    assert_eq!(
+        app.flash,
+        Some(Flash::Info(
+            "re-queued 2 failed or dead deliveries of `crm`".to_string()
+        ))
+    );
+    let statuses: Vec<_> = fake
+        .state
+        .lock()
+        .unwrap()
+        .deliveries
+        .iter()
+        .map(|d| d.status())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Pending,
+            DeliveryStatus::Succeeded
+        ]
+    );
+}
+
+#[tokio::test]
+async fn help_on_endpoints_lists_rotate_test_and_recover() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('?'));
+    let screen = crate::testing::draw(&app, 80, 24);
+    for words in [
+        "rotate the signing secret",
+        "send a test event",
+        "re-queue failed/dead deliveries",
+    ] {
+        assert!(screen.contains(words), "{words} missing: {screen}");
+    }
+    assert_screen!("help_endpoints", app, 80, 24);
+    assert!(screen.contains("Ctrl-R"), "the last line fits 80x24");
 }
 
 fn dead() -> FakeAdmin {

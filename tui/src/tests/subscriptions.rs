@@ -160,7 +160,7 @@ async fn a_stale_version_offers_to_reload() {
     fake.update_subscription(theirs).await.unwrap();
 
     press(&mut app, KeyCode::End);
-    for _ in 0..7 {
+    for _ in 0..8 {
         press(&mut app, KeyCode::Tab);
     }
     type_text(&mut app, "mine");
@@ -319,5 +319,49 @@ async fn l_shows_the_subscriptions_deliveries_on_live() {
             subscription_id: "sub-1".to_string(),
             ..Default::default()
         })]
+    );
+}
+
+#[tokio::test]
+async fn editing_the_filter_sends_it_and_shows_the_servers_error_beside_it() {
+    let fake = fake();
+    let mut app = on_subscriptions(&fake).await;
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Char('e'));
+    // From the name to the filter.
+    for _ in 0..6 {
+        press(&mut app, KeyCode::Tab);
+    }
+    type_text(&mut app, "event.payload.amount >");
+    press(&mut app, KeyCode::Enter);
+    let commands = queued(&mut app);
+    let [Command::SaveSubscription {
+        subscription,
+        create: false,
+    }] = commands.as_slice()
+    else {
+        panic!("expected one update, got {commands:?}");
+    };
+    assert_eq!(subscription.filter, "event.payload.amount >");
+    fake.state.lock().unwrap().fail_next = Some(ApiError::invalid(&[(
+        "filter",
+        "unexpected end of input at 1:23",
+    )]));
+    for command in commands {
+        app.apply(crate::net::execute(&fake, command).await.unwrap());
+    }
+    assert_eq!(
+        form(&app).form.error_of("filter"),
+        Some("unexpected end of input at 1:23")
+    );
+    assert_screen!("subscription_form_filter_error", app, 100, 24);
+    type_text(&mut app, " 100");
+    assert_eq!(form(&app).form.error_of("filter"), None);
+    press(&mut app, KeyCode::Enter);
+    settle(&mut app, &fake).await;
+    assert!(matches!(app.mode, Mode::Browse));
+    assert_eq!(
+        fake.state.lock().unwrap().subscriptions["sub-1"].filter,
+        "event.payload.amount > 100"
     );
 }
