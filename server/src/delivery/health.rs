@@ -39,19 +39,32 @@ pub enum HealthNote {
     },
 }
 
+/// A failure streak is written to storage once it has lasted this long:
+/// an endpoint that fails now and then flips between failing and healthy
+/// many times a second, and each flip must not be a write.
+const PERSIST_AFTER_MS: i64 = 60_000;
+
+/// One endpoint's failure streak.
+struct Streak {
+    /// The endpoint's version when read; an admin edit or re-enable changes
+    /// it, and then what storage says counts again.
+    version: u64,
+    /// The first failed attempt since the last success.
+    since: Option<i64>,
+    /// `since` is in storage.
+    persisted: bool,
+}
+
 /// What the dispatcher knows of each endpoint's failures.
 pub struct EndpointHealth {
-    /// Per endpoint: the version it was read at and since when it fails.
-    /// The endpoint's version changes when an admin edits or re-enables it,
-    /// and then what storage says counts again.
-    state: HashMap<Arc<str>, (u64, Option<i64>)>,
+    streaks: HashMap<Arc<str>, Streak>,
     notes: mpsc::UnboundedSender<HealthNote>,
 }
 
 impl EndpointHealth {
     pub fn new(notes: mpsc::UnboundedSender<HealthNote>) -> EndpointHealth {
         EndpointHealth {
-            state: HashMap::new(),
+            streaks: HashMap::new(),
             notes,
         }
     }
@@ -64,45 +77,44 @@ impl EndpointHealth {
         if settled.endpoint_gone {
             return;
         }
-        let entry = self
-            .state
-            .entry(settled.delivery.endpoint_id.clone())
-            .or_insert((endpoint.version, endpoint.failing_since_ms));
-        if entry.0 != endpoint.version {
-            *entry = (endpoint.version, endpoint.failing_since_ms);
-        }
         let id = &settled.delivery.endpoint_id;
+        let stored = || Streak {
+            version: endpoint.version,
+            since: endpoint.failing_since_ms,
+            persisted: endpoint.failing_since_ms.is_some(),
+        };
+        let streak = self.streaks.entry(id.clone()).or_insert_with(stored);
+        if streak.version != endpoint.version {
+            *streak = stored();
+        }
         if settled.status == DeliveryStatus::Succeeded {
-            if entry.1.take().is_some() {
-                self.note(HealthNote::FailingSince {
+            streak.since = None;
+            if std::mem::take(&mut streak.persisted) {
+                let _ = self.notes.send(HealthNote::FailingSince {
                     endpoint_id: id.clone(),
                     since_ms: None,
                 });
             }
             return;
         }
-        let since = match entry.1 {
-            Some(since) => since,
-            None => {
-                entry.1 = Some(attempt.started_ms);
-                self.note(HealthNote::FailingSince {
-                    endpoint_id: id.clone(),
-                    since_ms: Some(attempt.started_ms),
-                });
-                attempt.started_ms
-            }
-        };
+        let since = *streak.since.get_or_insert(attempt.started_ms);
+        let failing_for = now_ms.saturating_sub(since);
+        if !streak.persisted && failing_for >= PERSIST_AFTER_MS {
+            streak.persisted = true;
+            let _ = self.notes.send(HealthNote::FailingSince {
+                endpoint_id: id.clone(),
+                since_ms: Some(since),
+            });
+        }
         let Some(limit) = endpoint.options.disable_after() else {
             return;
         };
-        let failing_for = now_ms.saturating_sub(since);
         if failing_for >= limit.as_millis().min(i64::MAX as u128) as i64 {
-            // Said once: the next attempt would see a new version only after
-            // the disable is stored, and a disabled endpoint sends nothing.
-            if let Some(entry) = self.state.get_mut(id) {
-                entry.0 = u64::MAX;
-            }
-            self.note(HealthNote::Disable {
+            // Said once: a version no endpoint has makes the next attempt
+            // (should one still be in flight) read storage again, where the
+            // disable will have bumped the version.
+            streak.version = u64::MAX;
+            let _ = self.notes.send(HealthNote::Disable {
                 endpoint_id: id.clone(),
                 since_ms: since,
                 reason: format!(
@@ -113,10 +125,6 @@ impl EndpointHealth {
                 ),
             });
         }
-    }
-
-    fn note(&self, note: HealthNote) {
-        let _ = self.notes.send(note);
     }
 }
 
@@ -168,7 +176,10 @@ async fn disable(
     since_ms: i64,
     reason: &str,
 ) {
-    match store.disable_failing_endpoint(endpoint_id, reason).await {
+    match store
+        .disable_failing_endpoint(endpoint_id, reason, since_ms)
+        .await
+    {
         Ok(true) => {}
         // An admin disabled or deleted it first.
         Ok(false) => return,

@@ -562,8 +562,13 @@ impl Store {
 
     /// Disables an enabled endpoint on the daemon's own decision, saying
     /// why; false when it was not enabled (an admin got there first).
-    pub async fn disable_failing_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
-        dispatch!(self.disable_failing_endpoint(id, reason))
+    pub async fn disable_failing_endpoint(
+        &self,
+        id: &str,
+        reason: &str,
+        since_ms: i64,
+    ) -> Result<bool> {
+        dispatch!(self.disable_failing_endpoint(id, reason, since_ms))
     }
 
     /// Makes a failed or dead delivery due now and returns it ready to send.

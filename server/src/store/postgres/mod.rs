@@ -478,12 +478,18 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn disable_failing_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+    pub async fn disable_failing_endpoint(
+        &self,
+        id: &str,
+        reason: &str,
+        since_ms: i64,
+    ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE endpoints SET state = 'failing', disabled_reason = $1, version = version + 1, updated_ms = $2 WHERE id = $3 AND state = 'enabled'",
+            "UPDATE endpoints SET state = 'failing', disabled_reason = $1, version = version + 1, updated_ms = $2, failing_since_ms = $3 WHERE id = $4 AND state = 'enabled'",
         )
         .bind(reason)
         .bind(now_ms())
+        .bind(since_ms)
         .bind(id)
         .execute(&self.pool)
         .await?;

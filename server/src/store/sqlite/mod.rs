@@ -470,12 +470,18 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn disable_failing_endpoint(&self, id: &str, reason: &str) -> Result<bool> {
+    pub async fn disable_failing_endpoint(
+        &self,
+        id: &str,
+        reason: &str,
+        since_ms: i64,
+    ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE endpoints SET state = 'failing', disabled_reason = ?, version = version + 1, updated_ms = ? WHERE id = ? AND state = 'enabled'",
+            "UPDATE endpoints SET state = 'failing', disabled_reason = ?, version = version + 1, updated_ms = ?, failing_since_ms = ? WHERE id = ? AND state = 'enabled'",
         )
         .bind(reason)
         .bind(now_ms())
+        .bind(since_ms)
         .bind(id)
         .execute(&self.pool)
         .await?;
