@@ -507,6 +507,17 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+fn payload_format(format: hookyard::v1::PayloadFormat) -> &'static str {
+    use hookyard::v1::PayloadFormat as F;
+    match format {
+        F::Unspecified | F::Envelope => "envelope",
+        F::StandardWebhooks => "standard_webhooks",
+        F::Cloudevents => "cloudevents",
+        F::CloudeventsBinary => "cloudevents_binary",
+        F::Raw => "raw",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,16 +532,5 @@ mod tests {
             table(&["ID", "STATE"], &rows),
             "ID          STATE\ncrm         enabled\nbilling-eu  disabled\n"
         );
-    }
-}
-
-fn payload_format(format: hookyard::v1::PayloadFormat) -> &'static str {
-    use hookyard::v1::PayloadFormat as F;
-    match format {
-        F::Unspecified | F::Envelope => "envelope",
-        F::StandardWebhooks => "standard_webhooks",
-        F::Cloudevents => "cloudevents",
-        F::CloudeventsBinary => "cloudevents_binary",
-        F::Raw => "raw",
     }
 }
