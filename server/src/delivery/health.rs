@@ -220,3 +220,142 @@ async fn disable(
         tracing::warn!(endpoint = %endpoint_id, %error, "Could not publish hookyard.endpoint.disabled.");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{Attempt, DueDelivery, EndpointState, EventEnvelope};
+
+    fn endpoint(disable_after: Duration) -> Endpoint {
+        Endpoint {
+            id: "crm".into(),
+            url: "http://127.0.0.1:1/".into(),
+            tenant_id: None,
+            secret: String::new(),
+            headers: Default::default(),
+            timeout: None,
+            retry_schedule: None,
+            max_in_flight: None,
+            state: EndpointState::Enabled,
+            description: String::new(),
+            options: crate::model::EndpointOptions {
+                disable_after_ms: Some(disable_after),
+                ..Default::default()
+            },
+            previous_secret: None,
+            disabled_reason: None,
+            failing_since_ms: None,
+            version: 1,
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    fn settled(ok: bool, at_ms: i64) -> Settled {
+        Settled {
+            delivery: DueDelivery {
+                id: 1,
+                subscription_id: "s".into(),
+                endpoint_id: "crm".into(),
+                attempts: 1,
+                due_ms: 0,
+                event: Arc::new(EventEnvelope {
+                    seq: 1,
+                    id: "e".into(),
+                    name: "lead.created".into(),
+                    source: "test".into(),
+                    tenant_id: None,
+                    time_ms: 0,
+                    payload: "{}".into(),
+                }),
+            },
+            attempt: Some(Attempt {
+                number: 1,
+                started_ms: at_ms,
+                duration_ms: 1,
+                status_code: Some(if ok { 200 } else { 500 }),
+                error: None,
+                response_body: String::new(),
+                request_headers: Default::default(),
+            }),
+            status: if ok {
+                DeliveryStatus::Succeeded
+            } else {
+                DeliveryStatus::Failed
+            },
+            next_attempt_ms: None,
+            last_error: Some("endpoint answered HTTP 500".into()),
+            endpoint_gone: false,
+            lease: None,
+        }
+    }
+
+    fn notes(rx: &mut mpsc::UnboundedReceiver<HealthNote>) -> Vec<HealthNote> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn a_flapping_endpoint_writes_nothing_and_a_long_streak_disables_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut health = EndpointHealth::new(tx);
+        let e = endpoint(Duration::from_secs(600));
+        for i in 0..100 {
+            health.record(&e, &settled(i % 2 == 1, i * 10), i * 10);
+        }
+        assert!(notes(&mut rx).is_empty(), "short streaks stay in memory");
+
+        health.record(&e, &settled(false, 1_000), 1_000);
+        health.record(&e, &settled(false, 61_000), 61_000);
+        let written = notes(&mut rx);
+        assert!(matches!(
+            written.as_slice(),
+            [HealthNote::FailingSince {
+                since_ms: Some(1_000),
+                ..
+            }]
+        ));
+        health.record(&e, &settled(false, 601_000), 601_000);
+        health.record(&e, &settled(false, 601_500), 601_500);
+        let disabled = notes(&mut rx);
+        assert_eq!(
+            disabled
+                .iter()
+                .filter(|n| matches!(
+                    n,
+                    HealthNote::Disable {
+                        since_ms: 1_000,
+                        ..
+                    }
+                ))
+                .count(),
+            1,
+            "{disabled:?}"
+        );
+    }
+
+    #[test]
+    fn a_success_after_a_written_streak_clears_it() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut health = EndpointHealth::new(tx);
+        let e = endpoint(Duration::ZERO);
+        health.record(&e, &settled(false, 0), 0);
+        health.record(&e, &settled(false, 70_000), 70_000);
+        health.record(&e, &settled(true, 80_000), 80_000);
+        let written = notes(&mut rx);
+        assert!(
+            matches!(
+                written.as_slice(),
+                [
+                    HealthNote::FailingSince {
+                        since_ms: Some(0),
+                        ..
+                    },
+                    HealthNote::FailingSince { since_ms: None, .. }
+                ]
+            ),
+            "never disabled with disable_after 0: {written:?}"
+        );
+    }
+}
