@@ -85,10 +85,7 @@ impl Filter {
             .and_then(|t| t.render(ctx))
             .map_err(|e| match e.kind() {
                 ErrorKind::OutOfFuel => "the filter ran out of fuel".to_string(),
-                _ => match e.detail() {
-                    Some(detail) => format!("{}: {detail}", e.kind()),
-                    None => e.kind().to_string(),
-                },
+                _ => crate::flows::template::describe(&e),
             })?;
         Ok(rendered == "true")
     }

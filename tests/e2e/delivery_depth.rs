@@ -205,16 +205,6 @@ if request["cloudevent"]:
     out["ce"] = {"id": event["id"], "type": event["type"], "source": event["source"], "data": event.data}
 print(json.dumps(out))
 "#;
-    let python =
-        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python-env"))
-            .output()
-            .expect("run scripts/python-env");
-    assert!(
-        python.status.success(),
-        "{}",
-        String::from_utf8_lossy(&python.stderr)
-    );
-    let python = String::from_utf8(python.stdout).expect("a path");
     let headers: serde_json::Map<String, Value> = received
         .headers
         .iter()
@@ -226,7 +216,7 @@ print(json.dumps(out))
         "secret": secret,
         "cloudevent": cloudevent,
     });
-    let mut child = tokio::process::Command::new(python.trim())
+    let mut child = tokio::process::Command::new(crate::harness::python())
         .arg("-c")
         .arg(VERIFY)
         .stdin(Stdio::piped())

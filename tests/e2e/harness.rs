@@ -832,3 +832,21 @@ async fn fresh_postgres_database() -> String {
     url.set_path(&format!("/{name}"));
     url.to_string()
 }
+
+/// The Python with the third-party client libraries the tests check
+/// against (`scripts/python-env` makes it on first use); its path.
+pub fn python() -> String {
+    let python =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python-env"))
+            .output()
+            .expect("run scripts/python-env");
+    assert!(
+        python.status.success(),
+        "scripts/python-env: {}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    String::from_utf8(python.stdout)
+        .expect("a path")
+        .trim()
+        .to_string()
+}

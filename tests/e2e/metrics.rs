@@ -51,17 +51,7 @@ async fn scrape(daemon: &Daemon) -> Samples {
 }
 
 async fn parse(text: &str) -> Samples {
-    let python =
-        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python-env"))
-            .output()
-            .expect("run scripts/python-env");
-    assert!(
-        python.status.success(),
-        "scripts/python-env: {}",
-        String::from_utf8_lossy(&python.stderr)
-    );
-    let python = String::from_utf8(python.stdout).expect("a path");
-    let mut child = tokio::process::Command::new(python.trim())
+    let mut child = tokio::process::Command::new(crate::harness::python())
         .arg("-c")
         .arg(PARSE)
         .stdin(Stdio::piped())

@@ -177,10 +177,10 @@ impl Transform {
         env.set_fuel(Some(TRANSFORM_FUEL));
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.add_template_owned("transform", source.to_string())
-            .map_err(|e| format!("does not compile: {}", describe(&e)))?;
+            .map_err(|e| format!("does not compile: {}", template::describe(&e)))?;
         let template = env
             .get_template("transform")
-            .map_err(|e| format!("does not compile: {}", describe(&e)))?;
+            .map_err(|e| format!("does not compile: {}", template::describe(&e)))?;
         if let Some(unknown) = template
             .undeclared_variables(false)
             .into_iter()
@@ -214,19 +214,12 @@ impl Transform {
             .and_then(|t| t.render(ctx))
             .map_err(|e| match e.kind() {
                 ErrorKind::OutOfFuel => "the transform ran out of fuel".to_string(),
-                _ => format!("the transform failed: {}", describe(&e)),
+                _ => format!("the transform failed: {}", template::describe(&e)),
             })?;
         match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(_) => Ok(text),
             Err(e) => Err(format!("the transform did not produce JSON: {e}")),
         }
-    }
-}
-
-fn describe(e: &minijinja::Error) -> String {
-    match e.detail() {
-        Some(detail) => format!("{}: {detail}", e.kind()),
-        None => e.kind().to_string(),
     }
 }
 

@@ -384,7 +384,7 @@ fn out_of_fuel(field: &str) -> String {
 }
 
 /// minijinja's message plus its own detail, on one line.
-fn describe(e: &minijinja::Error) -> String {
+pub fn describe(e: &minijinja::Error) -> String {
     match e.detail() {
         Some(detail) => format!("{}: {detail}", e.kind()),
         None => e.to_string(),
