@@ -76,6 +76,8 @@ mod limits;
 mod metrics;
 #[path = "e2e/migrate.rs"]
 mod migrate;
+#[path = "e2e/ordering.rs"]
+mod ordering;
 #[path = "e2e/packaging.rs"]
 mod packaging;
 #[path = "e2e/private_files.rs"]

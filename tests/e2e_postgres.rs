@@ -64,6 +64,8 @@ mod limits;
 mod metrics;
 #[path = "e2e/migrate.rs"]
 mod migrate;
+#[path = "e2e/ordering.rs"]
+mod ordering;
 #[path = "e2e/postgres_nodes.rs"]
 mod postgres_nodes;
 #[path = "e2e/postgres_outage.rs"]

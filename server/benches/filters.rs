@@ -57,6 +57,7 @@ fn subscription(i: usize, filtered: bool) -> Subscription {
         inputs: Default::default(),
         filter: filtered
             .then(|| format!(r#"event.payload.amount > {i} and event.payload.currency == "EUR""#)),
+        ordering_key: None,
         version: 1,
         created_ms: 0,
         updated_ms: 0,

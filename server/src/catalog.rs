@@ -12,6 +12,7 @@ use crate::{
     filter::{self, Filter},
     flows::{compiled::SubscriptionInputs, template::Secrets},
     model::{Endpoint, EndpointState, NewEvent, Route, Subscription},
+    ordering::OrderingKey,
     routing::{Pattern, RouteSpec, RouteTable},
     store::{self, Store},
 };
@@ -24,11 +25,13 @@ pub struct Catalog {
     routes: Vec<Entry>,
 }
 
-/// One routable subscription: where it sends, and its filter if it has one.
+/// One routable subscription: where it sends, its filter and the ordering
+/// key of its deliveries, if it has them.
 struct Entry {
     target: Target,
     subscription: Arc<Subscription>,
     filter: Option<Filter>,
+    ordering: Option<Arc<OrderingKey>>,
 }
 
 /// What TestRoute reports: the subscriptions that take an event, and those
@@ -68,6 +71,7 @@ impl Catalog {
             .into_iter()
             .map(|e| (e.id.clone(), Arc::new(e)))
             .collect();
+        let endpoint_keys = endpoint_ordering_keys(&endpoints);
         let mut specs = Vec::new();
         let mut routes = Vec::new();
         let mut by_id = HashMap::new();
@@ -91,6 +95,13 @@ impl Catalog {
                     continue;
                 }
             };
+            let ordering = match ordering_of(&sub, &endpoint_keys) {
+                Ok(ordering) => ordering,
+                Err(error) => {
+                    tracing::error!(subscription = %sub.name, %error, "Stored subscription ordering key does not compile; it routes nothing.");
+                    continue;
+                }
+            };
             match compile_spec(&sub, tenant) {
                 Ok(spec) => {
                     specs.push(spec);
@@ -98,6 +109,7 @@ impl Catalog {
                         target: route,
                         subscription: sub,
                         filter,
+                        ordering,
                     });
                 }
                 Err(error) => {
@@ -137,7 +149,14 @@ impl Catalog {
                     }
                 }
                 match &entry.target {
-                    Target::Endpoint(route) => merge_route(out, route),
+                    Target::Endpoint(route) => {
+                        if merge_route(out, route) {
+                            if let (Some(key), Some(added)) = (&entry.ordering, out.last_mut()) {
+                                let ctx = ctx.get_or_insert_with(|| filter::context(event));
+                                added.ordering_key = key.render(ctx);
+                            }
+                        }
+                    }
                     Target::Flow(route) => flows.push(route.clone()),
                 }
             }
@@ -188,14 +207,54 @@ impl Catalog {
     }
 }
 
-/// Adds `route` to `out`, or to the route already there for its endpoint:
-/// one event reaches one endpoint once. Events match few subscriptions, so
-/// a scan beats a map here.
-fn merge_route(out: &mut Vec<Route>, route: &Route) {
+/// Adds `route` to `out` (true), or to the route already there for its
+/// endpoint: one event reaches one endpoint once. Events match few
+/// subscriptions, so a scan beats a map here.
+fn merge_route(out: &mut Vec<Route>, route: &Route) -> bool {
     match out.iter_mut().find(|r| r.endpoint_id == route.endpoint_id) {
-        Some(existing) => existing.also.push(route.subscription_id.clone()),
-        None => out.push(route.clone()),
+        Some(existing) => {
+            existing.also.push(route.subscription_id.clone());
+            false
+        }
+        None => {
+            out.push(route.clone());
+            true
+        }
     }
+}
+
+/// Each endpoint's ordering key, compiled once for all its subscriptions.
+/// Storage holds only validated ones; one that does not compile is skipped
+/// loudly (its deliveries go unordered).
+fn endpoint_ordering_keys(
+    endpoints: &HashMap<String, Arc<Endpoint>>,
+) -> HashMap<&str, Arc<OrderingKey>> {
+    endpoints
+        .values()
+        .filter_map(|e| {
+            let template = e.options.ordering_key.as_deref()?;
+            match OrderingKey::compile(template) {
+                Ok(key) => Some((e.id.as_str(), Arc::new(key))),
+                Err(error) => {
+                    tracing::error!(endpoint = %e.id, %error, "Stored endpoint ordering key does not compile; its deliveries are unordered.");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// A subscription's own ordering key, else its endpoint's.
+fn ordering_of(
+    sub: &Subscription,
+    endpoint_keys: &HashMap<&str, Arc<OrderingKey>>,
+) -> Result<Option<Arc<OrderingKey>>, String> {
+    if let Some(template) = &sub.ordering_key {
+        return OrderingKey::compile(template).map(|k| Some(Arc::new(k)));
+    }
+    Ok(sub
+        .endpoint_id()
+        .and_then(|id| endpoint_keys.get(id).cloned()))
 }
 
 thread_local! {
@@ -229,6 +288,7 @@ fn routable(
         return None;
     }
     Some(Target::Endpoint(Route {
+        ordering_key: None,
         subscription_id: Arc::from(sub.id.as_str()),
         endpoint_id: Arc::from(endpoint.id.as_str()),
         also: Vec::new(),
@@ -358,6 +418,7 @@ mod tests {
             description: String::new(),
             inputs: Default::default(),
             filter: None,
+            ordering_key: None,
             version: 1,
             created_ms: 0,
             updated_ms: 0,

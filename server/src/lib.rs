@@ -48,6 +48,7 @@ pub mod flows;
 pub mod intake;
 pub mod metrics;
 pub mod model;
+pub mod ordering;
 pub mod publish;
 pub mod routing;
 pub mod server;

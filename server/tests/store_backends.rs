@@ -140,6 +140,7 @@ fn event(id: &str, body: &str, endpoints: &[&str]) -> NewEvent {
                 subscription_id: Arc::from(format!("sub-{e}")),
                 endpoint_id: Arc::from(*e),
                 also: Vec::new(),
+                ordering_key: None,
             })
             .collect(),
         flow_starts: Vec::new(),
@@ -337,6 +338,7 @@ async fn catalog_changes_check_versions_and_references(backend: Backend) {
                 username: "u".to_string(),
                 password: "p".to_string(),
             }),
+            ordering_key: Some("{{ event.payload.customer }}".to_string()),
         },
         previous_secret: Some(("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSx".to_string(), 42)),
         disabled_reason: None,
@@ -372,14 +374,17 @@ async fn catalog_changes_check_versions_and_references(backend: Backend) {
         description: String::new(),
         inputs: BTreeMap::new(),
         filter: None,
+        ordering_key: Some("{{ event.payload.region }}".to_string()),
         version: 0,
         created_ms: 0,
         updated_ms: 0,
     };
-    s.store
+    let stored = s
+        .store
         .create_subscription(&subscription)
         .await
         .expect("create subscription");
+    assert_eq!(stored.ordering_key, subscription.ordering_key);
     assert!(matches!(
         s.store.delete_endpoint("crm").await,
         Err(Error::FailedPrecondition(_))

@@ -40,6 +40,14 @@ pub enum Behaviour {
     FailShare(f64, u16),
     /// `status` with `webhook-delivery: abort`: do not retry this one.
     Abort(u16),
+    /// Each answer takes `delay_ms`; the first `times` requests whose body
+    /// contains `marker` get `status`, everything else 200.
+    SlowFailMarked {
+        delay_ms: u64,
+        marker: &'static str,
+        times: u64,
+        status: u16,
+    },
 }
 
 impl Behaviour {
@@ -49,6 +57,7 @@ impl Behaviour {
             Behaviour::FailTimes(n, status) if request_number < n => status,
             Behaviour::FailTimes(..) => 200,
             Behaviour::Abort(status) => status,
+            Behaviour::SlowFailMarked { .. } => 200,
             Behaviour::FailShare(share, status) => {
                 // A cheap hash spreads failures over the sequence.
                 let bucket = request_number.wrapping_mul(2_654_435_761) % 1000;
@@ -97,6 +106,8 @@ impl Received {
 struct Shared {
     behaviour: Behaviour,
     count: AtomicU64,
+    /// Requests that carried `SlowFailMarked`'s marker.
+    marked: AtomicU64,
     tx: UnboundedSender<Received>,
 }
 
@@ -116,6 +127,7 @@ impl TestReceiver {
         let shared = Arc::new(Shared {
             behaviour,
             count: AtomicU64::new(0),
+            marked: AtomicU64::new(0),
             tx,
         });
         let app = Router::new().fallback(record).with_state(shared);
@@ -181,13 +193,27 @@ async fn record(
 ) -> (StatusCode, [(&'static str, &'static str); 1]) {
     let at = Instant::now();
     let number = shared.count.fetch_add(1, Ordering::SeqCst);
+    let mut status = shared.behaviour.status(number);
+    if let Behaviour::SlowFailMarked {
+        delay_ms,
+        marker,
+        times,
+        status: failing,
+    } = shared.behaviour
+    {
+        let marked = body.windows(marker.len()).any(|w| w == marker.as_bytes());
+        if marked && shared.marked.fetch_add(1, Ordering::SeqCst) < times {
+            status = failing;
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
     let _ = shared.tx.send(Received {
         path: uri.path().to_string(),
         headers,
         body,
         at,
     });
-    let status = StatusCode::from_u16(shared.behaviour.status(number)).expect("a valid status");
+    let status = StatusCode::from_u16(status).expect("a valid status");
     let delivery = match shared.behaviour {
         Behaviour::Abort(_) => "abort",
         _ => "continue",

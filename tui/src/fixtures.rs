@@ -52,6 +52,8 @@ pub fn delivery(id: u64, name: &str, status: DeliveryStatus) -> Delivery {
         updated_at: ts(id as i64),
         event_seq: id,
         also_subscription_ids: vec![],
+        ordering_key: String::new(),
+        parked: false,
         next_attempt_at: None,
     }
 }
@@ -79,6 +81,7 @@ pub fn subscription(id: &str, name: &str, patterns: &[&str], target: &str) -> Su
         updated_at: ts(0),
         inputs: Default::default(),
         filter: String::new(),
+        ordering_key: String::new(),
     }
 }
 

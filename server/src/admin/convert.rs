@@ -10,7 +10,7 @@ use crate::{
     delivery::signing,
     model::{
         Attempt, Delivery, DeliveryStatus, Endpoint, EndpointAuth, EndpointOptions, EndpointState,
-        PayloadFormat, RateLimit, StoredEvent, Subscription,
+        PayloadFormat, RateLimit, StoredEvent, Subscription, PARKED_MS,
     },
 };
 
@@ -71,6 +71,7 @@ pub fn endpoint_to_pb(e: &Endpoint) -> pb::Endpoint {
             .previous_secret
             .as_ref()
             .and_then(|&(_, until)| timestamp(until)),
+        ordering_key: e.options.ordering_key.clone().unwrap_or_default(),
     }
 }
 
@@ -114,6 +115,7 @@ pub fn endpoint_from_pb(e: pb::Endpoint) -> Endpoint {
             username: b.username,
             password: b.password,
         }),
+        ordering_key: non_empty(e.ordering_key),
     };
     Endpoint {
         id: e.id,
@@ -165,6 +167,7 @@ pub fn subscription_to_pb(s: &Subscription) -> pb::Subscription {
         updated_at: timestamp(s.updated_ms),
         inputs: s.inputs.clone().into_iter().collect(),
         filter: s.filter.clone().unwrap_or_default(),
+        ordering_key: s.ordering_key.clone().unwrap_or_default(),
     }
 }
 
@@ -180,6 +183,7 @@ pub fn subscription_from_pb(s: pb::Subscription) -> Subscription {
         description: s.description,
         inputs: s.inputs.into_iter().collect(),
         filter: non_empty(s.filter),
+        ordering_key: non_empty(s.ordering_key),
         version: s.version,
         created_ms: 0,
         updated_ms: 0,
@@ -221,11 +225,16 @@ pub fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
         last_status_code: d.last_status_code.map(u32::from).unwrap_or(0),
         last_error: d.last_error.clone().unwrap_or_default(),
         last_duration_ms: d.last_duration_ms.unwrap_or(0),
-        next_attempt_at: d.next_attempt_ms.and_then(timestamp),
+        next_attempt_at: d
+            .next_attempt_ms
+            .filter(|&at| at != PARKED_MS)
+            .and_then(timestamp),
         created_at: timestamp(d.created_ms),
         updated_at: timestamp(d.updated_ms),
         event_seq: d.event_seq,
         also_subscription_ids: d.also_subscriptions.clone(),
+        ordering_key: d.ordering_key.clone().unwrap_or_default(),
+        parked: d.next_attempt_ms == Some(PARKED_MS),
     }
 }
 

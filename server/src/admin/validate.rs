@@ -94,6 +94,11 @@ fn check_options(o: &EndpointOptions, errors: &mut Vec<FieldError>) {
             errors.push(FieldError::new(&["transform"], message));
         }
     }
+    if let Some(key) = &o.ordering_key {
+        if let Err(message) = crate::ordering::OrderingKey::compile(key) {
+            errors.push(FieldError::new(&["ordering_key"], message));
+        }
+    }
     if let Some(limit) = o.rate_limit {
         if limit.per_second == 0 {
             errors.push(FieldError::new(
@@ -161,6 +166,11 @@ pub fn subscription(
     if let Some(filter) = &s.filter {
         if let Err(message) = crate::filter::Filter::compile(filter) {
             errors.push(FieldError::new(&["filter"], message));
+        }
+    }
+    if let Some(key) = &s.ordering_key {
+        if let Err(message) = crate::ordering::OrderingKey::compile(key) {
+            errors.push(FieldError::new(&["ordering_key"], message));
         }
     }
     if let Some(tenant) = &s.tenant_id {
@@ -389,6 +399,7 @@ mod tenant_tests {
             description: String::new(),
             inputs: Default::default(),
             filter: None,
+            ordering_key: None,
             version: 1,
             created_ms: 0,
             updated_ms: 0,

@@ -257,6 +257,10 @@ pub struct EndpointConfig {
     /// `{basic: {username, password}}`.
     #[serde(default)]
     pub auth: Option<EndpointAuth>,
+    /// A template over `event`; deliveries with the same key go one at a
+    /// time, in publish order.
+    #[serde(default)]
+    pub ordering_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +283,10 @@ pub struct SubscriptionConfig {
     /// An expression over `event`; only events it is true for are taken.
     #[serde(default)]
     pub filter: Option<String>,
+    /// A template over `event` ordering this subscription's deliveries
+    /// (over the endpoint's own).
+    #[serde(default)]
+    pub ordering_key: Option<String>,
 }
 
 fn enabled() -> bool {

@@ -210,6 +210,10 @@ pub struct EndpointFields {
     /// Failing this long disables the endpoint (`0s`: never).
     #[arg(long, value_parser = humantime::parse_duration)]
     disable_after: Option<Duration>,
+    /// A template over `event` (e.g. `{{ event.payload.customer_id }}`):
+    /// deliveries with the same key go one at a time (empty: unordered).
+    #[arg(long)]
+    ordering_key: Option<String>,
 }
 
 fn payload_format(s: &str) -> Result<PayloadFormat, String> {
@@ -244,6 +248,9 @@ pub enum SubscriptionCommand {
         /// An expression over `event`, e.g. `event.payload.amount > 100`.
         #[arg(long)]
         filter: Option<String>,
+        /// A template over `event` ordering the deliveries it makes.
+        #[arg(long)]
+        ordering_key: Option<String>,
         #[arg(long)]
         disabled: bool,
     },
@@ -261,6 +268,9 @@ pub enum SubscriptionCommand {
         /// An expression over `event` (empty: none).
         #[arg(long)]
         filter: Option<String>,
+        /// A template over `event` ordering its deliveries (empty: none).
+        #[arg(long)]
+        ordering_key: Option<String>,
         #[arg(long, conflicts_with = "disable")]
         enable: bool,
         #[arg(long)]
@@ -617,6 +627,9 @@ impl EndpointFields {
         if let Some(transform) = self.transform {
             e.transform = transform;
         }
+        if let Some(key) = self.ordering_key {
+            e.ordering_key = key;
+        }
         match self.rate_limit {
             Some(0) => e.rate_limit = None,
             Some(per_second) => {
@@ -667,6 +680,7 @@ async fn subscriptions(
             tenant,
             description,
             filter,
+            ordering_key,
             disabled,
         } => {
             let s = admin
@@ -679,6 +693,7 @@ async fn subscriptions(
                         tenant_id: tenant.unwrap_or_default(),
                         description: description.unwrap_or_default(),
                         filter: filter.unwrap_or_default(),
+                        ordering_key: ordering_key.unwrap_or_default(),
                         enabled: !disabled,
                         ..Subscription::default()
                     }),
@@ -695,6 +710,7 @@ async fn subscriptions(
             exclude,
             description,
             filter,
+            ordering_key,
             enable,
             disable,
         } => {
@@ -717,6 +733,9 @@ async fn subscriptions(
             }
             if let Some(filter) = filter {
                 s.filter = filter;
+            }
+            if let Some(key) = ordering_key {
+                s.ordering_key = key;
             }
             if enable {
                 s.enabled = true;

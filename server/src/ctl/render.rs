@@ -93,7 +93,7 @@ impl Output {
                     "headers": e.headers, "timeout_ms": e.timeout_ms,
                     "retry_schedule_ms": e.retry_schedule_ms, "max_in_flight": e.max_in_flight,
                     "description": e.description, "version": e.version,
-                    "format": payload_format(e.format()), "transform": e.transform,
+                    "format": payload_format(e.format()), "transform": e.transform, "ordering_key": e.ordering_key,
                     "rate_limit": e.rate_limit.map(|r| json!({"per_second": r.per_second, "burst": r.burst})),
                     "disable_after_ms": e.disable_after_ms,
                     "basic_auth_username": e.basic_auth.as_ref().map(|b| b.username.clone()),
@@ -123,7 +123,7 @@ impl Output {
                 json!({
                     "id": s.id, "name": s.name, "patterns": s.patterns, "exclude": s.exclude,
                     "target": s.target, "tenant_id": s.tenant_id, "enabled": s.enabled,
-                    "description": s.description, "version": s.version, "filter": s.filter,
+                    "description": s.description, "version": s.version, "filter": s.filter, "ordering_key": s.ordering_key,
                 })
             })
             .collect();

@@ -261,6 +261,7 @@ mod tests {
                 endpoint_id: "crm".into(),
                 attempts: 1,
                 due_ms: 0,
+                ordered: false,
                 event: Arc::new(EventEnvelope {
                     seq: 1,
                     id: "e".into(),

@@ -32,6 +32,11 @@ pub struct EndpointOptions {
     /// How requests authenticate, beyond the signature and static headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<EndpointAuth>,
+    /// A minijinja template over `event` (e.g.
+    /// `{{ event.payload.customer_id }}`): deliveries with the same key go
+    /// one at a time, in publish order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
 }
 
 impl EndpointOptions {
@@ -137,6 +142,7 @@ mod tests {
                 username: "u".into(),
                 password: "p".into(),
             }),
+            ordering_key: Some("{{ event.payload.customer }}".into()),
         };
         let text = serde_json::to_string(&options).unwrap_or_default();
         let back: EndpointOptions = serde_json::from_str(&text).unwrap_or_default();

@@ -54,7 +54,15 @@ pub struct Route {
     /// Other subscriptions that matched the same endpoint; one delivery
     /// stands for them all.
     pub also: Vec<Arc<str>>,
+    /// The delivery's ordering key (rendered from the subscription's or the
+    /// endpoint's `ordering_key`): deliveries with the same key go to the
+    /// endpoint one at a time, in publish order.
+    pub ordering_key: Option<Box<str>>,
 }
+
+/// The due time of a delivery parked behind an earlier unfinished delivery
+/// with the same ordering key; it is made due when that one finishes.
+pub const PARKED_MS: i64 = i64::MAX;
 
 /// A committed event as stored.
 #[derive(Debug, Clone)]
@@ -150,6 +158,9 @@ pub struct Subscription {
     /// A minijinja expression over `event`; only events it is true for are
     /// taken.
     pub filter: Option<String>,
+    /// A minijinja template over `event` whose output orders this
+    /// subscription's deliveries (over the endpoint's own).
+    pub ordering_key: Option<String>,
     pub version: u64,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -177,6 +188,11 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    /// Nothing more will be attempted (unless an admin asks).
+    pub fn is_final(self) -> bool {
+        matches!(self, DeliveryStatus::Succeeded | DeliveryStatus::Dead)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
@@ -213,6 +229,8 @@ pub struct Delivery {
     /// once, as this delivery.
     pub also_subscriptions: Vec<String>,
     pub endpoint_id: String,
+    /// Deliveries with the same key go one at a time, in publish order.
+    pub ordering_key: Option<String>,
     pub status: DeliveryStatus,
     pub attempts: u32,
     pub last_status_code: Option<u16>,
@@ -294,6 +312,9 @@ pub struct DueDelivery {
     pub attempts: u32,
     pub due_ms: i64,
     pub event: Arc<EventEnvelope>,
+    /// It has an ordering key: when it finishes, the next delivery with the
+    /// same key is made due in storage.
+    pub ordered: bool,
 }
 
 impl DueDelivery {

@@ -597,6 +597,13 @@ impl Store {
         dispatch!(self.next_due(endpoint_id, after_ms))
     }
 
+    /// Makes due every parked delivery that no longer waits behind anything:
+    /// the earliest unfinished one of its endpoint and ordering key. Run on
+    /// start, so nothing stays parked for good whatever happened before.
+    pub async fn unpark_orphans(&self) -> Result<u64> {
+        dispatch!(self.unpark_orphans())
+    }
+
     /// Every endpoint with deliveries still to attempt, and when its earliest
     /// falls due.
     pub async fn due_endpoints(&self) -> Result<Vec<(String, i64)>> {

@@ -114,6 +114,7 @@ pub(super) fn due_from_rows(rows: &[impl Columns]) -> Result<Vec<DueDelivery>> {
                 attempts: row.get::<i64>("attempts")? as u32,
                 due_ms: row.get::<Option<i64>>("next_attempt_ms")?.unwrap_or(0),
                 event,
+                ordered: row.get("ordered")?,
             })
         })
         .collect()
@@ -175,6 +176,7 @@ pub(super) fn subscription_from_row(row: &impl Columns) -> Result<Subscription> 
         description: row.get("description")?,
         inputs: from_json(&row.get::<String>("inputs")?)?,
         filter: row.get("filter")?,
+        ordering_key: row.get("ordering_key")?,
         version: row.get::<i64>("version")? as u64,
         created_ms: row.get("created_ms")?,
         updated_ms: row.get("updated_ms")?,
@@ -197,6 +199,7 @@ pub(super) fn delivery_from_row(row: &impl Columns) -> Result<Delivery> {
             .transpose()?
             .unwrap_or_default(),
         endpoint_id: row.get("endpoint_id")?,
+        ordering_key: row.get("ordering_key")?,
         status: DeliveryStatus::parse(&status)
             .ok_or_else(|| corrupt("delivery status", &status))?,
         attempts: row.get::<i64>("attempts")? as u32,

@@ -623,6 +623,7 @@ mod tests {
                 subscription_id: Arc::from("sub"),
                 endpoint_id: Arc::from("crm"),
                 also: Vec::new(),
+                ordering_key: None,
             }],
             flow_starts: Vec::new(),
             cancels: Vec::new(),

@@ -174,6 +174,13 @@ impl Dispatcher {
         // Shared: every row is read from storage by its endpoint's holder,
         // so no id is waiting in the writer's channel to be excluded; the
         // backlog comes with each lease.
+        let unparked = store.unpark_orphans().await?;
+        if unparked > 0 {
+            tracing::info!(
+                unparked,
+                "Deliveries waiting behind ones no longer pending are due now."
+            );
+        }
         let (max_seen_id, backlog) = match cluster {
             Some(_) => (i64::MAX as u64, Vec::new()),
             None => (store.max_delivery_id().await?, store.due_endpoints().await?),
@@ -494,6 +501,7 @@ impl Dispatcher {
                 subscription_id: delivery.subscription_id.to_string(),
                 subscription_name,
                 also_subscriptions: Vec::new(),
+                ordering_key: None,
                 endpoint_id: delivery.endpoint_id.to_string(),
                 status,
                 attempts: delivery.attempts,

@@ -22,6 +22,9 @@
 //!   robin: when they run out, lanes wait in a FIFO and each turn sends one
 //!   request, so an endpoint with ten due waits at most one request per busy
 //!   endpoint, however deep their backlogs.
+//! - Ordering keys are storage's: a delivery waiting behind another with its
+//!   key is not due there until that one finishes, so the scheduler sees it
+//!   only then (a finished ordered delivery marks its lane's backlog due).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -370,6 +373,13 @@ impl Scheduler {
                     self.retry_keys.insert(delivery.id, key);
                 }
                 None => self.release(&delivery.endpoint_id, delivery.id, retry_at, now),
+            }
+            if delivery.ordered && settled.status.is_final() {
+                // Its commit made the next delivery with its ordering key
+                // due, in storage.
+                if let Some(lane) = self.lanes.get_mut(&delivery.endpoint_id) {
+                    lane.backlog.note(now, now);
+                }
             }
         }
         self.after_release(results.iter().map(|s| &s.delivery.endpoint_id), eps);

@@ -95,6 +95,7 @@ impl Sim {
             endpoint_id: endpoint.into(),
             attempts: 0,
             due_ms,
+            ordered: false,
             event: Arc::new(EventEnvelope {
                 seq: self.next_id,
                 id: format!("ev-{}", self.next_id),

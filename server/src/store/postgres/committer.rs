@@ -122,10 +122,11 @@ const INSERT_EVENTS: &str = "INSERT INTO events (seq, id, name, source, tenant_i
     ON CONFLICT (id) DO NOTHING RETURNING seq";
 
 const INSERT_DELIVERIES: &str = "INSERT INTO deliveries (id, event_seq, subscription_id, \
-    endpoint_id, status, attempts, next_attempt_ms, created_ms, updated_ms, also_subscriptions) \
-    SELECT id, event_seq, subscription_id, endpoint_id, 'pending', 0, $5, $5, $5, also \
-    FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $6::text[]) \
-    AS u(id, event_seq, subscription_id, endpoint_id, also)";
+    endpoint_id, status, attempts, next_attempt_ms, created_ms, updated_ms, also_subscriptions, \
+    ordering_key) \
+    SELECT id, event_seq, subscription_id, endpoint_id, 'pending', 0, $5, $5, $5, also, okey \
+    FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $6::text[], $7::text[]) \
+    AS u(id, event_seq, subscription_id, endpoint_id, also, okey)";
 
 /// Inserts every publish's events, each with its deliveries (due now, added
 /// to `done.due`) and its flow-run starts and cancels. An id already taken,
@@ -279,6 +280,8 @@ async fn insert_deliveries(
     let mut subscriptions = Vec::with_capacity(count);
     let mut endpoints = Vec::with_capacity(count);
     let mut also = Vec::with_capacity(count);
+    let mut keys = Vec::with_capacity(count);
+    let mut ordered = Vec::new();
     let mut ids_left = ids.iter();
     for (event, seq) in &routed {
         let envelope = Arc::new(EventEnvelope {
@@ -298,6 +301,10 @@ async fn insert_deliveries(
             subscriptions.push(&*route.subscription_id);
             endpoints.push(&*route.endpoint_id);
             also.push(super::super::rows::also_json(route));
+            keys.push(route.ordering_key.as_deref());
+            if let Some(key) = route.ordering_key.as_deref() {
+                ordered.push((*id, &*route.endpoint_id, key));
+            }
             done.due.push(DueDelivery {
                 id: *id as u64,
                 subscription_id: route.subscription_id.clone(),
@@ -305,6 +312,7 @@ async fn insert_deliveries(
                 attempts: 0,
                 due_ms: now,
                 event: envelope.clone(),
+                ordered: route.ordering_key.is_some(),
             });
         }
     }
@@ -315,8 +323,14 @@ async fn insert_deliveries(
         .bind(&endpoints)
         .bind(now)
         .bind(&also)
+        .bind(&keys)
         .execute(&mut *tx)
         .await?;
+    let parked = park_behind_keys(tx, &ordered).await?;
+    if !parked.is_empty() {
+        // Made due when the one before each with its key finishes.
+        done.due.retain(|d| !parked.contains(&(d.id as i64)));
+    }
     notify_deliveries(tx, endpoints).await
 }
 
@@ -450,6 +464,7 @@ async fn record_settled(tx: &mut PgConnection, settles: &[Settled], now: i64) ->
         latest
     };
     record_attempts(tx, &stored).await?;
+    promote_next_of_keys(tx, &stored, now).await?;
     for s in stored.iter().filter(|s| s.endpoint_gone) {
         sqlx::query(DISABLE_GONE_ENDPOINT)
             .bind(now)
@@ -457,6 +472,88 @@ async fn record_settled(tx: &mut PgConnection, settles: &[Settled], now: i64) ->
             .execute(&mut *tx)
             .await?;
     }
+    Ok(())
+}
+
+/// Takes the transaction-scoped advisory locks of these ordering keys (in
+/// one order, so two transactions never wait on each other in a cycle).
+/// Parking a new delivery and promoting the next after one finished both
+/// hold their key's lock: on several daemons, a delivery parked behind one
+/// finishing at the same moment is seen by that one's promotion.
+const LOCK_KEYS: &str = "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT \
+    hashtextextended(e || chr(10) || o, 7) AS k FROM UNNEST($1::text[], $2::text[]) AS u(e, o) \
+    ORDER BY k) AS keys";
+
+/// Deliveries with an ordering key behind an unfinished one with the same
+/// endpoint and key, stored before them or by another transaction, are
+/// parked.
+const PARK_BEHIND_KEYS: &str = "UPDATE deliveries d SET next_attempt_ms = 9223372036854775807 \
+    WHERE d.id = ANY($1) AND EXISTS (SELECT 1 FROM deliveries e \
+    WHERE e.endpoint_id = d.endpoint_id AND e.ordering_key = d.ordering_key \
+    AND e.status IN ('pending', 'failed') AND (e.id < d.id OR NOT e.id = ANY($1))) \
+    RETURNING d.id";
+
+/// After deliveries with ordering keys finished: the earliest unfinished
+/// delivery of each of their endpoint and key, if parked, is due now.
+const PROMOTE_NEXT: &str = "UPDATE deliveries d SET next_attempt_ms = $2 FROM (SELECT \
+    (SELECT p.id FROM deliveries p WHERE p.endpoint_id = x.endpoint_id \
+    AND p.ordering_key = x.ordering_key AND p.status IN ('pending', 'failed') \
+    ORDER BY p.id LIMIT 1) AS head FROM deliveries x WHERE x.id = ANY($1)) AS h \
+    WHERE d.id = h.head AND d.next_attempt_ms = 9223372036854775807";
+
+async fn lock_keys(tx: &mut PgConnection, endpoints: &[&str], keys: &[&str]) -> Result<()> {
+    sqlx::query(LOCK_KEYS)
+        .bind(endpoints)
+        .bind(keys)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Parks the new ordered deliveries that wait behind another with their key;
+/// returns their ids.
+async fn park_behind_keys(
+    tx: &mut PgConnection,
+    ordered: &[(i64, &str, &str)],
+) -> Result<std::collections::HashSet<i64>> {
+    if ordered.is_empty() {
+        return Ok(Default::default());
+    }
+    let endpoints: Vec<&str> = ordered.iter().map(|(_, e, _)| *e).collect();
+    let keys: Vec<&str> = ordered.iter().map(|(_, _, k)| *k).collect();
+    lock_keys(tx, &endpoints, &keys).await?;
+    let ids: Vec<i64> = ordered.iter().map(|(id, _, _)| *id).collect();
+    let parked: Vec<i64> = sqlx::query_scalar(PARK_BEHIND_KEYS)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(parked.into_iter().collect())
+}
+
+async fn promote_next_of_keys(tx: &mut PgConnection, stored: &[&Settled], now: i64) -> Result<()> {
+    let finished: Vec<i64> = stored
+        .iter()
+        .filter(|s| s.delivery.ordered && s.status.is_final())
+        .map(|s| s.delivery.id as i64)
+        .collect();
+    if finished.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<(String, String)> = sqlx::query_as(
+        "SELECT endpoint_id, ordering_key FROM deliveries WHERE id = ANY($1) \
+         AND ordering_key IS NOT NULL",
+    )
+    .bind(&finished)
+    .fetch_all(&mut *tx)
+    .await?;
+    let endpoints: Vec<&str> = keys.iter().map(|(e, _)| e.as_str()).collect();
+    let names: Vec<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
+    lock_keys(tx, &endpoints, &names).await?;
+    sqlx::query(PROMOTE_NEXT)
+        .bind(&finished)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

@@ -251,8 +251,8 @@ impl PgStore {
         let now = now_ms();
         let result = sqlx::query(
             "INSERT INTO subscriptions (id, name, patterns, exclude, tenant_id, target, enabled, \
-             description, inputs, filter, version, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, 1, $10, $11)",
+             description, inputs, filter, ordering_key, version, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, $13, 1, $10, $11)",
         )
         .bind(&s.id)
         .bind(&s.name)
@@ -266,6 +266,7 @@ impl PgStore {
         .bind(now)
         .bind(now)
         .bind(&s.filter)
+        .bind(&s.ordering_key)
         .execute(&self.pool)
         .await;
         match result {
@@ -281,7 +282,7 @@ impl PgStore {
     pub async fn update_subscription(&self, s: &Subscription) -> Result<Subscription> {
         let result = sqlx::query(
             "UPDATE subscriptions SET name = $1, patterns = $2, exclude = $3, tenant_id = $4, target = $5, \
-             enabled = $6, description = $7, inputs = $8, filter = $12, version = version + 1, \
+             enabled = $6, description = $7, inputs = $8, filter = $12, ordering_key = $13, version = version + 1, \
              updated_ms = $9 WHERE id = $10 AND version = $11",
         )
         .bind(&s.name)
@@ -296,6 +297,7 @@ impl PgStore {
         .bind(&s.id)
         .bind(s.version as i64)
         .bind(&s.filter)
+        .bind(&s.ordering_key)
         .execute(&self.pool)
         .await;
         let done = match result {
@@ -573,6 +575,17 @@ impl PgStore {
         Ok(next)
     }
 
+    /// Makes due every parked delivery that no longer waits behind anything:
+    /// the earliest unfinished one of its endpoint and ordering key. Run on
+    /// start, so nothing stays parked for good whatever happened before.
+    pub async fn unpark_orphans(&self) -> Result<u64> {
+        let done = sqlx::query(UNPARK_ORPHANS)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn due_endpoints(&self) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(DUE_ENDPOINTS).fetch_all(&self.pool).await?;
         rows.iter()
@@ -589,31 +602,38 @@ impl PgStore {
 }
 
 const DELIVERY_SELECT: &str = "SELECT d.id, d.event_seq, e.id AS event_id, e.name AS event_name, \
-    e.tenant_id, d.subscription_id, COALESCE(s.name, '') AS subscription_name, d.also_subscriptions, d.endpoint_id, \
+    e.tenant_id, d.subscription_id, COALESCE(s.name, '') AS subscription_name, d.also_subscriptions, d.endpoint_id, d.ordering_key, \
     d.status, d.attempts, d.last_status_code, d.last_error, d.last_duration_ms, d.next_attempt_ms, \
     d.created_ms, d.updated_ms \
     FROM deliveries d JOIN events e ON e.seq = d.event_seq \
     LEFT JOIN subscriptions s ON s.id = d.subscription_id";
 
 const DUE_SELECT: &str = "SELECT d.id, d.subscription_id, d.endpoint_id, d.attempts, \
-    d.next_attempt_ms, e.seq, e.id AS event_id, e.name, e.source, e.tenant_id, e.time_ms, e.payload \
+    d.next_attempt_ms, d.ordering_key IS NOT NULL AS ordered, e.seq, e.id AS event_id, e.name, e.source, e.tenant_id, e.time_ms, e.payload \
     FROM deliveries d JOIN events e ON e.seq = d.event_seq";
 
 // The due queries walk `deliveries_endpoint_due` (endpoint, due time, id)
 // over pending rows only; a page never sorts the endpoint's whole backlog.
 const CLAIM_DUE: &str = "SELECT d.id, d.subscription_id, d.endpoint_id, d.attempts, \
-    d.next_attempt_ms, e.seq, e.id AS event_id, e.name, e.source, e.tenant_id, e.time_ms, e.payload \
+    d.next_attempt_ms, d.ordering_key IS NOT NULL AS ordered, e.seq, e.id AS event_id, e.name, e.source, e.tenant_id, e.time_ms, e.payload \
     FROM deliveries d JOIN events e ON e.seq = d.event_seq \
     WHERE d.endpoint_id = $1 AND d.status IN ('pending', 'failed') AND d.next_attempt_ms <= $2 \
     AND d.id <= $3 AND (d.next_attempt_ms, d.id) > ($4, $5) \
     ORDER BY d.next_attempt_ms, d.id LIMIT $6";
 
+const UNPARK_ORPHANS: &str = "UPDATE deliveries SET next_attempt_ms = $1 \
+    WHERE status = 'pending' AND next_attempt_ms = 9223372036854775807 \
+    AND ordering_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries e \
+    WHERE e.endpoint_id = deliveries.endpoint_id AND e.ordering_key = deliveries.ordering_key \
+    AND e.status IN ('pending', 'failed') AND e.id < deliveries.id)";
+
 const NEXT_DUE: &str = "SELECT MIN(next_attempt_ms) FROM deliveries \
-    WHERE endpoint_id = $1 AND status IN ('pending', 'failed') AND next_attempt_ms > $2";
+    WHERE endpoint_id = $1 AND status IN ('pending', 'failed') AND next_attempt_ms > $2 \
+    AND next_attempt_ms < 9223372036854775807";
 
 const DUE_ENDPOINTS: &str = "SELECT endpoint_id, MIN(next_attempt_ms) AS due FROM deliveries \
     WHERE status IN ('pending', 'failed') \
-    GROUP BY endpoint_id";
+    AND next_attempt_ms < 9223372036854775807 GROUP BY endpoint_id";
 
 fn bind_endpoint<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,

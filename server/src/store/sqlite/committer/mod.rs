@@ -32,7 +32,7 @@ use super::{
     checkpoint::{Checkpoints, WAL_SIZE_LIMIT, WRITER_AUTOCHECKPOINT},
     wal::WalFile,
 };
-use crate::model::{now_ms, DueDelivery, EventEnvelope, NewEvent, Published};
+use crate::model::{now_ms, DueDelivery, EventEnvelope, NewEvent, Published, PARKED_MS};
 use crate::store::{
     writer::{Done, FlowAnswer, FlowOp, Rejection, Settled},
     Error, Result,
@@ -239,8 +239,21 @@ const INSERT_EVENT: &str = "INSERT INTO events (id, name, source, tenant_id, tim
     ON CONFLICT (id) DO NOTHING";
 
 const INSERT_DELIVERY: &str = "INSERT INTO deliveries (event_seq, subscription_id, endpoint_id, \
-    status, attempts, next_attempt_ms, created_ms, updated_ms, also_subscriptions) \
-    VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4, ?5)";
+    status, attempts, next_attempt_ms, created_ms, updated_ms, also_subscriptions, ordering_key) \
+    VALUES (?1, ?2, ?3, 'pending', 0, ?6, ?4, ?4, ?5, ?7)";
+
+/// Whether a delivery with this endpoint and ordering key is unfinished: a
+/// new one with the key then waits behind it (parked).
+const KEY_BUSY: &str = "SELECT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_ordering \
+    WHERE endpoint_id = ?1 AND ordering_key = ?2 AND status IN ('pending', 'failed'))";
+
+/// After a delivery with an ordering key finished: the earliest unfinished
+/// delivery with its endpoint and key, if parked, is due now.
+const PROMOTE_NEXT: &str = "UPDATE deliveries SET next_attempt_ms = ?2 \
+    WHERE next_attempt_ms = 9223372036854775807 AND id = (SELECT p.id \
+    FROM deliveries x, deliveries p INDEXED BY deliveries_ordering \
+    WHERE x.id = ?1 AND p.endpoint_id = x.endpoint_id AND p.ordering_key = x.ordering_key \
+    AND p.status IN ('pending', 'failed') ORDER BY p.id LIMIT 1)";
 
 /// Inserts one publish's events, each with its deliveries (due now, added to
 /// `done.due`) and its flow-run starts and cancels, in the order published.
@@ -284,13 +297,25 @@ fn insert_events(
                 payload: event.payload.clone(),
             });
             for route in &event.routes {
+                let parked = match &route.ordering_key {
+                    Some(key) => tx
+                        .prepare_cached(KEY_BUSY)?
+                        .query_row(params![&*route.endpoint_id, &**key], |row| row.get(0))?,
+                    None => false,
+                };
                 insert_delivery.execute(params![
                     seq,
                     &*route.subscription_id,
                     &*route.endpoint_id,
                     now,
                     super::super::rows::also_json(route),
+                    if parked { PARKED_MS } else { now },
+                    route.ordering_key.as_deref(),
                 ])?;
+                if parked {
+                    // Made due when the one before it with its key finishes.
+                    continue;
+                }
                 done.due.push(DueDelivery {
                     id: tx.last_insert_rowid() as u64,
                     subscription_id: route.subscription_id.clone(),
@@ -298,6 +323,7 @@ fn insert_events(
                     attempts: 0,
                     due_ms: now,
                     event: envelope.clone(),
+                    ordered: route.ordering_key.is_some(),
                 });
             }
         }
@@ -396,6 +422,9 @@ fn record_settled(tx: &Transaction, settles: &[Settled], now: i64) -> Result<()>
             tx.prepare_cached(DISABLE_GONE_ENDPOINT)?
                 .execute(params![now, &*s.delivery.endpoint_id])?;
         }
+        if s.delivery.ordered && s.status.is_final() {
+            tx.prepare_cached(PROMOTE_NEXT)?.execute(params![id, now])?;
+        }
     }
     Ok(())
 }
@@ -451,6 +480,7 @@ mod tests {
                     subscription_id: Arc::from(format!("sub-{i}")),
                     endpoint_id: Arc::from("crm"),
                     also: Vec::new(),
+                    ordering_key: None,
                 })
                 .collect(),
             flow_starts: Vec::new(),
