@@ -88,6 +88,8 @@ mod publish;
 mod reads;
 #[path = "e2e/reload.rs"]
 mod reload;
+#[path = "e2e/replay.rs"]
+mod replay;
 #[path = "e2e/retention.rs"]
 mod retention;
 #[path = "e2e/retry.rs"]

@@ -6,6 +6,7 @@ pub mod convert;
 mod endpoints;
 pub mod feed;
 pub mod flows;
+pub mod jobs;
 pub mod service;
 mod source_convert;
 mod sources;

@@ -44,6 +44,8 @@ pub struct AdminService {
     pub(super) flows: super::flows::FlowAdmin,
     /// Ends the watch streams, so a watcher does not hold up shutdown.
     pub(super) shutdown: CancellationToken,
+    /// Replays and bulk retries, running and finished.
+    pub(super) jobs: Arc<super::jobs::Jobs>,
 }
 
 impl AdminService {
@@ -65,6 +67,7 @@ impl AdminService {
             sources,
             flows,
             shutdown,
+            jobs: Arc::default(),
         }
     }
 
@@ -409,6 +412,52 @@ impl Admin for AdminService {
             },
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn replay_events(
+        &self,
+        request: Request<pb::ReplayEventsRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        self.replay_events(request).await
+    }
+
+    async fn retry_dead_letters(
+        &self,
+        request: Request<pb::RetryDeadLettersRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        self.retry_dead_letters(request).await
+    }
+
+    async fn list_jobs(
+        &self,
+        _request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: self.list_jobs(),
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        self.job(&request.into_inner().id).map(Response::new)
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        self.cancel_job(&request.into_inner().id).map(Response::new)
+    }
+
+    type WatchJobStream = super::jobs::JobStream;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        self.watch_job(&request.into_inner().id).map(Response::new)
     }
 
     async fn resend_delivery(

@@ -99,6 +99,49 @@ pub enum CtlCommand {
     /// Flow runs: list, inspect, cancel.
     #[command(subcommand)]
     Runs(RunCommand),
+    /// Fresh deliveries for the stored events received in a window (a job:
+    /// throttled, watched with `jobs watch`, cancellable).
+    Replay {
+        /// Events whose name matches this pattern, through the current
+        /// subscriptions.
+        #[arg(
+            long,
+            conflicts_with = "subscription",
+            required_unless_present = "subscription"
+        )]
+        pattern: Option<String>,
+        /// Only the events this subscription takes, to its endpoint.
+        #[arg(long)]
+        subscription: Option<String>,
+        /// Events received within this long, e.g. `6h`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// Only deliveries to this endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Deliveries per second at most (default 100).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        /// Follow the job's progress until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Every dead delivery (of one endpoint, or all) due again now (a job).
+    RetryDead {
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only deliveries created within this long, e.g. `1d`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// Deliveries per second at most (default 100).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Replays and bulk retries: list, follow, cancel.
+    #[command(subcommand)]
+    Jobs(JobCommand),
     /// Every delivery change as it happens, one line each, until Ctrl-C.
     Tail {
         #[arg(long)]
@@ -337,6 +380,21 @@ pub enum DeliveryCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    List,
+    Get {
+        id: String,
+    },
+    /// Its progress, a line per change, until it ends.
+    Watch {
+        id: String,
+    },
+    Cancel {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RunCommand {
     List {
         #[arg(long)]
@@ -463,9 +521,115 @@ async fn admin_command(out: &Output, admin: &mut Admin, command: CtlCommand) -> 
         CtlCommand::Flows(c) => flows(out, admin, c).await,
         CtlCommand::Deliveries(c) => deliveries(out, admin, c).await,
         CtlCommand::Runs(c) => runs(out, admin, c).await,
+        CtlCommand::Replay {
+            pattern,
+            subscription,
+            since,
+            endpoint,
+            rate,
+            wait,
+        } => {
+            let job = admin
+                .replay_events(hookyard::v1::ReplayEventsRequest {
+                    pattern: pattern.unwrap_or_default(),
+                    subscription_id: subscription.unwrap_or_default(),
+                    from: Some(ago(since)),
+                    to: None,
+                    endpoint_id: endpoint.unwrap_or_default(),
+                    per_second: rate,
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            follow(out, admin, job, wait).await
+        }
+        CtlCommand::RetryDead {
+            endpoint,
+            since,
+            rate,
+            wait,
+        } => {
+            let job = admin
+                .retry_dead_letters(hookyard::v1::RetryDeadLettersRequest {
+                    endpoint_id: endpoint.unwrap_or_default(),
+                    from: since.map(ago),
+                    to: None,
+                    per_second: rate,
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            follow(out, admin, job, wait).await
+        }
+        CtlCommand::Jobs(c) => jobs(out, admin, c).await,
         CtlCommand::Tail { endpoint, event } => tail(out, admin, endpoint, event).await,
         CtlCommand::Publish { .. } => Ok(()),
     }
+}
+
+/// The time `ago` before now.
+fn ago(ago: Duration) -> prost_types::Timestamp {
+    let at = crate::model::now_ms().saturating_sub(ago.as_millis().min(i64::MAX as u128) as i64);
+    crate::admin::convert::timestamp(at).unwrap_or_default()
+}
+
+/// Prints the job; with `wait`, each change until it ends.
+async fn follow(
+    out: &Output,
+    admin: &mut Admin,
+    job: hookyard::v1::Job,
+    wait: bool,
+) -> anyhow::Result<()> {
+    if !wait {
+        out.jobs(std::slice::from_ref(&job));
+        return Ok(());
+    }
+    watch_job(out, admin, job.id).await
+}
+
+async fn watch_job(out: &Output, admin: &mut Admin, id: String) -> anyhow::Result<()> {
+    let mut stream = admin
+        .watch_job(hookyard::v1::GetJobRequest { id })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    while let Some(job) = stream.message().await.map_err(refused)? {
+        out.jobs(std::slice::from_ref(&job));
+    }
+    Ok(())
+}
+
+async fn jobs(out: &Output, admin: &mut Admin, c: JobCommand) -> anyhow::Result<()> {
+    use hookyard::v1::{GetJobRequest, ListJobsRequest};
+    match c {
+        JobCommand::List => {
+            let jobs = admin
+                .list_jobs(ListJobsRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .jobs;
+            out.jobs(&jobs);
+        }
+        JobCommand::Get { id } => {
+            let job = admin
+                .get_job(GetJobRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.jobs(std::slice::from_ref(&job));
+        }
+        JobCommand::Watch { id } => watch_job(out, admin, id).await?,
+        JobCommand::Cancel { id } => {
+            let job = admin
+                .cancel_job(GetJobRequest { id })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            out.jobs(std::slice::from_ref(&job));
+        }
+    }
+    Ok(())
 }
 
 /// The daemon's refusal, with the fields it names.

@@ -202,6 +202,37 @@ impl Output {
         );
     }
 
+    pub fn jobs(&self, jobs: &[hookyard::v1::Job]) {
+        let rows = jobs
+            .iter()
+            .map(|j| {
+                vec![
+                    j.id.clone(),
+                    job_state(j.state).to_string(),
+                    j.scanned.to_string(),
+                    j.deliveries.to_string(),
+                    j.description.clone(),
+                ]
+            })
+            .collect();
+        let values = jobs
+            .iter()
+            .map(|j| {
+                json!({
+                    "id": j.id, "kind": j.kind, "state": job_state(j.state),
+                    "description": j.description, "scanned": j.scanned, "matched": j.matched,
+                    "deliveries": j.deliveries, "started_at": time(j.started_at.as_ref()),
+                    "finished_at": time(j.finished_at.as_ref()), "error": j.error,
+                })
+            })
+            .collect();
+        self.print(
+            &["ID", "STATE", "SCANNED", "DELIVERIES", "WHAT"],
+            rows,
+            values,
+        );
+    }
+
     pub fn delivery_detail(&self, detail: &DeliveryDetail) {
         let delivery = detail.delivery.clone().unwrap_or_default();
         let attempts: Vec<Value> = detail
@@ -432,6 +463,16 @@ fn time(t: Option<&prost_types::Timestamp>) -> String {
         crate::timestamp::format_rfc3339_millis(ms)
     })
     .unwrap_or_default()
+}
+
+fn job_state(state: i32) -> &'static str {
+    match hookyard::v1::JobState::try_from(state) {
+        Ok(hookyard::v1::JobState::Running) => "running",
+        Ok(hookyard::v1::JobState::Succeeded) => "succeeded",
+        Ok(hookyard::v1::JobState::Cancelled) => "cancelled",
+        Ok(hookyard::v1::JobState::Failed) => "failed",
+        _ => "unknown",
+    }
 }
 
 fn endpoint_state(state: i32) -> &'static str {

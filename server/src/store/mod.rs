@@ -604,6 +604,66 @@ impl Store {
         dispatch!(self.unpark_orphans())
     }
 
+    /// Where a scan for the events received since `from_ms` starts: the
+    /// seq of the last event received before then (0: from the first).
+    /// Events are received in about publish order, so a binary search over
+    /// `seq` finds it with a few lookups and no index on the time.
+    pub async fn events_received_since(&self, from_ms: i64) -> Result<u64> {
+        let Some((first, first_ms)) = dispatch!(self.event_received_at(0))? else {
+            return Ok(0);
+        };
+        if first_ms >= from_ms {
+            return Ok(0);
+        }
+        let Some((_, max)) = self.event_seq_range().await? else {
+            return Ok(0);
+        };
+        // The event at `lo` was received before `from_ms`; none at or after
+        // `hi` is known to be.
+        let (mut lo, mut hi) = (first, (max.max(0) as u64).saturating_add(1));
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match dispatch!(self.event_received_at(mid))? {
+                Some((seq, ms)) if seq < hi && ms < from_ms => lo = seq,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Up to `limit` events after `after_seq`, in publish order, with when
+    /// each was received.
+    pub async fn events_after(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(StoredEvent, i64)>> {
+        dispatch!(self.events_after(after_seq, limit))
+    }
+
+    /// New deliveries, due now, of stored events (replay); their ids and
+    /// endpoints.
+    pub async fn insert_replayed(
+        &self,
+        routes: &[(u64, crate::model::Route)],
+        now: i64,
+    ) -> Result<Vec<(u64, std::sync::Arc<str>)>> {
+        dispatch!(self.insert_replayed(routes, now))
+    }
+
+    /// Makes a page of dead deliveries due now (bulk retry).
+    pub async fn retry_dead_page(
+        &self,
+        endpoint_id: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+        after_id: u64,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<(u64, std::sync::Arc<str>)>> {
+        dispatch!(self.retry_dead_page(endpoint_id, from_ms, to_ms, after_id, limit, now))
+    }
+
     /// Every endpoint with deliveries still to attempt, and when its earliest
     /// falls due.
     pub async fn due_endpoints(&self) -> Result<Vec<(String, i64)>> {

@@ -59,6 +59,12 @@ pub enum Control {
     RetryNow(DueDelivery),
     /// This endpoint has deliveries due now in storage (recovered).
     Backlog(String),
+    /// New deliveries of this endpoint were stored due now outside the
+    /// writer (a replay), with ids up to `max_id`: claims may read them.
+    /// One the writer committed meanwhile with a lower id may then be
+    /// claimed before its handover arrives (the handover of a delivery
+    /// still held is ignored); delivery stays at least once.
+    Stored { endpoint_id: String, max_id: u64 },
 }
 
 impl Endpoints for Catalog {
@@ -246,6 +252,11 @@ impl Dispatcher {
                 Some(control) = control.recv() => match control {
                     Control::RetryNow(delivery) => self.scheduler.retry_now(delivery, sendable!(self, catalog)),
                     Control::Backlog(endpoint_id) => {
+                        let due = vec![(endpoint_id, now_ms())];
+                        self.scheduler.stored(due, sendable!(self, catalog));
+                    }
+                    Control::Stored { endpoint_id, max_id } => {
+                        self.max_seen_id = self.max_seen_id.max(max_id);
                         let due = vec![(endpoint_id, now_ms())];
                         self.scheduler.stored(due, sendable!(self, catalog));
                     }

@@ -13,6 +13,7 @@ mod cluster;
 mod committer;
 pub(super) mod feed_bus;
 mod flows;
+mod replay;
 mod retention;
 mod runs;
 mod sources;

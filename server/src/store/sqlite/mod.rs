@@ -17,6 +17,7 @@ pub(super) mod committer;
 mod fail_stop;
 mod fault;
 mod flows;
+mod replay;
 mod retention;
 mod sources;
 mod stats;
