@@ -280,3 +280,33 @@ async fn a_subscription_key_overrides_the_endpoints_and_parked_deliveries_surviv
         regions["us"]
     );
 }
+
+#[tokio::test]
+async fn ordering_keys_come_from_the_config_file_too() {
+    let mut sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let config = TestConfig::new()
+        .endpoint(crate::harness::EndpointSpec::new("crm", &sink.url()))
+        .subscription_entry(json!({
+            "name": "leads",
+            "patterns": ["lead.*"],
+            "target": "endpoint:crm",
+            "ordering_key": "{{ event.payload.account }}",
+        }));
+    let daemon = Daemon::start(config).await;
+    let mut admin = daemon.admin_client();
+    let accepted = publish_http(
+        &daemon,
+        &json!({"name": "lead.created", "payload": {"account": "acme"}}),
+    )
+    .await;
+    sink.until_ids(&[accepted.id.as_str()], Duration::from_secs(10))
+        .await;
+    let listed = admin
+        .list_deliveries(ListDeliveriesRequest::default())
+        .await
+        .expect("ListDeliveries")
+        .into_inner()
+        .deliveries;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].ordering_key, "acme");
+}
