@@ -310,3 +310,39 @@ async fn ordering_keys_come_from_the_config_file_too() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].ordering_key, "acme");
 }
+
+#[tokio::test]
+async fn the_last_parked_delivery_goes_when_its_head_finishes_with_nothing_else_published() {
+    let mut sink = TestReceiver::start(Behaviour::SlowFailMarked {
+        delay_ms: 1,
+        marker: r#""first":true"#,
+        times: 1,
+        status: 500,
+    })
+    .await;
+    let daemon = Daemon::start(TestConfig::new()).await;
+    let mut admin = daemon.admin_client();
+    ordered_endpoint(&mut admin, &sink.url()).await;
+    let head = publish_http(
+        &daemon,
+        &json!({"name": "order.placed", "payload": {"customer": "k", "first": true}}),
+    )
+    .await;
+    let last = publish_http(
+        &daemon,
+        &json!({"name": "order.placed", "payload": {"customer": "k"}}),
+    )
+    .await;
+    let received = sink
+        .until_ids(
+            &[head.id.as_str(), last.id.as_str()],
+            Duration::from_secs(10),
+        )
+        .await;
+    let order: Vec<&str> = received.iter().map(|r| r.webhook_id()).collect();
+    assert_eq!(
+        order,
+        vec![head.id.as_str(), head.id.as_str(), last.id.as_str()],
+        "the head failed once, then went, then the parked one"
+    );
+}

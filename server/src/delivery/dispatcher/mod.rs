@@ -36,7 +36,7 @@ use super::{health::EndpointHealth, sender::Sender};
 use crate::{
     admin::feed::{DeliveryChange, LiveFeed},
     catalog::{Catalog, CatalogHandle},
-    model::{now_ms, Delivery, DeliveryStatus, DueCursor, DueDelivery, Endpoint},
+    model::{now_ms, Delivery, DeliveryStatus, DueCursor, DueDelivery, Endpoint, PARKED_MS},
     store::{Committed, Lease, Settled, Store, Writer},
 };
 
@@ -359,7 +359,9 @@ impl Dispatcher {
                     self.max_seen_id = self.max_seen_id.max(delivery.id);
                     self.announce(&delivery, DeliveryStatus::Pending, None);
                     // Shared: its endpoint's holder reads it from storage.
-                    if !shared {
+                    // Parked: storage makes it due when the delivery before
+                    // it with its ordering key finishes.
+                    if !shared && delivery.due_ms != PARKED_MS {
                         self.scheduler.deliver(delivery, catalog);
                     }
                 }

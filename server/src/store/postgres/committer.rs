@@ -15,7 +15,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::runs;
 use crate::{
-    model::{now_ms, DueDelivery, EventEnvelope, NewEvent, Published},
+    model::{now_ms, DueDelivery, EventEnvelope, NewEvent, Published, PARKED_MS},
     store::{
         rows::to_json,
         writer::{Done, FlowAnswer, FlowOp, Rejection, Settled},
@@ -327,9 +327,12 @@ async fn insert_deliveries(
         .execute(&mut *tx)
         .await?;
     let parked = park_behind_keys(tx, &ordered).await?;
-    if !parked.is_empty() {
-        // Made due when the one before each with its key finishes.
-        done.due.retain(|d| !parked.contains(&(d.id as i64)));
+    for due in &mut done.due {
+        // Handed over as taken, not to be sent: storage makes it due when
+        // the one before it with its key finishes.
+        if parked.contains(&(due.id as i64)) {
+            due.due_ms = PARKED_MS;
+        }
     }
     notify_deliveries(tx, endpoints).await
 }

@@ -312,16 +312,15 @@ fn insert_events(
                     if parked { PARKED_MS } else { now },
                     route.ordering_key.as_deref(),
                 ])?;
-                if parked {
-                    // Made due when the one before it with its key finishes.
-                    continue;
-                }
+                // A parked one is handed over too, so the dispatcher knows
+                // its id is taken, but it is not sent: storage makes it due
+                // when the one before it with its key finishes.
                 done.due.push(DueDelivery {
                     id: tx.last_insert_rowid() as u64,
                     subscription_id: route.subscription_id.clone(),
                     endpoint_id: route.endpoint_id.clone(),
                     attempts: 0,
-                    due_ms: now,
+                    due_ms: if parked { PARKED_MS } else { now },
                     event: envelope.clone(),
                     ordered: route.ordering_key.is_some(),
                 });
