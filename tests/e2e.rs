@@ -84,6 +84,8 @@ mod packaging;
 mod private_files;
 #[path = "e2e/publish.rs"]
 mod publish;
+#[path = "e2e/publish_stream.rs"]
+mod publish_stream;
 #[path = "e2e/reads.rs"]
 mod reads;
 #[path = "e2e/reload.rs"]

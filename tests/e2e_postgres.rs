@@ -72,6 +72,8 @@ mod postgres_nodes;
 mod postgres_outage;
 #[path = "e2e/publish.rs"]
 mod publish;
+#[path = "e2e/publish_stream.rs"]
+mod publish_stream;
 #[path = "e2e/reads.rs"]
 mod reads;
 #[path = "e2e/reload.rs"]

@@ -110,6 +110,30 @@ impl Events for NoopEvents {
         Ok(tonic::Response::new(PublishBatchResponse { results }))
     }
 
+    type PublishStreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<PublishResult, tonic::Status>> + Send>,
+    >;
+
+    /// Answers each event as it comes, in order, storing nothing.
+    async fn publish_stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<PublishRequest>>,
+    ) -> Result<tonic::Response<Self::PublishStreamStream>, tonic::Status> {
+        use tokio_stream::StreamExt;
+        let answers = request.into_inner().map(|request| {
+            let id = request?.event.map(|e| e.id).unwrap_or_default();
+            Ok(PublishResult {
+                result: Some(publish_result::Result::Ok(PublishResponse {
+                    id,
+                    seq: 1,
+                    duplicate: false,
+                    matched: 0,
+                })),
+            })
+        });
+        Ok(tonic::Response::new(Box::pin(answers)))
+    }
+
     async fn start_run(
         &self,
         _request: tonic::Request<StartRunRequest>,

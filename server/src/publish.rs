@@ -76,11 +76,26 @@ impl Publisher {
     pub async fn publish(
         &self,
         door: Door,
+        events: Vec<NewEvent>,
+    ) -> Result<PublishOutcome, PublishError> {
+        self.publish_within(door, events, None).await
+    }
+
+    /// As [`Publisher::publish`]; with `patience`, a full writer queue is
+    /// waited for that long before the events are refused as overloaded.
+    pub async fn publish_within(
+        &self,
+        door: Door,
         mut events: Vec<NewEvent>,
+        patience: Option<std::time::Duration>,
     ) -> Result<PublishOutcome, PublishError> {
         self.route(&mut events);
         let offered = events.len() as u64;
-        let outcomes = match self.writer.publish(events).await {
+        let committed = match patience {
+            None => self.writer.publish(events).await,
+            Some(patience) => self.writer.publish_patiently(events, patience).await,
+        };
+        let outcomes = match committed {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 let error = PublishError::from(error);
@@ -102,9 +117,20 @@ impl Publisher {
         door: Door,
         event: NewEvent,
     ) -> Result<(String, Published), PublishError> {
+        self.publish_one_within(door, event, None).await
+    }
+
+    /// Publishes a single event, waiting up to `patience` for room in the
+    /// writer's queue.
+    pub async fn publish_one_within(
+        &self,
+        door: Door,
+        event: NewEvent,
+        patience: Option<std::time::Duration>,
+    ) -> Result<(String, Published), PublishError> {
         let id = event.id.clone();
         let outcome = self
-            .publish(door, vec![event])
+            .publish_within(door, vec![event], patience)
             .await?
             .pop()
             .ok_or_else(|| PublishError::Unavailable("the writer returned no outcome".into()))?;

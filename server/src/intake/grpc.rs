@@ -128,6 +128,22 @@ impl Events for EventsService {
         }))
     }
 
+    type PublishStreamStream = super::publish_stream::ResultStream;
+
+    async fn publish_stream(
+        &self,
+        request: Request<tonic::Streaming<PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        // The key is checked once, for the stream; each event is charged to
+        // its rate limit as it arrives.
+        let key = self.admit(&request, 0)?;
+        Ok(Response::new(super::publish_stream::serve(
+            self.intake.clone(),
+            key,
+            request.into_inner(),
+        )))
+    }
+
     async fn start_run(
         &self,
         request: Request<StartRunRequest>,
@@ -153,7 +169,7 @@ impl Events for EventsService {
     }
 }
 
-fn response(id: String, published: Published) -> PublishResponse {
+pub(super) fn response(id: String, published: Published) -> PublishResponse {
     PublishResponse {
         id,
         seq: published.seq,
@@ -162,13 +178,13 @@ fn response(id: String, published: Published) -> PublishResponse {
     }
 }
 
-fn ok_result(response: PublishResponse) -> PublishResult {
+pub(super) fn ok_result(response: PublishResponse) -> PublishResult {
     PublishResult {
         result: Some(publish_result::Result::Ok(response)),
     }
 }
 
-fn invalid_result(fields: &[event::FieldError]) -> PublishResult {
+pub(super) fn invalid_result(fields: &[event::FieldError]) -> PublishResult {
     PublishResult {
         result: Some(publish_result::Result::Error(PublishError {
             code: tonic::Code::InvalidArgument as i32,
@@ -184,7 +200,7 @@ fn invalid_result(fields: &[event::FieldError]) -> PublishResult {
     }
 }
 
-fn error_result(status: Status) -> PublishResult {
+pub(super) fn error_result(status: Status) -> PublishResult {
     PublishResult {
         result: Some(publish_result::Result::Error(PublishError {
             code: status.code() as i32,

@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod grpc_gate;
 pub mod http;
 pub mod payload;
+pub mod publish_stream;
 pub mod rate;
 pub mod reads;
 pub mod sources;

@@ -151,6 +151,30 @@ impl Writer {
             .map_err(|e| SubmitError::Unavailable(e.to_string()))
     }
 
+    /// As [`Writer::publish`], but waits up to `patience` for room in the
+    /// queue rather than refusing at once (a streaming publisher's flow
+    /// control).
+    pub async fn publish_patiently(
+        &self,
+        events: Vec<NewEvent>,
+        patience: std::time::Duration,
+    ) -> Result<PublishOutcome, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.publish_tx
+            .send_timeout(PublishOp { events, reply }, patience)
+            .await
+            .map_err(|e| match e {
+                mpsc::error::SendTimeoutError::Timeout(_) => SubmitError::Overloaded,
+                mpsc::error::SendTimeoutError::Closed(_) => {
+                    SubmitError::Unavailable("the writer has stopped".into())
+                }
+            })?;
+        answer
+            .await
+            .map_err(|_| SubmitError::Unavailable("the writer has stopped".into()))?
+            .map_err(|e| SubmitError::Unavailable(e.to_string()))
+    }
+
     /// Commits a change to flow runs; waits while the writer is behind.
     pub async fn flow<T>(
         &self,
