@@ -79,6 +79,8 @@ pub struct Connection {
     pub ca_file: Option<PathBuf>,
 }
 
+// Parsed once per invocation: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
     /// Tenant HTTP endpoints.

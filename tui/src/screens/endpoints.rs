@@ -86,12 +86,12 @@ impl EndpointsScreen {
                 };
                 ctx.info(format!("{} `{}`…", state_name(state), endpoint.id));
                 ctx.commands.push(Command::SaveEndpoint {
-                    endpoint: Endpoint {
+                    endpoint: Box::new(Endpoint {
                         state: state.into(),
                         // Empty keeps the stored secret.
                         secret: String::new(),
                         ..endpoint
-                    },
+                    }),
                     create: false,
                 });
             } else if !self.list.move_selection(keys, key) {
@@ -439,7 +439,10 @@ impl EndpointForm {
                     self.generated_secret = Some(secret);
                 }
                 self.form.saving = true;
-                Some(Command::SaveEndpoint { endpoint, create })
+                Some(Command::SaveEndpoint {
+                    endpoint: Box::new(endpoint),
+                    create,
+                })
             }
             Err(errors) => {
                 for f in &mut self.form.fields {
