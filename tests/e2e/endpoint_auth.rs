@@ -211,10 +211,7 @@ async fn oauth2_tokens_are_fetched_once_per_lifetime_and_sent_as_bearer() {
     subscribe(&mut admin, "crm").await;
 
     // A burst: every delivery waits on the one fetch.
-    let mut ids = Vec::new();
-    for n in 0..12 {
-        ids.push(publish(&daemon, n).await);
-    }
+    let ids = futures::future::join_all((0..12).map(|n| publish(&daemon, n))).await;
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let received = sink.until_ids(&ids, WAIT).await;
     assert!(received
