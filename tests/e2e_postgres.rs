@@ -31,6 +31,8 @@ mod ctl;
 mod delivery_depth;
 #[path = "e2e/duplicates.rs"]
 mod duplicates;
+#[path = "e2e/endpoint_auth.rs"]
+mod endpoint_auth;
 #[path = "e2e/errors.rs"]
 mod errors;
 #[path = "e2e/faults_backlog.rs"]

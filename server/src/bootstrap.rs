@@ -143,6 +143,10 @@ fn config_key(mut error: FieldError) -> FieldError {
             *first = format!("retry_schedule{rest}");
         } else if first == "timeout_ms" {
             *first = "timeout".into();
+        } else if first == "basic_auth" {
+            *first = "auth.basic".into();
+        } else if first == "oauth2" {
+            *first = "auth.oauth2".into();
         }
     }
     error
@@ -191,6 +195,7 @@ fn endpoint_from_config(c: &EndpointConfig) -> Endpoint {
             disable_after_ms: c.disable_after,
             auth: c.auth.clone(),
             ordering_key: c.ordering_key.clone(),
+            tls: c.tls.clone().filter(|t| !t.is_empty()),
         },
         previous_secret: None,
         disabled_reason: None,

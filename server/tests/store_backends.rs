@@ -339,6 +339,7 @@ async fn catalog_changes_check_versions_and_references(backend: Backend) {
                 password: "p".to_string(),
             }),
             ordering_key: Some("{{ event.payload.customer }}".to_string()),
+            tls: None,
         },
         previous_secret: Some(("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSx".to_string(), 42)),
         disabled_reason: None,

@@ -243,3 +243,52 @@ async fn ctl_sets_delivery_options_rotates_tests_and_filters() {
     let recovered = ctl_json(&daemon, &["endpoints", "recover", "crm", "--since", "1h"]).await;
     assert_eq!(recovered["ok"], true, "{recovered}");
 }
+
+#[tokio::test]
+async fn ctl_sets_oauth2_and_tls_and_never_prints_the_client_secret() {
+    let sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let daemon = Daemon::start(TestConfig::crm(&sink.url())).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ca = dir.path().join("ca.pem");
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("a certificate");
+    std::fs::write(&ca, made.cert.pem()).expect("write the CA");
+    let ca = ca.display().to_string();
+    let updated = ctl_json(
+        &daemon,
+        &[
+            "endpoints",
+            "update",
+            "crm",
+            "--oauth2-token-url",
+            "https://auth.example/token",
+            "--oauth2-client-id",
+            "hookyard",
+            "--oauth2-client-secret",
+            "c1ient-s3cret",
+            "--oauth2-scope",
+            "webhooks",
+            "--endpoint-ca-file",
+            &ca,
+        ],
+    )
+    .await;
+    assert_eq!(updated[0]["oauth2"]["client_id"], "hookyard", "{updated}");
+    assert_eq!(updated[0]["tls"]["ca_file"], ca.as_str(), "{updated}");
+    assert!(!updated.to_string().contains("s3cret"), "{updated}");
+    // Another change leaves the secret as stored.
+    let kept = ctl_json(
+        &daemon,
+        &["endpoints", "update", "crm", "--oauth2-scope", "other"],
+    )
+    .await;
+    assert_eq!(kept[0]["oauth2"]["scope"], "other", "{kept}");
+    let (ok, _, stderr) = ctl(
+        &daemon,
+        &["endpoints", "update", "crm", "--client-cert", &ca],
+    )
+    .await;
+    assert!(!ok && stderr.contains("tls.client_key_file"), "{stderr}");
+    let cleared = ctl_json(&daemon, &["endpoints", "update", "crm", "--no-auth"]).await;
+    assert!(cleared[0]["oauth2"].is_null(), "{cleared}");
+}

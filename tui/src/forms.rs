@@ -24,6 +24,8 @@ const LABEL: usize = 14;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
     Text,
+    /// Edited like text, shown as dots (a password, a client secret).
+    Secret,
     /// On/off, flipped with space.
     Toggle,
     /// Shown, not editable (an id after creation).
@@ -54,6 +56,14 @@ impl Field {
             input: TextInput::new(value),
             on: false,
             error: None,
+        }
+    }
+
+    /// Starts empty: a stored secret is never sent back to be shown.
+    pub fn secret(key: &'static str, label: &'static str) -> Field {
+        Field {
+            kind: FieldKind::Secret,
+            ..Field::text(key, label, "")
         }
     }
 
@@ -166,7 +176,7 @@ impl Form {
             return FormAction::None;
         };
         let changed = match field.kind {
-            FieldKind::Text => field.input.handle_key(key),
+            FieldKind::Text | FieldKind::Secret => field.input.handle_key(key),
             FieldKind::Toggle if keys.toggle.matches(key) => {
                 field.on = !field.on;
                 true
@@ -280,6 +290,7 @@ impl Form {
         let value_width = inner_width.saturating_sub(LABEL + 2);
         let mut lines = Vec::new();
         let mut cursor = None;
+        let mut focus_line = 0;
         for (i, field) in self.fields.iter().enumerate() {
             let focused = i == self.focus;
             let label_style = if focused {
@@ -303,6 +314,7 @@ impl Form {
                     }
                 }
                 FieldKind::Choice(_) => format!("‹ {} ›", field.input.value()),
+                FieldKind::Secret => "•".repeat(field.input.value().chars().count()),
                 _ => field.input.value().to_string(),
             };
             if value.is_empty() && !field.hint.is_empty() {
@@ -313,7 +325,10 @@ impl Form {
             if focused && matches!(field.kind, FieldKind::Choice(_)) {
                 spans.push(Span::styled("  space: next", dim_style()));
             }
-            if focused && field.kind == FieldKind::Text {
+            if focused {
+                focus_line = lines.len();
+            }
+            if focused && matches!(field.kind, FieldKind::Text | FieldKind::Secret) {
                 let col = (LABEL + 2 + field.input.cursor()).min(inner_width.saturating_sub(1));
                 cursor = Some((col as u16, lines.len() as u16));
             }
@@ -334,8 +349,7 @@ impl Form {
                 None => lines.push(Line::from(spans)),
             }
         }
-        lines.push(Line::default());
-        lines.push(match &self.banner {
+        let banner = match &self.banner {
             _ if self.saving => Line::from(format!("{} saving…", widgets::spinner(tick))),
             Some(Banner::Stale) => Line::styled(
                 "✗ someone else changed it since you opened it. Reload? Ctrl-R reloads (your edits are lost), Esc cancels",
@@ -347,18 +361,39 @@ impl Form {
                 format!("Enter {} · Tab/↑↓ move · space toggles · Esc cancels", self.enter),
                 dim_style(),
             ),
-        });
-        let banner_rows = lines
-            .last()
-            .map_or(1, |l| l.width().div_ceil(inner_width.max(1)));
-        let height = (lines.len() + banner_rows + 1) as u16;
+        };
+        let banner_rows = banner.width().div_ceil(inner_width.max(1)).max(1);
+        // The fields, a blank line, the banner (wrapped), two borders.
+        let height = (lines.len() + 1 + banner_rows + 2) as u16;
         let inner = popup(frame, area, width, height.min(area.height), &self.title);
+        // A form taller than the screen scrolls to keep the focused field in
+        // view; the banner stays at the bottom.
+        let footer = (1 + banner_rows as u16).min(inner.height);
+        let fields_height = inner.height - footer;
+        let scroll = (focus_line + 1).saturating_sub(fields_height as usize) as u16;
+        let fields_area = Rect {
+            height: fields_height,
+            ..inner
+        };
+        let footer_area = Rect {
+            y: inner.y + fields_height,
+            height: footer,
+            ..inner
+        };
         frame.render_widget(
-            Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }),
-            inner,
+            Paragraph::new(lines)
+                .wrap(ratatui::widgets::Wrap { trim: false })
+                .scroll((scroll, 0)),
+            fields_area,
+        );
+        frame.render_widget(
+            Paragraph::new(vec![Line::default(), banner])
+                .wrap(ratatui::widgets::Wrap { trim: false }),
+            footer_area,
         );
         if let Some((x, y)) = cursor {
-            if y < inner.height {
+            let y = y.saturating_sub(scroll);
+            if y < fields_height {
                 frame.set_cursor_position(Position::new(inner.x + x, inner.y + y));
             }
         }

@@ -50,7 +50,7 @@ pub enum Command {
     },
     LoadEndpoints,
     SaveEndpoint {
-        endpoint: Endpoint,
+        endpoint: Box<Endpoint>,
         create: bool,
     },
     ReloadEndpoint(String),
@@ -192,9 +192,9 @@ pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
         } => Update::Routed(api.test_route(name, tenant_id, payload).await),
         Command::LoadEndpoints => Update::Endpoints(api.list_endpoints().await),
         Command::SaveEndpoint { endpoint, create } => Update::EndpointSaved(if create {
-            api.create_endpoint(endpoint).await
+            api.create_endpoint(*endpoint).await
         } else {
-            api.update_endpoint(endpoint).await
+            api.update_endpoint(*endpoint).await
         }),
         Command::ReloadEndpoint(id) => Update::EndpointReloaded(api.get_endpoint(id).await),
         Command::DeleteEndpoint(id) => Update::EndpointDeleted(api.delete_endpoint(id).await),

@@ -10,7 +10,7 @@ use crate::{
     delivery::signing,
     model::{
         Attempt, Delivery, DeliveryStatus, Endpoint, EndpointAuth, EndpointOptions, EndpointState,
-        PayloadFormat, RateLimit, StoredEvent, Subscription, PARKED_MS,
+        EndpointTls, FieldError, PayloadFormat, RateLimit, StoredEvent, Subscription, PARKED_MS,
     },
 };
 
@@ -59,11 +59,33 @@ pub fn endpoint_to_pb(e: &Endpoint) -> pb::Endpoint {
             .options
             .disable_after_ms
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        basic_auth: e.options.auth.as_ref().map(|auth| match auth {
-            EndpointAuth::Basic { username, .. } => pb::BasicAuth {
+        basic_auth: match &e.options.auth {
+            Some(EndpointAuth::Basic { username, .. }) => Some(pb::BasicAuth {
                 username: username.clone(),
                 password: String::new(),
-            },
+            }),
+            _ => None,
+        },
+        oauth2: match &e.options.auth {
+            Some(EndpointAuth::Oauth2 {
+                token_url,
+                client_id,
+                scope,
+                audience,
+                ..
+            }) => Some(pb::OAuth2ClientCredentials {
+                token_url: token_url.clone(),
+                client_id: client_id.clone(),
+                client_secret: String::new(),
+                scope: scope.clone().unwrap_or_default(),
+                audience: audience.clone().unwrap_or_default(),
+            }),
+            _ => None,
+        },
+        tls: e.options.tls.as_ref().map(|t| pb::EndpointTls {
+            client_cert_file: t.client_cert_file.clone().unwrap_or_default(),
+            client_key_file: t.client_key_file.clone().unwrap_or_default(),
+            ca_file: t.ca_file.clone().unwrap_or_default(),
         }),
         disabled_reason: e.disabled_reason.clone().unwrap_or_default(),
         failing_since: e.failing_since_ms.and_then(timestamp),
@@ -95,8 +117,9 @@ fn format_from_pb(format: i32) -> PayloadFormat {
     }
 }
 
-/// The endpoint an admin described; the secret may still be empty.
-pub fn endpoint_from_pb(e: pb::Endpoint) -> Endpoint {
+/// The endpoint an admin described; the secret may still be empty. Refused
+/// only when it cannot be represented (two kinds of authentication).
+pub fn endpoint_from_pb(e: pb::Endpoint) -> Result<Endpoint, FieldError> {
     let state = match pb::EndpointState::try_from(e.state) {
         Ok(pb::EndpointState::Disabled) => EndpointState::Disabled,
         Ok(pb::EndpointState::Gone) => EndpointState::Gone,
@@ -111,13 +134,37 @@ pub fn endpoint_from_pb(e: pb::Endpoint) -> Endpoint {
             burst: r.burst,
         }),
         disable_after_ms: e.disable_after_ms.map(Duration::from_millis),
-        auth: e.basic_auth.map(|b| EndpointAuth::Basic {
-            username: b.username,
-            password: b.password,
-        }),
+        auth: match (e.basic_auth, e.oauth2) {
+            (Some(_), Some(_)) => {
+                return Err(FieldError::new(
+                    &["oauth2"],
+                    "give basic_auth or oauth2, not both",
+                ))
+            }
+            (Some(b), None) => Some(EndpointAuth::Basic {
+                username: b.username,
+                password: b.password,
+            }),
+            (None, Some(o)) => Some(EndpointAuth::Oauth2 {
+                token_url: o.token_url,
+                client_id: o.client_id,
+                client_secret: o.client_secret,
+                scope: non_empty(o.scope),
+                audience: non_empty(o.audience),
+            }),
+            (None, None) => None,
+        },
+        tls: e
+            .tls
+            .map(|t| EndpointTls {
+                client_cert_file: non_empty(t.client_cert_file),
+                client_key_file: non_empty(t.client_key_file),
+                ca_file: non_empty(t.ca_file),
+            })
+            .filter(|t| !t.is_empty()),
         ordering_key: non_empty(e.ordering_key),
     };
-    Endpoint {
+    Ok(Endpoint {
         id: e.id,
         url: e.url,
         tenant_id: non_empty(e.tenant_id),
@@ -140,7 +187,7 @@ pub fn endpoint_from_pb(e: pb::Endpoint) -> Endpoint {
         version: e.version,
         created_ms: 0,
         updated_ms: 0,
-    }
+    })
 }
 
 fn endpoint_state_to_pb(state: EndpointState) -> pb::EndpointState {

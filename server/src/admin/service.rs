@@ -119,7 +119,7 @@ impl Admin for AdminService {
         request: Request<pb::CreateEndpointRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
         let input = required(request.into_inner().endpoint, "endpoint")?;
-        let mut endpoint = convert::endpoint_from_pb(input);
+        let mut endpoint = convert::endpoint_from_pb(input).map_err(|e| invalid(&[e]))?;
         self.check_endpoint(&mut endpoint)?;
         let created = self
             .store
@@ -157,7 +157,7 @@ impl Admin for AdminService {
         request: Request<pb::UpdateEndpointRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
         let input = required(request.into_inner().endpoint, "endpoint")?;
-        let mut endpoint = convert::endpoint_from_pb(input);
+        let mut endpoint = convert::endpoint_from_pb(input).map_err(|e| invalid(&[e]))?;
         let current = self
             .store
             .get_endpoint(&endpoint.id)
@@ -655,8 +655,8 @@ fn delivery_filter(filter: Option<pb::DeliveryFilter>) -> Result<DeliveryFilter,
     })
 }
 
-/// What an update leaves as stored: an empty secret or password keeps the
-/// stored one; the rotation's grace and the daemon's view of the endpoint's
+/// What an update leaves as stored: an empty secret, password or OAuth2
+/// client secret keeps the stored one; the rotation's grace and the daemon's view of the endpoint's
 /// health stay, except that enabling it again starts its health afresh.
 fn keep_stored(endpoint: &mut Endpoint, current: Endpoint) {
     if endpoint.secret.is_empty() || endpoint.secret == current.secret {
@@ -668,10 +668,22 @@ fn keep_stored(endpoint: &mut Endpoint, current: Endpoint) {
         Some(EndpointAuth::Basic {
             password: stored, ..
         }),
-    ) = (&mut endpoint.options.auth, current.options.auth)
+    ) = (&mut endpoint.options.auth, &current.options.auth)
     {
         if password.is_empty() {
-            *password = stored;
+            password.clone_from(stored);
+        }
+    }
+    if let (
+        Some(EndpointAuth::Oauth2 { client_secret, .. }),
+        Some(EndpointAuth::Oauth2 {
+            client_secret: stored,
+            ..
+        }),
+    ) = (&mut endpoint.options.auth, &current.options.auth)
+    {
+        if client_secret.is_empty() {
+            client_secret.clone_from(stored);
         }
     }
     let enabled_again =

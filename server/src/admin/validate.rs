@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     catalog::Catalog,
-    delivery::{limits, request::Transform, signing::SigningSecret},
+    delivery::{endpoint_tls, limits, request::Transform, signing::SigningSecret},
     flows::{catalog::FlowSet, compiled::SubscriptionInputs, template::Secrets},
     intake::event::FieldError,
     model::{Endpoint, EndpointAuth, EndpointOptions, Subscription},
@@ -130,6 +130,63 @@ fn check_options(o: &EndpointOptions, errors: &mut Vec<FieldError>) {
         }
         if password.is_empty() {
             errors.push(FieldError::new(&["basic_auth", "password"], "is required"));
+        }
+    }
+    if let Some(EndpointAuth::Oauth2 {
+        token_url,
+        client_id,
+        client_secret,
+        scope,
+        audience,
+    }) = &o.auth
+    {
+        check_oauth2(token_url, client_id, client_secret, scope, audience, errors);
+    }
+    if let Some(tls) = &o.tls {
+        // Read now, so a path the daemon cannot use is refused before it is
+        // stored rather than found by the first delivery.
+        if let Err(problems) = endpoint_tls::load(tls) {
+            for problem in problems {
+                errors.push(FieldError::new(&["tls", problem.field], problem.message));
+            }
+        }
+    }
+}
+
+const MAX_OAUTH2_FIELD: usize = 1024;
+
+fn check_oauth2(
+    token_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    scope: &Option<String>,
+    audience: &Option<String>,
+    errors: &mut Vec<FieldError>,
+) {
+    match reqwest::Url::parse(token_url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+        _ => errors.push(FieldError::new(
+            &["oauth2", "token_url"],
+            "must be an http:// or https:// URL with a host",
+        )),
+    }
+    let fields = [
+        ("client_id", Some(client_id), true),
+        ("client_secret", Some(client_secret), true),
+        ("scope", scope.as_deref(), false),
+        ("audience", audience.as_deref(), false),
+    ];
+    for (field, value, required) in fields {
+        match value {
+            Some("") | None if required => {
+                errors.push(FieldError::new(&["oauth2", field], "is required"))
+            }
+            Some(v) if v.len() > MAX_OAUTH2_FIELD || v.chars().any(char::is_control) => errors
+                .push(FieldError::new(
+                    &["oauth2", field],
+                    format!("must be at most {MAX_OAUTH2_FIELD} bytes, without control characters"),
+                )),
+            _ => {}
         }
     }
 }

@@ -15,7 +15,7 @@ use figment::{
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::model::{EndpointAuth, PayloadFormat, RateLimit};
+use crate::model::{EndpointAuth, EndpointTls, PayloadFormat, RateLimit};
 
 const DEFAULTS: &str = include_str!("defaults.yaml");
 
@@ -254,13 +254,18 @@ pub struct EndpointConfig {
     /// days; `0s`: never).
     #[serde(default, with = "humantime_serde")]
     pub disable_after: Option<Duration>,
-    /// `{basic: {username, password}}`.
+    /// `{basic: {username, password}}` or `{oauth2: {token_url, client_id,
+    /// client_secret, scope, audience}}`.
     #[serde(default)]
     pub auth: Option<EndpointAuth>,
     /// A template over `event`; deliveries with the same key go one at a
     /// time, in publish order.
     #[serde(default)]
     pub ordering_key: Option<String>,
+    /// `{client_cert_file, client_key_file, ca_file}`: PEM files of this
+    /// endpoint's TLS client certificate and private roots.
+    #[serde(default)]
+    pub tls: Option<EndpointTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -79,6 +79,8 @@ pub struct Connection {
     pub ca_file: Option<PathBuf>,
 }
 
+// Parsed once per invocation: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
     /// Tenant HTTP endpoints.
@@ -257,6 +259,35 @@ pub struct EndpointFields {
     /// deliveries with the same key go one at a time (empty: unordered).
     #[arg(long)]
     ordering_key: Option<String>,
+    /// OAuth2 client credentials: the token endpoint (replaces basic auth).
+    #[arg(long)]
+    oauth2_token_url: Option<String>,
+    #[arg(long)]
+    oauth2_client_id: Option<String>,
+    /// Left out on update: the stored one is kept. Also read from the
+    /// environment, so it need not show in the process list.
+    #[arg(long, env = "HOOKYARD_OAUTH2_CLIENT_SECRET", hide_env_values = true)]
+    oauth2_client_secret: Option<String>,
+    /// Empty: none.
+    #[arg(long)]
+    oauth2_scope: Option<String>,
+    /// Empty: none.
+    #[arg(long)]
+    oauth2_audience: Option<String>,
+    /// Removes OAuth2 (and basic) authentication.
+    #[arg(long, conflicts_with_all = ["oauth2_token_url", "oauth2_client_id", "oauth2_scope", "oauth2_audience"])]
+    no_auth: bool,
+    /// PEM client certificate presented to the endpoint (mTLS), a path on
+    /// the daemon's host; empty: none.
+    #[arg(long)]
+    client_cert: Option<String>,
+    /// The private key of `--client-cert`, a path on the daemon's host.
+    #[arg(long)]
+    client_key: Option<String>,
+    /// PEM roots trusted for this endpoint only, a path on the daemon's host
+    /// (`--ca-file` is the CLI's own connection to the daemon).
+    #[arg(long)]
+    endpoint_ca_file: Option<String>,
 }
 
 fn payload_format(s: &str) -> Result<PayloadFormat, String> {
@@ -769,7 +800,24 @@ async fn endpoints(out: &Output, admin: &mut Admin, c: EndpointCommand) -> anyho
 }
 
 impl EndpointFields {
-    fn apply(self, e: &mut Endpoint) {
+    fn apply(mut self, e: &mut Endpoint) {
+        self.apply_auth(e);
+        if self.client_cert.is_some()
+            || self.client_key.is_some()
+            || self.endpoint_ca_file.is_some()
+        {
+            let t = e.tls.get_or_insert_with(Default::default);
+            if let Some(cert) = self.client_cert.take() {
+                t.client_cert_file = cert;
+            }
+            if let Some(key) = self.client_key.take() {
+                t.client_key_file = key;
+            }
+            if let Some(ca) = self.endpoint_ca_file.take() {
+                t.ca_file = ca;
+            }
+        }
+
         if let Some(secret) = self.secret {
             e.secret = secret;
         }
@@ -810,6 +858,38 @@ impl EndpointFields {
         }
         if let Some(after) = self.disable_after {
             e.disable_after_ms = Some(after.as_millis().min(u64::MAX as u128) as u64);
+        }
+    }
+
+    fn apply_auth(&mut self, e: &mut Endpoint) {
+        if self.no_auth {
+            e.oauth2 = None;
+            e.basic_auth = None;
+            return;
+        }
+        let oauth2 = [
+            &self.oauth2_token_url,
+            &self.oauth2_client_id,
+            &self.oauth2_scope,
+            &self.oauth2_audience,
+        ];
+        // The secret alone (perhaps only exported in the environment) does
+        // not turn OAuth2 on for an endpoint without it.
+        let touched = oauth2.iter().any(|flag| flag.is_some())
+            || (self.oauth2_client_secret.is_some() && e.oauth2.is_some());
+        if touched {
+            let o = e.oauth2.get_or_insert_with(Default::default);
+            let set = |field: &mut String, value: Option<String>| {
+                if let Some(value) = value {
+                    *field = value;
+                }
+            };
+            set(&mut o.token_url, self.oauth2_token_url.take());
+            set(&mut o.client_id, self.oauth2_client_id.take());
+            set(&mut o.client_secret, self.oauth2_client_secret.take());
+            set(&mut o.scope, self.oauth2_scope.take());
+            set(&mut o.audience, self.oauth2_audience.take());
+            e.basic_auth = None;
         }
     }
 }

@@ -97,6 +97,14 @@ impl Output {
                     "rate_limit": e.rate_limit.map(|r| json!({"per_second": r.per_second, "burst": r.burst})),
                     "disable_after_ms": e.disable_after_ms,
                     "basic_auth_username": e.basic_auth.as_ref().map(|b| b.username.clone()),
+                    "oauth2": e.oauth2.as_ref().map(|o| json!({
+                        "token_url": o.token_url, "client_id": o.client_id,
+                        "scope": o.scope, "audience": o.audience,
+                    })),
+                    "tls": e.tls.as_ref().map(|t| json!({
+                        "client_cert_file": t.client_cert_file,
+                        "client_key_file": t.client_key_file, "ca_file": t.ca_file,
+                    })),
                     "disabled_reason": e.disabled_reason,
                 })
             })

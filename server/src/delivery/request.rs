@@ -57,8 +57,8 @@ pub fn build(
         "webhook-signature",
         signing::signature_header(&secrets, &event.id, timestamp, body.as_bytes()),
     ));
-    if let Some(auth) = &endpoint.options.auth {
-        headers.push(("authorization", authorization(auth)));
+    if let Some(basic) = endpoint.options.auth.as_ref().and_then(basic_authorization) {
+        headers.push(("authorization", basic));
     }
     Ok(Outbound { body, headers })
 }
@@ -77,12 +77,15 @@ fn signing_secrets(endpoint: &Endpoint, now_ms: i64) -> Result<Vec<SigningSecret
     Ok(secrets)
 }
 
-fn authorization(auth: &EndpointAuth) -> String {
+/// Basic credentials; an OAuth2 bearer token needs I/O, so the sender adds
+/// it (`oauth`).
+fn basic_authorization(auth: &EndpointAuth) -> Option<String> {
     match auth {
-        EndpointAuth::Basic { username, password } => format!(
+        EndpointAuth::Basic { username, password } => Some(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
-        ),
+        )),
+        EndpointAuth::Oauth2 { .. } => None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! One HTTP attempt of one delivery: build the Standard Webhooks request, send
 //! it through the shared pooled client, and report what happened. The client
 //! resolves names through the SSRF guard and never follows redirects, so the
-//! address checked is the address connected to.
+//! address checked is the address connected to. An endpoint with its own TLS
+//! settings gets a client of its own built the same way (`endpoint_tls`); an
+//! OAuth2 endpoint's bearer token comes from the token cache (`oauth`).
 
 use std::{
     collections::BTreeMap,
@@ -12,6 +14,8 @@ use std::{
 use reqwest::{header::HeaderMap, redirect, Url};
 
 use super::{
+    endpoint_tls::Clients,
+    oauth::{self, Grant, Tokens},
     request::{self, Transforms},
     retry::{self, Outcome},
     ssrf::{AddressPolicy, GuardedResolver},
@@ -26,9 +30,12 @@ const RESPONSE_DRAIN: usize = 64 * 1024;
 pub struct Sender {
     client: reqwest::Client,
     policy: Arc<AddressPolicy>,
+    extra_roots: Vec<reqwest::Certificate>,
     default_timeout: Duration,
     user_agent: String,
     transforms: Transforms,
+    tokens: Tokens,
+    clients: Clients,
 }
 
 /// What one attempt produced.
@@ -46,30 +53,52 @@ impl Sender {
         extra_roots: &[reqwest::Certificate],
     ) -> reqwest::Result<Sender> {
         let policy = Arc::new(policy);
-        let mut builder = reqwest::Client::builder();
-        for root in extra_roots {
-            builder = builder.add_root_certificate(root.clone());
-        }
-        let client = builder
-            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
-            .redirect(redirect::Policy::none())
-            // One request per recorded attempt: retries are the dispatcher's,
-            // on the endpoint's schedule, never the client's.
-            .retry(reqwest::retry::never())
-            .pool_max_idle_per_host(64)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            // Through a proxy the guard would only see the proxy's address.
-            .no_proxy()
-            .build()?;
+        let client = client_builder(&policy, extra_roots).build()?;
         Ok(Sender {
             client,
             policy,
+            extra_roots: extra_roots.to_vec(),
             default_timeout,
             user_agent: format!("hookyard/{}", env!("CARGO_PKG_VERSION")),
             transforms: Transforms::default(),
+            tokens: Tokens::default(),
+            clients: Clients::default(),
         })
+    }
+
+    /// The client `endpoint` is sent through: the shared one, or its own when
+    /// it has TLS settings.
+    fn client_for(&self, endpoint: &Endpoint) -> Result<reqwest::Client, String> {
+        let Some(tls) = endpoint.options.tls.as_ref().filter(|t| !t.is_empty()) else {
+            return Ok(self.client.clone());
+        };
+        self.clients.get(&endpoint.id, tls, |material| {
+            let mut builder = client_builder(&self.policy, &self.extra_roots);
+            for root in material.roots {
+                builder = builder.add_root_certificate(root);
+            }
+            if let Some(identity) = material.identity {
+                builder = builder.identity(identity);
+            }
+            builder
+                .build()
+                .map_err(|e| format!("tls: cannot build the client: {}", describe(&e)))
+        })
+    }
+
+    /// The bearer token of an OAuth2 endpoint, from the cache or fetched.
+    async fn bearer(
+        &self,
+        client: &reqwest::Client,
+        endpoint: &Endpoint,
+        grant: &Grant,
+        timeout: Duration,
+    ) -> Result<Arc<str>, String> {
+        let url = Url::parse(&grant.token_url).map_err(|e| format!("invalid token_url: {e}"))?;
+        self.policy.check_url(&url).map_err(|e| e.to_string())?;
+        self.tokens
+            .get(&endpoint.id, grant, || oauth::fetch(client, grant, timeout))
+            .await
     }
 
     /// The certificates of a PEM file (`delivery.ca_file`).
@@ -115,13 +144,34 @@ impl Sender {
         let started = Instant::now();
         let timestamp = started_ms / 1000;
         let mut recorded = BTreeMap::new();
-        let result = match self.prepare(event, endpoint, timestamp, started_ms, &mut recorded) {
-            Ok((url, headers, body)) => {
-                let timeout = endpoint.timeout.unwrap_or(self.default_timeout);
-                self.send(url, headers, body, timeout).await
+        let timeout = endpoint.timeout.unwrap_or(self.default_timeout);
+        let grant = endpoint.options.auth.as_ref().and_then(Grant::of);
+        let mut bearer = None;
+        let result = async {
+            let (url, mut headers, body) =
+                self.prepare(event, endpoint, timestamp, started_ms, &mut recorded)?;
+            let client = self.client_for(endpoint)?;
+            if let Some(grant) = &grant {
+                let token = self
+                    .bearer(&client, endpoint, grant, timeout)
+                    .await
+                    .map_err(|e| format!("oauth2 token: {e}"))?;
+                let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| "oauth2 token: unfit for a header".to_string())?;
+                headers.insert(reqwest::header::AUTHORIZATION, value);
+                recorded.insert("authorization".into(), "<redacted>".into());
+                bearer = Some(token);
             }
-            Err(error) => Err(error),
-        };
+            self.send(&client, url, headers, body, timeout).await
+        }
+        .await;
+        if let (Ok(answer), Some(token)) = (&result, &bearer) {
+            // The receiver refused the token (revoked, or the keys rotated):
+            // the next attempt fetches a new one instead of waiting it out.
+            if answer.status == 401 {
+                self.tokens.forget(&endpoint.id, token);
+            }
+        }
         let duration_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
         let (status_code, error, response_body, outcome) = match result {
             Ok(answer) => {
@@ -200,13 +250,13 @@ impl Sender {
 
     async fn send(
         &self,
+        client: &reqwest::Client,
         url: Url,
         headers: HeaderMap,
         body: String,
         timeout: Duration,
     ) -> Result<Answer, String> {
-        let request = self
-            .client
+        let request = client
             .post(url)
             .headers(headers)
             .body(body)
@@ -254,9 +304,33 @@ struct Answer {
     excerpt: String,
 }
 
+/// The settings every delivery client shares; `extra_roots`: certificates
+/// trusted besides the usual roots.
+fn client_builder(
+    policy: &Arc<AddressPolicy>,
+    extra_roots: &[reqwest::Certificate],
+) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder();
+    for root in extra_roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder
+        .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
+        .redirect(redirect::Policy::none())
+        // One request per recorded attempt: retries are the dispatcher's,
+        // on the endpoint's schedule, never the client's.
+        .retry(reqwest::retry::never())
+        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        // Through a proxy the guard would only see the proxy's address.
+        .no_proxy()
+}
+
 /// reqwest's top-level message hides the cause (refused, timed out, refused
-/// by the SSRF guard); keep the whole chain.
-fn describe(error: &reqwest::Error) -> String {
+/// by the SSRF guard, a TLS handshake refused); keep the whole chain.
+pub(super) fn describe(error: &reqwest::Error) -> String {
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {

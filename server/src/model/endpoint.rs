@@ -1,7 +1,8 @@
 //! How an endpoint wants its deliveries: the body's format, an optional
 //! transform, a rate limit, when the daemon gives up on it, and how requests
-//! authenticate. Stored as one JSON column (`options`) and written the same
-//! way in the config file, so a new setting needs no schema change.
+//! authenticate (basic, OAuth2 client credentials, a TLS client certificate
+//! and a private CA). Stored as one JSON column (`options`) and written the
+//! same way in the config file, so a new setting needs no schema change.
 
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub struct EndpointOptions {
     /// one at a time, in publish order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
+    /// A client certificate and extra roots for this endpoint only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EndpointTls>,
 }
 
 impl EndpointOptions {
@@ -95,12 +99,76 @@ impl PayloadFormat {
     }
 }
 
-/// Outbound authentication of an endpoint's requests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Outbound authentication of an endpoint's requests. `Debug` hides the
+/// secrets, so logging an endpoint never logs them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum EndpointAuth {
     /// `Authorization: Basic …`. The password is never returned.
     Basic { username: String, password: String },
+    /// OAuth2 client credentials grant (RFC 6749 §4.4): a token fetched from
+    /// `token_url` (the client authenticating with HTTP Basic, §2.3.1) is
+    /// sent as `Authorization: Bearer …`. The secret is never returned.
+    Oauth2 {
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+        /// Sent as `audience` (Auth0, Okta and others want it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audience: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for EndpointAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointAuth::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
+            EndpointAuth::Oauth2 {
+                token_url,
+                client_id,
+                scope,
+                audience,
+                ..
+            } => f
+                .debug_struct("Oauth2")
+                .field("token_url", token_url)
+                .field("client_id", client_id)
+                .field("client_secret", &"<redacted>")
+                .field("scope", scope)
+                .field("audience", audience)
+                .finish(),
+        }
+    }
+}
+
+/// TLS settings of one endpoint, as paths to PEM files the daemon reads (the
+/// way `delivery.ca_file` is given): a private key stays a file on disk,
+/// readable by the daemon only, and never travels through the Admin API.
+/// Files are read when the endpoint is written and again when they change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointTls {
+    /// The client certificate (chain) presented to the endpoint (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    /// The private key of `client_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
+    /// Roots trusted for this endpoint only, besides the usual ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+impl EndpointTls {
+    pub fn is_empty(&self) -> bool {
+        self.client_cert_file.is_none() && self.client_key_file.is_none() && self.ca_file.is_none()
+    }
 }
 
 mod optional_ms {
@@ -143,6 +211,11 @@ mod tests {
                 password: "p".into(),
             }),
             ordering_key: Some("{{ event.payload.customer }}".into()),
+            tls: Some(EndpointTls {
+                client_cert_file: Some("/etc/hookyard/client.pem".into()),
+                client_key_file: Some("/etc/hookyard/client.key".into()),
+                ca_file: None,
+            }),
         };
         let text = serde_json::to_string(&options).unwrap_or_default();
         let back: EndpointOptions = serde_json::from_str(&text).unwrap_or_default();
@@ -152,5 +225,28 @@ mod tests {
             EndpointOptions::default().disable_after(),
             Some(DEFAULT_DISABLE_AFTER)
         );
+    }
+
+    #[test]
+    fn oauth2_is_written_as_oauth2_and_debug_hides_secrets() {
+        let auth = EndpointAuth::Oauth2 {
+            token_url: "https://auth.example/token".into(),
+            client_id: "hookyard".into(),
+            client_secret: "s3cret".into(),
+            scope: Some("webhooks".into()),
+            audience: None,
+        };
+        let text = serde_json::to_string(&auth).unwrap_or_default();
+        assert!(text.starts_with(r#"{"oauth2":{"token_url""#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<EndpointAuth>(&text).ok(),
+            Some(auth.clone())
+        );
+        assert!(!format!("{auth:?}").contains("s3cret"));
+        let basic = EndpointAuth::Basic {
+            username: "u".into(),
+            password: "pw-secret".into(),
+        };
+        assert!(!format!("{basic:?}").contains("pw-secret"));
     }
 }

@@ -10,7 +10,7 @@ pub mod source;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-pub use endpoint::{EndpointAuth, EndpointOptions, PayloadFormat};
+pub use endpoint::{EndpointAuth, EndpointOptions, EndpointTls, PayloadFormat};
 pub use field_error::FieldError;
 
 /// An event that passed validation and waits to be committed.

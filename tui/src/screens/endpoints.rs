@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use base64::Engine;
 use crossterm::event::KeyEvent;
 use hookyard::v1::{
-    Endpoint, EndpointRateLimit, EndpointState, GetStatsResponse, PayloadFormat,
-    RotateEndpointSecretResponse, SendTestEventResponse,
+    Endpoint, EndpointRateLimit, EndpointState, EndpointTls, GetStatsResponse,
+    OAuth2ClientCredentials, PayloadFormat, RotateEndpointSecretResponse, SendTestEventResponse,
 };
 use rand::RngCore;
 use ratatui::{
@@ -86,12 +86,12 @@ impl EndpointsScreen {
                 };
                 ctx.info(format!("{} `{}`…", state_name(state), endpoint.id));
                 ctx.commands.push(Command::SaveEndpoint {
-                    endpoint: Endpoint {
+                    endpoint: Box::new(Endpoint {
                         state: state.into(),
                         // Empty keeps the stored secret.
                         secret: String::new(),
                         ..endpoint
-                    },
+                    }),
                     create: false,
                 });
             } else if !self.list.move_selection(keys, key) {
@@ -240,6 +240,14 @@ impl EndpointForm {
         headers.sort();
         let number = |n: u32| if n == 0 { String::new() } else { n.to_string() };
         let schedule: Vec<String> = e.retry_schedule_ms.iter().map(u64::to_string).collect();
+        let oauth2 = e.oauth2.clone().unwrap_or_default();
+        // The daemon never returns the client secret: empty keeps it.
+        let oauth2_secret_hint = if e.oauth2.is_some() {
+            "empty keeps the current one"
+        } else {
+            "required with oauth2"
+        };
+        let tls = e.tls.clone().unwrap_or_default();
         let mut form = Form::new(
             title,
             vec![
@@ -267,6 +275,17 @@ impl EndpointForm {
                 Field::toggle("state", "enabled", e.state() == EndpointState::Enabled),
                 Field::text("secret", "new secret", "").hint(secret_hint),
                 Field::text("description", "description", e.description.clone()),
+                Field::text("oauth2", "oauth2 token", oauth2.token_url.clone())
+                    .hint("none; token URL, e.g. https://auth.example/token"),
+                Field::text("oauth2_client", "oauth2 client", oauth2.client_id.clone()),
+                Field::secret("oauth2_secret", "oauth2 secret").hint(oauth2_secret_hint),
+                Field::text("oauth2_scope", "oauth2 scope", oauth2.scope.clone()).hint("optional"),
+                Field::text("tls", "client cert", tls.client_cert_file.clone())
+                    .hint("none; PEM file on the daemon's host"),
+                Field::text("tls_key", "client key", tls.client_key_file.clone())
+                    .hint("the certificate's key file"),
+                Field::text("tls_ca", "ca file", tls.ca_file.clone())
+                    .hint("none; PEM roots for this endpoint only"),
             ],
         );
         if !e.disabled_reason.is_empty() {
@@ -356,13 +375,57 @@ impl EndpointForm {
             rate_limit,
             disable_after_ms,
             transform: f.value("transform"),
-            ..base
+            oauth2: self.oauth2(&base),
+            tls: self.tls(),
+            basic_auth: None,
+            ..base.clone()
+        };
+        // Basic auth has no fields here: kept as stored (the password stays
+        // on the daemon), unless OAuth2 replaces it.
+        let endpoint = Endpoint {
+            basic_auth: if endpoint.oauth2.is_none() {
+                base.basic_auth
+            } else {
+                None
+            },
+            ..endpoint
         };
         if errors.is_empty() {
             Ok(endpoint)
         } else {
             Err(errors)
         }
+    }
+
+    /// OAuth2 as the form has it; no token URL: none.
+    fn oauth2(&self, base: &Endpoint) -> Option<OAuth2ClientCredentials> {
+        let f = &self.form;
+        let token_url = f.value("oauth2");
+        if token_url.is_empty() {
+            return None;
+        }
+        Some(OAuth2ClientCredentials {
+            token_url,
+            client_id: f.value("oauth2_client"),
+            // Empty keeps the stored one.
+            client_secret: f.value("oauth2_secret"),
+            scope: f.value("oauth2_scope"),
+            audience: base
+                .oauth2
+                .as_ref()
+                .map(|o| o.audience.clone())
+                .unwrap_or_default(),
+        })
+    }
+
+    fn tls(&self) -> Option<EndpointTls> {
+        let f = &self.form;
+        let tls = EndpointTls {
+            client_cert_file: f.value("tls"),
+            client_key_file: f.value("tls_key"),
+            ca_file: f.value("tls_ca"),
+        };
+        (tls != EndpointTls::default()).then_some(tls)
     }
 
     /// Saves, or shows what cannot be parsed without asking the daemon.
@@ -376,7 +439,10 @@ impl EndpointForm {
                     self.generated_secret = Some(secret);
                 }
                 self.form.saving = true;
-                Some(Command::SaveEndpoint { endpoint, create })
+                Some(Command::SaveEndpoint {
+                    endpoint: Box::new(endpoint),
+                    create,
+                })
             }
             Err(errors) => {
                 for f in &mut self.form.fields {

@@ -250,6 +250,66 @@ async fn endpoint_format_rate_limit_disable_after_and_transform() {
     assert_eq!(form.form.value("format"), "cloudevents");
 }
 
+#[tokio::test]
+async fn endpoint_oauth2_and_tls_fields_keep_the_secret_masked_and_scroll_at_80x24() {
+    let fake = endpoints();
+    let mut app = on_tab(&fake, '3').await;
+    press(&mut app, KeyCode::Char('e'));
+    let Mode::EndpointForm(form) = &mut app.mode else {
+        panic!("expected the form");
+    };
+    for (key, value) in [
+        ("oauth2", "https://auth.example/token"),
+        ("oauth2_client", "hookyard"),
+        ("oauth2_scope", "webhooks"),
+        ("tls", "/etc/hookyard/client.pem"),
+        ("tls_key", "/etc/hookyard/client.key"),
+    ] {
+        form.form.focus_on(key);
+        type_text_into(form, value);
+    }
+    form.form.focus_on("oauth2_secret");
+    type_text_into(form, "s3cret");
+    // The last field is in view on a small terminal, the secret is dots.
+    form.form.focus_on("tls_ca");
+    let screen = crate::testing::draw(&app, 80, 24);
+    assert!(screen.contains("ca file"), "{screen}");
+    assert!(screen.contains("••••••"), "{screen}");
+    assert!(!screen.contains("s3cret"), "{screen}");
+    assert!(screen.contains("Esc cancels"), "the banner stays: {screen}");
+    press(&mut app, KeyCode::Enter);
+    settle(&mut app, &fake).await;
+    assert!(matches!(app.mode, Mode::Browse), "{:?}", app.mode);
+    let stored = fake.state.lock().unwrap().endpoints["crm"].clone();
+    let oauth2 = stored.oauth2.clone().unwrap_or_default();
+    assert_eq!(
+        (oauth2.token_url.as_str(), oauth2.client_id.as_str()),
+        ("https://auth.example/token", "hookyard")
+    );
+    assert_eq!(oauth2.client_secret, "s3cret");
+    assert_eq!(oauth2.scope, "webhooks");
+    let tls = stored.tls.clone().unwrap_or_default();
+    assert_eq!(tls.client_key_file, "/etc/hookyard/client.key");
+    assert_eq!(tls.ca_file, "");
+    // Opened again, the secret field starts empty: empty keeps it.
+    press(&mut app, KeyCode::Char('e'));
+    let Mode::EndpointForm(form) = &app.mode else {
+        panic!("expected the form");
+    };
+    assert_eq!(form.form.value("oauth2_secret"), "");
+    assert_eq!(form.form.value("oauth2"), "https://auth.example/token");
+    let saved = form.endpoint().ok().and_then(|e| e.oauth2);
+    assert_eq!(saved.map(|o| o.client_secret), Some(String::new()));
+}
+
+fn type_text_into(form: &mut crate::screens::endpoints::EndpointForm, text: &str) {
+    let keys = crate::keys::KeyBindings::default();
+    for c in text.chars() {
+        form.form
+            .handle_key(&keys, &crossterm::event::KeyEvent::from(KeyCode::Char(c)));
+    }
+}
+
 #[test]
 fn durations_parse_and_print() {
     use crate::screens::endpoints::{duration_text, parse_duration};
