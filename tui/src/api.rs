@@ -7,10 +7,11 @@
 use futures::{future::BoxFuture, stream::BoxStream};
 use hookyard::v1::{
     Delivery, DeliveryDetail, DeliveryFilter, DeliveryUpdate, Endpoint, Flow, GetStatsResponse,
-    ListRunsRequest, ListRunsResponse, RotateEndpointSecretResponse, Run, RunDetail, RunUpdate,
-    SendTestEventResponse, Source, SourceWithToken, StartRunResponse, Subscription,
-    WatchRunsRequest,
+    Job, ListRunsRequest, ListRunsResponse, ReplayEventsRequest, RetryDeadLettersRequest,
+    RotateEndpointSecretResponse, Run, RunDetail, RunUpdate, SendTestEventResponse, Source,
+    SourceWithToken, StartRunResponse, Subscription, WatchRunsRequest,
 };
+use prost_types::Timestamp;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -18,6 +19,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 pub type Call<T> = BoxFuture<'static, ApiResult<T>>;
 pub type UpdateStream = BoxStream<'static, ApiResult<DeliveryUpdate>>;
 pub type RunStream = BoxStream<'static, ApiResult<RunUpdate>>;
+pub type JobStream = BoxStream<'static, ApiResult<Job>>;
 
 /// Everything the TUI asks of the daemon.
 pub trait AdminApi: Send + Sync + 'static {
@@ -25,6 +27,8 @@ pub trait AdminApi: Send + Sync + 'static {
     fn list_deliveries(&self, filter: DeliveryFilter, page_size: u32) -> Call<Vec<Delivery>>;
     fn get_delivery(&self, id: u64) -> Call<DeliveryDetail>;
     fn retry_delivery(&self, id: u64) -> Call<Delivery>;
+    /// A new delivery of the same event to the same endpoint.
+    fn resend_delivery(&self, id: u64) -> Call<Delivery>;
 
     fn list_subscriptions(&self) -> Call<Vec<Subscription>>;
     fn get_subscription(&self, id: String) -> Call<Subscription>;
@@ -57,8 +61,18 @@ pub trait AdminApi: Send + Sync + 'static {
         event_name: String,
         payload: Vec<u8>,
     ) -> Call<SendTestEventResponse>;
-    /// Re-queues the endpoint's failed and dead deliveries; how many.
-    fn recover_endpoint(&self, endpoint_id: String) -> Call<u64>;
+    /// Re-queues the endpoint's failed and dead deliveries created since
+    /// `since` (unset: all); how many.
+    fn recover_endpoint(&self, endpoint_id: String, since: Option<Timestamp>) -> Call<u64>;
+
+    /// Replay and bulk retry run as jobs in the daemon; the answer is the
+    /// job just started.
+    fn replay_events(&self, request: ReplayEventsRequest) -> Call<Job>;
+    fn retry_dead_letters(&self, request: RetryDeadLettersRequest) -> Call<Job>;
+    fn list_jobs(&self) -> Call<Vec<Job>>;
+    fn cancel_job(&self, id: String) -> Call<Job>;
+    /// The job now, then after every page, until it ends.
+    fn watch_job(&self, id: String) -> Call<JobStream>;
 
     /// Per-subscription and per-endpoint numbers over the last hour.
     fn get_stats(&self) -> Call<GetStatsResponse>;

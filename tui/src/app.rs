@@ -16,6 +16,7 @@ use crate::{
         detail::DetailView,
         endpoints::{EndpointForm, EndpointsScreen},
         flows::{FlowYaml, FlowsScreen, StartRunForm},
+        jobs::{JobsScreen, RecoverForm, ReplayForm},
         live::{self, LiveScreen},
         run_detail::RunView,
         runs::{self, RunsScreen},
@@ -143,6 +144,10 @@ pub enum Mode {
     TestRoute(Box<Form>),
     EndpointForm(Box<EndpointForm>),
     SourceForm(Box<SourceForm>),
+    /// The jobs panel (`app.jobs`) over the screen.
+    Jobs,
+    Replay(Box<ReplayForm>),
+    Recover(Box<RecoverForm>),
     /// Something shown once and never again: a new secret or token URL.
     Reveal {
         title: String,
@@ -169,6 +174,8 @@ pub struct App {
     pub sources: SourcesScreen,
     pub runs: RunsScreen,
     pub flows: FlowsScreen,
+    /// Replays and bulk retries, kept current while they run.
+    pub jobs: JobsScreen,
     /// `GetStats`, for the subscriptions' and endpoints' tables; a failure
     /// leaves those columns blank rather than hiding the table.
     pub stats: Option<GetStatsResponse>,
@@ -197,6 +204,7 @@ impl App {
             sources: SourcesScreen::default(),
             runs: RunsScreen::default(),
             flows: FlowsScreen::default(),
+            jobs: JobsScreen::default(),
             stats: None,
             flash: None,
             addr: addr.into(),
@@ -230,6 +238,9 @@ impl App {
             Mode::EndpointForm(f) => f.form.saving,
             Mode::SourceForm(f) => f.form.saving,
             Mode::StartRun(f) => f.form.saving,
+            Mode::Replay(f) => f.form.saving,
+            Mode::Recover(f) => f.form.saving,
+            Mode::Jobs => self.jobs.any_running(),
             Mode::Detail(d) => d.is_loading(),
             Mode::RunDetail(r) => r.is_loading(),
             _ => false,
@@ -291,6 +302,8 @@ impl App {
             self.switch(self.tab.prev());
         } else if let Some(tab) = digit_tab(&key) {
             self.switch(tab);
+        } else if k.jobs.matches(&key) {
+            self.open_jobs();
         } else if k.filter.matches(&key) && self.list_filter().is_some() {
             let current = self.list_filter().unwrap_or_default().to_string();
             self.mode = Mode::ListFilter {
@@ -335,6 +348,12 @@ impl App {
         if tab == Tab::Runs {
             self.commands.extend(self.runs.load());
         }
+    }
+
+    /// The jobs panel, read afresh.
+    pub fn open_jobs(&mut self) {
+        self.mode = Mode::Jobs;
+        self.commands.push(Command::LoadJobs);
     }
 
     /// Shows Runs filtered by `text` (`flow:X state:waiting key:K`).

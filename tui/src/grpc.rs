@@ -9,14 +9,15 @@ use hookyard::v1::{
     admin_client::AdminClient, CancelRunRequest, CreateEndpointRequest, CreateSourceRequest,
     CreateSubscriptionRequest, DeleteEndpointRequest, DeleteSourceRequest,
     DeleteSubscriptionRequest, Delivery, DeliveryDetail, DeliveryFilter, Endpoint, Flow,
-    GetDeliveryRequest, GetEndpointRequest, GetRunRequest, GetStatsRequest, GetStatsResponse,
-    GetSubscriptionRequest, ListDeliveriesRequest, ListEndpointsRequest, ListFlowsRequest,
-    ListRunsRequest, ListRunsResponse, ListSourcesRequest, ListSubscriptionsRequest,
-    RecoverEndpointRequest, ResumeSourceRequest, RetryDeliveryRequest, RotateEndpointSecretRequest,
-    RotateEndpointSecretResponse, RotateSourceTokenRequest, Run, RunDetail, SendTestEventRequest,
-    SendTestEventResponse, Source, SourceWithToken, StartRunRequest, StartRunResponse,
-    Subscription, SuspendSourceRequest, TestRouteRequest, UpdateEndpointRequest,
-    UpdateSubscriptionRequest, WatchDeliveriesRequest, WatchRunsRequest,
+    GetDeliveryRequest, GetEndpointRequest, GetJobRequest, GetRunRequest, GetStatsRequest,
+    GetStatsResponse, GetSubscriptionRequest, Job, ListDeliveriesRequest, ListEndpointsRequest,
+    ListFlowsRequest, ListJobsRequest, ListRunsRequest, ListRunsResponse, ListSourcesRequest,
+    ListSubscriptionsRequest, RecoverEndpointRequest, ReplayEventsRequest, ResendDeliveryRequest,
+    ResumeSourceRequest, RetryDeadLettersRequest, RetryDeliveryRequest,
+    RotateEndpointSecretRequest, RotateEndpointSecretResponse, RotateSourceTokenRequest, Run,
+    RunDetail, SendTestEventRequest, SendTestEventResponse, Source, SourceWithToken,
+    StartRunRequest, StartRunResponse, Subscription, SuspendSourceRequest, TestRouteRequest,
+    UpdateEndpointRequest, UpdateSubscriptionRequest, WatchDeliveriesRequest, WatchRunsRequest,
 };
 use tonic::{
     metadata::{Ascii, MetadataValue},
@@ -25,7 +26,7 @@ use tonic::{
     Code, Request, Status,
 };
 
-use crate::api::{AdminApi, ApiError, Call, RunStream, UpdateStream};
+use crate::api::{AdminApi, ApiError, Call, JobStream, RunStream, UpdateStream};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Unary calls only; the watch stream lives as long as the daemon does.
@@ -158,6 +159,15 @@ impl AdminApi for GrpcAdmin {
             &self.client,
             RetryDeliveryRequest { id },
             |mut c, r| async move { c.retry_delivery(r).await },
+            |r| r,
+        )
+    }
+
+    fn resend_delivery(&self, id: u64) -> Call<Delivery> {
+        unary(
+            &self.client,
+            ResendDeliveryRequest { id },
+            |mut c, r| async move { c.resend_delivery(r).await },
             |r| r,
         )
     }
@@ -315,11 +325,12 @@ impl AdminApi for GrpcAdmin {
         )
     }
 
-    fn recover_endpoint(&self, endpoint_id: String) -> Call<u64> {
-        let request = RecoverEndpointRequest {
-            endpoint_id,
-            since: None,
-        };
+    fn recover_endpoint(
+        &self,
+        endpoint_id: String,
+        since: Option<prost_types::Timestamp>,
+    ) -> Call<u64> {
+        let request = RecoverEndpointRequest { endpoint_id, since };
         unary(
             &self.client,
             request,
@@ -451,6 +462,55 @@ impl AdminApi for GrpcAdmin {
         async move {
             let stream = client
                 .watch_runs(request)
+                .await
+                .map_err(ApiError::from)?
+                .into_inner();
+            Ok(stream.map(|item| item.map_err(ApiError::from)).boxed())
+        }
+        .boxed()
+    }
+
+    fn replay_events(&self, request: ReplayEventsRequest) -> Call<Job> {
+        unary(
+            &self.client,
+            request,
+            |mut c, r| async move { c.replay_events(r).await },
+            |r| r,
+        )
+    }
+
+    fn retry_dead_letters(&self, request: RetryDeadLettersRequest) -> Call<Job> {
+        unary(
+            &self.client,
+            request,
+            |mut c, r| async move { c.retry_dead_letters(r).await },
+            |r| r,
+        )
+    }
+
+    fn list_jobs(&self) -> Call<Vec<Job>> {
+        unary(
+            &self.client,
+            ListJobsRequest {},
+            |mut c, r| async move { c.list_jobs(r).await },
+            |r| r.jobs,
+        )
+    }
+
+    fn cancel_job(&self, id: String) -> Call<Job> {
+        unary(
+            &self.client,
+            GetJobRequest { id },
+            |mut c, r| async move { c.cancel_job(r).await },
+            |r| r,
+        )
+    }
+
+    fn watch_job(&self, id: String) -> Call<JobStream> {
+        let mut client = self.client.clone();
+        async move {
+            let stream = client
+                .watch_job(GetJobRequest { id })
                 .await
                 .map_err(ApiError::from)?
                 .into_inner();

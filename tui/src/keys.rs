@@ -75,6 +75,12 @@ pub struct KeyBindings {
     pub rotate_secret: Binding,
     pub send_test: Binding,
     pub recover: Binding,
+    pub resend: Binding,
+    pub retry_dead: Binding,
+    pub retry_dead_all: Binding,
+    pub replay: Binding,
+    pub jobs: Binding,
+    pub cancel_job: Binding,
 }
 
 impl Default for KeyBindings {
@@ -120,11 +126,21 @@ impl Default for KeyBindings {
             start: Binding::new(Char('r'), "r", "start a run with JSON inputs"),
             rotate_secret: Binding::new(Char('r'), "r", "rotate the signing secret (asks first)"),
             send_test: Binding::new(Char('t'), "t", "send a test event, show the answer"),
-            recover: Binding::new(
-                Char('u'),
-                "u",
-                "re-queue failed/dead deliveries (asks first)",
+            recover: Binding::new(Char('u'), "u", "re-queue failed/dead deliveries since…"),
+            resend: Binding::new(Char('s'), "s", "resend: a new delivery (asks first)"),
+            retry_dead: Binding::new(
+                Char('b'),
+                "b",
+                "bulk retry: all dead of its endpoint (asks)",
             ),
+            retry_dead_all: Binding::new(
+                Char('B'),
+                "B",
+                "bulk retry: all dead of every endpoint (asks)",
+            ),
+            replay: Binding::new(Char('p'), "p", "replay events since… (a job)"),
+            jobs: Binding::new(Char('J'), "J", "jobs: replays and bulk retries, progress"),
+            cancel_job: Binding::new(Char('c'), "c", "cancel the selected job"),
         }
     }
 }

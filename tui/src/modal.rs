@@ -5,12 +5,13 @@
 use std::collections::HashSet;
 
 use crossterm::event::KeyEvent;
+use hookyard::v1::JobState;
 
 use crate::{
     app::{parse_filter, App, Flash, Mode},
     forms::FormAction,
     net::Command,
-    screens::{flows::StartRunForm, runs, EventState},
+    screens::{flows::StartRunForm, jobs, runs, EventState},
 };
 
 impl App {
@@ -49,10 +50,65 @@ impl App {
                         self.commands.push(Command::Retry(vec![id]));
                         self.flash = Some(Flash::Info(format!("retrying delivery #{id}…")));
                     }
+                } else if keys.resend.matches(key) {
+                    if let Some(id) = view.id() {
+                        let question = resend_question(id, view.target());
+                        let detail = std::mem::take(&mut self.mode);
+                        self.mode = Mode::Confirm {
+                            question,
+                            command: Box::new(Command::Resend(id)),
+                            after: Some(Box::new(detail)),
+                        };
+                    }
                 } else {
                     view.handle_key(keys, key);
                 }
             }
+            Mode::Jobs => {
+                if keys.back.matches(key) || keys.quit.matches(key) || keys.jobs.matches(key) {
+                    self.mode = Mode::Browse;
+                } else if keys.reload.matches(key) {
+                    self.commands.push(Command::LoadJobs);
+                } else if keys.cancel_job.matches(key) {
+                    match self.jobs.selected() {
+                        Some(job) if job.state() == JobState::Running => {
+                            self.flash = Some(Flash::Info(format!(
+                                "cancelling job {} after the page it is on…",
+                                jobs::short_id(&job.id)
+                            )));
+                            self.commands.push(Command::CancelJob(job.id.clone()));
+                        }
+                        Some(job) => {
+                            self.flash = Some(Flash::Error(format!(
+                                "job {} has already ended ({})",
+                                jobs::short_id(&job.id),
+                                jobs::state_name(job.state())
+                            )));
+                        }
+                        None => {}
+                    }
+                } else {
+                    self.jobs.move_selection(keys, key);
+                }
+            }
+            Mode::Replay(replay) => match replay.form.handle_key(keys, key) {
+                FormAction::None | FormAction::Reload => {}
+                FormAction::Cancel => self.mode = Mode::Browse,
+                FormAction::Save => {
+                    if let Some(command) = replay.save_command(self.now) {
+                        self.commands.push(command);
+                    }
+                }
+            },
+            Mode::Recover(recover) => match recover.form.handle_key(keys, key) {
+                FormAction::None | FormAction::Reload => {}
+                FormAction::Cancel => self.mode = Mode::Browse,
+                FormAction::Save => {
+                    if let Some(command) = recover.save_command(self.now) {
+                        self.commands.push(command);
+                    }
+                }
+            },
             Mode::Confirm { command, after, .. } => {
                 let yes = keys.yes.matches(key);
                 if yes || keys.back.matches(key) || keys.quit.matches(key) || is_no(key) {
@@ -206,6 +262,15 @@ impl App {
     /// The routing test's answer lights up what matched.
     pub(crate) fn show_routed(&mut self, matched: HashSet<String>) {
         self.subscriptions.matched = Some(matched);
+    }
+}
+
+/// Resending sends the event to the receiver once more, even after it
+/// succeeded: worth a question.
+pub(crate) fn resend_question(id: u64, target: Option<String>) -> String {
+    match target {
+        Some(target) => format!("Send the event of delivery #{id} to {target} again?"),
+        None => format!("Send the event of delivery #{id} again?"),
     }
 }
 

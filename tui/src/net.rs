@@ -9,10 +9,12 @@ use std::{sync::Arc, time::Duration};
 use futures::{stream::BoxStream, StreamExt};
 use hookyard::v1::{
     Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, Flow,
-    GetStatsResponse, ListRunsRequest, ListRunsResponse, RotateEndpointSecretResponse, Run,
-    RunDetail, RunUpdate, SendTestEventResponse, Source, SourceWithToken, StartRunResponse,
-    Subscription, WatchRunsRequest,
+    GetStatsResponse, Job, ListRunsRequest, ListRunsResponse, ReplayEventsRequest,
+    RetryDeadLettersRequest, RotateEndpointSecretResponse, Run, RunDetail, RunUpdate,
+    SendTestEventResponse, Source, SourceWithToken, StartRunResponse, Subscription,
+    WatchRunsRequest,
 };
+use prost_types::Timestamp;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tonic::Code;
 
@@ -35,6 +37,8 @@ pub enum Command {
     Watch(DeliveryFilter),
     LoadDetail(u64),
     Retry(Vec<u64>),
+    /// A new delivery of the same event to the same endpoint.
+    Resend(u64),
     LoadDead,
     LoadSubscriptions,
     SaveSubscription {
@@ -60,8 +64,18 @@ pub enum Command {
     RotateEndpointSecret(String),
     /// One attempt with the daemon's example event.
     SendTestEvent(String),
-    /// Re-queues every failed and dead delivery of the endpoint.
-    RecoverEndpoint(String),
+    /// Re-queues every failed and dead delivery of the endpoint created
+    /// since `since` (unset: all of them).
+    RecoverEndpoint {
+        endpoint_id: String,
+        since: Option<Timestamp>,
+    },
+    ReplayEvents(ReplayEventsRequest),
+    RetryDeadLetters(RetryDeadLettersRequest),
+    LoadJobs,
+    CancelJob(String),
+    /// Follows the job's progress until it ends.
+    WatchJob(String),
     LoadStats,
     LoadSources,
     CreateSource(Source),
@@ -117,6 +131,7 @@ pub enum Update {
         ok: usize,
         errors: Vec<String>,
     },
+    Resent(u64, ApiResult<Delivery>),
     Dead(ApiResult<Vec<Delivery>>),
     Subscriptions(ApiResult<Vec<Subscription>>),
     SubscriptionSaved(ApiResult<Subscription>),
@@ -144,13 +159,19 @@ pub enum Update {
     Run(RunUpdate),
     RunDetail(String, ApiResult<RunDetail>),
     RunCancelled(String, ApiResult<Run>),
+    /// A replay or bulk retry the daemon started.
+    JobStarted(ApiResult<Job>),
+    Jobs(ApiResult<Vec<Job>>),
+    /// A job's progress, from its stream.
+    Job(Job),
+    JobCancelled(String, ApiResult<Job>),
 }
 
 /// Runs one command to its answer. The watch command is the runner's
 /// business and answers nothing here.
 pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
     let update = match command {
-        Command::Watch(_) | Command::WatchRuns(_) => return None,
+        Command::Watch(_) | Command::WatchRuns(_) | Command::WatchJob(_) => return None,
         Command::LoadDetail(id) => Update::Detail(id, api.get_delivery(id).await),
         Command::Retry(ids) => {
             let mut ok = 0;
@@ -163,6 +184,7 @@ pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
             }
             Update::Retried { ok, errors }
         }
+        Command::Resend(id) => Update::Resent(id, api.resend_delivery(id).await),
         Command::LoadDead => {
             let filter = DeliveryFilter {
                 status: DeliveryStatus::Dead.into(),
@@ -208,9 +230,18 @@ pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
                 .await;
             Update::TestEventSent(id, result)
         }
-        Command::RecoverEndpoint(id) => {
-            let result = api.recover_endpoint(id.clone()).await;
-            Update::EndpointRecovered(id, result)
+        Command::RecoverEndpoint { endpoint_id, since } => {
+            let result = api.recover_endpoint(endpoint_id.clone(), since).await;
+            Update::EndpointRecovered(endpoint_id, result)
+        }
+        Command::ReplayEvents(request) => Update::JobStarted(api.replay_events(request).await),
+        Command::RetryDeadLetters(request) => {
+            Update::JobStarted(api.retry_dead_letters(request).await)
+        }
+        Command::LoadJobs => Update::Jobs(api.list_jobs().await),
+        Command::CancelJob(id) => {
+            let result = api.cancel_job(id.clone()).await;
+            Update::JobCancelled(id, result)
         }
         Command::LoadStats => Update::Stats(api.get_stats().await),
         Command::LoadSources => Update::Sources(api.list_sources().await),
@@ -257,6 +288,8 @@ pub struct Runner {
     tx: mpsc::Sender<Update>,
     watch: Option<JoinHandle<()>>,
     watch_runs: Option<JoinHandle<()>>,
+    /// One per job followed; each ends with its job.
+    watch_jobs: Vec<JoinHandle<()>>,
 }
 
 impl Runner {
@@ -266,6 +299,7 @@ impl Runner {
             tx,
             watch: None,
             watch_runs: None,
+            watch_jobs: Vec::new(),
         }
     }
 
@@ -310,6 +344,12 @@ impl Runner {
                         tx,
                     )));
                 }
+                Command::WatchJob(id) => {
+                    self.watch_jobs.retain(|task| !task.is_finished());
+                    let api = Arc::clone(&self.api);
+                    let tx = self.tx.clone();
+                    self.watch_jobs.push(tokio::spawn(follow_job(api, id, tx)));
+                }
                 command => {
                     let api = Arc::clone(&self.api);
                     let tx = self.tx.clone();
@@ -330,10 +370,31 @@ impl Drop for Runner {
         for watch in [self.watch.take(), self.watch_runs.take()]
             .into_iter()
             .flatten()
+            .chain(self.watch_jobs.drain(..))
         {
             watch.abort();
         }
     }
+}
+
+/// Forwards a job's progress until it ends. A job is short-lived and its
+/// stream ends with it, so there is no reconnecting: after a break the list
+/// is read once instead, to show where the job got to.
+async fn follow_job(api: Arc<dyn AdminApi>, id: String, tx: mpsc::Sender<Update>) {
+    if let Ok(mut stream) = api.watch_job(id).await {
+        loop {
+            match stream.next().await {
+                Some(Ok(job)) => {
+                    if tx.send(Update::Job(job)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(_)) => break,
+                None => return,
+            }
+        }
+    }
+    let _ = tx.send(Update::Jobs(api.list_jobs().await)).await;
 }
 
 /// Follows a server stream (`WatchDeliveries`, `WatchRuns`) for as long as

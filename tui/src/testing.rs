@@ -8,16 +8,17 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use futures::{FutureExt, StreamExt};
 use hookyard::v1::{
     Attempt, Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint,
-    Flow, GetStatsResponse, ListRunsRequest, ListRunsResponse, RotateEndpointSecretResponse, Run,
-    RunDetail, RunState, RunUpdate, SendTestEventResponse, Source, SourceStatus, SourceWithToken,
-    StartRunResponse, Subscription, WatchRunsRequest,
+    Flow, GetStatsResponse, Job, JobState, ListRunsRequest, ListRunsResponse, ReplayEventsRequest,
+    RetryDeadLettersRequest, RotateEndpointSecretResponse, Run, RunDetail, RunState, RunUpdate,
+    SendTestEventResponse, Source, SourceStatus, SourceWithToken, StartRunResponse, Subscription,
+    WatchRunsRequest,
 };
 use ratatui::{backend::TestBackend, Terminal};
 use tonic::Code;
 
 pub use crate::fixtures::*;
 use crate::{
-    api::{AdminApi, ApiError, ApiResult, Call, RunStream, UpdateStream},
+    api::{AdminApi, ApiError, ApiResult, Call, JobStream, RunStream, UpdateStream},
     app::App,
     net::{execute, Command},
     ui,
@@ -49,6 +50,16 @@ pub struct FakeState {
     pub test_event: Option<SendTestEventResponse>,
     /// Endpoints `send_test_event` was called for.
     pub tested: Vec<String>,
+    /// Deliveries `resend_delivery` was called for.
+    pub resent: Vec<u64>,
+    /// `since` of every `recover_endpoint`.
+    pub recovered_since: Vec<Option<prost_types::Timestamp>>,
+    pub replays: Vec<ReplayEventsRequest>,
+    pub dead_retries: Vec<RetryDeadLettersRequest>,
+    /// Jobs started or put here; `list_jobs` answers them.
+    pub jobs: Vec<Job>,
+    /// What `watch_job` streams before it ends.
+    pub job_updates: Vec<Job>,
     next_id: u64,
 }
 
@@ -136,6 +147,22 @@ impl AdminApi for FakeAdmin {
             let d = d.ok_or_else(|| not_found("delivery", &id.to_string()))?;
             d.status = DeliveryStatus::Pending.into();
             Ok(d.clone())
+        })
+    }
+
+    /// A new delivery with the next id, pending.
+    fn resend_delivery(&self, id: u64) -> Call<Delivery> {
+        self.write(|s| {
+            let d = s.deliveries.iter().find(|d| d.id == id);
+            let mut d = d
+                .ok_or_else(|| not_found("delivery", &id.to_string()))?
+                .clone();
+            s.resent.push(id);
+            d.id = s.deliveries.iter().map(|d| d.id).max().unwrap_or(0) + 1;
+            d.status = DeliveryStatus::Pending.into();
+            d.attempts = 0;
+            s.deliveries.push(d.clone());
+            Ok(d)
         })
     }
 
@@ -299,11 +326,16 @@ impl AdminApi for FakeAdmin {
     }
 
     /// Failed and dead deliveries of the endpoint become pending.
-    fn recover_endpoint(&self, endpoint_id: String) -> Call<u64> {
+    fn recover_endpoint(
+        &self,
+        endpoint_id: String,
+        since: Option<prost_types::Timestamp>,
+    ) -> Call<u64> {
         self.write(|s| {
             if !s.endpoints.contains_key(&endpoint_id) {
                 return Err(not_found("endpoint", &endpoint_id));
             }
+            s.recovered_since.push(since);
             let mut requeued = 0;
             for d in &mut s.deliveries {
                 if d.target == format!("endpoint:{endpoint_id}")
@@ -314,6 +346,76 @@ impl AdminApi for FakeAdmin {
                 }
             }
             Ok(requeued)
+        })
+    }
+
+    /// Needs a pattern or a subscription and a start, as the daemon does.
+    fn replay_events(&self, request: ReplayEventsRequest) -> Call<Job> {
+        self.write(|s| {
+            let mut violations = Vec::new();
+            if request.pattern.is_empty() == request.subscription_id.is_empty() {
+                violations.push(("pattern", "give either `pattern` or `subscription_id`"));
+            }
+            if request.from.is_none() {
+                violations.push(("from", "is required: where the replay starts"));
+            }
+            if !violations.is_empty() {
+                return Err(ApiError::invalid(&violations));
+            }
+            let what = if request.pattern.is_empty() {
+                format!("subscription {}", request.subscription_id)
+            } else {
+                request.pattern.clone()
+            };
+            s.replays.push(request);
+            Ok(start_job(s, "replay", format!("replay {what}")))
+        })
+    }
+
+    fn retry_dead_letters(&self, request: RetryDeadLettersRequest) -> Call<Job> {
+        self.write(|s| {
+            let whose = if request.endpoint_id.is_empty() {
+                "every endpoint".to_string()
+            } else {
+                format!("endpoint {}", request.endpoint_id)
+            };
+            s.dead_retries.push(request);
+            Ok(start_job(
+                s,
+                "retry_dead_letters",
+                format!("retry the dead letters of {whose}"),
+            ))
+        })
+    }
+
+    fn list_jobs(&self) -> Call<Vec<Job>> {
+        self.read(|s| Ok(s.jobs.clone()))
+    }
+
+    fn cancel_job(&self, id: String) -> Call<Job> {
+        self.write(|s| {
+            let job = s.jobs.iter_mut().find(|j| j.id == id);
+            let job = job.ok_or_else(|| not_found("job", &id))?;
+            if job.state() != JobState::Running {
+                return Err(ApiError::new(
+                    Code::FailedPrecondition,
+                    format!("job `{id}` has already ended"),
+                ));
+            }
+            job.state = JobState::Cancelled.into();
+            job.finished_at = ts(60);
+            Ok(job.clone())
+        })
+    }
+
+    /// Streams `job_updates` and ends.
+    fn watch_job(&self, _id: String) -> Call<JobStream> {
+        self.read(|s| {
+            let updates: Vec<_> = std::mem::take(&mut s.job_updates)
+                .into_iter()
+                .map(Ok)
+                .collect();
+            Ok(futures::stream::iter(updates).boxed())
         })
     }
 
@@ -489,6 +591,20 @@ fn cancel_run(s: &mut FakeState, id: &str) -> ApiResult<Run> {
         detail.run = Some(run.clone());
     }
     Ok(run)
+}
+
+fn start_job(s: &mut FakeState, kind: &str, description: String) -> Job {
+    s.next_id += 1;
+    let job = Job {
+        id: format!("job-{}", s.next_id),
+        kind: kind.to_string(),
+        description,
+        state: JobState::Running.into(),
+        started_at: ts(0),
+        ..Job::default()
+    };
+    s.jobs.push(job.clone());
+    job
 }
 
 fn set_source_status(s: &mut FakeState, id: &str, status: SourceStatus) -> ApiResult<Source> {

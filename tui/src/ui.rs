@@ -34,11 +34,14 @@ pub fn render(app: &App, frame: &mut Frame) {
         Mode::RunDetail(view) => view.render(frame, body, app.tick),
         Mode::Confirm {
             after: Some(after), ..
-        } if matches!(**after, Mode::RunDetail(_)) => {
-            if let Mode::RunDetail(view) = &**after {
-                view.render(frame, body, app.tick);
+        } if matches!(**after, Mode::RunDetail(_) | Mode::Detail(_)) => match &**after {
+            Mode::RunDetail(view) => view.render(frame, body, app.tick),
+            Mode::Detail(view) => {
+                let endpoints = app.endpoints.list.loaded().map_or(&[][..], Vec::as_slice);
+                view.render(frame, body, app.tick, endpoints)
             }
-        }
+            _ => {}
+        },
         Mode::FlowYaml(view) => view.render(frame, body),
         _ => render_tab(app, frame, body),
     }
@@ -49,6 +52,9 @@ pub fn render(app: &App, frame: &mut Frame) {
         Mode::EndpointForm(f) => f.form.render(frame, body, app.tick),
         Mode::SourceForm(f) => f.form.render(frame, body, app.tick),
         Mode::StartRun(f) => f.form.render(frame, body, app.tick),
+        Mode::Replay(f) => f.form.render(frame, body, app.tick),
+        Mode::Recover(f) => f.form.render(frame, body, app.tick),
+        Mode::Jobs => app.jobs.render(frame, body, app.tick),
         Mode::Confirm { question, .. } => {
             let lines = vec![
                 Line::from(question.clone()),
@@ -193,7 +199,8 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
 
 fn hints(app: &App) -> String {
     let hints: &[&str] = match (&app.mode, app.tab) {
-        (Mode::Detail(_), _) => &["r retry", "↑↓ scroll", "Esc back"],
+        (Mode::Detail(_), _) => &["r retry", "s resend", "↑↓ scroll", "Esc back"],
+        (Mode::Jobs, _) => &["c cancel job", "R reload", "↑↓ move", "Esc close"],
         (Mode::Help, _) => &["Esc close"],
         (Mode::TestRoute(_), _) => &["Enter test", "Tab next field", "Esc close"],
         (Mode::Browse, Tab::Live) => &[
@@ -210,6 +217,7 @@ fn hints(app: &App) -> String {
             "space on/off",
             "t test",
             "l live",
+            "p replay",
             "? keys",
         ],
         (Mode::Browse, Tab::Endpoints) => &[
@@ -226,8 +234,9 @@ fn hints(app: &App) -> String {
             "space mark",
             "a all",
             "r retry",
+            "b/B retry all",
+            "s resend",
             "Enter detail",
-            "R reload",
             "? keys",
         ],
         (Mode::Browse, Tab::Sources) => &["n new", "r rotate", "s suspend", "d delete", "? keys"],

@@ -2,6 +2,7 @@
 //! asked (closing it, or showing field errors or the stale-version banner);
 //! every successful change reloads the list it changed.
 
+use hookyard::v1::{Job, JobState};
 use tonic::Code;
 
 use crate::{
@@ -11,6 +12,7 @@ use crate::{
     net::{Command, ConnState, Update},
     screens::{
         endpoints::{self, EndpointForm},
+        jobs,
         run_detail::RunView,
         runs,
         subscriptions::SubscriptionForm,
@@ -45,6 +47,15 @@ impl App {
                     self.commands.push(Command::LoadDead);
                 }
             }
+            Update::Resent(id, result) => match result {
+                Ok(made) => {
+                    self.flash = Some(Flash::Info(format!(
+                        "resent delivery #{id} as #{}",
+                        made.id
+                    )))
+                }
+                Err(e) => self.flash = Some(Flash::Error(format!("resend: {}", e.describe()))),
+            },
             Update::Dead(result) => self.dead.loaded(result),
             Update::Subscriptions(result) => self.subscriptions.loaded(result),
             Update::SubscriptionSaved(result) => self.subscription_saved(result),
@@ -114,15 +125,39 @@ impl App {
                 }
                 Err(e) => self.flash = Some(Flash::Error(format!("test event: {}", e.describe()))),
             },
-            Update::EndpointRecovered(id, result) => match result {
-                Ok(n) => {
+            Update::EndpointRecovered(id, result) => match (result, &mut self.mode) {
+                (Ok(n), _) => {
                     self.flash = Some(Flash::Info(format!(
                         "re-queued {n} failed or dead deliveries of `{id}`"
                     )));
+                    if matches!(self.mode, Mode::Recover(_)) {
+                        self.mode = Mode::Browse;
+                    }
                     self.commands.push(Command::LoadEndpoints);
                     self.commands.push(Command::LoadStats);
                 }
-                Err(e) => self.flash = Some(Flash::Error(change_failed(&e))),
+                (Err(e), Mode::Recover(form)) => form.form.show_error(&e),
+                (Err(e), _) => self.flash = Some(Flash::Error(change_failed(&e))),
+            },
+            Update::JobStarted(result) => self.job_started(result),
+            Update::Jobs(result) => self.jobs.loaded(result),
+            Update::Job(job) => self.job_progress(job),
+            Update::JobCancelled(id, result) => match result {
+                Ok(job) => {
+                    self.flash = Some(Flash::Info(format!(
+                        "job {} cancelled; what it made stays",
+                        jobs::short_id(&id)
+                    )));
+                    self.jobs.upsert(job);
+                }
+                Err(e) => {
+                    self.flash = Some(Flash::Error(format!(
+                        "job {} not cancelled: {}",
+                        jobs::short_id(&id),
+                        e.describe()
+                    )));
+                    self.commands.push(Command::LoadJobs);
+                }
             },
             Update::Stats(result) => {
                 if let Ok(stats) = result {
@@ -238,6 +273,60 @@ impl App {
             (Err(e), Mode::StartRun(form)) => form.form.show_error(&e),
             (Err(e), _) => self.flash = Some(Flash::Error(e.describe())),
         }
+    }
+
+    /// A job the daemon started: followed from now on, and shown.
+    fn job_started(&mut self, result: ApiResult<Job>) {
+        match (result, &mut self.mode) {
+            (Ok(job), _) => {
+                self.flash = Some(Flash::Info(format!(
+                    "started job {}: {}",
+                    jobs::short_id(&job.id),
+                    job.description
+                )));
+                let id = job.id.clone();
+                self.commands.push(Command::WatchJob(id.clone()));
+                self.jobs.upsert(job);
+                if matches!(self.mode, Mode::Browse | Mode::Replay(_)) {
+                    self.open_jobs();
+                }
+                self.jobs.select(&id);
+            }
+            (Err(e), Mode::Replay(form)) => form.form.show_error(&e),
+            (Err(e), _) => self.flash = Some(Flash::Error(format!("job: {}", e.describe()))),
+        }
+    }
+
+    /// A followed job moved on; when it ends, say so and show its work.
+    fn job_progress(&mut self, job: Job) {
+        let was_running = self
+            .jobs
+            .items
+            .loaded()
+            .and_then(|jobs| jobs.iter().find(|j| j.id == job.id))
+            .is_none_or(|j| j.state() == JobState::Running);
+        let state = job.state();
+        if was_running && state != JobState::Running {
+            let outcome = if job.error.is_empty() {
+                format!("{} deliveries", job.deliveries)
+            } else {
+                job.error.clone()
+            };
+            let text = format!(
+                "job {} {}: {outcome}",
+                jobs::short_id(&job.id),
+                jobs::state_name(state)
+            );
+            self.flash = Some(if state == JobState::Failed {
+                Flash::Error(text)
+            } else {
+                Flash::Info(text)
+            });
+            if self.tab == Tab::Dead {
+                self.commands.push(Command::LoadDead);
+            }
+        }
+        self.jobs.upsert(job);
     }
 
     /// After the daemon came back, lists that failed to load try again.

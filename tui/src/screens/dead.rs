@@ -1,11 +1,12 @@
 //! Dead letters: deliveries whose retries ran out (or whose endpoint is
 //! gone). Retry the one under the cursor, or mark several with space and
-//! retry them together; Enter opens the detail.
+//! retry them together; retry all of an endpoint's (or every one) as a job
+//! in the daemon; resend; Enter opens the detail.
 
 use std::collections::BTreeSet;
 
 use crossterm::event::KeyEvent;
-use hookyard::v1::Delivery;
+use hookyard::v1::{Delivery, RetryDeadLettersRequest};
 use ratatui::{
     layout::{Constraint, Rect},
     widgets::{Cell, Row, Table},
@@ -15,6 +16,8 @@ use ratatui::{
 use super::{list::ListView, Ctx, EventState};
 use crate::{
     api::ApiResult,
+    app::Flash,
+    modal::resend_question,
     net::Command,
     widgets::{self, error_style, header_style, remote_body, selected_style},
 };
@@ -44,6 +47,11 @@ impl DeadScreen {
         if keys.reload.matches(key) {
             self.list.reload();
             ctx.commands.push(Command::LoadDead);
+        } else if keys.retry_dead_all.matches(key) {
+            ctx.confirm(
+                "Retry every dead letter of every endpoint now? (a job: J shows it)".to_string(),
+                Command::RetryDeadLetters(RetryDeadLettersRequest::default()),
+            );
         } else if let Some(id) = current {
             if keys.select_all.matches(key) {
                 if self.marked.len() == len {
@@ -64,6 +72,27 @@ impl DeadScreen {
                 };
                 ctx.info(format!("retrying {} delivery(ies)…", ids.len()));
                 ctx.commands.push(Command::Retry(ids));
+            } else if keys.resend.matches(key) {
+                let target = self.list.selected().map(|d| d.target.clone());
+                ctx.confirm(resend_question(id, target), Command::Resend(id));
+            } else if keys.retry_dead.matches(key) {
+                let target = self.list.selected().map(|d| d.target.clone());
+                match target.as_deref().and_then(|t| t.strip_prefix("endpoint:")) {
+                    Some(endpoint_id) => ctx.confirm(
+                        format!(
+                            "Retry every dead letter of `{endpoint_id}` now? (a job: J shows it)"
+                        ),
+                        Command::RetryDeadLetters(RetryDeadLettersRequest {
+                            endpoint_id: endpoint_id.to_string(),
+                            ..RetryDeadLettersRequest::default()
+                        }),
+                    ),
+                    None => {
+                        ctx.flash = Some(Flash::Error(
+                            "its target is no endpoint; B retries every endpoint's".to_string(),
+                        ))
+                    }
+                }
             } else if keys.open.matches(key) {
                 ctx.open_detail(id);
             } else if !self.list.move_selection(keys, key) {

@@ -1,6 +1,8 @@
 //! Delivery detail: the event (pretty JSON payload, attributes), its route,
 //! and every attempt with the request headers (secrets redacted), response
-//! status, body excerpt, duration and error. Scrolls; `r` retries now.
+//! status, body excerpt, duration and error; its ordering key and whether it
+//! is parked behind an earlier delivery with that key. Scrolls; `r` retries
+//! now, `s` resends.
 
 use crossterm::event::KeyEvent;
 use hookyard::v1::{Attempt, DeliveryDetail, Endpoint};
@@ -36,6 +38,14 @@ impl DetailView {
 
     pub fn id(&self) -> Option<u64> {
         Some(self.id)
+    }
+
+    /// Where the delivery goes, once loaded.
+    pub fn target(&self) -> Option<String> {
+        self.data
+            .loaded()
+            .and_then(|d| d.delivery.as_ref())
+            .map(|d| d.target.clone())
     }
 
     pub fn is_loading(&self) -> bool {
@@ -116,7 +126,15 @@ fn detail_lines(detail: &DeliveryDetail, endpoints: &[Endpoint]) -> Vec<Line<'st
         Span::styled(status_name(status), status_style(status)),
         Span::raw(format!("  after {} attempt(s)", delivery.attempts)),
     ]));
-    if delivery.next_attempt_at.is_some() {
+    if delivery.parked {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<13}", "parked"), dim_style()),
+            Span::styled(
+                "waits for an earlier delivery with the same key",
+                Style::default().fg(ratatui::style::Color::Yellow),
+            ),
+        ]));
+    } else if delivery.next_attempt_at.is_some() {
         lines.push(field(
             "next attempt",
             widgets::clock(delivery.next_attempt_at.as_ref()),
@@ -130,6 +148,12 @@ fn detail_lines(detail: &DeliveryDetail, endpoints: &[Endpoint]) -> Vec<Line<'st
             delivery.subscription_id
         ),
     ));
+    if !delivery.also_subscription_ids.is_empty() {
+        lines.push(field("also for", delivery.also_subscription_ids.join(", ")));
+    }
+    if !delivery.ordering_key.is_empty() {
+        lines.push(field("ordering key", delivery.ordering_key.clone()));
+    }
     let url = delivery
         .target
         .strip_prefix("endpoint:")

@@ -19,7 +19,11 @@ use ratatui::{
     Frame,
 };
 
-use super::{list::ListView, Ctx, EventState};
+use super::{
+    jobs::{RecoverForm, ReplayForm},
+    list::ListView,
+    Ctx, EventState,
+};
 use crate::{
     api::ApiResult,
     app::Mode,
@@ -66,13 +70,9 @@ impl EndpointsScreen {
                 ctx.info(format!("sending a test event to `{}`…", endpoint.id));
                 ctx.commands.push(Command::SendTestEvent(endpoint.id));
             } else if keys.recover.matches(key) {
-                ctx.confirm(
-                    format!(
-                        "Re-queue every failed and dead delivery of `{}`?",
-                        endpoint.id
-                    ),
-                    Command::RecoverEndpoint(endpoint.id),
-                );
+                ctx.next_mode = Some(Mode::Recover(Box::new(RecoverForm::new(&endpoint.id))));
+            } else if keys.replay.matches(key) {
+                ctx.next_mode = Some(Mode::Replay(Box::new(ReplayForm::for_endpoint(&endpoint))));
             } else if keys.delete.matches(key) {
                 ctx.confirm(
                     format!("Delete endpoint `{}`?", endpoint.id),
@@ -295,6 +295,10 @@ impl EndpointForm {
                 e.disabled_reason.clone(),
             ));
         }
+        form.fields.push(
+            Field::text("ordering_key", "ordering key", e.ordering_key.clone())
+                .hint("optional, e.g. {{ event.payload.customer_id }}"),
+        );
         EndpointForm {
             original,
             form,
@@ -377,6 +381,7 @@ impl EndpointForm {
             transform: f.value("transform"),
             oauth2: self.oauth2(&base),
             tls: self.tls(),
+            ordering_key: f.value("ordering_key"),
             basic_auth: None,
             ..base.clone()
         };

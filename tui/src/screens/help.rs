@@ -39,12 +39,14 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
             "show every key / close, back",
         ),
         (k.quit.label.to_string(), "quit (Ctrl-C: from anywhere)"),
+        (k.jobs.label.to_string(), k.jobs.action),
     ];
     let lists = ("↑↓ jk PgUp PgDn g G".to_string(), "move through the list");
     let detail: Group = (
         "Delivery detail",
         vec![
             (k.retry.label.to_string(), k.retry.action),
+            (k.resend.label.to_string(), k.resend.action),
             ("↑↓ PgUp PgDn".to_string(), "scroll"),
         ],
     );
@@ -66,27 +68,36 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
     let mut out: Vec<Group> = vec![("Everywhere", everywhere)];
     let (title, mut screen) = match tab {
         Tab::Live => ("Live", keys(&[k.pause, k.filter, k.open, k.retry])),
-        Tab::Subscriptions => (
-            "Subscriptions",
-            keys(&[k.new, k.edit, k.delete, k.toggle, k.test, k.live, k.reload]),
-        ),
-        Tab::Endpoints => (
-            "Endpoints",
-            keys(&[
-                k.new,
-                k.edit,
-                k.delete,
+        Tab::Subscriptions => {
+            let mut subs = vec![new_edit_delete(k)];
+            subs.extend(keys(&[k.toggle, k.test, k.live, k.replay, k.reload]));
+            ("Subscriptions", subs)
+        }
+        Tab::Endpoints => {
+            let mut endpoints = vec![new_edit_delete(k)];
+            endpoints.extend(keys(&[
                 k.toggle,
                 k.rotate_secret,
                 k.send_test,
                 k.recover,
+                k.replay,
                 k.live,
                 k.reload,
-            ]),
-        ),
+            ]));
+            ("Endpoints", endpoints)
+        }
         Tab::Dead => (
             "Dead letters",
-            keys(&[k.select, k.select_all, k.retry, k.open, k.reload]),
+            keys(&[
+                k.select,
+                k.select_all,
+                k.retry,
+                k.retry_dead,
+                k.retry_dead_all,
+                k.resend,
+                k.open,
+                k.reload,
+            ]),
         ),
         Tab::Sources => (
             "Sources",
@@ -126,6 +137,14 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
         )),
     }
     out
+}
+
+/// One line for three keys every editable list has, so the help fits 80x24.
+fn new_edit_delete(k: &KeyBindings) -> (String, &'static str) {
+    (
+        format!("{} {} {}", k.new.label, k.edit.label, k.delete.label),
+        "new / edit / delete (asks first)",
+    )
 }
 
 pub fn render(frame: &mut Frame, area: Rect, keys: &KeyBindings, tab: Tab) {

@@ -280,7 +280,13 @@ fn table_row(row: &LiveRow) -> Row<'static> {
         Cell::from(d.event_name.clone()),
         Cell::from(tenant.to_string()),
         Cell::from(d.target.clone()),
-        Cell::from(status_name(status)).style(status_style(status)),
+        // Pending behind an earlier delivery with its ordering key.
+        if d.parked {
+            Cell::from("parked")
+                .style(ratatui::style::Style::default().fg(ratatui::style::Color::Yellow))
+        } else {
+            Cell::from(status_name(status)).style(status_style(status))
+        },
         Cell::from(code),
         Cell::from(latency),
         Cell::from(d.attempts.to_string()),

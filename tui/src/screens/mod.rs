@@ -7,6 +7,7 @@ pub mod detail;
 pub mod endpoints;
 pub mod flows;
 pub mod help;
+pub mod jobs;
 pub mod list;
 pub mod live;
 pub mod run_detail;

@@ -14,7 +14,7 @@ use ratatui::{
     Frame,
 };
 
-use super::{list::ListView, Ctx, EventState};
+use super::{jobs::ReplayForm, list::ListView, Ctx, EventState};
 use crate::{
     api::ApiResult,
     app::{App, Mode},
@@ -58,6 +58,8 @@ impl SubscriptionsScreen {
                 ))));
             } else if keys.live.matches(key) {
                 ctx.live_filter = Some(format!("sub:{}", sub.name));
+            } else if keys.replay.matches(key) {
+                ctx.next_mode = Some(Mode::Replay(Box::new(ReplayForm::for_subscription(&sub))));
             } else if keys.delete.matches(key) {
                 ctx.confirm(
                     format!("Delete subscription `{}`?", sub.name),
@@ -114,6 +116,7 @@ impl SubscriptionsScreen {
                 Cell::from(s.exclude.join(", ")),
                 Cell::from(or_any(&s.tenant_id)),
                 Cell::from(s.target.clone()),
+                Cell::from(key_summary(&s.ordering_key)),
                 Cell::from(enabled),
                 Cell::from(matched(&s.id)),
             ]);
@@ -126,7 +129,7 @@ impl SubscriptionsScreen {
             }
         });
         let header = Row::new([
-            "name", "patterns", "exclude", "tenant", "target", "on", "1h",
+            "name", "patterns", "exclude", "tenant", "target", "order by", "on", "1h",
         ])
         .style(header_style());
         let table = Table::new(
@@ -137,6 +140,7 @@ impl SubscriptionsScreen {
                 Constraint::Fill(1),
                 Constraint::Fill(1),
                 Constraint::Fill(2),
+                Constraint::Fill(1),
                 Constraint::Length(3),
                 Constraint::Length(6),
             ],
@@ -145,6 +149,22 @@ impl SubscriptionsScreen {
         .row_highlight_style(selected_style().add_modifier(Modifier::BOLD));
         let mut state = self.list.table_state();
         frame.render_stateful_widget(table, area, &mut state);
+    }
+}
+
+/// An ordering key template as the table has room for it: the one
+/// expression of `{{ event.payload.customer_id }}` is `payload.customer_id`;
+/// anything more elaborate shows as written.
+pub fn key_summary(template: &str) -> String {
+    let inner = template
+        .trim()
+        .strip_prefix("{{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .map(str::trim)
+        .filter(|t| !t.contains("{{") && !t.contains("}}"));
+    match inner {
+        Some(expr) => expr.strip_prefix("event.").unwrap_or(expr).to_string(),
+        None => template.to_string(),
     }
 }
 
@@ -188,6 +208,8 @@ impl SubscriptionForm {
                     .hint("flow: targets; e.g. email={{ event.payload.email }}; kind=lead"),
                 Field::text("filter", "filter", s.filter)
                     .hint("optional, e.g. event.payload.amount > 100"),
+                Field::text("ordering_key", "ordering key", s.ordering_key)
+                    .hint("optional, e.g. {{ event.payload.customer_id }}"),
                 Field::toggle("enabled", "enabled", s.enabled),
                 Field::text("description", "description", s.description),
             ],
@@ -214,6 +236,7 @@ impl SubscriptionForm {
             description: f.value("description"),
             inputs: parse_inputs(&f.value("inputs"))?,
             filter: f.value("filter"),
+            ordering_key: f.value("ordering_key"),
             ..base
         })
     }

@@ -1,4 +1,5 @@
-//! The live stream's task: backoff while the daemon is away, then live again.
+//! The runner's streams: the live stream's backoff while the daemon is away,
+//! then live again; a job followed until it ends.
 
 use std::{sync::Arc, time::Duration};
 
@@ -118,4 +119,61 @@ async fn the_runs_stream_reports_its_own_state_and_reconnects() {
     ));
     // The deliveries' stream is not this one: it was never started.
     assert!(!seen.iter().any(|u| matches!(u, Update::Conn(_))));
+}
+
+#[tokio::test]
+async fn a_watched_job_reports_each_page_then_ends_quietly() {
+    use hookyard::v1::{Job, JobState};
+    let job = |scanned, state: JobState| Job {
+        id: "job-1".to_string(),
+        state: state.into(),
+        scanned,
+        ..Job::default()
+    };
+    let fake = Arc::new(FakeAdmin::with(|s| {
+        s.job_updates = vec![
+            job(0, JobState::Running),
+            job(500, JobState::Running),
+            job(800, JobState::Succeeded),
+        ];
+    }));
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut runner = Runner::new(fake.clone(), tx);
+    runner.run(vec![Command::WatchJob("job-1".to_string())]);
+    let mut scanned = Vec::new();
+    for _ in 0..3 {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Update::Job(job))) => scanned.push((job.scanned, job.state())),
+            other => panic!("expected a job update, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        scanned,
+        [
+            (0, JobState::Running),
+            (500, JobState::Running),
+            (800, JobState::Succeeded)
+        ]
+    );
+    // The stream ended with the job: nothing more, no list read.
+    assert!(tokio::time::timeout(Duration::from_millis(100), rx.recv())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_job_stream_that_breaks_reads_the_list_once() {
+    let fake = Arc::new(FakeAdmin::with(|s| {
+        s.fail_all = Some(crate::api::ApiError::new(
+            tonic::Code::Unavailable,
+            "connection refused",
+        ));
+    }));
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut runner = Runner::new(fake.clone(), tx);
+    runner.run(vec![Command::WatchJob("job-1".to_string())]);
+    match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+        Ok(Some(Update::Jobs(Err(e)))) => assert_eq!(e.code, tonic::Code::Unavailable),
+        other => panic!("expected the jobs list, got {other:?}"),
+    }
 }

@@ -365,3 +365,57 @@ async fn editing_the_filter_sends_it_and_shows_the_servers_error_beside_it() {
         "event.payload.amount > 100"
     );
 }
+
+#[tokio::test]
+async fn the_ordering_key_reaches_the_save_and_the_servers_error_shows_beside_it() {
+    let fake = fake();
+    let mut app = on_subscriptions(&fake).await;
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Char('e'));
+    // From the name to the ordering key, just after the filter.
+    for _ in 0..7 {
+        press(&mut app, KeyCode::Tab);
+    }
+    type_text(&mut app, "{{ event.payload.customer_id }");
+    press(&mut app, KeyCode::Enter);
+    let commands = queued(&mut app);
+    let [Command::SaveSubscription {
+        subscription,
+        create: false,
+    }] = commands.as_slice()
+    else {
+        panic!("expected one update, got {commands:?}");
+    };
+    assert_eq!(subscription.ordering_key, "{{ event.payload.customer_id }");
+    fake.state.lock().unwrap().fail_next = Some(ApiError::invalid(&[(
+        "ordering_key",
+        "unexpected `}` at 1:30",
+    )]));
+    for command in commands {
+        app.apply(crate::net::execute(&fake, command).await.unwrap());
+    }
+    assert_eq!(
+        form(&app).form.error_of("ordering_key"),
+        Some("unexpected `}` at 1:30")
+    );
+    assert_screen!("subscription_form_ordering_key_error", app, 100, 24);
+    type_text(&mut app, "}");
+    press(&mut app, KeyCode::Enter);
+    settle(&mut app, &fake).await;
+    assert!(matches!(app.mode, Mode::Browse));
+    assert_eq!(
+        fake.state.lock().unwrap().subscriptions["sub-1"].ordering_key,
+        "{{ event.payload.customer_id }}"
+    );
+    // The table shows it, shortened.
+    let screen = draw(&app, 160, 8);
+    assert!(screen.contains("payload.customer"), "{screen}");
+    assert_eq!(
+        crate::screens::subscriptions::key_summary("{{ event.payload.customer_id }}"),
+        "payload.customer_id"
+    );
+    assert_eq!(
+        crate::screens::subscriptions::key_summary("{{ a }}-{{ b }}"),
+        "{{ a }}-{{ b }}"
+    );
+}
