@@ -112,3 +112,50 @@ async fn a_stream_without_a_valid_key_is_refused() {
         .expect_err("a wrong key is refused");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 }
+
+/// The Python example (grpcio, stubs generated from the proto files) streams
+/// events and gets one committed result per event.
+#[tokio::test]
+async fn the_python_grpcio_example_streams_events() {
+    let sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let daemon = Daemon::start(TestConfig::crm(&sink.url())).await;
+    let python = crate::harness::python();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/python/publish_stream.py"
+    );
+    let output = tokio::process::Command::new(python)
+        .args([
+            example,
+            "--addr",
+            &daemon.http_base().trim_start_matches("http://").to_string(),
+            "--key",
+            crate::harness::API_KEY,
+            "--count",
+            "50",
+            "--id-prefix",
+            "py-",
+        ])
+        .output()
+        .await
+        .expect("run the Python example");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the example failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ids: Vec<String> = stdout
+        .lines()
+        .map(|line| {
+            let result: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            assert_eq!(result["matched"], 1, "{line}");
+            result["id"].as_str().expect("an id").to_string()
+        })
+        .collect();
+    let expected: Vec<String> = (0..50).map(|n| format!("py-{n}")).collect();
+    assert_eq!(ids, expected, "one result per event, in order");
+    let mut admin = daemon.admin_client();
+    let stored = listed_event_ids(&mut admin).await;
+    assert!(expected.iter().all(|id| stored.contains(id)));
+}
