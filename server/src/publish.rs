@@ -12,7 +12,7 @@ use crate::{
     catalog::{CatalogHandle, FlowRoute},
     flows::{catalog::FlowSet, start, FlowCatalog},
     metrics::{self, Door},
-    model::{NewEvent, Published},
+    model::{FieldError, NewEvent, Published},
     store::{PublishOutcome, Rejection, SubmitError, Writer},
 };
 
@@ -31,6 +31,13 @@ pub enum PublishError {
          send the same body to retry it, or use a new id"
     )]
     Conflict { id: String, seq: u64 },
+    /// The payload of the event at `index` does not match the schema of an
+    /// event type its name matches. The fields' paths are inside the payload.
+    #[error("the payload does not match its event type: {}", crate::event_types::summary(.fields))]
+    Invalid {
+        index: usize,
+        fields: Vec<FieldError>,
+    },
 }
 
 impl PublishError {
@@ -71,9 +78,41 @@ impl Publisher {
         }
     }
 
-    /// Routes `events` that came in at `door` and commits them; one outcome
-    /// per event, in order. Each outcome is counted for `/metrics`.
+    /// Checks `events` against the event types, routes them and commits
+    /// them; one outcome per event, in order. One event whose payload its
+    /// event type refuses refuses them all, and nothing is stored (a door
+    /// that answers per event checks each first with [`Publisher::check`]).
+    /// Each outcome is counted for `/metrics`.
     pub async fn publish(
+        &self,
+        door: Door,
+        events: Vec<NewEvent>,
+    ) -> Result<PublishOutcome, PublishError> {
+        let catalog = self.catalog.get();
+        let types = catalog.event_types();
+        if !types.is_empty() {
+            for (index, event) in events.iter().enumerate() {
+                if let Err(fields) = types.check(event) {
+                    metrics::events(door, "schema_invalid", events.len() as u64);
+                    return Err(PublishError::Invalid { index, fields });
+                }
+            }
+        }
+        drop(catalog);
+        self.publish_checked(door, events).await
+    }
+
+    /// Whether the event types take this event; counted as refused when not.
+    pub fn check(&self, door: Door, event: &NewEvent) -> Result<(), Vec<FieldError>> {
+        let result = self.catalog.get().event_types().check(event);
+        if result.is_err() {
+            metrics::events(door, "schema_invalid", 1);
+        }
+        result
+    }
+
+    /// [`Publisher::publish`] for events that each passed [`Publisher::check`].
+    pub async fn publish_checked(
         &self,
         door: Door,
         mut events: Vec<NewEvent>,

@@ -8,8 +8,8 @@ use std::{sync::Arc, time::Duration};
 
 use futures::{stream::BoxStream, StreamExt};
 use hookyard::v1::{
-    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, Flow,
-    GetStatsResponse, ListRunsRequest, ListRunsResponse, RotateEndpointSecretResponse, Run,
+    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, EventType,
+    Flow, GetStatsResponse, ListRunsRequest, ListRunsResponse, RotateEndpointSecretResponse, Run,
     RunDetail, RunUpdate, SendTestEventResponse, Source, SourceWithToken, StartRunResponse,
     Subscription, WatchRunsRequest,
 };
@@ -84,6 +84,8 @@ pub enum Command {
     WatchRuns(RunFilter),
     LoadRun(String),
     CancelRun(String),
+    LoadEventTypes,
+    DeleteEventType(String),
 }
 
 /// The state of the live stream, as the header shows it.
@@ -144,6 +146,8 @@ pub enum Update {
     Run(RunUpdate),
     RunDetail(String, ApiResult<RunDetail>),
     RunCancelled(String, ApiResult<Run>),
+    EventTypes(ApiResult<Vec<EventType>>),
+    EventTypeDeleted(ApiResult<()>),
 }
 
 /// Runs one command to its answer. The watch command is the runner's
@@ -237,6 +241,8 @@ pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
             let result = api.cancel_run(id.clone()).await;
             Update::RunCancelled(id, result)
         }
+        Command::LoadEventTypes => Update::EventTypes(api.list_event_types().await),
+        Command::DeleteEventType(id) => Update::EventTypeDeleted(api.delete_event_type(id).await),
     };
     Some(update)
 }

@@ -583,6 +583,41 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
         self.stats().await
     }
+
+    async fn create_event_type(
+        &self,
+        r: Request<pb::CreateEventTypeRequest>,
+    ) -> Result<Response<pb::EventType>, Status> {
+        self.create_event_type(r).await
+    }
+
+    async fn get_event_type(
+        &self,
+        r: Request<pb::GetEventTypeRequest>,
+    ) -> Result<Response<pb::EventType>, Status> {
+        self.get_event_type(r).await
+    }
+
+    async fn list_event_types(
+        &self,
+        r: Request<pb::ListEventTypesRequest>,
+    ) -> Result<Response<pb::ListEventTypesResponse>, Status> {
+        self.list_event_types(r).await
+    }
+
+    async fn update_event_type(
+        &self,
+        r: Request<pb::UpdateEventTypeRequest>,
+    ) -> Result<Response<pb::EventType>, Status> {
+        self.update_event_type(r).await
+    }
+
+    async fn delete_event_type(
+        &self,
+        r: Request<pb::DeleteEventTypeRequest>,
+    ) -> Result<Response<pb::DeleteEventTypeResponse>, Status> {
+        self.delete_event_type(r).await
+    }
 }
 
 fn delivery_filter(filter: Option<pb::DeliveryFilter>) -> Result<DeliveryFilter, Status> {
