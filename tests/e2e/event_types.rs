@@ -1,10 +1,12 @@
 //! The event-type catalog: a JSON Schema per event name pattern, written
 //! over the Admin API or declared in the config file, checked at every door
-//! before anything is stored, and changed or removed without a restart.
+//! before anything is stored (HTTP, gRPC, CloudEvents, source webhooks, a
+//! flow's `emit`), and changed or removed without a restart, on every daemon
+//! sharing a PostgreSQL database.
 
 use hookyard::v1::{
     CreateEventTypeRequest, DeleteEventTypeRequest, Event, EventType, GetEventTypeRequest,
-    ListEventTypesRequest, PublishBatchRequest, PublishRequest, UpdateEventTypeRequest,
+    ListEventTypesRequest, PublishBatchRequest, PublishRequest, RunState, UpdateEventTypeRequest,
 };
 use serde_json::{json, Value};
 use tonic_types::StatusExt;
@@ -12,7 +14,9 @@ use tonic_types::StatusExt;
 use crate::{
     api::{expect_error, pointers, publish_http},
     harness::{Admin, Daemon, EndpointSpec, TestConfig, API_KEY, WAIT},
+    runs::{poll_until, started},
     sink::{Behaviour, TestReceiver},
+    webhooks::{expect_accepted, post_json, source},
 };
 
 const AMOUNT: &str =
@@ -308,4 +312,63 @@ async fn a_config_file_with_a_bad_event_type_does_not_start() {
         stderr.contains("event_types[0]") && stderr.contains("schema"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_source_webhook_and_a_flow_emit_are_checked_too() {
+    let sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let declared = json!([{"id": "order", "pattern": "order.*", "schema": serde_json::from_str::<Value>(AMOUNT).expect("JSON")}]);
+    let flow = json!({"id": "emitter", "steps": [
+        {"id": "announce", "emit": {"name": "order.created", "payload": {"note": "no amount"}}}
+    ]});
+    let daemon = Daemon::start(
+        config(&sink)
+            .set("event_types", declared)
+            .source(source("shop", "order.created", json!({})))
+            .flow(flow),
+    )
+    .await;
+
+    // A source's body is the payload: named as its own schema names fields.
+    let refused = post_json(&daemon, "shop", &json!({"amount": "ten"})).await;
+    assert_eq!(refused.status().as_u16(), 422);
+    let body: Value = refused.json().await.expect("a JSON error");
+    assert_eq!(pointers(&body["error"]), ["/amount"], "{body}");
+    expect_accepted(post_json(&daemon, "shop", &json!({"amount": 10})).await).await;
+
+    // An emit the event type refuses fails its step, saying why.
+    let mut admin = daemon.admin_client();
+    let run = started(&daemon, "emitter", json!({})).await;
+    let detail = poll_until(&mut admin, &run, RunState::Failed).await;
+    let step = &detail.steps[0];
+    assert_eq!(step.state, "failed");
+    assert!(step.error.contains("amount"), "{step:?}");
+}
+
+#[tokio::test]
+async fn an_event_type_made_on_one_daemon_holds_on_another_within_a_second() {
+    if !crate::backend::POSTGRES {
+        return;
+    }
+    let sink = TestReceiver::start(Behaviour::Always(200)).await;
+    let first = Daemon::start(config(&sink)).await;
+    let url = first.postgres_url().expect("PostgreSQL").to_string();
+    let second = Daemon::start(config(&sink).set("storage.postgres_url", json!(url))).await;
+    let bad = json!({"name": "order.created", "payload": {}});
+    publish_http(&second, &bad).await;
+
+    create(&mut first.admin_client(), "order", "order.*", AMOUNT)
+        .await
+        .expect("CreateEventType on the first daemon");
+    let changed = std::time::Instant::now();
+    loop {
+        if post(&second, &bad).await.status().as_u16() == 422 {
+            break;
+        }
+        assert!(
+            changed.elapsed() < std::time::Duration::from_secs(1),
+            "the second daemon still takes the bad payload a second after the change"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
