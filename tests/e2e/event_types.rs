@@ -6,7 +6,8 @@
 
 use hookyard::v1::{
     CreateEventTypeRequest, DeleteEventTypeRequest, Event, EventType, GetEventTypeRequest,
-    ListEventTypesRequest, PublishBatchRequest, PublishRequest, RunState, UpdateEventTypeRequest,
+    ListEventTypesRequest, PublishBatchRequest, PublishRequest, RunState, TestRouteRequest,
+    UpdateEventTypeRequest,
 };
 use serde_json::{json, Value};
 use tonic_types::StatusExt;
@@ -125,6 +126,24 @@ async fn an_event_type_written_over_the_admin_api_refuses_bad_payloads_at_every_
         .await
         .expect_err("one event type per pattern");
     assert_eq!(duplicate.code(), tonic::Code::AlreadyExists);
+
+    // TestRoute says what the event type would refuse, and routes anyway.
+    let tested = admin
+        .test_route(TestRouteRequest {
+            name: "order.created".into(),
+            payload: br#"{"amount":"ten"}"#.to_vec(),
+            ..TestRouteRequest::default()
+        })
+        .await
+        .expect("TestRoute")
+        .into_inner();
+    assert_eq!(tested.matched.len(), 1);
+    let fields: Vec<&str> = tested
+        .schema_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["payload.amount"], "{tested:?}");
 
     // HTTP: 422 naming the field inside the payload; nothing stored.
     let wrong = json!({"id": "bad-http", "name": "order.created", "payload": {"amount": "ten"}});

@@ -295,7 +295,18 @@ impl Admin for AdminService {
             flow_starts: Vec::new(),
             cancels: Vec::new(),
         };
-        let matches = self.catalog.get().matching_subscriptions(&event);
+        let catalog = self.catalog.get();
+        let matches = catalog.matching_subscriptions(&event);
+        let schema_violations = match catalog.event_types().check(&event) {
+            Ok(()) => Vec::new(),
+            Err(fields) => fields
+                .iter()
+                .map(|f| pb::FieldViolation {
+                    field: f.dotted("payload"),
+                    description: f.message.clone(),
+                })
+                .collect(),
+        };
         let flows = self.flows.catalog.get();
         // As intake does: a tenant's flow starts runs only for its tenant.
         let starts = |s: &Subscription| {
@@ -318,6 +329,7 @@ impl Admin for AdminService {
                     reason: reason.clone(),
                 })
                 .collect(),
+            schema_violations,
         }))
     }
 
