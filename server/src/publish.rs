@@ -1,8 +1,10 @@
 //! The one publish pipeline. Every way an event comes in — the HTTP and gRPC
 //! doors, CloudEvents, sources' webhooks and a flow's `emit` step — ends in
-//! [`Publisher::publish`]: route it against the catalog in force, add the
-//! flow runs it starts and the waiting runs it cancels, and hand it to the
-//! writer, which answers once it is committed. Errors here are the domain's;
+//! [`Publisher::publish`]: check its payload against the event types whose
+//! patterns match its name (`event_types`; here, so no door can skip it),
+//! route it against the catalog in force, add the flow runs it starts and
+//! the waiting runs it cancels, and hand it to the writer, which answers
+//! once it is committed. Errors here are the domain's;
 //! each door turns them into its own wire form (`intake::ApiError` for HTTP
 //! and gRPC, a step failure for flows).
 
@@ -86,9 +88,8 @@ impl Publisher {
     pub async fn publish(
         &self,
         door: Door,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
     ) -> Result<PublishOutcome, PublishError> {
-        let mut events = events;
         {
             let catalog = self.catalog.get();
             let types = catalog.event_types();
