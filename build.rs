@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/hookyard/v1/admin.proto",
         "proto/hookyard/v1/sources.proto",
         "proto/hookyard/v1/flows.proto",
+        "proto/hookyard/v1/event_types.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

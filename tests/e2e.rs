@@ -46,6 +46,8 @@ mod duplicates;
 mod endpoint_auth;
 #[path = "e2e/errors.rs"]
 mod errors;
+#[path = "e2e/event_types.rs"]
+mod event_types;
 #[path = "e2e/fail_stop.rs"]
 mod fail_stop;
 #[path = "e2e/faults_backlog.rs"]

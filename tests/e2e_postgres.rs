@@ -35,6 +35,8 @@ mod duplicates;
 mod endpoint_auth;
 #[path = "e2e/errors.rs"]
 mod errors;
+#[path = "e2e/event_types.rs"]
+mod event_types;
 #[path = "e2e/faults_backlog.rs"]
 mod faults_backlog;
 #[path = "e2e/faults_kill.rs"]

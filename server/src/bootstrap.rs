@@ -1,6 +1,7 @@
 //! Applying what the config file declares: endpoints and subscriptions are
 //! upserted on start (endpoints by id, subscriptions by name), through the
-//! same validation as the Admin API.
+//! same validation as the Admin API; so are sources, flows and event types
+//! (by id).
 
 use anyhow::{bail, Context};
 
@@ -11,7 +12,7 @@ use crate::{
     delivery::signing::SigningSecret,
     flows::{definition::parse_yaml, FlowCatalog},
     intake::event::FieldError,
-    model::{Endpoint, EndpointOptions, EndpointState, Subscription},
+    model::{Endpoint, EndpointOptions, EndpointState, EventType, Subscription},
     store::{self, Store},
 };
 
@@ -79,6 +80,43 @@ pub async fn apply_declared(
     }
     catalog.reload().await?;
     crate::intake::sources::declared::apply(&config.sources, store).await?;
+    apply_event_types(config, store).await?;
+    catalog.reload().await?;
+    Ok(())
+}
+
+/// Event types are upserted by id, through the Admin API's checks; one that
+/// fails them stops the start (or the reload) before it is stored.
+async fn apply_event_types(config: &Config, store: &Store) -> anyhow::Result<()> {
+    let declared: Vec<EventType> = config
+        .event_types
+        .iter()
+        .map(|t| EventType {
+            id: t.id.clone(),
+            pattern: t.pattern.clone(),
+            description: t.description.clone(),
+            schema: t.schema.to_string(),
+            version: 0,
+            created_ms: 0,
+            updated_ms: 0,
+        })
+        .collect();
+    for (i, event_type) in declared.iter().enumerate() {
+        let errors = crate::event_types::validate(event_type);
+        if !errors.is_empty() {
+            bail!(
+                "event_types[{i}] ({}): {}",
+                event_type.id,
+                crate::event_types::summary(&errors)
+            );
+        }
+    }
+    for (i, event_type) in declared.iter().enumerate() {
+        store
+            .upsert_event_type(event_type)
+            .await
+            .with_context(|| format!("could not store event_types[{i}] ({})", event_type.id))?;
+    }
     Ok(())
 }
 

@@ -2,13 +2,15 @@
 //! compiled route table, as one immutable snapshot behind an `ArcSwap`.
 //! Intake and the dispatcher read it without locks on every event; an admin
 //! change builds a whole new snapshot from storage and swaps it in, so readers
-//! never see half an update.
+//! never see half an update. The event types (`event_types`) are part of
+//! the snapshot, so they change with it the same way.
 
 use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
 
 use crate::{
+    event_types::EventTypes,
     filter::{self, Filter},
     flows::{compiled::SubscriptionInputs, template::Secrets},
     model::{Endpoint, EndpointState, NewEvent, Route, Subscription},
@@ -23,6 +25,7 @@ pub struct Catalog {
     table: RouteTable,
     /// Parallel to the table's specs: where each matching spec routes to.
     routes: Vec<Entry>,
+    event_types: EventTypes,
 }
 
 /// One routable subscription: where it sends, its filter and the ordering
@@ -122,7 +125,18 @@ impl Catalog {
             subscriptions: by_id,
             table: RouteTable::build(&specs),
             routes,
+            event_types: EventTypes::default(),
         }
+    }
+
+    /// The same catalog, checking payloads against these event types.
+    pub fn with_event_types(mut self, event_types: EventTypes) -> Catalog {
+        self.event_types = event_types;
+        self
+    }
+
+    pub fn event_types(&self) -> &EventTypes {
+        &self.event_types
     }
 
     /// Appends the routes of every subscription that takes this event: to
@@ -377,7 +391,8 @@ impl CatalogHandle {
 async fn read(store: &Store, secrets: &Arc<Secrets>) -> store::Result<Catalog> {
     let endpoints = store.list_endpoints().await?;
     let subscriptions = store.list_subscriptions().await?;
-    Ok(Catalog::build(endpoints, subscriptions, secrets))
+    let event_types = EventTypes::build(store.list_event_types().await?);
+    Ok(Catalog::build(endpoints, subscriptions, secrets).with_event_types(event_types))
 }
 
 #[cfg(test)]

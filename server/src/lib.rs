@@ -25,7 +25,9 @@
 //!   sources (partner and form webhooks) and CloudEvents.
 //! - `publish`: the one publish pipeline every door and `emit` call.
 //! - `routing`: the pattern grammar and the matcher index.
-//! - `catalog`: the endpoints and subscriptions in force, swapped atomically.
+//! - `catalog`: the endpoints and subscriptions in force, swapped atomically;
+//!   with them the event types (`event_types`: a JSON Schema per event name
+//!   pattern, checked by the publish pipeline; `schema` compiles them).
 //! - `store`: storage behind one `Store` (SQLite today) and the group-commit
 //!   writer.
 //! - `delivery`: the dispatcher, the signed HTTP sender, retries, SSRF guard.
@@ -43,6 +45,7 @@ pub mod catalog;
 pub mod config;
 pub mod ctl;
 pub mod delivery;
+pub mod event_types;
 pub mod filter;
 pub mod flows;
 pub mod intake;
@@ -51,6 +54,7 @@ pub mod model;
 pub mod ordering;
 pub mod publish;
 pub mod routing;
+pub mod schema;
 pub mod server;
 pub mod store;
 pub mod supervise;

@@ -136,7 +136,7 @@ pub async fn upkeep(handle: PrometheusHandle, shutdown: tokio_util::sync::Cancel
 fn describe() {
     describe_counter!(
         EVENTS,
-        "Events offered at each door (http, cloudevents, grpc, source, flow), by outcome: accepted, duplicate, conflict, invalid, unauthorized, rate_limited, overloaded, unavailable."
+        "Events offered at each door (http, cloudevents, grpc, source, flow), by outcome: accepted, duplicate, conflict, invalid, schema_invalid (refused by an event type's schema), unauthorized, rate_limited, overloaded, unavailable."
     );
     describe_counter!(
         ROUTED,

@@ -1,18 +1,20 @@
 //! The one publish pipeline. Every way an event comes in — the HTTP and gRPC
 //! doors, CloudEvents, sources' webhooks and a flow's `emit` step — ends in
-//! [`Publisher::publish`]: route it against the catalog in force, add the
-//! flow runs it starts and the waiting runs it cancels, and hand it to the
-//! writer, which answers once it is committed. Errors here are the domain's;
+//! [`Publisher::publish`]: check its payload against the event types whose
+//! patterns match its name (`event_types`; here, so no door can skip it),
+//! route it against the catalog in force, add the flow runs it starts and
+//! the waiting runs it cancels, and hand it to the writer, which answers
+//! once it is committed. Errors here are the domain's;
 //! each door turns them into its own wire form (`intake::ApiError` for HTTP
 //! and gRPC, a step failure for flows).
 
 use std::sync::Arc;
 
 use crate::{
-    catalog::{CatalogHandle, FlowRoute},
+    catalog::{Catalog, CatalogHandle, FlowRoute},
     flows::{catalog::FlowSet, start, FlowCatalog},
     metrics::{self, Door},
-    model::{NewEvent, Published},
+    model::{FieldError, NewEvent, Published},
     store::{PublishOutcome, Rejection, SubmitError, Writer},
 };
 
@@ -31,6 +33,13 @@ pub enum PublishError {
          send the same body to retry it, or use a new id"
     )]
     Conflict { id: String, seq: u64 },
+    /// The payload of the event at `index` does not match the schema of an
+    /// event type its name matches. The fields' paths are inside the payload.
+    #[error("the payload does not match its event type: {}", crate::event_types::summary(.fields))]
+    Invalid {
+        index: usize,
+        fields: Vec<FieldError>,
+    },
 }
 
 impl PublishError {
@@ -71,8 +80,11 @@ impl Publisher {
         }
     }
 
-    /// Routes `events` that came in at `door` and commits them; one outcome
-    /// per event, in order. Each outcome is counted for `/metrics`.
+    /// Checks `events` against the event types, routes them and commits
+    /// them; one outcome per event, in order. One event whose payload its
+    /// event type refuses refuses them all, and nothing is stored (a door
+    /// that answers per event checks each first with [`Publisher::check`]).
+    /// Each outcome is counted for `/metrics`.
     pub async fn publish(
         &self,
         door: Door,
@@ -89,7 +101,50 @@ impl Publisher {
         mut events: Vec<NewEvent>,
         patience: Option<std::time::Duration>,
     ) -> Result<PublishOutcome, PublishError> {
-        self.route(&mut events);
+        {
+            let catalog = self.catalog.get();
+            let types = catalog.event_types();
+            // With no event types this is the whole cost: one empty check.
+            if !types.is_empty() {
+                for (index, event) in events.iter().enumerate() {
+                    if let Err(fields) = types.check(event) {
+                        metrics::events(door, "schema_invalid", events.len() as u64);
+                        return Err(PublishError::Invalid { index, fields });
+                    }
+                }
+            }
+            self.route(&catalog, &mut events);
+        }
+        self.commit(door, events, patience).await
+    }
+
+    /// Whether the event types take this event; counted as refused when not.
+    pub fn check(&self, door: Door, event: &NewEvent) -> Result<(), Vec<FieldError>> {
+        let result = self.catalog.get().event_types().check(event);
+        if result.is_err() {
+            metrics::events(door, "schema_invalid", 1);
+        }
+        result
+    }
+
+    /// [`Publisher::publish`] for events that each passed [`Publisher::check`].
+    pub async fn publish_checked(
+        &self,
+        door: Door,
+        mut events: Vec<NewEvent>,
+    ) -> Result<PublishOutcome, PublishError> {
+        self.route(&self.catalog.get(), &mut events);
+        self.commit(door, events, None).await
+    }
+
+    /// Hands routed events to the writer (waiting up to `patience` for room
+    /// in its queue, when given) and counts what it answered.
+    async fn commit(
+        &self,
+        door: Door,
+        events: Vec<NewEvent>,
+        patience: Option<std::time::Duration>,
+    ) -> Result<PublishOutcome, PublishError> {
         let offered = events.len() as u64;
         let committed = match patience {
             None => self.writer.publish(events).await,
@@ -142,8 +197,7 @@ impl Publisher {
 
     /// Decides, before the commit, what each event reaches: deliveries, the
     /// runs it starts and the runs it cancels, all stored in its transaction.
-    fn route(&self, events: &mut [NewEvent]) {
-        let catalog = self.catalog.get();
+    fn route(&self, catalog: &Catalog, events: &mut [NewEvent]) {
         let flows = self.flows.get();
         let mut flow_routes = Vec::new();
         for event in events.iter_mut() {

@@ -49,6 +49,7 @@ async fn migrations_apply_to_an_empty_database_and_again_change_nothing() {
             "deliveries",
             "endpoint_leases",
             "endpoints",
+            "event_types",
             "events",
             "flow_run_log",
             "flow_runs",
@@ -174,6 +175,8 @@ async fn every_catalog_change_bumps_the_version_and_notifies() {
              created_ms, updated_ms) VALUES ('src', 'src', '', '\\x01', 'active', '{}', 1, 1, 1)",
             "INSERT INTO flows (id, version, created_ms, updated_ms) VALUES ('f', 1, 1, 1)",
             "INSERT INTO flow_versions (flow_id, version, yaml, created_ms) VALUES ('f', 1, '', 1)",
+            "INSERT INTO event_types (id, pattern, description, schema, version, created_ms, \
+             updated_ms) VALUES ('t', 'order.*', '', '{}', 1, 1, 1)",
             "UPDATE endpoints SET state = 'gone'",
             "DELETE FROM subscriptions",
         ];

@@ -12,7 +12,8 @@ use hookyard_server::{
         now_ms,
         run::{Concurrency, NewRun, OnConflict, Run, RunState, StartOutcome},
         Attempt, DeliveryFilter, DeliveryStatus, DueDelivery, Endpoint, EndpointAuth,
-        EndpointOptions, EndpointState, NewEvent, PayloadFormat, RateLimit, Route, Subscription,
+        EndpointOptions, EndpointState, EventType, NewEvent, PayloadFormat, RateLimit, Route,
+        Subscription,
     },
     store::{
         Committed, Error, FlowOp, Rejection, RunsCommitted, Settled, Store, SubmitError, Writer,
@@ -54,6 +55,7 @@ on_both_backends!(
     attempt_results_are_recorded_and_listed,
     due_deliveries_are_claimed_a_page_per_endpoint,
     catalog_changes_check_versions_and_references,
+    event_types_check_versions_and_one_per_pattern,
     runs_follow_their_concurrency_policy_and_cancel,
 );
 
@@ -405,6 +407,70 @@ async fn catalog_changes_check_versions_and_references(backend: Backend) {
         .await
         .expect("delete endpoint");
     assert!(s.store.list_endpoints().await.expect("list").is_empty());
+}
+
+async fn event_types_check_versions_and_one_per_pattern(backend: Backend) {
+    let Some(s) = open(backend).await else {
+        return;
+    };
+    let order = EventType {
+        id: "order".to_string(),
+        pattern: "order.*".to_string(),
+        description: "orders carry an amount".to_string(),
+        schema: r#"{"type":"object","required":["amount"]}"#.to_string(),
+        version: 0,
+        created_ms: 0,
+        updated_ms: 0,
+    };
+    let created = s.store.create_event_type(&order).await.expect("create");
+    assert_eq!(
+        (created.version, created.schema.as_str()),
+        (1, order.schema.as_str())
+    );
+    assert!(created.created_ms > 0);
+    assert!(matches!(
+        s.store.create_event_type(&order).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    let mut same_pattern = order.clone();
+    same_pattern.id = "order-2".to_string();
+    assert!(matches!(
+        s.store.create_event_type(&same_pattern).await,
+        Err(Error::AlreadyExists(_))
+    ));
+
+    let mut changed = created.clone();
+    changed.schema = r#"{"type":"object"}"#.to_string();
+    let updated = s.store.update_event_type(&changed).await.expect("update");
+    assert_eq!(updated.version, 2);
+    assert!(matches!(
+        s.store.update_event_type(&changed).await,
+        Err(Error::StaleVersion {
+            current: 2,
+            given: 1,
+            ..
+        })
+    ));
+    let mut declared = order.clone();
+    declared.description = "from the config file".to_string();
+    let upserted = s.store.upsert_event_type(&declared).await.expect("upsert");
+    assert_eq!(
+        (upserted.version, upserted.description.as_str()),
+        (3, "from the config file")
+    );
+    let listed = s.store.list_event_types().await.expect("list");
+    assert_eq!(listed, [upserted]);
+
+    s.store.delete_event_type("order").await.expect("delete");
+    assert!(matches!(
+        s.store.delete_event_type("order").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.store.get_event_type("order").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(s.store.list_event_types().await.expect("list").is_empty());
 }
 
 async fn runs_follow_their_concurrency_policy_and_cancel(backend: Backend) {

@@ -292,3 +292,61 @@ async fn ctl_sets_oauth2_and_tls_and_never_prints_the_client_secret() {
     let cleared = ctl_json(&daemon, &["endpoints", "update", "crm", "--no-auth"]).await;
     assert!(cleared[0]["oauth2"].is_null(), "{cleared}");
 }
+
+#[tokio::test]
+async fn ctl_manages_event_types_with_a_schema_file() {
+    let daemon = Daemon::start(TestConfig::new()).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let schema_file = dir.path().join("order.schema.json");
+    std::fs::write(
+        &schema_file,
+        r#"{"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}"#,
+    )
+    .expect("write the schema");
+    let schema_path = schema_file.to_string_lossy().into_owned();
+
+    let (ok, table, stderr) = ctl(
+        &daemon,
+        &[
+            "event-types",
+            "create",
+            "--id",
+            "order",
+            "--pattern",
+            "order.*",
+            "--schema-file",
+            &schema_path,
+        ],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(table.contains("order.*"), "{table}");
+    let listed = ctl_json(&daemon, &["event-types", "list"]).await;
+    assert_eq!(listed[0]["id"], "order");
+    assert_eq!(listed[0]["schema"]["required"], json!(["amount"]));
+
+    let (ok, _, stderr) = ctl(
+        &daemon,
+        &[
+            "event-types",
+            "update",
+            "order",
+            "--schema",
+            r#"{"type": "nope"}"#,
+        ],
+    )
+    .await;
+    assert!(!ok, "a schema that does not compile is refused");
+    assert!(stderr.contains("schema"), "{stderr}");
+    let updated = ctl_json(
+        &daemon,
+        &["event-types", "update", "order", "--description", "orders"],
+    )
+    .await;
+    assert_eq!(updated[0]["version"], 2);
+    assert_eq!(updated[0]["description"], "orders");
+
+    let (ok, _, stderr) = ctl(&daemon, &["event-types", "delete", "order"]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(ctl_json(&daemon, &["event-types", "list"]).await, json!([]));
+}

@@ -6,10 +6,11 @@
 
 use futures::{future::BoxFuture, stream::BoxStream};
 use hookyard::v1::{
-    Delivery, DeliveryDetail, DeliveryFilter, DeliveryUpdate, Endpoint, Flow, GetStatsResponse,
-    Job, ListRunsRequest, ListRunsResponse, ReplayEventsRequest, RetryDeadLettersRequest,
-    RotateEndpointSecretResponse, Run, RunDetail, RunUpdate, SendTestEventResponse, Source,
-    SourceWithToken, StartRunResponse, Subscription, WatchRunsRequest,
+    Delivery, DeliveryDetail, DeliveryFilter, DeliveryUpdate, Endpoint, EventType, Flow,
+    GetStatsResponse, Job, ListRunsRequest, ListRunsResponse, ReplayEventsRequest,
+    RetryDeadLettersRequest, RotateEndpointSecretResponse, Run, RunDetail, RunUpdate,
+    SendTestEventResponse, Source, SourceWithToken, StartRunResponse, Subscription,
+    WatchRunsRequest,
 };
 use prost_types::Timestamp;
 use tonic::Code;
@@ -94,6 +95,9 @@ pub trait AdminApi: Send + Sync + 'static {
     /// FAILED_PRECONDITION when the run already finished.
     fn cancel_run(&self, id: String) -> Call<Run>;
     fn watch_runs(&self, request: WatchRunsRequest) -> Call<RunStream>;
+
+    fn list_event_types(&self) -> Call<Vec<EventType>>;
+    fn delete_event_type(&self, id: String) -> Call<()>;
 }
 
 /// A failed call: the gRPC code, the server's message and, for

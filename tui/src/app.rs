@@ -15,6 +15,7 @@ use crate::{
         dead::DeadScreen,
         detail::DetailView,
         endpoints::{EndpointForm, EndpointsScreen},
+        event_types::EventTypesScreen,
         flows::{FlowYaml, FlowsScreen, StartRunForm},
         jobs::{JobsScreen, RecoverForm, ReplayForm},
         live::{self, LiveScreen},
@@ -39,10 +40,11 @@ pub enum Tab {
     Sources,
     Runs,
     Flows,
+    EventTypes,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 7] = [
+    pub const ALL: [Tab; 8] = [
         Tab::Live,
         Tab::Subscriptions,
         Tab::Endpoints,
@@ -50,6 +52,7 @@ impl Tab {
         Tab::Sources,
         Tab::Runs,
         Tab::Flows,
+        Tab::EventTypes,
     ];
 
     pub fn title(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Tab {
             Tab::Sources => "Sources",
             Tab::Runs => "Runs",
             Tab::Flows => "Flows",
+            Tab::EventTypes => "Event types",
         }
     }
 
@@ -69,11 +73,12 @@ impl Tab {
         match self {
             Tab::Live => "Live",
             Tab::Subscriptions => "Subs",
-            Tab::Endpoints => "Endpoints",
+            Tab::Endpoints => "Endpts",
             Tab::Dead => "Dead",
             Tab::Sources => "Sources",
             Tab::Runs => "Runs",
             Tab::Flows => "Flows",
+            Tab::EventTypes => "Types",
         }
     }
 
@@ -100,6 +105,7 @@ impl Tab {
             Tab::Sources => vec![Command::LoadSources],
             Tab::Runs => vec![],
             Tab::Flows => vec![Command::LoadFlows],
+            Tab::EventTypes => vec![Command::LoadEventTypes],
         }
     }
 
@@ -176,6 +182,7 @@ pub struct App {
     pub flows: FlowsScreen,
     /// Replays and bulk retries, kept current while they run.
     pub jobs: JobsScreen,
+    pub event_types: EventTypesScreen,
     /// `GetStats`, for the subscriptions' and endpoints' tables; a failure
     /// leaves those columns blank rather than hiding the table.
     pub stats: Option<GetStatsResponse>,
@@ -205,6 +212,7 @@ impl App {
             runs: RunsScreen::default(),
             flows: FlowsScreen::default(),
             jobs: JobsScreen::default(),
+            event_types: EventTypesScreen::default(),
             stats: None,
             flash: None,
             addr: addr.into(),
@@ -265,6 +273,7 @@ impl App {
             Tab::Subscriptions => Some(&self.subscriptions.list.filter),
             Tab::Sources => Some(&self.sources.list.filter),
             Tab::Flows => Some(&self.flows.list.filter),
+            Tab::EventTypes => Some(&self.event_types.list.filter),
             Tab::Dead => Some(&self.dead.list.filter),
             Tab::Live | Tab::Runs => None,
         }
@@ -277,6 +286,7 @@ impl App {
             Tab::Subscriptions => self.subscriptions.list.set_filter(text),
             Tab::Sources => self.sources.list.set_filter(text),
             Tab::Flows => self.flows.list.set_filter(text),
+            Tab::EventTypes => self.event_types.list.set_filter(text),
             Tab::Dead => self.dead.list.set_filter(text),
             Tab::Live | Tab::Runs => {}
         }
@@ -326,6 +336,7 @@ impl App {
                 Tab::Sources => self.sources.handle_key(&key, &mut ctx),
                 Tab::Runs => self.runs.handle_key(&key, &mut ctx),
                 Tab::Flows => self.flows.handle_key(&key, &mut ctx),
+                Tab::EventTypes => self.event_types.handle_key(&key, &mut ctx),
             };
             let (next_mode, flash, live_filter) = (ctx.next_mode, ctx.flash, ctx.live_filter);
             if let Some(mode) = next_mode {

@@ -7,13 +7,13 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use hookyard::v1::{
     admin_client::AdminClient, CancelRunRequest, CreateEndpointRequest, CreateSourceRequest,
-    CreateSubscriptionRequest, DeleteEndpointRequest, DeleteSourceRequest,
-    DeleteSubscriptionRequest, Delivery, DeliveryDetail, DeliveryFilter, Endpoint, Flow,
+    CreateSubscriptionRequest, DeleteEndpointRequest, DeleteEventTypeRequest, DeleteSourceRequest,
+    DeleteSubscriptionRequest, Delivery, DeliveryDetail, DeliveryFilter, Endpoint, EventType, Flow,
     GetDeliveryRequest, GetEndpointRequest, GetJobRequest, GetRunRequest, GetStatsRequest,
     GetStatsResponse, GetSubscriptionRequest, Job, ListDeliveriesRequest, ListEndpointsRequest,
-    ListFlowsRequest, ListJobsRequest, ListRunsRequest, ListRunsResponse, ListSourcesRequest,
-    ListSubscriptionsRequest, RecoverEndpointRequest, ReplayEventsRequest, ResendDeliveryRequest,
-    ResumeSourceRequest, RetryDeadLettersRequest, RetryDeliveryRequest,
+    ListEventTypesRequest, ListFlowsRequest, ListJobsRequest, ListRunsRequest, ListRunsResponse,
+    ListSourcesRequest, ListSubscriptionsRequest, RecoverEndpointRequest, ReplayEventsRequest,
+    ResendDeliveryRequest, ResumeSourceRequest, RetryDeadLettersRequest, RetryDeliveryRequest,
     RotateEndpointSecretRequest, RotateEndpointSecretResponse, RotateSourceTokenRequest, Run,
     RunDetail, SendTestEventRequest, SendTestEventResponse, Source, SourceWithToken,
     StartRunRequest, StartRunResponse, Subscription, SuspendSourceRequest, TestRouteRequest,
@@ -517,5 +517,22 @@ impl AdminApi for GrpcAdmin {
             Ok(stream.map(|item| item.map_err(ApiError::from)).boxed())
         }
         .boxed()
+    }
+    fn list_event_types(&self) -> Call<Vec<EventType>> {
+        unary(
+            &self.client,
+            ListEventTypesRequest {},
+            |mut c, r| async move { c.list_event_types(r).await },
+            |r| r.event_types,
+        )
+    }
+
+    fn delete_event_type(&self, id: String) -> Call<()> {
+        unary(
+            &self.client,
+            DeleteEventTypeRequest { id },
+            |mut c, r| async move { c.delete_event_type(r).await },
+            unit,
+        )
     }
 }

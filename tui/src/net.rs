@@ -8,8 +8,8 @@ use std::{sync::Arc, time::Duration};
 
 use futures::{stream::BoxStream, StreamExt};
 use hookyard::v1::{
-    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, Flow,
-    GetStatsResponse, Job, ListRunsRequest, ListRunsResponse, ReplayEventsRequest,
+    Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint, EventType,
+    Flow, GetStatsResponse, Job, ListRunsRequest, ListRunsResponse, ReplayEventsRequest,
     RetryDeadLettersRequest, RotateEndpointSecretResponse, Run, RunDetail, RunUpdate,
     SendTestEventResponse, Source, SourceWithToken, StartRunResponse, Subscription,
     WatchRunsRequest,
@@ -98,6 +98,8 @@ pub enum Command {
     WatchRuns(RunFilter),
     LoadRun(String),
     CancelRun(String),
+    LoadEventTypes,
+    DeleteEventType(String),
 }
 
 /// The state of the live stream, as the header shows it.
@@ -165,6 +167,8 @@ pub enum Update {
     /// A job's progress, from its stream.
     Job(Job),
     JobCancelled(String, ApiResult<Job>),
+    EventTypes(ApiResult<Vec<EventType>>),
+    EventTypeDeleted(ApiResult<()>),
 }
 
 /// Runs one command to its answer. The watch command is the runner's
@@ -268,6 +272,8 @@ pub async fn execute(api: &dyn AdminApi, command: Command) -> Option<Update> {
             let result = api.cancel_run(id.clone()).await;
             Update::RunCancelled(id, result)
         }
+        Command::LoadEventTypes => Update::EventTypes(api.list_event_types().await),
+        Command::DeleteEventType(id) => Update::EventTypeDeleted(api.delete_event_type(id).await),
     };
     Some(update)
 }

@@ -8,10 +8,10 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use futures::{FutureExt, StreamExt};
 use hookyard::v1::{
     Attempt, Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryUpdate, Endpoint,
-    Flow, GetStatsResponse, Job, JobState, ListRunsRequest, ListRunsResponse, ReplayEventsRequest,
-    RetryDeadLettersRequest, RotateEndpointSecretResponse, Run, RunDetail, RunState, RunUpdate,
-    SendTestEventResponse, Source, SourceStatus, SourceWithToken, StartRunResponse, Subscription,
-    WatchRunsRequest,
+    EventType, Flow, GetStatsResponse, Job, JobState, ListRunsRequest, ListRunsResponse,
+    ReplayEventsRequest, RetryDeadLettersRequest, RotateEndpointSecretResponse, Run, RunDetail,
+    RunState, RunUpdate, SendTestEventResponse, Source, SourceStatus, SourceWithToken,
+    StartRunResponse, Subscription, WatchRunsRequest,
 };
 use ratatui::{backend::TestBackend, Terminal};
 use tonic::Code;
@@ -40,6 +40,7 @@ pub struct FakeState {
     pub watch_failures: u32,
     pub watch_updates: Vec<DeliveryUpdate>,
     pub flows: BTreeMap<String, Flow>,
+    pub event_types: BTreeMap<String, EventType>,
     /// Any order; `list_runs` sorts newest first.
     pub runs: Vec<Run>,
     pub run_details: BTreeMap<String, RunDetail>,
@@ -472,6 +473,19 @@ impl AdminApi for FakeAdmin {
 
     fn list_flows(&self) -> Call<Vec<Flow>> {
         self.read(|s| Ok(s.flows.values().cloned().collect()))
+    }
+
+    fn list_event_types(&self) -> Call<Vec<EventType>> {
+        self.read(|s| Ok(s.event_types.values().cloned().collect()))
+    }
+
+    fn delete_event_type(&self, id: String) -> Call<()> {
+        self.write(|s| {
+            s.event_types
+                .remove(&id)
+                .map(drop)
+                .ok_or_else(|| not_found("event type", &id))
+        })
     }
 
     fn start_run(&self, flow_id: String, inputs: Vec<u8>) -> Call<StartRunResponse> {

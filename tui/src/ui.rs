@@ -96,6 +96,7 @@ fn render_tab(app: &App, frame: &mut Frame, area: Rect) {
         Tab::Sources => app.sources.render(frame, area, app.tick),
         Tab::Runs => app.runs.render(frame, area, app.tick),
         Tab::Flows => app.flows.render(frame, area, app.tick),
+        Tab::EventTypes => app.event_types.render(frame, area, app.tick),
     }
 }
 
@@ -247,6 +248,7 @@ fn hints(app: &App) -> String {
             &["/ filter", "Enter detail", "c cancel", "R reload", "? keys"]
         }
         (Mode::Browse, Tab::Flows) => &["Enter/v YAML", "r start a run", "R reload", "? keys"],
+        (Mode::Browse, Tab::EventTypes) => &["/ filter", "d delete", "R reload", "? keys"],
         _ => &[],
     };
     hints.join("  ")

@@ -170,6 +170,10 @@ impl App {
                 self.done(result, "source updated", Command::LoadSources)
             }
             Update::Flows(result) => self.flows.loaded(result),
+            Update::EventTypes(result) => self.event_types.loaded(result),
+            Update::EventTypeDeleted(result) => {
+                self.done(result, "event type deleted", Command::LoadEventTypes)
+            }
             Update::RunStarted(result) => self.run_started(result),
             Update::Runs(result) => self.runs.loaded(result),
             Update::MoreRuns(result) => {
@@ -339,6 +343,7 @@ impl App {
             Tab::Sources => self.sources.list.is_failed(),
             Tab::Runs => self.runs.list.is_failed(),
             Tab::Flows => self.flows.list.is_failed(),
+            Tab::EventTypes => self.event_types.list.is_failed(),
         };
         if failed {
             self.switch(self.tab);

@@ -298,7 +298,18 @@ impl Admin for AdminService {
             flow_starts: Vec::new(),
             cancels: Vec::new(),
         };
-        let matches = self.catalog.get().matching_subscriptions(&event);
+        let catalog = self.catalog.get();
+        let matches = catalog.matching_subscriptions(&event);
+        let schema_violations = match catalog.event_types().check(&event) {
+            Ok(()) => Vec::new(),
+            Err(fields) => fields
+                .iter()
+                .map(|f| pb::FieldViolation {
+                    field: f.dotted("payload"),
+                    description: f.message.clone(),
+                })
+                .collect(),
+        };
         let flows = self.flows.catalog.get();
         // As intake does: a tenant's flow starts runs only for its tenant.
         let starts = |s: &Subscription| {
@@ -321,6 +332,7 @@ impl Admin for AdminService {
                     reason: reason.clone(),
                 })
                 .collect(),
+            schema_violations,
         }))
     }
 
@@ -631,6 +643,41 @@ impl Admin for AdminService {
         _request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
         self.stats().await
+    }
+
+    async fn create_event_type(
+        &self,
+        r: Request<pb::CreateEventTypeRequest>,
+    ) -> Result<Response<pb::EventType>, Status> {
+        self.create_event_type(r).await
+    }
+
+    async fn get_event_type(
+        &self,
+        r: Request<pb::GetEventTypeRequest>,
+    ) -> Result<Response<pb::EventType>, Status> {
+        self.get_event_type(r).await
+    }
+
+    async fn list_event_types(
+        &self,
+        r: Request<pb::ListEventTypesRequest>,
+    ) -> Result<Response<pb::ListEventTypesResponse>, Status> {
+        self.list_event_types(r).await
+    }
+
+    async fn update_event_type(
+        &self,
+        r: Request<pb::UpdateEventTypeRequest>,
+    ) -> Result<Response<pb::EventType>, Status> {
+        self.update_event_type(r).await
+    }
+
+    async fn delete_event_type(
+        &self,
+        r: Request<pb::DeleteEventTypeRequest>,
+    ) -> Result<Response<pb::DeleteEventTypeResponse>, Status> {
+        self.delete_event_type(r).await
     }
 }
 

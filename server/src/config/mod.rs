@@ -57,6 +57,9 @@ pub struct Config {
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Partners and forms posting to `/webhook/v1/{token}`.
     pub sources: Vec<sources::SourceConfig>,
+    /// The event-type catalog: a JSON Schema per event name pattern,
+    /// upserted on start by id.
+    pub event_types: Vec<EventTypeConfig>,
     pub flow_runner: FlowRunnerConfig,
     /// Flow definitions, upserted on start by id (a changed one gets a new version).
     pub flows: Vec<crate::flows::definition::FlowDef>,
@@ -296,6 +299,18 @@ pub struct SubscriptionConfig {
 
 fn enabled() -> bool {
     true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTypeConfig {
+    pub id: String,
+    /// An event name pattern: `order.*`, `billing.**`.
+    pub pattern: String,
+    #[serde(default)]
+    pub description: String,
+    /// The JSON Schema, written in YAML or JSON.
+    pub schema: serde_json::Value,
 }
 
 /// Lists of human durations (`["0s", "5s", "5m"]`), which humantime-serde

@@ -9,6 +9,7 @@
 //! `HOOKYARD_ADDR`, `--token` / `HOOKYARD_TOKEN`, else the `admin.token`
 //! file in `--data-dir` / `HOOKYARD_DATA_DIR`.
 
+mod event_types;
 mod render;
 
 use std::{path::PathBuf, time::Duration};
@@ -95,6 +96,9 @@ pub enum CtlCommand {
     /// Flow definitions.
     #[command(subcommand)]
     Flows(FlowCommand),
+    /// The event-type catalog: a JSON Schema per event name pattern.
+    #[command(subcommand)]
+    EventTypes(event_types::EventTypeCommand),
     /// Deliveries: list, inspect, retry.
     #[command(subcommand)]
     Deliveries(DeliveryCommand),
@@ -550,6 +554,7 @@ async fn admin_command(out: &Output, admin: &mut Admin, command: CtlCommand) -> 
         CtlCommand::Subscriptions(c) => subscriptions(out, admin, c).await,
         CtlCommand::Sources(c) => sources(out, admin, c).await,
         CtlCommand::Flows(c) => flows(out, admin, c).await,
+        CtlCommand::EventTypes(c) => event_types::run(out, admin, c).await,
         CtlCommand::Deliveries(c) => deliveries(out, admin, c).await,
         CtlCommand::Runs(c) => runs(out, admin, c).await,
         CtlCommand::Replay {

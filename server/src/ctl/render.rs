@@ -3,8 +3,8 @@
 //! times in RFC 3339).
 
 use hookyard::v1::{
-    Delivery, DeliveryDetail, DeliveryStatus, DeliveryUpdate, Endpoint, EndpointState, Flow,
-    PublishResponse, Run, RunDetail, RunState, SendTestEventResponse, Source, SourceStatus,
+    Delivery, DeliveryDetail, DeliveryStatus, DeliveryUpdate, Endpoint, EndpointState, EventType,
+    Flow, PublishResponse, Run, RunDetail, RunState, SendTestEventResponse, Source, SourceStatus,
     Subscription,
 };
 use serde_json::{json, Value};
@@ -166,6 +166,42 @@ impl Output {
             })
             .collect();
         self.print(&["ID", "NAME", "STATUS", "TENANT"], rows, values);
+    }
+
+    /// The table leaves the schema out unless `with_schema` (one type).
+    pub fn event_types(&self, types: &[EventType], with_schema: bool) {
+        let rows = types
+            .iter()
+            .map(|t| {
+                let mut row = vec![
+                    t.id.clone(),
+                    t.pattern.clone(),
+                    t.version.to_string(),
+                    t.description.clone(),
+                ];
+                if with_schema {
+                    row.push(t.schema.clone());
+                }
+                row
+            })
+            .collect();
+        let values = types
+            .iter()
+            .map(|t| {
+                json!({
+                    "id": t.id, "pattern": t.pattern, "description": t.description,
+                    "schema": serde_json::from_str::<Value>(&t.schema)
+                        .unwrap_or_else(|_| Value::String(t.schema.clone())),
+                    "version": t.version,
+                })
+            })
+            .collect();
+        let headers: &[&str] = if with_schema {
+            &["ID", "PATTERN", "VERSION", "DESCRIPTION", "SCHEMA"]
+        } else {
+            &["ID", "PATTERN", "VERSION", "DESCRIPTION"]
+        };
+        self.print(headers, rows, values);
     }
 
     pub fn flows(&self, flows: &[Flow]) {

@@ -269,6 +269,10 @@ async fn emit_event(
             ),
         },
         Err(conflict @ PublishError::Conflict { .. }) => fail(run, None, conflict.to_string()),
+        // Emitting it again would be refused again: the step fails.
+        Err(invalid @ PublishError::Invalid { .. }) => {
+            fail(run, None, format!("could not emit {name}: {invalid}"))
+        }
         Err(other) => Transition::Defer(format!("could not emit {name}: {other}")),
     }
 }

@@ -80,13 +80,19 @@ pub async fn publish(
         let (id, published) = intake
             .publisher
             .publish_one(Door::CloudEvents, event)
-            .await?;
+            .await
+            .map_err(|e| in_data(e, false))?;
         let answer = json!({"id": id, "seq": published.seq, "duplicate": published.duplicate,
             "matched": published.matched});
         return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-    let outcomes = intake.publisher.publish(Door::CloudEvents, events).await?;
+    // All or nothing, as a batch with an invalid CloudEvent is.
+    let outcomes = intake
+        .publisher
+        .publish(Door::CloudEvents, events)
+        .await
+        .map_err(|e| in_data(e, true))?;
     let results: Vec<Value> = ids
         .iter()
         .zip(outcomes)
@@ -101,6 +107,18 @@ pub async fn publish(
         })
         .collect();
     Ok((StatusCode::ACCEPTED, Json(json!({"events": results}))).into_response())
+}
+
+/// A schema violation named where a CloudEvent keeps its payload: `/data`,
+/// after the event's index in a batch (`/3/data/amount`).
+fn in_data(error: PublishError, batch: bool) -> ApiError {
+    match error {
+        PublishError::Invalid { index, fields } if batch => {
+            ApiError::schema(&[&index.to_string(), "data"], fields)
+        }
+        PublishError::Invalid { fields, .. } => ApiError::schema(&["data"], fields),
+        other => other.into(),
+    }
 }
 
 /// Checks the body is JSON (a 400 naming the line and column if not) and

@@ -44,6 +44,10 @@ pub enum ApiError {
     /// A flow run's inputs.
     #[error("the inputs are not valid")]
     InvalidInputs(Vec<FieldError>),
+    /// A payload its event type's schema refused (paths from the event's
+    /// root: `payload/amount`). Counted by the publish pipeline.
+    #[error("the payload does not match its event type")]
+    Schema(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
     #[error("the rate limit of {scope} is used up; retry in {retry_after_secs} s")]
@@ -81,11 +85,26 @@ impl From<PublishError> for ApiError {
             PublishError::Overloaded => ApiError::Overloaded,
             PublishError::Unavailable(detail) => ApiError::Unavailable(detail),
             conflict @ PublishError::Conflict { .. } => ApiError::Conflict(conflict.to_string()),
+            PublishError::Invalid { fields, .. } => ApiError::schema(&["payload"], fields),
         }
     }
 }
 
 impl ApiError {
+    /// Schema violations named from the event's root: `prefix` is where
+    /// the payload sits (`payload`, or `data` for a CloudEvent).
+    pub fn schema(prefix: &[&str], fields: Vec<FieldError>) -> ApiError {
+        ApiError::Schema(
+            fields
+                .into_iter()
+                .map(|mut f| {
+                    f.path.splice(0..0, prefix.iter().map(|s| s.to_string()));
+                    f
+                })
+                .collect(),
+        )
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Malformed { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -95,7 +114,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Validation(_) | ApiError::InvalidInputs(_) => {
+            ApiError::Validation(_) | ApiError::InvalidInputs(_) | ApiError::Schema(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -120,6 +139,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => Some("rate_limited"),
             ApiError::NotFound(_)
             | ApiError::Conflict(_)
+            | ApiError::Schema(_)
             | ApiError::Overloaded
             | ApiError::Unavailable(_) => None,
         }
@@ -137,7 +157,9 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::Validation(_) | ApiError::InvalidInputs(_) => "validation_failed",
+            ApiError::Validation(_) | ApiError::InvalidInputs(_) | ApiError::Schema(_) => {
+                "validation_failed"
+            }
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded | ApiError::Unavailable(_) => "unavailable",
         }
@@ -155,7 +177,9 @@ impl ApiError {
         self.log();
         let message = self.to_string();
         match self {
-            ApiError::Validation(fields) | ApiError::InvalidInputs(fields) => {
+            ApiError::Validation(fields)
+            | ApiError::InvalidInputs(fields)
+            | ApiError::Schema(fields) => {
                 let mut details = ErrorDetails::new();
                 for f in &fields {
                     details.add_bad_request_violation(f.dotted(field_prefix), f.message.clone());
@@ -216,14 +240,18 @@ impl IntoResponse for ApiError {
         self.log();
         let status = self.status();
         let fields: Vec<_> = match &self {
-            ApiError::Validation(fields) | ApiError::InvalidInputs(fields) => fields
+            ApiError::Validation(fields)
+            | ApiError::InvalidInputs(fields)
+            | ApiError::Schema(fields) => fields
                 .iter()
                 .map(|f| json!({"pointer": f.pointer(), "message": f.message}))
                 .collect(),
             _ => Vec::new(),
         };
         let message = match &self {
-            ApiError::Validation(fields) | ApiError::InvalidInputs(fields) => format!(
+            ApiError::Validation(fields)
+            | ApiError::InvalidInputs(fields)
+            | ApiError::Schema(fields) => format!(
                 "{self}: {}",
                 fields
                     .iter()

@@ -91,14 +91,29 @@ impl Events for EventsService {
         let mut slots = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
             match event::from_proto(event, &key) {
-                Ok(event) => {
-                    slots.push(index);
-                    valid.push(event);
-                    results.push(None);
-                }
+                Ok(event) => match self.intake.publisher.check(Door::Grpc, &event) {
+                    Ok(()) => {
+                        slots.push(index);
+                        valid.push(event);
+                        results.push(None);
+                    }
+                    Err(fields) => {
+                        let fields: Vec<_> = fields
+                            .into_iter()
+                            .map(|mut f| {
+                                f.path.insert(0, "payload".into());
+                                f
+                            })
+                            .collect();
+                        results.push(Some(invalid_result(
+                            "the payload does not match its event type",
+                            &fields,
+                        )));
+                    }
+                },
                 Err(fields) => {
                     crate::metrics::events(Door::Grpc, "invalid", 1);
-                    results.push(Some(invalid_result(&fields)));
+                    results.push(Some(invalid_result("the event is not valid", &fields)));
                 }
             }
         }
@@ -110,7 +125,7 @@ impl Events for EventsService {
             let outcomes = self
                 .intake
                 .publisher
-                .publish(Door::Grpc, valid)
+                .publish_checked(Door::Grpc, valid)
                 .await
                 .map_err(|e| ApiError::from(e).into_status(""))?;
             for ((index, id), outcome) in slots.into_iter().zip(ids).zip(outcomes) {
@@ -184,11 +199,11 @@ pub(super) fn ok_result(response: PublishResponse) -> PublishResult {
     }
 }
 
-pub(super) fn invalid_result(fields: &[event::FieldError]) -> PublishResult {
+pub(super) fn invalid_result(message: &str, fields: &[event::FieldError]) -> PublishResult {
     PublishResult {
         result: Some(publish_result::Result::Error(PublishError {
             code: tonic::Code::InvalidArgument as i32,
-            message: "the event is not valid".into(),
+            message: format!("{message}: {}", crate::event_types::summary(fields)),
             field_violations: fields
                 .iter()
                 .map(|f| FieldViolation {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use super::{auth::Principal, event, ApiError, Intake};
-use crate::metrics::Door;
+use crate::{metrics::Door, publish::PublishError};
 
 /// Events of one stream published and not yet answered, at most.
 pub const WINDOW: usize = 256;
@@ -69,13 +69,16 @@ async fn publish(intake: Arc<Intake>, key: Principal, request: PublishRequest) -
     }
     let Some(event) = request.event else {
         crate::metrics::events(Door::Grpc, "invalid", 1);
-        return super::grpc::invalid_result(&[event::FieldError::new(&[], "is required")]);
+        return super::grpc::invalid_result(
+            "the event is not valid",
+            &[event::FieldError::new(&[], "is required")],
+        );
     };
     let event = match event::from_proto(event, &key) {
         Ok(event) => event,
         Err(fields) => {
             crate::metrics::events(Door::Grpc, "invalid", 1);
-            return super::grpc::invalid_result(&fields);
+            return super::grpc::invalid_result("the event is not valid", &fields);
         }
     };
     if let Err(e) = key.authorize(std::slice::from_ref(&event)) {
@@ -87,6 +90,16 @@ async fn publish(intake: Arc<Intake>, key: Principal, request: PublishRequest) -
         .await
     {
         Ok((id, published)) => super::grpc::ok_result(super::grpc::response(id, published)),
+        Err(PublishError::Invalid { fields, .. }) => {
+            let fields: Vec<_> = fields
+                .into_iter()
+                .map(|mut f| {
+                    f.path.insert(0, "payload".into());
+                    f
+                })
+                .collect();
+            super::grpc::invalid_result("the payload does not match its event type", &fields)
+        }
         Err(e) => super::grpc::error_result(ApiError::from(e).into_status("event")),
     }
 }

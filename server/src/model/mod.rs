@@ -3,6 +3,7 @@
 //! these types; conversions to and from the wire live at the edges.
 
 pub mod endpoint;
+pub mod event_type;
 mod field_error;
 pub mod flow;
 pub mod run;
@@ -11,6 +12,7 @@ pub mod source;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 pub use endpoint::{EndpointAuth, EndpointOptions, EndpointTls, PayloadFormat};
+pub use event_type::EventType;
 pub use field_error::FieldError;
 
 /// An event that passed validation and waits to be committed.

@@ -34,7 +34,7 @@ use crate::model::{
     flow::{RunFilter, StoredFlow},
     run::{LogLine, Run},
     source::{Source, SourceStatus},
-    Attempt, Delivery, DeliveryFilter, DueCursor, DueDelivery, Endpoint, EndpointState,
+    Attempt, Delivery, DeliveryFilter, DueCursor, DueDelivery, Endpoint, EndpointState, EventType,
     StoredEvent, Subscription,
 };
 
@@ -795,6 +795,40 @@ impl Store {
 
     pub async fn set_source_status(&self, id: &str, status: SourceStatus) -> Result<Source> {
         dispatch!(self.set_source_status(id, status))
+    }
+
+    pub async fn list_event_types(&self) -> Result<Vec<EventType>> {
+        dispatch!(self.list_event_types())
+    }
+
+    pub async fn get_event_type(&self, id: &str) -> Result<EventType> {
+        dispatch!(self.get_event_type(id))
+    }
+
+    pub async fn create_event_type(&self, t: &EventType) -> Result<EventType> {
+        dispatch!(self.create_event_type(t))
+    }
+
+    /// Replaces the event type if `t.version` is the stored version.
+    pub async fn update_event_type(&self, t: &EventType) -> Result<EventType> {
+        dispatch!(self.update_event_type(t))
+    }
+
+    /// Creates or replaces (by id) an event type declared in the config file.
+    pub async fn upsert_event_type(&self, t: &EventType) -> Result<EventType> {
+        match self.get_event_type(&t.id).await {
+            Ok(current) => {
+                let mut next = t.clone();
+                next.version = current.version;
+                self.update_event_type(&next).await
+            }
+            Err(Error::NotFound { .. }) => self.create_event_type(t).await,
+            Err(other) => Err(other),
+        }
+    }
+
+    pub async fn delete_event_type(&self, id: &str) -> Result<()> {
+        dispatch!(self.delete_event_type(id))
     }
 
     /// Counts for the deliveries made at or after `since_ms`, plus each

@@ -15,7 +15,7 @@ use crate::{
         run::{Run, RunState},
         source::{Source, SourceStatus},
         Attempt, Delivery, DeliveryStatus, DueDelivery, Endpoint, EndpointState, EventEnvelope,
-        StoredEvent, Subscription,
+        EventType, StoredEvent, Subscription,
     },
     store::{Error, Result},
 };
@@ -271,6 +271,18 @@ pub(super) fn flow_from_row(row: &impl Columns) -> Result<StoredFlow> {
         version: row.get::<i64>("version")? as u64,
         yaml: row.get("yaml")?,
         webhook_key_hash: row.get("webhook_key_hash")?,
+        created_ms: row.get("created_ms")?,
+        updated_ms: row.get("updated_ms")?,
+    })
+}
+
+pub(super) fn event_type_from_row(row: &impl Columns) -> Result<EventType> {
+    Ok(EventType {
+        id: row.get("id")?,
+        pattern: row.get("pattern")?,
+        description: row.get("description")?,
+        schema: row.get("schema")?,
+        version: row.get::<i64>("version")? as u64,
         created_ms: row.get("created_ms")?,
         updated_ms: row.get("updated_ms")?,
     })

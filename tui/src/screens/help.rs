@@ -113,6 +113,7 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
             ("Runs", runs)
         }
         Tab::Flows => ("Flows", keys(&[k.view, k.start, k.reload])),
+        Tab::EventTypes => ("Event types", keys(&[k.delete, k.reload])),
     };
     screen.push(lists);
     out.push((title, screen));
@@ -135,6 +136,8 @@ fn groups(k: &KeyBindings, tab: Tab) -> Vec<Group> {
                 (k.save.label.to_string(), "start the run"),
             ],
         )),
+        // Written in the config file or with `hookyard ctl event-types`.
+        Tab::EventTypes => {}
     }
     out
 }

@@ -164,6 +164,12 @@ impl Searchable for hookyard::v1::Source {
     }
 }
 
+impl Searchable for hookyard::v1::EventType {
+    fn search_text(&self) -> String {
+        format!("{} {} {}", self.id, self.pattern, self.description)
+    }
+}
+
 impl Searchable for hookyard::v1::Flow {
     fn search_text(&self) -> String {
         format!(

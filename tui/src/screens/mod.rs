@@ -5,6 +5,7 @@
 pub mod dead;
 pub mod detail;
 pub mod endpoints;
+pub mod event_types;
 pub mod flows;
 pub mod help;
 pub mod jobs;

@@ -640,3 +640,52 @@ async fn slash_filters_a_list_and_an_empty_filter_shows_every_row() {
     press(&mut app, KeyCode::Enter);
     assert_eq!(ids(&app), ["crm", "old"]);
 }
+
+fn event_types() -> FakeAdmin {
+    FakeAdmin::with(|s| {
+        for (id, pattern, schema) in [
+            (
+                "order",
+                "order.*",
+                r#"{"type":"object","required":["amount"],"properties":{"amount":{"type":"number"}}}"#,
+            ),
+            ("billing", "billing.**", r#"{"type":"object"}"#),
+        ] {
+            let event_type = hookyard::v1::EventType {
+                id: id.to_string(),
+                pattern: pattern.to_string(),
+                description: format!("{id} events"),
+                schema: schema.to_string(),
+                version: 1,
+                ..Default::default()
+            };
+            s.event_types.insert(id.to_string(), event_type);
+        }
+    })
+}
+
+#[tokio::test]
+async fn event_types_list_with_the_selected_schema_and_delete_after_asking() {
+    let fake = event_types();
+    let mut app = on_tab(&fake, '8').await;
+    assert_eq!(app.tab, Tab::EventTypes);
+    assert_screen!("event_types_80x24", app, 80, 24);
+    // Sorted by pattern: billing.** first; move to order.* and see its schema.
+    press(&mut app, KeyCode::Down);
+    let screen = draw(&app, 100, 24);
+    assert!(screen.contains("schema of order"), "{screen}");
+    assert!(screen.contains("\"amount\""), "{screen}");
+
+    press(&mut app, KeyCode::Char('d'));
+    assert!(matches!(&app.mode, Mode::Confirm { question, .. } if question.contains("order")));
+    press(&mut app, KeyCode::Char('n'));
+    assert!(fake.state.lock().unwrap().event_types.contains_key("order"));
+    press(&mut app, KeyCode::Char('d'));
+    press(&mut app, KeyCode::Char('y'));
+    settle(&mut app, &fake).await;
+    assert!(!fake.state.lock().unwrap().event_types.contains_key("order"));
+    assert_eq!(app.event_types.list.len(), 1);
+    assert!(matches!(&app.flash, Some(Flash::Info(m)) if m.contains("deleted")));
+    press(&mut app, KeyCode::Char('?'));
+    assert_screen!("help_event_types_80x24", app, 80, 24);
+}

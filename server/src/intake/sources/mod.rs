@@ -15,7 +15,7 @@ pub mod cors;
 pub mod declared;
 pub mod naming;
 pub mod registry;
-pub mod schema;
+pub use crate::schema;
 pub mod signature;
 pub mod token;
 pub mod webhook;

@@ -32,6 +32,7 @@ use crate::{
         payload, ApiError, Intake,
     },
     model::now_ms,
+    publish::PublishError,
 };
 
 /// Headers whose value identifies one delivery of a webhook, so a resend is
@@ -120,7 +121,12 @@ async fn accept(
         .publisher
         .publish_one(Door::Source, event)
         .await
-        .map_err(ApiError::from)?;
+        .map_err(|e| match e {
+            // The body is the payload: named as the source's own schema
+            // names its fields (`/email`).
+            PublishError::Invalid { fields, .. } => ApiError::schema(&[], fields),
+            other => ApiError::from(other),
+        })?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "state": "ACCEPTED", "duplicate": published.duplicate})),

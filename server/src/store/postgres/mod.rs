@@ -11,6 +11,7 @@
 mod catalog_watch;
 mod cluster;
 mod committer;
+mod event_types;
 pub(super) mod feed_bus;
 mod flows;
 mod replay;

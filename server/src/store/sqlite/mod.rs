@@ -14,6 +14,7 @@ use sqlx::{
 pub(super) mod backup;
 mod checkpoint;
 pub(super) mod committer;
+mod event_types;
 mod fail_stop;
 mod fault;
 mod flows;

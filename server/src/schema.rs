@@ -1,4 +1,7 @@
-//! A source's JSON Schema, compiled once and checked against every body. Each
+//! A JSON Schema compiled once and checked against many documents: a
+//! source's (against each webhook body) and an event type's (against each
+//! payload of its events). It sits below intake and publish, which both use
+//! it. Each
 //! violation becomes one field error at its JSON pointer; a missing required
 //! property points at the property itself (`/email`), not at its parent, so
 //! a form can highlight the field. Remote `$ref`s are never fetched.
@@ -6,7 +9,7 @@
 use jsonschema::{error::ValidationErrorKind, paths::LocationSegment, Validator};
 use serde_json::Value;
 
-use crate::intake::event::FieldError;
+use crate::model::FieldError;
 
 pub struct Schema(Validator);
 
@@ -19,8 +22,20 @@ impl Schema {
 
     /// Every violation, in the order the validator reports them.
     pub fn check(&self, instance: &Value) -> Vec<FieldError> {
+        self.check_first(instance, usize::MAX)
+    }
+
+    /// Whether `instance` is valid, without collecting why not.
+    pub fn accepts(&self, instance: &Value) -> bool {
+        self.0.is_valid(instance)
+    }
+
+    /// The first `limit` violations: enough to fix a payload, and a hostile
+    /// one cannot make the answer grow with its size.
+    pub fn check_first(&self, instance: &Value, limit: usize) -> Vec<FieldError> {
         self.0
             .iter_errors(instance)
+            .take(limit)
             .map(|error| {
                 let mut path: Vec<String> = error
                     .instance_path()
