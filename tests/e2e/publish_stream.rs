@@ -128,7 +128,7 @@ async fn the_python_grpcio_example_streams_events() {
         .args([
             example,
             "--addr",
-            &daemon.http_base().trim_start_matches("http://").to_string(),
+            daemon.http_base().trim_start_matches("http://"),
             "--key",
             crate::harness::API_KEY,
             "--count",
