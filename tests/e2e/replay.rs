@@ -305,3 +305,60 @@ async fn dead_deliveries_are_retried_in_bulk() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_recovery_job_includes_failed_deliveries_waiting_for_a_later_retry() {
+    let mut sink = TestReceiver::start(Behaviour::FailTimes(2, 503)).await;
+    let daemon = Daemon::start(TestConfig::new()).await;
+    let mut admin = daemon.admin_client();
+    // The retry after the first failure is an hour away.
+    endpoint(
+        &mut admin,
+        "slow",
+        &sink.url(),
+        vec![3_600_000],
+        &["order.*"],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        ids.push(
+            publish_http(&daemon, &json!({"name": "order.paid", "payload": {"n": n}}))
+                .await
+                .id,
+        );
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    sink.until_ids(&ids, Duration::from_secs(10)).await;
+
+    // Dead letters only: these are failed, not dead, so nothing moves.
+    let job = admin
+        .retry_dead_letters(RetryDeadLettersRequest {
+            endpoint_id: "slow".into(),
+            ..RetryDeadLettersRequest::default()
+        })
+        .await
+        .expect("RetryDeadLetters")
+        .into_inner();
+    let end = watch_to_end(&mut admin, &job.id)
+        .await
+        .pop()
+        .expect("an end");
+    assert_eq!(end.deliveries, 0, "{end:?}");
+
+    let job = admin
+        .retry_dead_letters(RetryDeadLettersRequest {
+            endpoint_id: "slow".into(),
+            include_failed: true,
+            ..RetryDeadLettersRequest::default()
+        })
+        .await
+        .expect("RetryDeadLetters with failed ones")
+        .into_inner();
+    let end = watch_to_end(&mut admin, &job.id)
+        .await
+        .pop()
+        .expect("an end");
+    assert_eq!(end.deliveries, 2, "{end:?}");
+    sink.until_ids(&ids, Duration::from_secs(10)).await;
+}

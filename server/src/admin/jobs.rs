@@ -81,6 +81,8 @@ pub struct RetryDead {
     pub from_ms: i64,
     pub to_ms: i64,
     pub per_second: u32,
+    /// Failed deliveries waiting for a retry too (a recovery).
+    pub include_failed: bool,
 }
 
 impl Jobs {
@@ -393,6 +395,7 @@ async fn run_retry_dead(
                 after,
                 limit,
                 now_ms(),
+                retry.include_failed,
             )
             .await
             .map_err(|e| Stop::Failed(e.to_string()))?;
@@ -559,7 +562,12 @@ impl AdminService {
             return Err(invalid(&errors));
         };
         let description = format!(
-            "retry dead deliveries{} at {per_second}/s",
+            "retry {} deliveries{} at {per_second}/s",
+            if r.include_failed {
+                "dead and failed"
+            } else {
+                "dead"
+            },
             if r.endpoint_id.is_empty() {
                 String::new()
             } else {
@@ -571,6 +579,7 @@ impl AdminService {
             from_ms,
             to_ms,
             per_second,
+            include_failed: r.include_failed,
         };
         let job = self
             .jobs

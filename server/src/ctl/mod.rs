@@ -142,6 +142,9 @@ pub enum CtlCommand {
         /// Deliveries per second at most (default 100).
         #[arg(long, default_value_t = 0)]
         rate: u32,
+        /// Failed deliveries waiting for a retry too (a throttled recovery).
+        #[arg(long)]
+        include_failed: bool,
         #[arg(long)]
         wait: bool,
     },
@@ -583,6 +586,7 @@ async fn admin_command(out: &Output, admin: &mut Admin, command: CtlCommand) -> 
             endpoint,
             since,
             rate,
+            include_failed,
             wait,
         } => {
             let job = admin
@@ -591,6 +595,7 @@ async fn admin_command(out: &Output, admin: &mut Admin, command: CtlCommand) -> 
                     from: since.map(ago),
                     to: None,
                     per_second: rate,
+                    include_failed,
                 })
                 .await
                 .map_err(refused)?

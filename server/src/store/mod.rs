@@ -660,8 +660,17 @@ impl Store {
         after_id: u64,
         limit: usize,
         now: i64,
+        include_failed: bool,
     ) -> Result<Vec<(u64, std::sync::Arc<str>)>> {
-        dispatch!(self.retry_dead_page(endpoint_id, from_ms, to_ms, after_id, limit, now))
+        dispatch!(self.retry_dead_page(
+            endpoint_id,
+            from_ms,
+            to_ms,
+            after_id,
+            limit,
+            now,
+            include_failed
+        ))
     }
 
     /// Every endpoint with deliveries still to attempt, and when its earliest

@@ -76,9 +76,9 @@ impl SqliteStore {
         Ok(made)
     }
 
-    /// Makes up to `limit` dead deliveries after `after_id`, created in
-    /// `[from_ms, to_ms)` (of one endpoint when given), due now; their ids
-    /// and endpoints.
+    /// Makes up to `limit` dead deliveries (and failed ones, with
+    /// `include_failed`) after `after_id`, created in `[from_ms, to_ms)` (of
+    /// one endpoint when given), due now; their ids and endpoints.
     pub async fn retry_dead_page(
         &self,
         endpoint_id: Option<&str>,
@@ -87,10 +87,11 @@ impl SqliteStore {
         after_id: u64,
         limit: usize,
         now: i64,
+        include_failed: bool,
     ) -> Result<Vec<(u64, Arc<str>)>> {
         sqlx::query(
             "UPDATE deliveries SET status = 'failed', next_attempt_ms = ?1, updated_ms = ?1 \
-             WHERE id IN (SELECT id FROM deliveries WHERE status = 'dead' AND id > ?2 \
+             WHERE id IN (SELECT id FROM deliveries WHERE (status = 'dead' OR (?7 AND status = 'failed')) AND id > ?2 \
              AND created_ms >= ?3 AND created_ms < ?4 AND (?5 IS NULL OR endpoint_id = ?5) \
              ORDER BY id LIMIT ?6) RETURNING id, endpoint_id",
         )
@@ -100,6 +101,7 @@ impl SqliteStore {
         .bind(to_ms)
         .bind(endpoint_id)
         .bind(limit as i64)
+        .bind(include_failed)
         .fetch_all(self.pool())
         .await?
         .iter()
