@@ -56,7 +56,9 @@ pub fn out_of_order(
     workers: usize,
     keys: u64,
 ) -> u64 {
-    let mut seen: Vec<((u64, u64), Instant, (u64, usize))> = arrived
+    // (key, worker), arrival, (request, position in its batch).
+    type Seen = ((u64, u64), Instant, (u64, usize));
+    let mut seen: Vec<Seen> = arrived
         .iter()
         .filter_map(|(id, &at)| {
             let (i, j) = id
