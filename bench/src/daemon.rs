@@ -38,6 +38,8 @@ pub struct DaemonSpec {
     pub memory_queue: usize,
     pub max_in_flight: u32,
     pub flows: Vec<Value>,
+    /// The `ordering_key` of the endpoints `route` adds; `None`: unordered.
+    pub ordering_key: Option<String>,
 }
 
 impl Default for DaemonSpec {
@@ -48,11 +50,19 @@ impl Default for DaemonSpec {
             memory_queue: 20_000,
             max_in_flight: 64,
             flows: Vec::new(),
+            ordering_key: None,
         }
     }
 }
 
 impl DaemonSpec {
+    /// Orders the deliveries of the endpoints `route` adds from now on by the
+    /// event's `payload.key` (`ordering_key: "{{ event.payload.key }}"`).
+    pub fn ordered_by_payload_key(mut self) -> DaemonSpec {
+        self.ordering_key = Some("{{ event.payload.key }}".to_string());
+        self
+    }
+
     /// Adds endpoint `id` at `url` and a subscription of `patterns` to it.
     pub fn route(
         mut self,
@@ -61,14 +71,18 @@ impl DaemonSpec {
         patterns: &[&str],
         retry_schedule: &[&str],
     ) -> DaemonSpec {
-        self.endpoints.push(json!({
+        let mut endpoint = json!({
             "id": id,
             "url": url,
             "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "retry_schedule": retry_schedule,
             "timeout": "10s",
             "max_in_flight": self.max_in_flight,
-        }));
+        });
+        if let Some(key) = &self.ordering_key {
+            endpoint["ordering_key"] = json!(key);
+        }
+        self.endpoints.push(endpoint);
         self.subscriptions.push(json!({
             "name": format!("to-{id}"),
             "patterns": patterns,
@@ -234,6 +248,13 @@ impl Daemon {
     /// stores in a cluster the harness started.
     pub fn pg_cpu_clock(&self) -> Option<CpuClock> {
         self.database.as_ref().and_then(|(pg, _)| pg.cpu_clock())
+    }
+
+    /// The last `lines` lines of the daemon's log (stderr, `RUST_LOG=warn`).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("hookyard.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -173,6 +173,21 @@ pub fn payload(bytes: usize) -> String {
     )
 }
 
+/// `payload(bytes)` with an ordering key in front (`{"key":"k7",...}`),
+/// padded less by the key's length, so it stays about `bytes` long.
+pub fn keyed_payload(bytes: usize, key: u64) -> String {
+    let field = format!(r#""key":"k{key}","#);
+    let rest = payload(bytes.saturating_sub(field.len()));
+    format!("{{{field}{}", &rest[1..])
+}
+
+/// The ordering key (`k<n>`, see `keyed_payload`) of the `j`-th event of
+/// request `i` with batches of `batch`: event number `i * batch + j` modulo
+/// `keys`, so consecutive events take consecutive keys.
+pub fn key_of(i: u64, j: usize, batch: usize, keys: u64) -> u64 {
+    (i * batch as u64 + j as u64) % keys.max(1)
+}
+
 /// The id of request `i`'s event (`j`-th in its batch) in a run.
 pub fn event_id(prefix: &str, i: u64, j: usize) -> String {
     format!("{prefix}-{i}-{j}")
@@ -244,6 +259,9 @@ pub struct HttpWorker {
     /// Size of the whole body, about.
     body_bytes: usize,
     pad: String,
+    /// Ordering keys the events are spread over (`"key":"k<i mod keys>"`
+    /// in the payload); 0: none.
+    keys: u64,
     /// When set, the time each acknowledged request `i` was answered.
     pub acks: Option<Vec<(u64, Instant)>>,
 }
@@ -262,8 +280,16 @@ impl HttpWorker {
             ids: Ids::Ordered,
             body_bytes,
             pad: "x".repeat(pad_len(prefix, name, body_bytes)),
+            keys: 0,
             acks: None,
         }
+    }
+
+    /// Gives event `i` the ordering key `k<i mod keys>` (`"key"` in the
+    /// payload, the body about as long as before); 0: no key.
+    pub fn with_keys(mut self, keys: u64) -> HttpWorker {
+        self.keys = keys;
+        self
     }
 
     /// Starts runs of `flow` instead, each with input `n` = the request's
@@ -310,6 +336,14 @@ impl HttpWorker {
     async fn post(&mut self, i: u64) -> Result<u64, String> {
         let id = self.ids.make(&self.prefix, i, 0);
         let (path, body) = match &self.target {
+            Target::Events { name } if self.keys > 0 => {
+                let key = format!(r#""key":"k{}","#, key_of(i, 0, 1, self.keys));
+                let pad = &self.pad[..self.pad.len().saturating_sub(key.len()).max(1)];
+                (
+                    "/v1/events",
+                    format!(r#"{{"id":"{id}","name":"{name}","payload":{{{key}"pad":"{pad}"}}}}"#),
+                )
+            }
             Target::Events { name } => (
                 "/v1/events",
                 format!(
@@ -370,6 +404,9 @@ pub struct GrpcWorker {
     ids: Ids,
     batch: usize,
     payload: Bytes,
+    payload_bytes: usize,
+    /// Ordering keys the events are spread over; 0: none.
+    keys: u64,
     pub acks: Option<Vec<(u64, Instant)>>,
 }
 
@@ -399,8 +436,17 @@ impl GrpcWorker {
             ids: Ids::Ordered,
             batch: batch.max(1),
             payload: Bytes::from(payload(payload_bytes)),
+            payload_bytes,
+            keys: 0,
             acks: None,
         }
+    }
+
+    /// Gives the `j`-th event of request `i` the ordering key
+    /// `key_of(i, j, batch, keys)` (`keyed_payload`); 0: no key.
+    pub fn with_keys(mut self, keys: u64) -> GrpcWorker {
+        self.keys = keys;
+        self
     }
 
     pub fn with_ids(mut self, ids: Ids) -> GrpcWorker {
@@ -417,7 +463,11 @@ impl GrpcWorker {
         Event {
             id: self.ids.make(&self.prefix, i, j),
             name: self.name.clone(),
-            payload: self.payload.to_vec(),
+            payload: if self.keys > 0 {
+                keyed_payload(self.payload_bytes, key_of(i, j, self.batch, self.keys)).into_bytes()
+            } else {
+                self.payload.to_vec()
+            },
             ..Event::default()
         }
     }

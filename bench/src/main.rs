@@ -140,6 +140,11 @@ enum Scenario {
         /// daemon, so that every daemon holds endpoint leases.
         #[arg(long)]
         endpoints: Option<usize>,
+        /// Ordering keys the events are spread over (the endpoints order by
+        /// `{{ event.payload.key }}`, event n carries `"key": "k<n mod N>"`);
+        /// 0: unordered.
+        #[arg(long, default_value_t = 0)]
+        ordering_keys: u64,
     },
     /// One event to 10 endpoints.
     Fanout {
@@ -189,6 +194,11 @@ enum Scenario {
         /// The daemon's `delivery.memory_queue`.
         #[arg(long, default_value_t = 20_000)]
         memory_queue: usize,
+        /// Ordering keys the events are spread over (the endpoint orders by
+        /// `{{ event.payload.key }}`, event n carries `"key": "k<n mod N>"`);
+        /// 0: unordered.
+        #[arg(long, default_value_t = 0)]
+        ordering_keys: u64,
     },
     /// A healthy endpoint's latency while another has a backlog due and
     /// refuses connections (after a baseline without the backlog).
@@ -380,6 +390,7 @@ async fn run(command: Scenario, storage: &Storage, nodes: &[usize]) -> anyhow::R
                 connections,
                 payload,
                 endpoints,
+                ordering_keys,
             } => {
                 let several = nodes.iter().any(|&n| n > 1);
                 let args = end_to_end::EndToEndArgs {
@@ -387,6 +398,7 @@ async fn run(command: Scenario, storage: &Storage, nodes: &[usize]) -> anyhow::R
                     endpoints: endpoints.unwrap_or(if several { 6 } else { 1 }),
                     connections,
                     payload,
+                    ordering_keys,
                 };
                 end_to_end::run(&common("end-to-end", &c), &args).await
             }
@@ -426,6 +438,7 @@ async fn run(command: Scenario, storage: &Storage, nodes: &[usize]) -> anyhow::R
                 concurrency,
                 payload,
                 memory_queue,
+                ordering_keys,
             } => {
                 let args = backlog::BacklogArgs {
                     events,
@@ -433,6 +446,7 @@ async fn run(command: Scenario, storage: &Storage, nodes: &[usize]) -> anyhow::R
                     concurrency,
                     payload,
                     memory_queue,
+                    ordering_keys,
                 };
                 backlog::run(&common("backlog", &c), &args).await
             }

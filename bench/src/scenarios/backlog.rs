@@ -4,12 +4,17 @@
 //! is up (deliveries from the sink's first request to its last, since the
 //! first retries fall due up to 5 s after it comes up), and the daemon's resident memory throughout (sampled `VmRSS` and
 //! the kernel's peak, `VmHWM`).
+//!
+//! With `ordering_keys` N above 0 the endpoint has `ordering_key: "{{
+//! event.payload.key }}"` and event number `n` carries `"key": "k<n mod N>"`:
+//! each key's deliveries then go one at a time, so the drain measures ordered
+//! delivery. The sink's arrivals are checked against publish order per key.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{cpu_per, run_prefix, Common};
+use super::{cpu_per, out_of_order, run_prefix, Common};
 use crate::{
     daemon::{rss_kib, CpuClock, Daemon, DaemonSpec},
     load::{self, GrpcWorker, Plan},
@@ -25,6 +30,8 @@ pub struct BacklogArgs {
     pub batch: usize,
     pub concurrency: usize,
     pub payload: usize,
+    /// Ordering keys the events are spread over; 0: unordered.
+    pub ordering_keys: u64,
 }
 
 pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
@@ -35,11 +42,22 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
     // endpoint is down every attempt fails fast (connection refused) and is
     // recorded; once it is up, everything is due again within 5 s.
     let schedule = vec!["5s"; 20];
-    let spec = DaemonSpec {
+    let mut spec = DaemonSpec {
         memory_queue: args.memory_queue,
         ..DaemonSpec::default()
+    };
+    if args.ordering_keys > 0 {
+        spec = spec.ordered_by_payload_key();
     }
-    .route("down", &url, &["backlog.*"], &schedule);
+    let spec = spec.route("down", &url, &["backlog.*"], &schedule);
+    let ordering = if args.ordering_keys > 0 {
+        format!(
+            "ordered, {} keys",
+            report::thousands(args.ordering_keys as f64)
+        )
+    } else {
+        "unordered".to_string()
+    };
     let daemon = Daemon::start(&common.hookyard, &common.storage, &spec).await?;
 
     let sampler = daemon.rss_sampler();
@@ -55,6 +73,7 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
                 args.batch,
                 args.payload,
             )
+            .with_keys(args.ordering_keys)
         })
         .collect();
     let requests = args.events.div_ceil(args.batch as u64);
@@ -112,12 +131,30 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
     let busy = last.saturating_duration_since(first);
     let hwm = daemon.memory_kib().map(|m| m.1).unwrap_or(0);
     let peak_rss = sampler.peak_kib().max(hwm);
-    let unique = sink.first_delivered().len() as u64;
+    let arrived = sink.first_delivered();
+    let unique = arrived.len() as u64;
+    let misordered = (args.ordering_keys > 0).then(|| {
+        out_of_order(
+            &arrived,
+            &prefix,
+            args.batch,
+            args.concurrency,
+            args.ordering_keys,
+        )
+    });
+    if !complete {
+        println!(
+            "the drain did not finish within {} s; the daemon's log ends:\n{}",
+            DRAIN_LIMIT.as_secs(),
+            daemon.log_tail(40)
+        );
+    }
     daemon.stop().await;
     let drain_rate = report::rate(sink.delivered(), busy);
 
     let mut table = Table::new(&[
         "events",
+        "ordering",
         "intake ev/s (down)",
         "first after s",
         "drain s",
@@ -130,6 +167,7 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
     ]);
     table.row(vec![
         outcome.events.to_string(),
+        ordering.clone(),
         report::thousands(intake_rate),
         format!("{:.1}", first.saturating_duration_since(up).as_secs_f64()),
         format!("{:.1}", busy.as_secs_f64()),
@@ -141,7 +179,7 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
         pg_cpu_us.map_or_else(|| "-".to_string(), |c| format!("{c:.1}")),
     ]);
     println!(
-        "\nbacklog on {}: {} events (PublishBatch of {}, {} in flight) while the endpoint is down, then up{}\n{}",
+        "\nbacklog on {}: {} events (PublishBatch of {}, {} in flight, {ordering}) while the endpoint is down, then up{}\n{}",
         common.storage.label(),
         args.events,
         args.batch,
@@ -149,11 +187,18 @@ pub async fn run(common: &Common, args: &BacklogArgs) -> anyhow::Result<()> {
         if complete { "" } else { " (drain NOT complete)" },
         table.render()
     );
+    if let Some(misordered) = misordered {
+        println!(
+            "arrivals after a later event with their key (publish order known per load worker): {misordered}"
+        );
+    }
     report::write_json(
         &common.json,
         &json!({
             "scenario": "backlog",
             "events": outcome.events,
+            "ordering_keys": args.ordering_keys,
+            "out_of_order": misordered,
             "publish_errors": outcome.errors,
             "intake_events_per_s": intake_rate,
             "up_to_all_delivered_s": drain.as_secs_f64(),

@@ -10,6 +10,9 @@
 //! daemon `w mod n` and endpoint `(w / n) mod endpoints`, so every endpoint
 //! gets events through every daemon, and most deliveries are read by
 //! another daemon than the one that took the event.
+//!
+//! With `ordering_keys` N above 0 every endpoint orders by `{{
+//! event.payload.key }}` and event `i` carries `"key": "k<i mod N>"`.
 
 use std::{
     collections::HashMap,
@@ -19,7 +22,7 @@ use std::{
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use super::{cpu_per, run_prefix, Common};
+use super::{cpu_per, out_of_order, run_prefix, Common};
 use crate::{
     daemon::{CpuClock, DaemonSpec},
     load::{self, event_id, HttpWorker, Outcome, Plan},
@@ -37,6 +40,8 @@ pub struct EndToEndArgs {
     pub endpoints: usize,
     pub connections: usize,
     pub payload: usize,
+    /// Ordering keys the events are spread over; 0: unordered.
+    pub ordering_keys: u64,
 }
 
 pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
@@ -53,15 +58,20 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
         .flat_map(|n| args.rates.iter().map(move |r| (n, r)))
     {
         let sink = Sink::start(SinkConfig::default()).await?;
+        let base = if args.ordering_keys > 0 {
+            DaemonSpec::default().ordered_by_payload_key()
+        } else {
+            DaemonSpec::default()
+        };
         let spec = if endpoints == 1 {
-            DaemonSpec::default().route(
+            base.route(
                 "sink",
                 &sink.url("/hook"),
                 &["bench.*"],
                 &["0s", "1s", "1s"],
             )
         } else {
-            (0..endpoints).fold(DaemonSpec::default(), |spec, k| {
+            (0..endpoints).fold(base, |spec, k| {
                 spec.route(
                     &format!("sink{k}"),
                     &sink.url(&format!("/hook/{k}")),
@@ -87,7 +97,9 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
                 } else {
                     format!("bench.e2e.{}", (w / addrs.len()) % endpoints)
                 };
-                HttpWorker::new(addrs[w % addrs.len()], &name, &prefix, args.payload).record_acks()
+                HttpWorker::new(addrs[w % addrs.len()], &name, &prefix, args.payload)
+                    .with_keys(args.ordering_keys)
+                    .record_acks()
             })
             .collect();
         let plan = Plan {
@@ -116,6 +128,15 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
         let cpu_start = cpu_start.await.unwrap_or_default();
         let cpu_us = cpu_per(cpu_start.0, cpu_end.0, outcome.events);
         let pg_cpu_us = cpu_per(cpu_start.1, cpu_end.1, outcome.events);
+        let misordered = (args.ordering_keys > 0).then(|| {
+            out_of_order(
+                &sink.first_delivered(),
+                &prefix,
+                1,
+                args.connections,
+                args.ordering_keys,
+            )
+        });
         let acked_per_s = report::rate(outcome.events, outcome.elapsed);
         let (from_ack, from_send) = (
             Latency::of(&arrived.from_ack),
@@ -147,17 +168,22 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
         let us = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
         summary.push(format!(
             "{n} node(s), rate {rate}: {} acknowledged/s; cpu us/ev {} (daemons), {} \
-             (PostgreSQL); endpoint leases per daemon {}",
+             (PostgreSQL); endpoint leases per daemon {}{}",
             report::thousands(acked_per_s),
             us(cpu_us),
             us(pg_cpu_us),
             nodes::leases_text(leases.as_deref()),
+            misordered.map_or_else(String::new, |m| format!(
+                "; {m} arrived after a later event with their key"
+            )),
         ));
         results.push(json!({
             "nodes": n,
             "endpoints": endpoints,
             "leases_per_node": leases,
             "rate": rate,
+            "ordering_keys": args.ordering_keys,
+            "out_of_order": misordered,
             "published": outcome.requests,
             "publish_errors": outcome.errors,
             "acknowledged": arrived.acknowledged,
@@ -171,9 +197,14 @@ pub async fn run(common: &Common, args: &EndToEndArgs) -> anyhow::Result<()> {
         }));
     }
     println!(
-        "\nend-to-end on {}: HTTP open loop over {} connections, {endpoints} endpoint(s), payload {} B, {:?} per rate after {:?} warm-up\n{}",
+        "\nend-to-end on {}: HTTP open loop over {} connections, {endpoints} endpoint(s){}, payload {} B, {:?} per rate after {:?} warm-up\n{}",
         common.storage.label(),
         args.connections,
+        if args.ordering_keys > 0 {
+            format!(" ordered by {} keys", args.ordering_keys)
+        } else {
+            " unordered".to_string()
+        },
         args.payload,
         common.duration,
         common.warmup,
