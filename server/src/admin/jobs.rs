@@ -389,13 +389,15 @@ async fn run_retry_dead(
         let made = ctx
             .store
             .retry_dead_page(
-                retry.endpoint_id.as_deref(),
-                retry.from_ms,
-                retry.to_ms,
+                &crate::store::RetryScope {
+                    endpoint_id: retry.endpoint_id.as_deref(),
+                    from_ms: retry.from_ms,
+                    to_ms: retry.to_ms,
+                    include_failed: retry.include_failed,
+                },
                 after,
                 limit,
                 now_ms(),
-                retry.include_failed,
             )
             .await
             .map_err(|e| Stop::Failed(e.to_string()))?;

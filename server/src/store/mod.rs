@@ -38,6 +38,17 @@ use crate::model::{
     StoredEvent, Subscription,
 };
 
+/// Which deliveries a bulk retry makes due again: the dead ones (and the
+/// failed ones, with `include_failed`) created in `[from_ms, to_ms)`, of one
+/// endpoint when given.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryScope<'a> {
+    pub endpoint_id: Option<&'a str>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub include_failed: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The database could not be reached or could not commit; nothing was stored.
@@ -654,23 +665,12 @@ impl Store {
     /// Makes a page of dead deliveries due now (bulk retry).
     pub async fn retry_dead_page(
         &self,
-        endpoint_id: Option<&str>,
-        from_ms: i64,
-        to_ms: i64,
+        scope: &RetryScope<'_>,
         after_id: u64,
         limit: usize,
         now: i64,
-        include_failed: bool,
     ) -> Result<Vec<(u64, std::sync::Arc<str>)>> {
-        dispatch!(self.retry_dead_page(
-            endpoint_id,
-            from_ms,
-            to_ms,
-            after_id,
-            limit,
-            now,
-            include_failed
-        ))
+        dispatch!(self.retry_dead_page(scope, after_id, limit, now))
     }
 
     /// Every endpoint with deliveries still to attempt, and when its earliest

@@ -9,7 +9,7 @@ use sqlx::Row;
 use super::SqliteStore;
 use crate::{
     model::{Route, StoredEvent},
-    store::{rows::event_from_row, Result},
+    store::{rows::event_from_row, Result, RetryScope},
 };
 
 impl SqliteStore {
@@ -81,13 +81,10 @@ impl SqliteStore {
     /// one endpoint when given), due now; their ids and endpoints.
     pub async fn retry_dead_page(
         &self,
-        endpoint_id: Option<&str>,
-        from_ms: i64,
-        to_ms: i64,
+        scope: &RetryScope<'_>,
         after_id: u64,
         limit: usize,
         now: i64,
-        include_failed: bool,
     ) -> Result<Vec<(u64, Arc<str>)>> {
         sqlx::query(
             "UPDATE deliveries SET status = 'failed', next_attempt_ms = ?1, updated_ms = ?1 \
@@ -97,11 +94,11 @@ impl SqliteStore {
         )
         .bind(now)
         .bind(after_id as i64)
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(endpoint_id)
+        .bind(scope.from_ms)
+        .bind(scope.to_ms)
+        .bind(scope.endpoint_id)
         .bind(limit as i64)
-        .bind(include_failed)
+        .bind(scope.include_failed)
         .fetch_all(self.pool())
         .await?
         .iter()
